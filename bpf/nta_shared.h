@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * nta_shared.h - the contract between the XDP programs in bpf/, the C core
+ * in allocator/ and the Python harness.
+ *
+ * Plain fixed-width types only, no pointers: every layout here is read by
+ * three compilers (BCC's clang for BPF, gcc for the C core, cffi/ctypes for
+ * Python). Any change to a layout bumps NTA_SHARED_VERSION.
+ */
+#ifndef NTA_SHARED_H
+#define NTA_SHARED_H
+
+#include <linux/types.h>
+
+#define NTA_SHARED_VERSION 1
+
+/*
+ * Verdicts the XDP program can be built with (-DNTA_ACTION=...). The values
+ * are the kernel's enum xdp_action, repeated so user space need not include
+ * <linux/bpf.h>.
+ */
+#define NTA_ACT_ABORTED 0
+#define NTA_ACT_DROP    1
+#define NTA_ACT_PASS    2
+
+/*
+ * Per-CPU counters kept by the XDP program, one slot (index
+ * NTA_STATS_KEY) in a BPF_PERCPU_ARRAY. first_ns/last_ns are
+ * bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the first and last packet this CPU
+ * saw, so user space can compute the rate at the XDP hook itself.
+ */
+#define NTA_STATS_KEY 0
+
+struct nta_xdp_stats {
+	__u64 packets;
+	__u64 bytes;      /* whole frame, all fragments */
+	__u64 first_ns;
+	__u64 last_ns;
+};
+
+/*
+ * Per-packet metadata record, XDP -> controller. Fixed size; filled in by the
+ * metadata program (a later stage), declared here so that its layout lives
+ * in one place from the start.
+ */
+struct nta_meta {
+	__u64 ts_ns;        /* bpf_ktime_get_ns() at the hook */
+	__u32 len;          /* frame length */
+	__u32 ifindex;      /* ingress ifindex */
+	__u32 rx_queue;     /* RX queue index */
+	__u32 flow_hash;    /* hash of addresses, protocol and ports */
+	__u16 vlan[2];      /* outer and inner VLAN TCI, 0 when absent */
+	__u16 ethertype;    /* after VLAN tags, host order */
+	__u8  l4_proto;     /* IPPROTO_*, 0 when not IP */
+	__u8  flags;
+	__u16 sport;        /* host order, 0 when not TCP/UDP */
+	__u16 dport;
+	__u32 pad;
+};
+
+_Static_assert(sizeof(struct nta_xdp_stats) == 32, "nta_xdp_stats layout");
+_Static_assert(sizeof(struct nta_meta) == 40, "nta_meta layout");
+
+#endif /* NTA_SHARED_H */
