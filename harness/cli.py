@@ -1,0 +1,328 @@
+"""nta: the command line.
+
+Every error a user can cause (a bad flag, a bad capture, a missing
+privilege) is one line on stderr and a non-zero exit status; SIGINT, SIGTERM
+and SIGHUP unwind through the context managers, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import textwrap
+
+from harness import __version__
+from harness.errors import NtaError
+
+EXIT_USAGE = 2
+EXIT_UNRECONCILED = 3
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: 'nta run: error: ...'."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _examples(text: str) -> str:
+    return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip("\n"), "  ")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {s}")
+    return v
+
+
+# -- nta run -------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from harness import run, xdp
+    from harness.replay import ReplayOptions
+
+    if args.ebpf:
+        print(xdp.describe(args.action))
+        return 0
+    cfg = run.RunConfig(
+        pcap=args.pcap,
+        replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
+                             multiplier=args.multiplier, duration=args.duration, limit=args.limit),
+        mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
+        json_path=args.json, tag=args.name, quiet=args.quiet)
+    result = run.run(cfg)
+    if not result.reconciled:
+        print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
+        return EXIT_UNRECONCILED
+    return 0
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="replay a capture over a veth pair into an XDP program and count it",
+        description="Bring up a veth pair between two new namespaces, attach the counting XDP program "
+                    "on the dut end, replay FILE with tcpreplay from the gen end, print one line per "
+                    "interval and a summary that reconciles every counting point, then tear it all down.",
+        epilog=_examples("""
+            nta run --pcap build/imix.pcap --loops 2000 --topspeed
+            nta run --pcap capture.pcap --pps 100000 --mode generic --json out.json
+            nta run --pcap jumbo.pcap --mtu 9000 --action pass
+            nta run --ebpf                     # print the XDP program and its flags
+            exit status: 0 ok, 1 error, 2 bad usage, 3 counts did not reconcile"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pcap", metavar="FILE", help="capture to replay (pcap or pcapng, Ethernet)")
+    p.add_argument("--loops", type=_positive_int, default=1, help="replay the capture N times (default 1)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--topspeed", action="store_true", help="replay as fast as possible")
+    rate.add_argument("--pps", type=_positive_float, help="replay at R packets per second")
+    rate.add_argument("--mbps", type=_positive_float, help="replay at R Mbit/s")
+    rate.add_argument("--multiplier", type=_positive_float, help="replay at X times the capture's timing")
+    p.add_argument("--duration", type=_positive_int, metavar="S", help="stop the replay after S seconds")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="stop the replay after N packets")
+    p.add_argument("--mode", choices=("native", "generic"), default="native",
+                   help="XDP attach mode (default native)")
+    p.add_argument("--action", choices=("drop", "pass"), default="drop", help="XDP verdict (default drop)")
+    p.add_argument("--mtu", type=int, default=1500, help="veth MTU (default 1500)")
+    p.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between lines (default 1)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
+    p.add_argument("--name", metavar="TAG", help="topology name (default: this process id)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no interval lines or summary")
+    p.add_argument("--ebpf", action="store_true", help="print the XDP program as compiled, then exit")
+    p.set_defaults(func=cmd_run, needs_pcap=True)
+
+
+# -- nta topo --------------------------------------------------------------------
+
+def cmd_topo_up(args) -> int:
+    from harness import run, topology
+
+    run.require_root("nta topo up")
+    topo = topology.Topology(args.name, mtu=args.mtu, persistent=True).create()
+    print(f"{topo.gen_ns}:{topo.gen_if} <=> {topo.dut_ns}:{topo.dut_if}, mtu {topo.mtu}, IPv6 off "
+          f"(remove with 'nta topo down {topo.tag}')")
+    return 0
+
+
+def cmd_topo_down(args) -> int:
+    from harness import run, topology
+
+    run.require_root("nta topo down")
+    for tag in args.names:
+        topology.check_tag(tag)
+    topos = topology.list_topologies(probe=False)
+    known = {t.tag: t for t in topos}
+    if args.names:
+        missing = [tag for tag in args.names if tag not in known]
+        if missing:
+            raise NtaError(f"no topology named {', '.join(missing)} (see 'nta topo status')")
+        topos = [known[tag] for tag in args.names]
+    status = 0
+    for t in topos:
+        if t.state == "live" and not args.force:
+            print(f"nta: skipped {t.tag}: in use by pid {t.owner_pid} (--force removes it anyway)",
+                  file=sys.stderr)
+            status = 1
+            continue
+        removed = topology.remove_namespaces(t.tag)
+        print(f"removed {t.tag} ({t.state}): {', '.join(removed) or 'owner record only'}")
+    if not topos:
+        print("no nta topologies")
+    return status
+
+
+def cmd_topo_status(args) -> int:
+    from harness import report, topology
+
+    report.check_writable(args.json)
+    topos = topology.list_topologies()
+    if args.json:
+        import dataclasses
+        report.write_json(args.json, {"tool": "nta", "version": __version__, "command": "topo status",
+                                      "topologies": [dataclasses.asdict(t) for t in topos]})
+        if args.json == "-":
+            return 0
+    if not topos:
+        print("no nta topologies")
+        return 0
+    rows = [[t.tag, t.state, str(t.owner_pid or "-"), " ".join(t.namespaces) or "-", str(t.mtu or "-"),
+             f"{t.xdp} (id {t.xdp_prog_id})" if t.xdp else "-"] for t in topos]
+    report.table(rows, ["name", "state", "owner", "namespaces", "mtu", "xdp"])
+    return 0
+
+
+def add_topo(sub) -> None:
+    p = sub.add_parser(
+        "topo", help="create, remove and list the harness's namespaces and veth pairs",
+        description="Topologies are two namespaces (nta-gen-NAME, nta-dut-NAME) joined by a veth pair "
+                    "(veth-gen <=> veth-dut), IPv6 off. 'nta run' makes its own and removes it; these "
+                    "commands are for a topology that outlives a command, and for clean-up after a "
+                    "killed run.",
+        epilog=_examples("""
+            nta topo up --name lab --mtu 9000   # persistent, until 'nta topo down lab'
+            nta topo status
+            nta topo down                      # every stale or persistent topology
+            nta topo down lab"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tsub = p.add_subparsers(dest="topo_cmd", metavar="{up,down,status}", required=True)
+    up = tsub.add_parser("up", help="create a persistent topology")
+    up.add_argument("--name", default="manual", help="topology name (default 'manual')")
+    up.add_argument("--mtu", type=int, default=1500, help="veth MTU (default 1500)")
+    up.set_defaults(func=cmd_topo_up)
+    down = tsub.add_parser("down", help="remove topologies (default: all stale and persistent ones)")
+    down.add_argument("names", nargs="*", metavar="NAME")
+    down.add_argument("--force", action="store_true", help="also remove topologies of running commands")
+    down.set_defaults(func=cmd_topo_down)
+    st = tsub.add_parser("status", help="list topologies, their owners and XDP programs")
+    st.add_argument("--json", metavar="FILE", help="also write the list as JSON ('-' for stdout)")
+    st.set_defaults(func=cmd_topo_status)
+
+
+# -- nta pcap --------------------------------------------------------------------
+
+def cmd_pcap_info(args) -> int:
+    from harness import pcapfile, report
+
+    report.check_writable(args.json)
+    infos = [pcapfile.read_capture(path) for path in args.files]
+    if args.json:
+        report.write_json(args.json, {"tool": "nta", "version": __version__, "command": "pcap info",
+                                      "captures": [i.as_dict() for i in infos]})
+        if args.json == "-":
+            return 0
+    rows = [[os.path.basename(i.path), i.format, report.n(i.packets), report.n(i.bytes),
+             i.linktype_text() or "-", f"{i.min_caplen}..{i.max_caplen}", report.n(i.truncated),
+             str(i.mtu_needed())] for i in infos]
+    report.table(rows, ["file", "format", "packets", "bytes", "link types", "frame bytes", "truncated",
+                        "mtu needed"])
+    return 0
+
+
+def cmd_pcap_imix(args) -> int:
+    from harness import imix
+
+    count = imix.write_imix(args.out, cycles=args.cycles)
+    print(f"wrote {args.out}: {count} packets (64/576/1500-byte UDP frames, 7:4:1)")
+    return 0
+
+
+def add_pcap(sub) -> None:
+    p = sub.add_parser("pcap", help="inspect captures; write the bundled IMIX capture",
+                       epilog=_examples("""
+                           nta pcap info ../shared/pcaps/*.pcap*
+                           nta pcap imix build/imix.pcap --cycles 100"""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    psub = p.add_subparsers(dest="pcap_cmd", metavar="{info,imix}", required=True)
+    info = psub.add_parser("info", help="count and check captures (what 'nta run' checks first)")
+    info.add_argument("files", nargs="+", metavar="FILE")
+    info.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
+    info.set_defaults(func=cmd_pcap_info)
+    im = psub.add_parser("imix", help="write the deterministic IMIX capture (64/576/1500 bytes, 7:4:1)")
+    im.add_argument("out", metavar="OUT")
+    im.add_argument("--cycles", type=_positive_int, default=100,
+                    help="rounds of 12 frames (default 100: 1,200 packets)")
+    im.set_defaults(func=cmd_pcap_imix)
+
+
+# -- nta doctor ------------------------------------------------------------------
+
+def cmd_doctor(args) -> int:
+    from harness import doctor
+
+    failures = doctor.check(verbose=not args.quiet)
+    if failures and args.quiet:
+        print(f"nta: error: {failures[0]}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="check root, BCC, kernel headers, BPF and tcpreplay",
+                       description="Check that this machine can run the harness: root, BCC's Python "
+                                   "module, the kernel-headers link BCC compiles against, loading an XDP "
+                                   "program, tcpreplay.")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the first failure, on one line")
+    p.set_defaults(func=cmd_doctor)
+
+
+# -- main ------------------------------------------------------------------------
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="nta",
+        description="nta-harness: replay captures over a veth pair into XDP and measure them.",
+        epilog=_examples("""
+            sudo nta run --pcap build/imix.pcap --loops 2000 --topspeed
+            sudo nta topo status
+            nta pcap info capture.pcap
+            nta <command> --help"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nta {__version__}")
+    sub = parser.add_subparsers(dest="cmd", metavar="{run,topo,pcap,doctor}", required=True)
+    add_run(sub)
+    add_topo(sub)
+    add_pcap(sub)
+    add_doctor(sub)
+    return parser
+
+
+def _install_signal_handlers() -> None:
+    """SIGINT, SIGTERM, SIGHUP unwind this process through its context managers.
+
+    Only this process: pyroute2 forks helpers (to open sockets inside a
+    namespace) and stops them with SIGTERM. A forked copy that raised here would
+    unwind through a copy of our stack and run our clean-up against the
+    parent's namespaces and sockets. A child just dies of the signal.
+    """
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(None if signum == signal.SIGINT else signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "needs_pcap", False) and not args.pcap and not args.ebpf:
+        parser.exit(EXIT_USAGE, "nta run: error: the following arguments are required: --pcap "
+                                "(see 'nta run --help')\n")
+    _install_signal_handlers()
+    try:
+        return args.func(args) or 0
+    except NtaError as exc:
+        print(f"nta: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        why = f" by {exc.args[0]}" if exc.args and exc.args[0] else ""
+        print(f"nta: interrupted{why}; everything it made was removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug: one line for users, the traceback on request
+        if os.environ.get("NTA_DEBUG"):
+            raise
+        print(f"nta: internal error: {type(exc).__name__}: {exc} (NTA_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 70

@@ -1,0 +1,63 @@
+"""``nta doctor``: can this machine run the harness?"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+
+
+def _checks():
+    yield "root", lambda: None if os.geteuid() == 0 else "not root: run as root (CAP_NET_ADMIN, CAP_BPF)"
+
+    def bcc():
+        try:
+            import bcc  # noqa: F401
+        except ImportError:
+            return ("BCC's Python module is missing: install python3-bpfcc and use a "
+                    "--system-site-packages venv")
+    yield "bcc module", bcc
+
+    def headers():
+        build = f"/lib/modules/{platform.release()}/build"
+        if not os.path.exists(os.path.join(build, "Makefile")):
+            return f"no kernel headers at {build}: run 'make setup' (links Debian's linux-headers)"
+    yield "kernel headers", headers
+
+    def bpf():
+        if os.geteuid() != 0:
+            return "BPF not checked: needs root"
+        from harness import xdp
+        from harness.errors import NtaError
+        try:
+            import bcc
+            b = bcc.BPF(src_file=os.path.join(xdp.BPF_DIR, "nta_xdp_count.c").encode(),
+                        cflags=xdp.cflags("drop"))
+            try:
+                b.load_func(b"nta_xdp_count", bcc.BPF.XDP)
+            finally:
+                b.cleanup()
+        except ImportError:
+            return "BPF not checked: BCC missing"
+        except NtaError as exc:
+            return str(exc)
+        except Exception as exc:
+            return f"BPF unavailable: cannot compile and load an XDP program: {exc}"
+    yield "BPF (compile + load XDP)", bpf
+
+    def tcpreplay():
+        if not shutil.which("tcpreplay"):
+            return "tcpreplay not found: install Debian's tcpreplay"
+    yield "tcpreplay", tcpreplay
+
+
+def check(verbose: bool = True) -> list[str]:
+    """Run every check; print them when verbose; return the failures' messages."""
+    failures = []
+    for name, fn in _checks():
+        msg = fn()
+        if msg:
+            failures.append(msg)
+        if verbose:
+            print(f"  {'ok  ' if not msg else 'FAIL'}  {name}{': ' + msg if msg else ''}")
+    return failures

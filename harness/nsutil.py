@@ -1,0 +1,62 @@
+"""Entering network namespaces, for this thread or for a child process.
+
+Python 3.11 has no os.setns; pyroute2's pushns/popns switch the calling
+thread and restore it. Children started with ``in_netns_preexec`` enter the
+namespace between fork and exec and die with their parent (PR_SET_PDEATHSIG),
+so a killed run leaves no replayer behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+
+from pyroute2 import netns
+
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+NETNS_RUN_DIR = "/run/netns"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def inside(name: str):
+    """Run the body with this thread in network namespace ``name``."""
+    netns.pushns(name)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def in_netns_preexec(name: str):
+    """A subprocess preexec_fn: enter ``name``, die with the parent."""
+    path = os.path.join(NETNS_RUN_DIR, name)
+
+    def _enter():
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns({path}): {os.strerror(err)}")
+        finally:
+            os.close(fd)
+
+    return _enter
+
+
+def write_sysctl(name: str, key: str, value: str) -> None:
+    """Write /proc/sys/<key> as seen from network namespace ``name``."""
+    with inside(name):
+        with open(os.path.join("/proc/sys", key), "w") as f:
+            f.write(value)
+
+
+def read_sysctl(name: str, key: str) -> str:
+    with inside(name):
+        with open(os.path.join("/proc/sys", key)) as f:
+            return f.read().strip()

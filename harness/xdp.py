@@ -1,0 +1,167 @@
+"""Compile, attach and read the XDP program on the dut end, with BCC.
+
+The program lives in bpf/ and is configured with -D flags, never by string
+templating (as bcc's own examples do). ``XdpProgram`` is a context manager:
+it attaches on entry and always detaches on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import errno
+import os
+import sys
+import tempfile
+
+from harness import nsutil
+from harness.errors import NtaError
+
+BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+
+ACTIONS = {"drop": "NTA_ACT_DROP", "pass": "NTA_ACT_PASS"}
+MODES = ("native", "generic")
+# XDP_FLAGS_* (include/uapi/linux/if_link.h)
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+
+
+@dataclasses.dataclass
+class XdpStats:
+    """Counters summed over CPUs; first/last are CLOCK_MONOTONIC ns."""
+
+    packets: int = 0
+    bytes: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return (self.last_ns - self.first_ns) / 1e9 if self.packets > 1 else 0.0
+
+    @property
+    def pps(self) -> float:
+        """Rate at the hook: packets after the first over the first-to-last span."""
+        return (self.packets - 1) / self.seconds if self.seconds > 0 else 0.0
+
+
+def program_source(name: str = "nta_xdp_count") -> str:
+    with open(os.path.join(BPF_DIR, f"{name}.c")) as f:
+        return f.read()
+
+
+def cflags(action: str) -> list[str]:
+    if action not in ACTIONS:
+        raise NtaError(f"bad XDP action {action!r}: choose {', '.join(ACTIONS)}")
+    return [f"-I{BPF_DIR}", f"-DNTA_ACTION={ACTIONS[action]}"]
+
+
+def describe(action: str, name: str = "nta_xdp_count") -> str:
+    """The program exactly as BCC compiles it, with its flags: for --ebpf."""
+    flags = " ".join(cflags(action))
+    return f"/* {name}.c, compiled by BCC with: {flags} */\n" + program_source(name)
+
+
+@contextlib.contextmanager
+def _stderr_captured(into: list[str]):
+    """Collect what libbcc writes straight to fd 2 (compiler and libbpf chatter)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            into.extend(ln.strip() for ln in tmp.read().splitlines() if ln.strip())
+
+
+def _why(exc: Exception, lines: list[str]) -> str:
+    """The compiler's first error line, else libbpf's last line, else BCC's exception text."""
+    errors = [ln for ln in lines if "error:" in ln]
+    return errors[0] if errors else (lines[-1] if lines else str(exc))
+
+
+def _bcc():
+    try:
+        import bcc  # Debian's python3-bpfcc, seen through --system-site-packages
+    except ImportError:
+        raise NtaError("BCC's Python module is missing: run 'make setup' (installs python3-bpfcc)") from None
+    return bcc
+
+
+class XdpProgram:
+    """The counting XDP program attached to ``ifname`` in namespace ``ns``."""
+
+    def __init__(self, ns: str, ifname: str, action: str = "drop", mode: str = "native",
+                 name: str = "nta_xdp_count"):
+        if mode not in MODES:
+            raise NtaError(f"bad XDP mode {mode!r}: choose {', '.join(MODES)}")
+        self.ns, self.ifname, self.action, self.mode, self.name = ns, ifname, action, mode, name
+        self._cflags = cflags(action)
+        self.bpf = None
+        self._creator = os.getpid()
+
+    def __enter__(self) -> "XdpProgram":
+        bcc = _bcc()
+        src = os.path.join(BPF_DIR, f"{self.name}.c")
+        chatter: list[str] = []
+        try:
+            with _stderr_captured(chatter):
+                self.bpf = bcc.BPF(src_file=src.encode(), cflags=self._cflags)
+                fn = self.bpf.load_func(self.name.encode(), bcc.BPF.XDP)
+        except Exception as exc:  # BCC raises bare Exception; the reason went to fd 2
+            self._close()
+            raise NtaError(f"loading {src}: {_why(exc, chatter)} "
+                           "(is BPF available? try 'nta doctor')") from None
+        flags = _MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
+        chatter.clear()
+        try:
+            with _stderr_captured(chatter), nsutil.inside(self.ns):
+                bcc.BPF.attach_xdp(self.ifname.encode(), fn, flags)
+        except Exception as exc:
+            self._close()
+            why = _why(exc, chatter)
+            if self.mode == "native" and os.strerror(errno.ERANGE) in why:
+                why = ("the MTU is too large for native XDP on veth without multi-buffer support "
+                       "(3506 with 4 KiB pages); use --mode generic or a smaller --mtu")
+            raise NtaError(f"attaching XDP ({self.mode}) to {self.ifname} in {self.ns}: {why}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        """Detach and free the program. Idempotent; the namespace may already be gone.
+
+        A no-op outside the process that attached it (see Topology.destroy).
+        """
+        if self.bpf is None or os.getpid() != self._creator:
+            return
+        bcc = _bcc()
+        if os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, self.ns)):
+            with contextlib.suppress(Exception), nsutil.inside(self.ns):
+                bcc.BPF.remove_xdp(self.ifname.encode(), _MODE_FLAGS[self.mode])
+        self._close()
+
+    def _close(self) -> None:
+        if self.bpf is not None:
+            with contextlib.suppress(Exception):
+                self.bpf.cleanup()
+            self.bpf = None
+
+    def stats(self) -> XdpStats:
+        table = self.bpf[b"nta_stats"]
+        per_cpu = table[ctypes.c_int(0)]
+        out = XdpStats()
+        firsts = [c.first_ns for c in per_cpu if c.packets]
+        out.packets = sum(c.packets for c in per_cpu)
+        out.bytes = sum(c.bytes for c in per_cpu)
+        out.first_ns = min(firsts) if firsts else 0
+        out.last_ns = max((c.last_ns for c in per_cpu if c.packets), default=0)
+        return out
