@@ -1,0 +1,52 @@
+# nta-harness. 'make demo' and 'make test' set everything up themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+NTA     := $(VENV)/bin/nta
+STAMP   := $(VENV)/.installed
+IMIX    := build/imix.pcap
+DEMO_LOOPS ?= 2500
+
+.PHONY: help setup setup-system setup-test build test demo lint clean distclean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: setup-system $(STAMP) ## apt packages, kernel-headers link, venv, PyPI packages; then check BPF
+	@$(NTA) doctor --quiet
+
+setup-system:
+	@scripts/setup-system.sh
+
+setup-test: setup
+	@scripts/setup-system.sh --test
+
+# The venv sees Debian's python3-bpfcc (BCC) through --system-site-packages.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@echo "setup: installing the Python packages into $(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+build: $(IMIX) ## generate the bundled IMIX capture (build/imix.pcap)
+
+$(IMIX): harness/imix.py | $(STAMP)
+	@$(NTA) pcap imix $@
+
+test: setup-test build ## run every test (netns tests need root: real XDP on veth)
+	$(PY) -m pytest tests
+
+demo: setup build ## replay the IMIX capture over a veth pair into XDP and report pps
+	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --json build/demo.json
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check harness tests
+
+clean: ## remove build outputs
+	rm -rf build .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## also remove the venv
+	rm -rf $(VENV) *.egg-info
