@@ -1,0 +1,127 @@
+"""Nothing is left behind: after an exception, Ctrl-C, SIGTERM, and kill -9 of a run."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import harness.run
+from harness.replay import ReplayOptions
+from harness.run import RunConfig, run
+from harness.topology import list_topologies
+from tests.conftest import ROOT, assert_one_line_error, nta
+from tests.netns.conftest import nta_namespaces, nta_programs, wait_until
+
+
+def tcpreplay_pids() -> set[int]:
+    pids = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() == "tcpreplay":
+                        pids.add(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def long_run(tag):
+    """A run that would last a minute: IMIX looped at a modest rate."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--pcap", "build/imix.pcap", "--loops", "1000",
+         "--pps", "20000", "--name", tag, "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_attached(tag, proc):
+    def attached():
+        assert proc.poll() is None, proc.communicate()
+        return any(t.tag == tag and t.xdp for t in list_topologies())
+    assert wait_until(attached, timeout=30), f"run {tag} never attached XDP"
+    assert wait_until(tcpreplay_pids, timeout=10), "tcpreplay never started"
+
+
+@pytest.fixture(autouse=True)
+def imix_built(imix_pcap, monkeypatch):
+    # long_run() replays build/imix.pcap; 'make test' builds it first.
+    if not os.path.exists(os.path.join(ROOT, "build", "imix.pcap")):
+        pytest.skip("build/imix.pcap is missing: run 'make build'")
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_exception_mid_run(pcaps, monkeypatch, exc):
+    seen = {}
+
+    def stats(self):  # the first interval sample, with tcpreplay mid-way through 179,000 packets
+        seen["tcpreplay"] = tcpreplay_pids()
+        seen["namespaces"] = nta_namespaces()
+        seen["programs"] = nta_programs()
+        raise exc
+
+    monkeypatch.setattr(harness.run.XdpProgram, "stats", stats)
+    with pytest.raises(type(exc)):
+        run(RunConfig(pcap=os.path.join(pcaps, "tcpreplay-test.pcap"), interval=0.2,
+                      replay=ReplayOptions(loops=1000, pps=20000), quiet=True, tag="t-raise"))
+    # It was all there when the exception struck ...
+    assert seen["tcpreplay"] and len(seen["namespaces"]) == 2 and len(seen["programs"]) == 1
+    # ... and none of it is now (the fixture also checks the programs are unloaded).
+    assert nta_namespaces() == []
+    assert wait_until(lambda: not tcpreplay_pids(), timeout=5)
+
+
+@pytest.mark.parametrize("sig, why", [(signal.SIGINT, "nta: interrupted;"),
+                                      (signal.SIGTERM, "nta: interrupted by SIGTERM;")])
+def test_signal_mid_run_cleans_up(sig, why):
+    proc = long_run("t-sig")
+    wait_attached("t-sig", proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(why)
+    assert nta_namespaces() == []
+    assert wait_until(lambda: not tcpreplay_pids(), timeout=5)
+
+
+def test_kill_9_then_topo_down():
+    proc = long_run("t-kill")
+    wait_attached("t-kill", proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    # The replayer dies with its parent (PR_SET_PDEATHSIG) ...
+    assert wait_until(lambda: not tcpreplay_pids(), timeout=5), "tcpreplay outlived its killed parent"
+    # ... but the namespaces, and the XDP program attached in one, are left: a stale topology.
+    (info,) = list_topologies()
+    assert (info.tag, info.state, info.xdp) == ("t-kill", "stale", "native")
+    assert "stale" in nta("topo", "status", check=True).stdout
+    out = nta("topo", "down", check=True).stdout
+    assert "removed t-kill (stale): nta-gen-t-kill, nta-dut-t-kill" in out
+    assert nta_namespaces() == []
+    assert wait_until(lambda: not nta_programs(), timeout=5)
+
+
+def test_kill_9_then_the_next_run_cleans_up(pcaps):
+    proc = long_run("t-kill2")
+    wait_attached("t-kill2", proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert len(nta_namespaces()) == 2
+    nxt = nta("run", "--pcap", os.path.join(pcaps, "tcpreplay-test.pcap"), "--topspeed", check=True)
+    assert "nta: removed stale topology t-kill2 (owner pid" in nxt.stderr
+    assert "reconciled: sent 179" in nxt.stdout
+    assert nta_namespaces() == []
+    assert wait_until(lambda: not nta_programs(), timeout=5)
+
+
+def test_topo_down_spares_a_live_run_unless_forced():
+    proc = long_run("t-live")
+    try:
+        wait_attached("t-live", proc)
+        assert_one_line_error(nta("topo", "down"), "skipped t-live: in use by pid")
+        assert len(nta_namespaces()) == 2 and proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert nta_namespaces() == []

@@ -1,0 +1,67 @@
+"""tcpreplay's own figures, parsed from its real output; its command line."""
+
+import os
+
+import pytest
+
+from harness.errors import NtaError
+from harness.replay import ReplayOptions, _last_line, command, parse_tcpreplay
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def read(name):
+    with open(os.path.join(DATA, name)) as f:
+        return f.read()
+
+
+def test_parse_real_output():
+    r = parse_tcpreplay(read("tcpreplay-4.4.3-loop3.txt"))
+    assert (r.packets, r.bytes, r.seconds) == (537, 207000, 0.000831)
+    assert (r.rated_bps, r.rated_mbps, r.rated_pps) == (249097472.9, 1992.77, 646209.38)
+    assert (r.successful, r.failed, r.truncated, r.retried_enobufs, r.retried_eagain) == (537, 0, 0, 0, 0)
+    assert r.sent == 537 == 179 * 3
+
+
+def test_successful_count_wins_over_actual():
+    text = read("tcpreplay-4.4.3-loop3.txt").replace("Successful packets:        537",
+                                                     "Successful packets:        530")
+    assert parse_tcpreplay(text).sent == 530
+
+
+def test_error_output_gives_its_reason():
+    text = read("tcpreplay-4.4.3-nodev.txt")
+    assert _last_line(text) == "Invalid interface name/alias: nope"
+    with pytest.raises(NtaError, match="no 'Actual:'/'Rated:' statistics: Invalid interface"):
+        parse_tcpreplay(text)
+
+
+def test_command_line(monkeypatch):
+    monkeypatch.setattr("harness.replay.tcpreplay_path", lambda: "tcpreplay")
+    assert command("veth-gen", "x.pcap", ReplayOptions()) == [
+        "tcpreplay", "--intf1=veth-gen", "--no-flow-stats", "x.pcap"]
+    cmd = command("veth-gen", "x.pcap", ReplayOptions(loops=5, pps=1000, duration=3, limit=7))
+    assert cmd[1:] == ["--intf1=veth-gen", "--no-flow-stats", "--preload-pcap", "--loop=5", "--pps=1000",
+                       "--duration=3", "--limit=7", "x.pcap"]
+    assert "--topspeed" in command("v", "x", ReplayOptions(topspeed=True))
+    assert "--mbps=2.5" in command("v", "x", ReplayOptions(mbps=2.5))
+    assert "--multiplier=0.5" in command("v", "x", ReplayOptions(multiplier=0.5))
+    assert "--preload-pcap" not in command("v", "x", ReplayOptions(loops=3, preload=False))
+
+
+@pytest.mark.parametrize("opts, needle", [
+    (ReplayOptions(loops=0), "bad --loops 0"),
+    (ReplayOptions(topspeed=True, pps=10), "choose one replay rate"),
+    (ReplayOptions(pps=-1), "bad --pps -1"),
+    (ReplayOptions(limit=-3), "bad --limit -3"),
+    (ReplayOptions(duration=0), "bad --duration 0"),
+])
+def test_bad_options(opts, needle):
+    with pytest.raises(NtaError, match=needle):
+        opts.validate()
+
+
+def test_rate_text():
+    assert ReplayOptions().rate_text() == "capture timing"
+    assert ReplayOptions(topspeed=True).rate_text() == "topspeed"
+    assert ReplayOptions(pps=100000).rate_text() == "100000 pps"
