@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * nta.h - the Network Tree Allocator over a shared-memory arena.
+ *
+ * One arena is one shared-memory region: a header at offset 0 (magic,
+ * version, geometry), page descriptors, per-page chunk bitmaps, and the data
+ * pages. Everything inside holds offsets, never pointers, so another process
+ * can attach (read-only) and read it.
+ *
+ * Allocators (chosen when the arena is created):
+ *   NTA_KIND_NTA   exact-size allocations of ceil(size / chunk) chunks; on
+ *                  free a block is combined with its free neighbours; a small
+ *                  per-size cache in front of combining; blocks larger than a
+ *                  page are runs of whole pages ("combined" blocks).
+ *   NTA_KIND_POW2  the baseline: one size class per power of two, objects
+ *                  packed in pages (SLAB-like); large blocks are power-of-two
+ *                  runs of pages.
+ *
+ * Error rule: functions returning int, long or int64_t return a value >= 0 on
+ * success and a negative errno on failure. Functions returning a pointer
+ * return NULL and set errno. A failed call changes nothing.
+ *
+ * Concurrency: an arena is not locked. The caller serialises every call that
+ * takes a non-const arena; const calls may run in a reader process while the
+ * owner writes (they then see a snapshot that may be torn).
+ */
+#ifndef NTA_H
+#define NTA_H
+
+#ifndef NTA_CDEF /* the binding feeds this header, preprocessed, to cffi */
+#include <stddef.h>
+#include <stdint.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NTA_MAGIC "NTAARENA"
+#define NTA_VERSION 1
+
+enum nta_kind {
+	NTA_KIND_NTA = 1,
+	NTA_KIND_POW2 = 2,
+};
+
+/* nta_config.flags */
+#define NTA_ARENA_UNLINK 0x1u /* creator unlinks the path on close */
+
+/* nta_alloc flags */
+#define NTA_F_RESERVE 0x1u /* may take pages from the reserve */
+
+/* nta_page_map() cell values, one per chunk */
+enum nta_cell {
+	NTA_CELL_UNTOUCHED = 0, /* above the arena's top, or handed back */
+	NTA_CELL_FREE = 1,
+	NTA_CELL_USED = 2,   /* in a live small allocation */
+	NTA_CELL_CACHED = 3, /* freed, parked in the size cache */
+	NTA_CELL_LARGE = 4,  /* in a live multi-page block */
+};
+
+struct nta_config {
+	uint32_t kind;          /* enum nta_kind; 0 means NTA_KIND_NTA */
+	uint32_t page_size;     /* power of two, 4096..65536; 0 means 4096 */
+	uint32_t chunk_size;    /* power of two, >= 16, page_size/chunk_size <= 256; 0 means 32 */
+	uint32_t max_pages;     /* data pages reserved up front; required */
+	uint32_t reserve_pages; /* of max_pages, only for NTA_F_RESERVE allocations */
+	uint32_t cache_depth;   /* per-size cache entries; 0 means 16; NTA_CACHE_OFF disables */
+	uint32_t flags;         /* NTA_ARENA_* */
+	uint32_t pad;
+};
+#define NTA_CACHE_OFF 0xffffffffu
+#define NTA_CACHE_MAX 256
+
+struct nta_stats {
+	uint64_t allocs, frees, alloc_fails, bad_frees;
+	uint64_t cache_hits, cache_flushes;
+	uint64_t live_allocs;
+	uint64_t bytes_requested;   /* live: sizes as given */
+	uint64_t bytes_handed;      /* live: chunks or pages actually given out */
+	uint64_t peak_bytes_requested, peak_bytes_handed;
+	uint64_t pages_max, pages_in_use, peak_pages_in_use;
+	uint64_t pages_committed, peak_pages_committed, pages_trimmed;
+	uint64_t small_pages, large_pages;
+	uint64_t free_chunks;       /* free chunks inside small pages */
+	uint64_t cached_blocks;
+	uint64_t largest_free;      /* bytes: largest block allocatable now without growing */
+	uint64_t reserve_pages, reserve_pages_in_use, peak_reserve_pages_in_use;
+	uint64_t reserve_allocs;    /* allocations that took reserve memory */
+	uint64_t reserve_denied;    /* ordinary allocations refused although the reserve had room */
+	uint64_t arena_bytes;       /* size of the whole shared region (header + data) */
+	uint64_t data_off;          /* offset of the first data page */
+};
+
+struct nta_arena;
+
+/* Create an arena. path: a file under /dev/shm (created O_EXCL, mode 0600),
+ * or NULL for an anonymous memfd. */
+struct nta_arena *nta_arena_create(const char *path, const struct nta_config *cfg);
+/* Attach to an existing arena by path; validates the header. Read-only unless
+ * writable is non-zero. */
+struct nta_arena *nta_arena_attach(const char *path, int writable);
+/* Unmap; the creator with NTA_ARENA_UNLINK also unlinks the path. */
+void nta_arena_close(struct nta_arena *a);
+int nta_arena_config(const struct nta_arena *a, struct nta_config *cfg);
+int nta_arena_fd(const struct nta_arena *a);
+/* Base address of the mapping in this process: data lives at base + offset. */
+void *nta_arena_base(const struct nta_arena *a);
+/* Hand the memory of every whole free run of pages back to the kernel.
+ * Returns the number of pages handed back. */
+long nta_arena_trim(struct nta_arena *a);
+
+/* Allocate size bytes; returns the block's offset (> 0). */
+int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags);
+/* Free the block at off, allocated with a size of the same granularity. */
+int nta_free(struct nta_arena *a, uint64_t off, size_t size);
+/* Allocate n blocks; offs[i] gets the offset or 0 when that one failed.
+ * Returns the number allocated. */
+long nta_alloc_bulk(struct nta_arena *a, const uint32_t *sizes, int64_t *offs, size_t n,
+		    unsigned flags);
+/* Free n blocks; each failing free changes nothing and the rest go on.
+ * Returns 0, or the first failure's negative errno with *first_bad its index. */
+long nta_free_bulk(struct nta_arena *a, const int64_t *offs, const uint32_t *sizes, size_t n,
+		   size_t *first_bad);
+/* Free everything in the per-size cache into the allocator proper. */
+int nta_cache_flush(struct nta_arena *a);
+
+/* Walk the whole arena and prove that bitmaps, free lists, caches and
+ * counters agree. Returns 0, or -EUCLEAN with the first disagreement in why. */
+int nta_check(const struct nta_arena *a, char *why, size_t whylen);
+int nta_stats(const struct nta_arena *a, struct nta_stats *st);
+/* One cell (enum nta_cell) per chunk for pages [0, npages): map holds
+ * npages * (page_size / chunk_size) bytes. Returns the cells written. */
+long nta_page_map(const struct nta_arena *a, uint8_t *map, size_t npages);
+/* Free small regions by size in chunks: hist[k] counts regions of k chunks,
+ * k < nbins (the last bin takes all larger); free page runs are counted in
+ * *page_runs when non-NULL. Returns the number of free regions. */
+long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_t nbins, uint64_t *page_runs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NTA_H */

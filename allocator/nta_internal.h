@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * nta_internal.h - the shared-memory layout and helpers used by the .c files.
+ * Not installed; nothing here is part of the ABI except through nta.h.
+ *
+ * Layout of an arena (all offsets from the start of the region):
+ *
+ *   0          struct nta_hdr     magic, version, geometry, allocator state, counters
+ *   desc_off   struct nta_page[max_pages]
+ *   bmp_off    uint64_t[max_pages][3][words]   used, start, cached bits per chunk
+ *   cache_off  uint32_t[cpp + 1][cache_depth]  per-size cache (chunk indices)
+ *   data_off   data pages (page aligned)
+ *
+ * A block is named by its offset; inside the allocator, chunks are named by
+ * their global index (offset >> chunk_shift), which is never 0 for a data
+ * chunk because the header occupies offset 0. Index 0 therefore means "none".
+ */
+#ifndef NTA_INTERNAL_H
+#define NTA_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nta.h"
+
+#define NTA_API __attribute__((visibility("default")))
+#define NTA_NOINLINE __attribute__((noinline))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#define NTA_MAX_CPP 256                    /* chunks per page */
+#define NTA_MAX_WORDS (NTA_MAX_CPP / 64)   /* bitmap words per page and kind */
+#define NTA_CLASS_WORDS ((NTA_MAX_CPP + 1 + 63) / 64)
+#define NTA_RUN_EXACT 64                   /* page runs 1..63 have a list each */
+#define NTA_RUN_CLASSES 128                /* then one list per power of two */
+#define NTA_POW2_CLASSES 17
+#define NTA_NODE_MAGIC 0x4e544146u         /* "NTAF" */
+#define NTA_DEFAULT_CACHE 16
+
+enum nta_page_kind {
+	PG_UNTOUCHED = 0, /* at or above top: never used */
+	PG_FREE,          /* in a free run of pages */
+	PG_SMALL,         /* NTA: chunks of small blocks */
+	PG_LARGE,         /* first page of a multi-page block */
+	PG_LARGE_TAIL,    /* the other pages of it */
+	PG_SLAB,          /* pow2: objects of one size class */
+};
+
+#define PG_RESERVE 0x1     /* taken under the reserve */
+#define PG_DECOMMITTED 0x2 /* free, and its memory handed back */
+
+struct nta_page {
+	uint8_t kind;
+	uint8_t flags;
+	uint8_t cls;      /* PG_SLAB: log2 of the object size */
+	uint8_t pad;
+	uint16_t nfree;   /* PG_SMALL: free chunks; PG_SLAB: free objects */
+	uint16_t live;    /* PG_SMALL/PG_SLAB: blocks in use or cached */
+	uint32_t run;     /* PG_FREE: run length (at both ends); PG_LARGE: pages in the block */
+	uint32_t next;    /* list links, page index + 1, 0 = none */
+	uint32_t prev;
+	uint32_t aux;     /* PG_SLAB: first free object index + 1, 0 = none */
+};
+_Static_assert(sizeof(struct nta_page) == 24, "nta_page layout");
+
+/* A free region's first chunk holds this node (in-band, NTA only). */
+struct nta_node {
+	uint32_t next, prev; /* global chunk indices, 0 = none */
+	uint32_t nchunks;
+	uint32_t magic;
+};
+
+struct nta_pool {
+	uint32_t heads[NTA_MAX_CPP + 1];     /* NTA: free regions by length in chunks */
+	uint64_t nonempty[NTA_CLASS_WORDS];  /* bit k: heads[k] != 0 */
+	uint32_t slabs[NTA_POW2_CLASSES];    /* pow2: partial slabs by class, page index + 1 */
+	uint32_t pad;
+};
+
+struct nta_hdr {
+	char magic[8];
+	uint32_t version, kind;
+	uint32_t page_size, chunk_size, page_shift, chunk_shift;
+	uint32_t cpp, words;            /* chunks per page; bitmap words per page and kind */
+	uint32_t max_pages, reserve_pages, cache_depth, flags;
+	uint64_t desc_off, bmp_off, cache_off, data_off, total_size;
+	uint32_t owner_pid, hdr_size;
+	/* page allocator */
+	uint32_t top;                   /* pages [0, top) have been used */
+	uint32_t pad;
+	uint32_t run_heads[NTA_RUN_CLASSES];
+	uint64_t run_nonempty[NTA_RUN_CLASSES / 64];
+	/* small blocks: [0] ordinary pages, [1] reserve pages */
+	struct nta_pool pool[2];
+	uint32_t cache_count[NTA_MAX_CPP + 1];
+	struct nta_stats st;            /* live counters; largest_free computed on demand */
+};
+
+/* The process-local handle. */
+struct nta_arena {
+	struct nta_hdr *h;
+	uint8_t *base;
+	size_t size;
+	int fd;
+	bool writable, creator;
+	char *path;
+};
+
+/* -- addressing ---------------------------------------------------------- */
+
+static inline struct nta_page *pg(const struct nta_arena *a, uint32_t p)
+{
+	return (struct nta_page *)(a->base + a->h->desc_off) + p;
+}
+
+static inline uint64_t *bmp(const struct nta_arena *a, uint32_t p, int which)
+{
+	return (uint64_t *)(a->base + a->h->bmp_off) + ((size_t)p * 3 + which) * a->h->words;
+}
+#define BMP_USED 0
+#define BMP_START 1
+#define BMP_CACHED 2
+
+static inline uint64_t page_off(const struct nta_arena *a, uint32_t p)
+{
+	return a->h->data_off + ((uint64_t)p << a->h->page_shift);
+}
+
+/* global chunk index of chunk c of page p */
+static inline uint32_t gchunk(const struct nta_arena *a, uint32_t p, uint32_t c)
+{
+	return (uint32_t)(page_off(a, p) >> a->h->chunk_shift) + c;
+}
+
+static inline uint32_t gchunk_page(const struct nta_arena *a, uint32_t g)
+{
+	return (uint32_t)((((uint64_t)g << a->h->chunk_shift) - a->h->data_off) >> a->h->page_shift);
+}
+
+static inline uint32_t gchunk_index(const struct nta_arena *a, uint32_t g)
+{
+	return g & (a->h->cpp - 1);
+}
+
+static inline struct nta_node *node(const struct nta_arena *a, uint32_t g)
+{
+	return (struct nta_node *)(a->base + ((uint64_t)g << a->h->chunk_shift));
+}
+
+static inline uint32_t *cache_slot(const struct nta_arena *a, uint32_t n)
+{
+	return (uint32_t *)(a->base + a->h->cache_off) + (size_t)n * a->h->cache_depth;
+}
+
+/* -- bitmaps (at most NTA_MAX_WORDS words) --------------------------------- */
+
+static inline bool bit_test(const uint64_t *w, uint32_t i)
+{
+	return (w[i >> 6] >> (i & 63)) & 1;
+}
+
+static inline void bit_set(uint64_t *w, uint32_t i)
+{
+	w[i >> 6] |= 1ull << (i & 63);
+}
+
+static inline void bit_clear(uint64_t *w, uint32_t i)
+{
+	w[i >> 6] &= ~(1ull << (i & 63));
+}
+
+/* mask of bits [lo, hi) within word number wi */
+static inline uint64_t word_mask(uint32_t wi, uint32_t lo, uint32_t hi)
+{
+	uint32_t b0 = wi * 64, b1 = b0 + 64;
+	uint32_t s = lo > b0 ? lo - b0 : 0, e = hi < b1 ? hi - b0 : 64;
+	if (s >= e)
+		return 0;
+	uint64_t m = e == 64 ? ~0ull : (1ull << e) - 1;
+	return m & ~((1ull << s) - 1);
+}
+
+static inline void range_set(uint64_t *w, uint32_t lo, uint32_t hi)
+{
+	for (uint32_t wi = lo >> 6; wi <= (hi - 1) >> 6; wi++)
+		w[wi] |= word_mask(wi, lo, hi);
+}
+
+static inline void range_clear(uint64_t *w, uint32_t lo, uint32_t hi)
+{
+	for (uint32_t wi = lo >> 6; wi <= (hi - 1) >> 6; wi++)
+		w[wi] &= ~word_mask(wi, lo, hi);
+}
+
+/* are all bits of [lo, hi) set? */
+static inline bool range_all(const uint64_t *w, uint32_t lo, uint32_t hi)
+{
+	for (uint32_t wi = lo >> 6; wi <= (hi - 1) >> 6; wi++) {
+		uint64_t m = word_mask(wi, lo, hi);
+		if ((w[wi] & m) != m)
+			return false;
+	}
+	return true;
+}
+
+/* is any bit of [lo, hi) set? */
+static inline bool range_any(const uint64_t *w, uint32_t lo, uint32_t hi)
+{
+	if (lo >= hi)
+		return false;
+	for (uint32_t wi = lo >> 6; wi <= (hi - 1) >> 6; wi++)
+		if (w[wi] & word_mask(wi, lo, hi))
+			return true;
+	return false;
+}
+
+/* highest set bit below i, or -1 */
+static inline int bit_prev_set(const uint64_t *w, uint32_t i)
+{
+	if (i == 0)
+		return -1;
+	int wi = (int)((i - 1) >> 6);
+	uint64_t m = w[wi] & word_mask((uint32_t)wi, 0, i);
+	for (;;) {
+		if (m)
+			return wi * 64 + 63 - __builtin_clzll(m);
+		if (--wi < 0)
+			return -1;
+		m = w[wi];
+	}
+}
+
+/* lowest set bit at or above i (below n), or n */
+static inline uint32_t bit_next_set(const uint64_t *w, uint32_t i, uint32_t n)
+{
+	if (i >= n)
+		return n;
+	uint32_t wi = i >> 6, last = (n - 1) >> 6;
+	uint64_t m = w[wi] & word_mask(wi, i, n);
+	for (;;) {
+		if (m) {
+			uint32_t b = wi * 64 + (uint32_t)__builtin_ctzll(m);
+			return b < n ? b : n;
+		}
+		if (++wi > last)
+			return n;
+		m = w[wi] & word_mask(wi, 0, n);
+	}
+}
+
+/* -- counters ------------------------------------------------------------ */
+
+#define PEAK(st, field, peak) do { if ((st)->field > (st)->peak) (st)->peak = (st)->field; } while (0)
+
+/* -- across files ---------------------------------------------------------- */
+
+/* pages.c: whole pages. */
+int64_t nta_pages_get(struct nta_arena *a, uint32_t n, bool reserve);
+void nta_pages_put(struct nta_arena *a, uint32_t p, uint32_t n);
+uint32_t nta_run_class(uint32_t n);
+uint64_t nta_pages_budget(const struct nta_arena *a, bool reserve);
+
+/* nta.c: shared by pow2.c */
+int64_t nta_large_alloc(struct nta_arena *a, uint32_t npages, size_t size, unsigned flags);
+int nta_large_free(struct nta_arena *a, uint32_t p, size_t size, uint32_t npages);
+int nta_check_small_free(const struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n);
+void nta_account_alloc(struct nta_arena *a, size_t size, uint64_t handed);
+void nta_account_free(struct nta_arena *a, size_t size, uint64_t handed);
+
+/* pow2.c */
+int64_t nta_pow2_alloc(struct nta_arena *a, size_t size, unsigned flags);
+int nta_pow2_free(struct nta_arena *a, uint64_t off, size_t size);
+uint32_t nta_pow2_class(const struct nta_arena *a, size_t size);
+
+#endif /* NTA_INTERNAL_H */

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * stats.c - counters, the page map and the free-region histogram.
+ * Read-only: these work on an arena attached by a reader too.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "nta_internal.h"
+
+/* Largest block an ordinary allocation would get now, in bytes. */
+static uint64_t largest_free(const struct nta_arena *a)
+{
+	const struct nta_hdr *h = a->h;
+	uint64_t small = 0, run = 0, budget = nta_pages_budget(a, false);
+
+	if (h->kind == NTA_KIND_NTA) {
+		for (int w = NTA_CLASS_WORDS - 1; w >= 0; w--)
+			if (h->pool[0].nonempty[w]) {
+				small = (uint64_t)(w * 64 + 63 - __builtin_clzll(h->pool[0].nonempty[w])) << h->chunk_shift;
+				break;
+			}
+	}
+	for (int c = NTA_RUN_CLASSES - 1; c >= 0 && !run; c--)
+		for (uint32_t q = h->run_heads[c]; q; q = pg(a, q - 1)->next)
+			if (pg(a, q - 1)->run > run)
+				run = pg(a, q - 1)->run;
+	if (h->max_pages - h->top > run)
+		run = h->max_pages - h->top;
+	if (run > budget)
+		run = budget;
+	run <<= h->page_shift;
+	return run > small ? run : small;
+}
+
+NTA_API int nta_stats(const struct nta_arena *a, struct nta_stats *st)
+{
+	if (!a || !st)
+		return -EINVAL;
+	memcpy(st, &a->h->st, sizeof(*st));
+	st->largest_free = largest_free(a);
+	return 0;
+}
+
+NTA_API long nta_page_map(const struct nta_arena *a, uint8_t *map, size_t npages)
+{
+	const struct nta_hdr *h = a->h;
+	uint32_t cpp = h->cpp;
+
+	if (npages > h->max_pages)
+		return -EINVAL;
+	for (uint32_t p = 0; p < npages; p++) {
+		const struct nta_page *d = pg(a, p);
+		uint8_t *row = map + (size_t)p * cpp;
+		switch (p < h->top ? d->kind : PG_UNTOUCHED) {
+		case PG_FREE:
+			memset(row, (d->flags & PG_DECOMMITTED) ? NTA_CELL_UNTOUCHED : NTA_CELL_FREE, cpp);
+			break;
+		case PG_SMALL:
+		case PG_SLAB: {
+			const uint64_t *used = bmp(a, p, BMP_USED), *start = bmp(a, p, BMP_START);
+			const uint64_t *cached = bmp(a, p, BMP_CACHED);
+			uint8_t cell = NTA_CELL_FREE;
+			for (uint32_t c = 0; c < cpp; c++) {
+				if (!bit_test(used, c))
+					cell = NTA_CELL_FREE;
+				else if (bit_test(start, c))
+					cell = bit_test(cached, c) ? NTA_CELL_CACHED : NTA_CELL_USED;
+				row[c] = cell;
+			}
+			break;
+		}
+		case PG_LARGE:
+		case PG_LARGE_TAIL:
+			memset(row, NTA_CELL_LARGE, cpp);
+			break;
+		default:
+			memset(row, NTA_CELL_UNTOUCHED, cpp);
+		}
+	}
+	return (long)(npages * cpp);
+}
+
+NTA_API long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_t nbins, uint64_t *page_runs)
+{
+	const struct nta_hdr *h = a->h;
+	long regions = 0;
+
+	if (!nbins)
+		return -EINVAL;
+	memset(hist, 0, nbins * sizeof(*hist));
+	for (uint32_t p = 0; p < h->top; p++) {
+		const struct nta_page *d = pg(a, p);
+		if (d->kind != PG_SMALL && d->kind != PG_SLAB)
+			continue;
+		const uint64_t *used = bmp(a, p, BMP_USED);
+		for (uint32_t c = 0; c < h->cpp;) {
+			if (bit_test(used, c)) {
+				c++;
+				continue;
+			}
+			uint32_t e = bit_next_set(used, c, h->cpp), n = e - c;
+			hist[n < nbins ? n : nbins - 1]++;
+			regions++;
+			c = e;
+		}
+	}
+	if (page_runs) {
+		*page_runs = 0;
+		for (uint32_t p = 0; p < h->top;)
+			if (pg(a, p)->kind == PG_FREE) {
+				(*page_runs)++;
+				regions++;
+				p += pg(a, p)->run;
+			} else {
+				p++;
+			}
+	}
+	return regions;
+}
