@@ -8,8 +8,12 @@ NTA     := $(VENV)/bin/nta
 STAMP   := $(VENV)/.installed
 IMIX    := build/imix.pcap
 DEMO_LOOPS ?= 2500
+NTA_SRC := $(wildcard allocator/*.c allocator/*.h)
+NTA_MOD := build/.nta_c.built
+SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -Iallocator
 
-.PHONY: help setup setup-system setup-test build test demo lint clean distclean
+.PHONY: help setup setup-system setup-test build ctest test demo lint clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,12 +34,25 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-build: $(IMIX) ## generate the bundled IMIX capture (build/imix.pcap)
+build: $(IMIX) $(NTA_MOD) ## build the allocator's binding and the bundled IMIX capture
+
+# cffi binding of allocator/, declarations generated from allocator/nta.h
+$(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
+	@mkdir -p build
+	@$(PY) allocator/build_cffi.py
+	@touch $@
+
+build/test_nta: $(NTA_SRC) tests/c/test_nta.c
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_nta.c -o $@
+
+ctest: build/test_nta ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
+	build/test_nta
 
 $(IMIX): harness/imix.py | $(STAMP)
 	@$(NTA) pcap imix $@
 
-test: setup-test build ## run every test (netns tests need root: real XDP on veth)
+test: setup-test build ctest ## run every test (netns tests need root: real XDP on veth)
 	$(PY) -m pytest tests
 
 demo: setup build ## replay the IMIX capture over a veth pair into XDP and report pps
@@ -45,7 +62,7 @@ lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests
 
 clean: ## remove build outputs
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache harness/_nta_c*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## also remove the venv

@@ -1,0 +1,50 @@
+"""Build harness/_nta_c: the cffi binding of allocator/, from the real header.
+
+The declarations cffi needs (cdef) are the header itself run through the C
+preprocessor, plus its integer #defines; the module is compiled against the
+same header, so a declaration cannot drift from the code.
+
+    python allocator/build_cffi.py          # writes harness/_nta_c.*.so
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+HEADER = os.path.join(HERE, "nta.h")
+
+
+def cdef_text() -> str:
+    pre = subprocess.run(["cc", "-E", "-P", "-DNTA_CDEF", "-nostdinc", HEADER],
+                         capture_output=True, text=True, check=True).stdout
+    defines = re.findall(r"^#define\s+(NTA_\w+)\s+(0x[0-9a-fA-F]+u?|\d+u?)\s*(?:/\*.*)?$",
+                         open(HEADER).read(), re.M)
+    lines = [f"#define {name} {value.rstrip('u')}" for name, value in defines]
+    return pre + "\n" + "\n".join(lines) + "\n"
+
+
+def build(out_dir: str = os.path.join(ROOT, "harness")) -> str:
+    ffi = FFI()
+    ffi.cdef(cdef_text())
+    sources = sorted(glob.glob(os.path.join(HERE, "*.c")))
+    ffi.set_source("_nta_c", '#include "nta.h"', sources=sources, include_dirs=[HERE],
+                   extra_compile_args=["-std=gnu11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"])
+    tmp = os.path.join(ROOT, "build", "cffi")
+    os.makedirs(tmp, exist_ok=True)
+    so = ffi.compile(tmpdir=tmp, verbose=False)
+    dest = os.path.join(out_dir, os.path.basename(so))
+    shutil.copy2(so, dest + ".tmp")
+    os.replace(dest + ".tmp", dest)
+    return dest
+
+
+if __name__ == "__main__":
+    path = build()
+    print(f"built {os.path.relpath(path, ROOT)}", file=sys.stderr)

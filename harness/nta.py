@@ -1,0 +1,245 @@
+"""The Network Tree Allocator from Python: an arena object over allocator/.
+
+::
+
+    with Arena(max_pages=4096) as arena:          # anonymous (memfd), NTA, 4 KiB pages, 32 B chunks
+        off = arena.alloc(1514)                   # an offset into the arena
+        arena.view(off, 1514)[:] = frame          # numpy view of the block, no copy
+        arena.free(off, 1514)
+        offs = arena.alloc_bulk(sizes)            # a numpy batch in one C call
+        arena.free_bulk(offs, sizes)
+        arena.check()                             # nta_check(): raises ArenaCorrupt
+        arena.page_map()                          # (pages, chunks per page) uint8
+
+    with Arena.attach("/dev/shm/nta-x") as ro:   # another process, read-only
+        ro.view(off, n)                           # reads in place
+
+Errors are ``ArenaError`` (an ``OSError``: ``.errno`` is the C call's errno)
+with a message that names the offset and size. Views are numpy arrays over
+a Python mmap of the same memory, so closing an arena with views alive is
+refused (``ArenaError``, EBUSY) instead of leaving them dangling.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import mmap
+import os
+
+import numpy as np
+
+from harness.errors import NtaError
+
+try:
+    from harness._nta_c import ffi, lib
+except ImportError as exc:  # pragma: no cover - the build step makes it
+    raise NtaError(f"the allocator's binding is not built ({exc}): run 'make build'") from None
+
+KINDS = {"nta": lib.NTA_KIND_NTA, "pow2": lib.NTA_KIND_POW2}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+CELLS = {"untouched": lib.NTA_CELL_UNTOUCHED, "free": lib.NTA_CELL_FREE, "used": lib.NTA_CELL_USED,
+         "cached": lib.NTA_CELL_CACHED, "large": lib.NTA_CELL_LARGE}
+
+_FREE_WHY = {
+    E.EALREADY: "double free: the block at offset {off} is already free",
+    E.ENOENT: "no live block starts at offset {off}",
+    E.ERANGE: "size {size} does not match the block at offset {off}",
+    E.EINVAL: "offset {off} is not a chunk of a page in use (or size {size} is 0)",
+    E.EROFS: "the arena is attached read-only",
+}
+
+
+class ArenaError(NtaError, OSError):
+    """A failed allocator call: ``errno`` is the C call's errno."""
+
+    def __init__(self, err: int, message: str):
+        OSError.__init__(self, err, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} ({E.errorcode.get(self.errno, self.errno)})"
+
+
+class ArenaCorrupt(ArenaError):
+    """nta_check() found bitmaps, lists or counters that disagree."""
+
+
+def _raise(rc: int, message: str):
+    raise ArenaError(-rc, message)
+
+
+class Arena:
+    """One shared-memory arena and its allocator (NTA or the pow2 baseline)."""
+
+    def __init__(self, path: str | None = None, *, max_pages: int, kind: str = "nta", page_size: int = 4096,
+                 chunk_size: int = 32, reserve_pages: int = 0, cache_depth: int | None = None,
+                 unlink: bool = True):
+        if kind not in KINDS:
+            raise ArenaError(E.EINVAL, f"unknown allocator {kind!r}: choose {', '.join(KINDS)}")
+        cfg = ffi.new("struct nta_config *")
+        cfg.kind = KINDS[kind]
+        cfg.page_size, cfg.chunk_size = page_size, chunk_size
+        cfg.max_pages, cfg.reserve_pages = max_pages, reserve_pages
+        cfg.cache_depth = lib.NTA_CACHE_OFF if cache_depth == 0 else (cache_depth or 0)
+        cfg.flags = lib.NTA_ARENA_UNLINK if unlink and path else 0
+        a = lib.nta_arena_create(path.encode() if path else ffi.NULL, cfg)
+        if a == ffi.NULL:
+            err = ffi.errno
+            what = {E.EINVAL: "bad geometry (page 4096..65536, chunk >= 16, both powers of two, "
+                              "at most 256 chunks a page; reserve below max_pages)",
+                    E.EEXIST: f"{path} already exists"}.get(err, os.strerror(err))
+            raise ArenaError(err, f"creating an arena: {what}")
+        self._open(a, path, writable=True)
+
+    @classmethod
+    def attach(cls, path: str, writable: bool = False) -> "Arena":
+        """Attach to the arena another process created at ``path`` (read-only by default)."""
+        a = lib.nta_arena_attach(path.encode(), int(writable))
+        if a == ffi.NULL:
+            err = ffi.errno
+            what = {E.EBADMSG: "not an NTA arena (bad magic, geometry or size)",
+                    E.EPROTO: "an arena of another layout version"}.get(err, os.strerror(err))
+            raise ArenaError(err, f"attaching {path}: {what}")
+        self = cls.__new__(cls)
+        self._open(a, path, writable=writable)
+        return self
+
+    def _open(self, a, path, writable):
+        self._a = a
+        self.path = path
+        self.writable = writable
+        cfg = ffi.new("struct nta_config *")
+        lib.nta_arena_config(a, cfg)
+        self.kind = KIND_NAMES[cfg.kind]
+        self.page_size, self.chunk_size = cfg.page_size, cfg.chunk_size
+        self.max_pages, self.reserve_pages = cfg.max_pages, cfg.reserve_pages
+        self.cache_depth = 0 if cfg.cache_depth == lib.NTA_CACHE_OFF else cfg.cache_depth
+        self.chunks_per_page = self.page_size // self.chunk_size
+        st = ffi.new("struct nta_stats *")
+        lib.nta_stats(a, st)
+        self.size, self.data_off = st.arena_bytes, st.data_off
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        self._mm = mmap.mmap(lib.nta_arena_fd(a), self.size, mmap.MAP_SHARED, prot)
+
+    # -- life cycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        if self._a is None:
+            return
+        try:
+            self._mm.close()
+        except BufferError:
+            raise ArenaError(E.EBUSY,
+                             "views of this arena are still alive: delete them before close()") from None
+        lib.nta_arena_close(self._a)
+        self._a = None
+
+    @property
+    def closed(self) -> bool:
+        return self._a is None
+
+    def __enter__(self) -> "Arena":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _h(self):
+        if self._a is None:
+            raise ArenaError(E.EBADF, "the arena is closed")
+        return self._a
+
+    # -- allocation -------------------------------------------------------------
+
+    def alloc(self, size: int, reserve: bool = False) -> int:
+        off = lib.nta_alloc(self._h(), size, lib.NTA_F_RESERVE if reserve else 0)
+        if off < 0:
+            _raise(off, f"alloc({size}): " + {E.ENOMEM: "out of memory", E.EINVAL: "size 0",
+                                              E.EROFS: "the arena is attached read-only"}
+                   .get(-off, os.strerror(-off)))
+        return off
+
+    def free(self, off: int, size: int) -> None:
+        if off < 0 or size < 0:
+            raise ArenaError(E.EINVAL, f"free({off}, {size}): negative")
+        rc = lib.nta_free(self._h(), off, size)
+        if rc:
+            why = _FREE_WHY.get(-rc, os.strerror(-rc)).format(off=off, size=size)
+            _raise(rc, f"free({off}, {size}): {why}")
+
+    def alloc_bulk(self, sizes, reserve: bool = False) -> np.ndarray:
+        """Allocate len(sizes) blocks in one call; failed ones get offset 0."""
+        sizes = np.ascontiguousarray(sizes, dtype=np.uint32)
+        offs = np.empty(len(sizes), dtype=np.int64)
+        rc = lib.nta_alloc_bulk(self._h(), ffi.from_buffer("uint32_t[]", sizes),
+                                ffi.from_buffer("int64_t[]", offs), len(sizes),
+                                lib.NTA_F_RESERVE if reserve else 0)
+        if rc < 0:
+            _raise(rc, "alloc_bulk: " + os.strerror(-rc))
+        return offs
+
+    def free_bulk(self, offsets, sizes) -> None:
+        """Free a batch in one call. Each bad entry changes nothing; the first one is raised."""
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        sizes = np.ascontiguousarray(sizes, dtype=np.uint32)
+        if offsets.shape != sizes.shape:
+            raise ArenaError(E.EINVAL, f"free_bulk: {len(offsets)} offsets but {len(sizes)} sizes")
+        bad = ffi.new("size_t *")
+        rc = lib.nta_free_bulk(self._h(), ffi.from_buffer("int64_t[]", offsets),
+                               ffi.from_buffer("uint32_t[]", sizes), len(offsets), bad)
+        if rc:
+            i = bad[0]
+            off, size = int(offsets[i]), int(sizes[i])
+            why = _FREE_WHY.get(-rc, os.strerror(-rc)).format(off=off, size=size)
+            _raise(rc, f"free_bulk: entry {i}: {why}")
+
+    def cache_flush(self) -> None:
+        rc = lib.nta_cache_flush(self._h())
+        if rc:
+            _raise(rc, "cache_flush: " + os.strerror(-rc))
+
+    def trim(self) -> int:
+        """Hand the memory of whole free runs of pages back; return how many pages."""
+        rc = lib.nta_arena_trim(self._h())
+        if rc < 0:
+            _raise(rc, "trim: " + os.strerror(-rc))
+        return rc
+
+    # -- looking ---------------------------------------------------------------
+
+    def view(self, off: int, size: int) -> np.ndarray:
+        """The bytes [off, off + size) as a numpy uint8 array over the shared memory (no copy)."""
+        if off < self.data_off or size < 0 or off + size > self.size:
+            raise ArenaError(E.EINVAL, f"view({off}, {size}): outside the arena's data")
+        return np.frombuffer(self._mm, dtype=np.uint8, count=size, offset=off)
+
+    def check(self) -> None:
+        why = ffi.new("char[512]")
+        rc = lib.nta_check(self._h(), why, 512)
+        if rc:
+            raise ArenaCorrupt(-rc, "nta_check: " + ffi.string(why).decode())
+
+    def stats(self) -> dict:
+        st = ffi.new("struct nta_stats *")
+        lib.nta_stats(self._h(), st)
+        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_stats").fields}
+
+    def page_map(self, npages: int | None = None) -> np.ndarray:
+        """One cell per chunk (see CELLS), shape (npages, chunks per page); default: pages used so far."""
+        if npages is None:
+            npages = self.max_pages
+        out = np.empty((npages, self.chunks_per_page), dtype=np.uint8)
+        rc = lib.nta_page_map(self._h(), ffi.from_buffer("uint8_t[]", out), npages)
+        if rc < 0:
+            _raise(rc, f"page_map({npages}): " + os.strerror(-rc))
+        return out
+
+    def free_histogram(self, nbins: int | None = None) -> tuple[np.ndarray, int]:
+        """(regions by length in chunks, free page runs)."""
+        nbins = nbins or self.chunks_per_page + 1
+        hist = np.zeros(nbins, dtype=np.uint64)
+        runs = ffi.new("uint64_t *")
+        rc = lib.nta_free_histogram(self._h(), ffi.from_buffer("uint64_t[]", hist), nbins, runs)
+        if rc < 0:
+            _raise(rc, "free_histogram: " + os.strerror(-rc))
+        return hist, int(runs[0])
