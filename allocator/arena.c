@@ -77,6 +77,27 @@ static int layout(const struct nta_config *cfg, struct nta_hdr *h)
 	return 0;
 }
 
+void nta_arena_derive(struct nta_arena *a)
+{
+	struct nta_hdr *h = (struct nta_hdr *)a->base;
+
+	a->h = h;
+	a->desc = (struct nta_page *)(a->base + h->desc_off);
+	a->bmp = (uint64_t *)(a->base + h->bmp_off);
+	a->cache = (uint32_t *)(a->base + h->cache_off);
+	a->cache_count = h->cache_count;
+	a->st = &h->st;
+	a->kind = h->kind;
+	a->page_size = h->page_size;
+	a->page_shift = h->page_shift;
+	a->chunk_shift = h->chunk_shift;
+	a->chunk_mask = h->chunk_size - 1;
+	a->cpp = h->cpp;
+	a->words = h->words;
+	a->depth = h->cache_depth;
+	a->gpage0 = (uint32_t)(h->data_off >> h->page_shift);
+}
+
 static void arena_free(struct nta_arena *a)
 {
 	if (a->base && a->base != MAP_FAILED)
@@ -132,8 +153,8 @@ NTA_API struct nta_arena *nta_arena_create(const char *path, const struct nta_co
 	a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
 	if (a->base == MAP_FAILED)
 		goto fail_unlink;
-	a->h = (struct nta_hdr *)a->base;
-	memcpy(a->h, &h, sizeof(h));
+	memcpy(a->base, &h, sizeof(h));
+	nta_arena_derive(a);
 	a->h->owner_pid = (uint32_t)getpid();
 	/* The magic goes in last: a reader never validates a half-made arena. */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
@@ -207,7 +228,7 @@ NTA_API struct nta_arena *nta_arena_attach(const char *path, int writable)
 		err = errno;
 		goto fail;
 	}
-	a->h = (struct nta_hdr *)a->base;
+	nta_arena_derive(a);
 	return a;
 fail:
 	arena_free(a);

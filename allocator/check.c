@@ -322,7 +322,8 @@ NTA_API int nta_check(const struct nta_arena *a, char *why, size_t whylen)
 	    SAME(&k, pages_in_use, t.pages_in_use) && SAME(&k, reserve_pages_in_use, t.reserve_pages) &&
 	    SAME(&k, small_pages, t.small_pages) && SAME(&k, large_pages, t.large_pages) &&
 	    SAME(&k, pages_committed, t.committed) && SAME(&k, free_chunks, t.free_chunks) &&
-	    SAME(&k, cached_blocks, t.cached) && SAME(&k, live_allocs, t.live) &&
+	    CHECK(&k, h->st.allocs - h->st.frees == t.live, "counter live_allocs is %llu, the arena holds %llu",
+		  (unsigned long long)(h->st.allocs - h->st.frees), (unsigned long long)t.live) &&
 	    SAME(&k, bytes_handed, t.handed) &&
 	    CHECK(&k, h->st.reserve_pages_in_use <= h->reserve_pages, "reserve over its budget") &&
 	    CHECK(&k, h->st.pages_in_use - h->st.reserve_pages_in_use <= h->max_pages - h->reserve_pages,

@@ -26,28 +26,48 @@
 
 #include "nta_internal.h"
 
-/* -- accounting ------------------------------------------------------------ */
+/* -- accounting ------------------------------------------------------------
+ * live blocks = allocs - frees and cached blocks = the sum of cache_count are
+ * derived when read (stats.c), not counted on the fast paths.
+ */
+
+static inline void account_alloc(struct nta_stats *st, size_t size, uint64_t handed)
+{
+	uint64_t req = st->bytes_requested + size, got = st->bytes_handed + handed;
+
+	st->allocs++;
+	st->bytes_requested = req;
+	st->bytes_handed = got;
+	if (req > st->peak_bytes_requested)
+		st->peak_bytes_requested = req;
+	if (got > st->peak_bytes_handed)
+		st->peak_bytes_handed = got;
+}
+
+static inline void account_free(struct nta_stats *st, size_t size, uint64_t handed)
+{
+	st->frees++;
+	st->bytes_requested -= size;
+	st->bytes_handed -= handed;
+}
 
 void nta_account_alloc(struct nta_arena *a, size_t size, uint64_t handed)
 {
-	struct nta_stats *st = &a->h->st;
-
-	st->allocs++;
-	st->live_allocs++;
-	st->bytes_requested += size;
-	st->bytes_handed += handed;
-	PEAK(st, bytes_requested, peak_bytes_requested);
-	PEAK(st, bytes_handed, peak_bytes_handed);
+	account_alloc(a->st, size, handed);
 }
 
 void nta_account_free(struct nta_arena *a, size_t size, uint64_t handed)
 {
-	struct nta_stats *st = &a->h->st;
+	account_free(a->st, size, handed);
+}
 
-	st->frees++;
-	st->live_allocs--;
-	st->bytes_requested -= size;
-	st->bytes_handed -= handed;
+static uint64_t cached_total(const struct nta_arena *a)
+{
+	uint64_t t = 0;
+
+	for (uint32_t n = 1; n <= a->cpp && a->depth; n++)
+		t += a->cache_count[n];
+	return t;
 }
 
 static inline uint32_t chunks_for(const struct nta_arena *a, size_t size)
@@ -141,7 +161,7 @@ static uint32_t small_page_new(struct nta_arena *a, int pool)
 }
 
 /* Free chunks [c, c + n) of page p for real: combine with free neighbours. */
-static void release_chunks(struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n)
+static NTA_NOINLINE void release_chunks(struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n)
 {
 	uint64_t *used = bmp(a, p, BMP_USED);
 	struct nta_page *d = pg(a, p);
@@ -173,30 +193,6 @@ static void release_chunks(struct nta_arena *a, uint32_t p, uint32_t c, uint32_t
 
 /* -- the size cache ---------------------------------------------------------- */
 
-static inline int64_t cache_pop(struct nta_arena *a, uint32_t n)
-{
-	struct nta_hdr *h = a->h;
-	uint32_t g = cache_slot(a, n)[--h->cache_count[n]];
-	uint32_t p = gchunk_page(a, g);
-
-	bit_clear(bmp(a, p, BMP_CACHED), gchunk_index(a, g));
-	h->st.cached_blocks--;
-	h->st.cache_hits++;
-	return (int64_t)g << h->chunk_shift;
-}
-
-static inline bool cache_push(struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n)
-{
-	struct nta_hdr *h = a->h;
-
-	if (h->cache_count[n] >= h->cache_depth || (pg(a, p)->flags & PG_RESERVE))
-		return false;
-	cache_slot(a, n)[h->cache_count[n]++] = gchunk(a, p, c);
-	bit_set(bmp(a, p, BMP_CACHED), c);
-	h->st.cached_blocks++;
-	return true;
-}
-
 NTA_API int nta_cache_flush(struct nta_arena *a)
 {
 	struct nta_hdr *h = a->h;
@@ -208,7 +204,6 @@ NTA_API int nta_cache_flush(struct nta_arena *a)
 			uint32_t g = cache_slot(a, n)[--h->cache_count[n]];
 			uint32_t p = gchunk_page(a, g), c = gchunk_index(a, g);
 			bit_clear(bmp(a, p, BMP_CACHED), c);
-			h->st.cached_blocks--;
 			release_chunks(a, p, c, n);
 		}
 	}
@@ -219,17 +214,24 @@ NTA_API int nta_cache_flush(struct nta_arena *a)
 /* -- checking a small free ------------------------------------------------------ */
 
 /* Is [c, c + n) of page p exactly one live block? 0 or a negative errno. */
-int nta_check_small_free(const struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n)
+NTA_NOINLINE int nta_check_small_free(const struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n)
 {
 	const uint64_t *used = bmp(a, p, BMP_USED), *start = bmp(a, p, BMP_START);
-	uint32_t cpp = a->h->cpp;
+	uint32_t cpp = a->h->cpp, w = c >> 6, b = c & 63;
 
-	if (!bit_test(used, c) || bit_test(bmp(a, p, BMP_CACHED), c))
+	if (unlikely(!bit_test(used, c) || bit_test(bmp(a, p, BMP_CACHED), c)))
 		return -EALREADY;
-	if (!bit_test(start, c))
+	if (unlikely(!bit_test(start, c)))
 		return -ENOENT;
-	if (n == 0 || c + n > cpp || !range_all(used, c, c + n) || range_any(start, c + 1, c + n))
+	if (unlikely(n == 0 || c + n > cpp))
 		return -ERANGE;
+	if (likely(b + n <= 64)) { /* the block lies in one word: the common case */
+		uint64_t m = (n == 64 ? ~0ull : (1ull << n) - 1) << b;
+		if (unlikely((used[w] & m) != m || (start[w] & m) != (1ull << b)))
+			return -ERANGE;
+	} else if (unlikely(!range_all(used, c, c + n) || range_any(start, c + 1, c + n))) {
+		return -ERANGE;
+	}
 	if (c + n < cpp && bit_test(used, c + n) && !bit_test(start, c + n))
 		return -ERANGE; /* the block goes on past n chunks */
 	return 0;
@@ -291,7 +293,7 @@ static NTA_NOINLINE int64_t small_alloc_slow(struct nta_arena *a, uint32_t n, un
 	struct nta_hdr *h = a->h;
 	int64_t off = small_alloc_pool(a, 0, n);
 
-	if (off < 0 && h->st.cached_blocks) { /* combining what the cache holds may make room */
+	if (off < 0 && cached_total(a)) { /* combining what the cache holds may make room */
 		nta_cache_flush(a);
 		off = small_alloc_pool(a, 0, n);
 	}
@@ -305,85 +307,140 @@ static NTA_NOINLINE int64_t small_alloc_slow(struct nta_arena *a, uint32_t n, un
 	return off;
 }
 
-static int64_t nta_small_alloc(struct nta_arena *a, size_t size, unsigned flags)
-{
-	uint32_t n = chunks_for(a, size);
-	int64_t off;
-
-	if (likely(a->h->cache_count[n]))
-		off = cache_pop(a, n);
-	else
-		off = small_alloc_slow(a, n, flags);
-	if (off > 0)
-		nta_account_alloc(a, size, (uint64_t)n << a->h->chunk_shift);
-	return off;
-}
-
-static int nta_small_free(struct nta_arena *a, uint32_t p, uint64_t off, size_t size)
-{
-	uint32_t c = (uint32_t)((off >> a->h->chunk_shift) & (a->h->cpp - 1));
-	uint32_t n = size > a->h->page_size ? 0 : chunks_for(a, size);
-	int err = nta_check_small_free(a, p, c, n);
-
-	if (err)
-		return err;
-	nta_account_free(a, size, (uint64_t)n << a->h->chunk_shift);
-	if (!cache_push(a, p, c, n))
-		release_chunks(a, p, c, n);
-	return 0;
-}
-
 /* -- the public calls --------------------------------------------------------- */
+
+/*
+ * The fast paths below (an allocation the size cache can serve, a free of a
+ * small block) load the geometry into locals once: every store to a bitmap
+ * could alias the header's 64-bit fields, and reloading them after each
+ * store cost more than the work itself.
+ */
 
 NTA_API int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags)
 {
-	struct nta_hdr *h = a->h;
 	int64_t off;
 
 	if (unlikely(!a->writable))
 		return -EROFS;
+	if (likely(a->kind == NTA_KIND_NTA && size - 1 < a->page_size)) {
+		const uint32_t cs = a->chunk_shift;
+		const uint32_t n = (uint32_t)((size + a->chunk_mask) >> cs);
+		uint32_t *count = a->cache_count + n;
+		const uint32_t cnt = *count;
+		if (likely(cnt)) { /* a block of exactly this length, freed a moment ago */
+			const uint32_t g = a->cache[(size_t)n * a->depth + cnt - 1];
+			const uint32_t p = (g >> (a->page_shift - cs)) - a->gpage0, c = g & (a->cpp - 1);
+			uint64_t *cached = a->bmp + ((size_t)p * 3 + BMP_CACHED) * a->words;
+			*count = cnt - 1;
+			cached[c >> 6] &= ~(1ull << (c & 63));
+			a->st->cache_hits++;
+			account_alloc(a->st, size, (uint64_t)n << cs);
+			return (int64_t)((uint64_t)g << cs);
+		}
+		off = small_alloc_slow(a, n, flags);
+		if (off > 0)
+			account_alloc(a->st, size, (uint64_t)n << cs);
+		else
+			a->st->alloc_fails++;
+		return off;
+	}
+	struct nta_hdr *h = a->h;
 	if (unlikely(size == 0 || size > ((uint64_t)h->max_pages << h->page_shift))) {
 		h->st.alloc_fails++;
 		return size ? -ENOMEM : -EINVAL;
 	}
 	if (h->kind == NTA_KIND_POW2)
 		off = nta_pow2_alloc(a, size, flags);
-	else if (size <= h->page_size)
-		off = nta_small_alloc(a, size, flags);
 	else
-		off = nta_large_alloc(a, (uint32_t)((size + h->page_size - 1) >> h->page_shift), size, flags);
+		off = nta_large_alloc(a, (uint32_t)((size + a->page_size - 1) >> a->page_shift), size, flags);
 	if (off < 0)
 		h->st.alloc_fails++;
 	return off;
 }
 
+/*
+ * A small NTA block: check it, then park it in the cache or combine it.
+ *
+ * The check leans on an invariant nta_check() proves: used chunks are cut
+ * into blocks by start bits. So a start bit at c that is not cached is a
+ * live block, and it ends at the first chunk after c that is a start or
+ * free (a set bit of start | ~used): one count-trailing-zeros instead of
+ * range masks. Anything unusual goes to nta_check_small_free(), which also
+ * works out the exact errno.
+ */
+static inline int small_free(struct nta_arena *a, uint32_t p, uint64_t off, size_t size)
+{
+	const uint32_t cs = a->chunk_shift, cpp = a->cpp, words = a->words;
+	const uint32_t c = (uint32_t)(off >> cs) & (cpp - 1), w = c >> 6, b = c & 63;
+	const uint32_t n = (uint32_t)((size + a->chunk_mask) >> cs);
+	uint64_t *used = a->bmp + (size_t)p * 3 * words, *start = used + words, *cached = start + words;
+	const uint64_t bit = 1ull << b, s = start[w];
+	uint32_t end;
+
+	if (unlikely(!(s & bit) || (cached[w] & bit)))
+		goto slow;
+	uint64_t x = (s | ~used[w]) & ((~0ull << b) << 1); /* block ends strictly above c */
+	if (likely(x)) {
+		end = (w << 6) + (uint32_t)__builtin_ctzll(x);
+	} else if (w + 1 >= words) {
+		end = cpp;
+	} else {
+		x = start[w + 1] | ~used[w + 1];
+		end = x ? ((w + 1) << 6) + (uint32_t)__builtin_ctzll(x) : UINT32_MAX;
+	}
+	if (unlikely(end != c + n)) { /* or the block goes on past the next word */
+		int err;
+slow:
+		err = nta_check_small_free(a, p, c, n);
+		if (err)
+			return err;
+	}
+	account_free(a->st, size, (uint64_t)n << cs);
+	uint32_t *count = a->cache_count + n;
+	const uint32_t cnt = *count;
+	if (likely(cnt < a->depth && !(a->desc[p].flags & PG_RESERVE))) {
+		a->cache[(size_t)n * a->depth + cnt] = (uint32_t)(off >> cs);
+		*count = cnt + 1;
+		cached[w] |= bit;
+		return 0;
+	}
+	release_chunks(a, p, c, n);
+	return 0;
+}
+
 NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
 {
 	struct nta_hdr *h = a->h;
+	const uint64_t data_off = (uint64_t)a->gpage0 << a->page_shift;
+	const uint32_t ps = a->page_shift;
 	int err;
 
 	if (unlikely(!a->writable))
 		return -EROFS;
-	if (off < h->data_off || off >= page_off(a, h->top) || (off & (h->chunk_size - 1)) || size == 0) {
+	if (unlikely(off < data_off || off >= data_off + ((uint64_t)h->top << ps) || (off & a->chunk_mask) ||
+		     size == 0)) {
 		err = -EINVAL;
 		goto bad;
 	}
-	if (h->kind == NTA_KIND_POW2) {
+	uint32_t p = (uint32_t)((off - data_off) >> ps);
+	if (unlikely(a->kind == NTA_KIND_POW2)) {
 		err = nta_pow2_free(a, off, size);
 		goto out;
 	}
-	uint32_t p = (uint32_t)((off - h->data_off) >> h->page_shift);
-	switch (pg(a, p)->kind) {
+	switch (a->desc[p].kind) {
 	case PG_SMALL:
-		err = nta_small_free(a, p, off, size);
+		if (likely(size <= a->page_size))
+			err = small_free(a, p, off, size);
+		else /* too big for a small block, but say "already free" or "not a block" first */
+			err = nta_check_small_free(a, p, (uint32_t)(off >> a->chunk_shift) & (a->cpp - 1), 0);
 		break;
 	case PG_LARGE:
 		if (off != page_off(a, p))
 			err = -ENOENT;
-		else if (size <= h->page_size)
+		else if (size <= a->page_size)
 			err = -ERANGE;
 		else
-			err = nta_large_free(a, p, size, (uint32_t)((size + h->page_size - 1) >> h->page_shift));
+			err = nta_large_free(a, p, size, (uint32_t)((size + a->page_size - 1) >> ps));
 		break;
 	case PG_FREE:
 		err = -EALREADY;
@@ -392,10 +449,10 @@ NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
 		err = -ENOENT;
 	}
 out:
-	if (!err)
+	if (likely(!err))
 		return 0;
 bad:
-	h->st.bad_frees++;
+	a->st->bad_frees++;
 	return err;
 }
 

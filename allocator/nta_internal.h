@@ -97,7 +97,12 @@ struct nta_hdr {
 	struct nta_stats st;            /* live counters; largest_free computed on demand */
 };
 
-/* The process-local handle. */
+/*
+ * The process-local handle. Besides the mapping it caches the geometry and
+ * the addresses derived from the header's offsets (never stored in shared
+ * memory): the fast paths read these instead of the header, whose 64-bit
+ * fields the compiler must assume every bitmap store may change.
+ */
 struct nta_arena {
 	struct nta_hdr *h;
 	uint8_t *base;
@@ -105,18 +110,29 @@ struct nta_arena {
 	int fd;
 	bool writable, creator;
 	char *path;
+	/* derived, read-only after open */
+	struct nta_page *desc;
+	uint64_t *bmp;
+	uint32_t *cache;        /* [cpp + 1][depth] */
+	uint32_t *cache_count;  /* h->cache_count */
+	struct nta_stats *st;   /* h->st */
+	uint32_t kind, page_size, page_shift, chunk_shift, chunk_mask, cpp, words, depth;
+	uint32_t gpage0;        /* global chunk index >> (page_shift - chunk_shift) of page 0 */
 };
+
+/* Fill in the derived fields of a from its header (arena.c, after mapping). */
+void nta_arena_derive(struct nta_arena *a);
 
 /* -- addressing ---------------------------------------------------------- */
 
 static inline struct nta_page *pg(const struct nta_arena *a, uint32_t p)
 {
-	return (struct nta_page *)(a->base + a->h->desc_off) + p;
+	return a->desc + p;
 }
 
 static inline uint64_t *bmp(const struct nta_arena *a, uint32_t p, int which)
 {
-	return (uint64_t *)(a->base + a->h->bmp_off) + ((size_t)p * 3 + which) * a->h->words;
+	return a->bmp + ((size_t)p * 3 + which) * a->words;
 }
 #define BMP_USED 0
 #define BMP_START 1
@@ -150,7 +166,7 @@ static inline struct nta_node *node(const struct nta_arena *a, uint32_t g)
 
 static inline uint32_t *cache_slot(const struct nta_arena *a, uint32_t n)
 {
-	return (uint32_t *)(a->base + a->h->cache_off) + (size_t)n * a->h->cache_depth;
+	return a->cache + (size_t)n * a->depth;
 }
 
 /* -- bitmaps (at most NTA_MAX_WORDS words) --------------------------------- */

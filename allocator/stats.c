@@ -38,6 +38,10 @@ NTA_API int nta_stats(const struct nta_arena *a, struct nta_stats *st)
 	if (!a || !st)
 		return -EINVAL;
 	memcpy(st, &a->h->st, sizeof(*st));
+	st->live_allocs = st->allocs - st->frees;
+	st->cached_blocks = 0;
+	for (uint32_t n = 1; n <= a->cpp && a->depth; n++)
+		st->cached_blocks += a->cache_count[n];
 	st->largest_free = largest_free(a);
 	return 0;
 }

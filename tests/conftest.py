@@ -12,11 +12,18 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PCAPS = os.path.join(os.path.dirname(ROOT), "shared", "pcaps")
 IMIX = os.path.join(ROOT, "build", "imix.pcap")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# CI explores the same examples every run (a failure there is reproducible);
+# developers' runs explore new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
 
 
 @pytest.hookimpl(hookwrapper=True)

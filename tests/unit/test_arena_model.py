@@ -6,6 +6,7 @@ two live blocks overlap, and every live block still holds its fill byte.
 """
 
 import errno
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, settings
@@ -154,7 +155,7 @@ class Pow2Model(ArenaModel):
     kind = "pow2"
 
 
-common = settings(max_examples=200, stateful_step_count=80, deadline=None,
+common = settings(max_examples=int(os.environ.get("NTA_HYPOTHESIS_EXAMPLES", 200)), stateful_step_count=80, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow])
 TestNtaModel = ArenaModel.TestCase
 TestNtaModel.settings = common
