@@ -13,7 +13,7 @@ NTA_MOD := build/.nta_c.built
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -Iallocator
 
-.PHONY: help setup setup-system setup-test build ctest test demo lint clean distclean
+.PHONY: help setup setup-system setup-test setup-bench build ctest test demo bench lint clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ setup-system:
 setup-test: setup
 	@scripts/setup-system.sh --test
 
+setup-bench: setup
+	@scripts/setup-system.sh --bench
+
 # The venv sees Debian's python3-bpfcc (BCC) through --system-site-packages.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
@@ -34,7 +37,11 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-build: $(IMIX) $(NTA_MOD) ## build the allocator's binding and the bundled IMIX capture
+build: $(IMIX) $(NTA_MOD) build/trace ## build the allocator's binding, its bench driver, the IMIX capture
+
+build/trace: $(NTA_SRC) allocator/bench/trace.c
+	@mkdir -p build
+	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -Iallocator allocator/*.c allocator/bench/trace.c -o $@
 
 # cffi binding of allocator/, declarations generated from allocator/nta.h
 $(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
@@ -57,6 +64,11 @@ test: setup-test build ctest ## run every test (netns tests need root: real XDP 
 
 demo: setup build ## replay the IMIX capture over a veth pair into XDP and report pps
 	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --json build/demo.json
+
+bench: setup-bench build ## allocator benchmarks against pow2, glibc, jemalloc, tcmalloc, mimalloc
+	$(NTA) bench alloc --json build/bench-alloc.json
+	$(NTA) bench frag --plot build --json build/bench-frag.json
+	$(NTA) bench bulk --json build/bench-bulk.json
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests

@@ -240,6 +240,103 @@ def add_pcap(sub) -> None:
     im.set_defaults(func=cmd_pcap_imix)
 
 
+# -- nta bench -------------------------------------------------------------------
+
+def _csv(kind):
+    def parse(s: str):
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        return [kind(x) for x in items] if kind is not str else items
+    return parse
+
+
+def _bench_out(args, doc) -> int:
+    from harness import report
+
+    if args.json:
+        report.write_json(args.json, doc)
+    return 0
+
+
+def cmd_bench_alloc(args) -> int:
+    from harness import bench, report
+
+    report.check_writable(args.json)
+    bad = [t for t in args.traces if t not in ("imix", "uniform", "pcap")]
+    if bad:
+        raise NtaError(f"unknown trace {bad[0]!r}: choose imix, uniform, pcap")
+    bad = [a for a in args.allocators if a not in ("nta", "pow2", *bench.PEERS)]
+    if bad:
+        raise NtaError(f"unknown allocator {bad[0]!r}: choose nta, pow2, {', '.join(bench.PEERS)}")
+    if any(w < 1 for w in args.windows):
+        raise NtaError(f"bad --windows {','.join(map(str, args.windows))}: each must be 1 or more")
+    if "pcap" in args.traces:
+        from harness.pcapfile import read_capture
+
+        read_capture(args.pcap or bench.DEFAULT_PCAP)  # a bad capture fails here, in one line
+    doc = bench.bench_alloc(traces=args.traces, windows=args.windows, steps=args.steps, repeats=args.repeats,
+                            allocators=args.allocators, pcap=args.pcap, seed=args.seed,
+                            processes=args.processes)
+    return _bench_out(args, doc)
+
+
+def cmd_bench_frag(args) -> int:
+    from harness import bench, report
+
+    report.check_writable(args.json)
+    return _bench_out(args, bench.bench_frag(pages=args.pages, seed=args.seed, plot_dir=args.plot))
+
+
+def cmd_bench_bulk(args) -> int:
+    from harness import bench, report
+
+    report.check_writable(args.json)
+    return _bench_out(args, bench.bench_bulk(batch=args.batch, seconds=args.seconds))
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="allocator benchmarks: speed and space, fragmentation, bulk calls",
+        description="Benchmarks print a table and, with --json FILE, write the same figures. "
+                    "'make bench' runs them all.",
+        epilog=_examples("""
+            nta bench alloc                          # NTA vs pow2, glibc, jemalloc, tcmalloc, mimalloc
+            nta bench alloc --traces imix --windows 1024 --steps 200000
+            nta bench frag --plot build              # the NTA author's test, with page maps
+            nta bench bulk --json bulk.json"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk}", required=True)
+    a = bsub.add_parser("alloc", help="ns per alloc+free and space on packet-size traces, against peers")
+    a.add_argument("--traces", type=_csv(str), default=["imix", "uniform", "pcap"],
+                   help="comma list of imix, uniform, pcap (default all)")
+    a.add_argument("--windows", type=_csv(int), default=[1024, 16384],
+                   help="live blocks (default 1024,16384)")
+    a.add_argument("--steps", type=_positive_int, default=2_000_000,
+                   help="timed steps per trace (default 2M)")
+    a.add_argument("--repeats", type=_positive_int, default=7, help="timed slices a process (default 7)")
+    a.add_argument("--processes", type=_positive_int, default=3,
+                   help="processes per allocator and trace; medians are shown (default 3)")
+    a.add_argument("--allocators", type=_csv(str), default=["nta", "pow2", "glibc", "jemalloc", "tcmalloc",
+                                                             "mimalloc"])
+    a.add_argument("--pcap", metavar="FILE", help="capture whose frame sizes make the pcap trace "
+                                                  "(default ../shared/pcaps/tcpreplay-test.pcap)")
+    a.add_argument("--seed", type=int, default=1)
+    a.add_argument("--json", metavar="FILE")
+    a.set_defaults(func=cmd_bench_alloc)
+    f = bsub.add_parser("frag", help="fill 4094 pages with random sizes, halving the maximum at each failure")
+    f.add_argument("--pages", type=_positive_int, default=4094)
+    f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--plot", metavar="DIR", help="write the page maps as DIR/frag-page-maps.png")
+    f.add_argument("--json", metavar="FILE")
+    f.set_defaults(func=cmd_bench_frag)
+    b = bsub.add_parser("bulk", help="allocations and frees per second through the numpy bulk calls")
+    b.add_argument("--batch", type=_positive_int, default=1024)
+    b.add_argument("--seconds", type=_positive_float, default=3.0)
+    b.add_argument("--json", metavar="FILE")
+    b.set_defaults(func=cmd_bench_bulk)
+
+
 # -- nta doctor ------------------------------------------------------------------
 
 def cmd_doctor(args) -> int:
@@ -270,13 +367,15 @@ def build_parser() -> Parser:
             sudo nta run --pcap build/imix.pcap --loops 2000 --topspeed
             sudo nta topo status
             nta pcap info capture.pcap
+            nta bench alloc
             nta <command> --help"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nta {__version__}")
-    sub = parser.add_subparsers(dest="cmd", metavar="{run,topo,pcap,doctor}", required=True)
+    sub = parser.add_subparsers(dest="cmd", metavar="{run,topo,pcap,bench,doctor}", required=True)
     add_run(sub)
     add_topo(sub)
     add_pcap(sub)
+    add_bench(sub)
     add_doctor(sub)
     return parser
 

@@ -4,7 +4,8 @@
 # there is nothing to do; one line on stderr and a non-zero exit on failure.
 #
 #   scripts/setup-system.sh            runtime packages
-#   scripts/setup-system.sh --test     also what the tests need (vagrant)
+#   scripts/setup-system.sh --test     also what the tests need (vagrant, bpftool, the bench peers)
+#   scripts/setup-system.sh --bench    also the allocators benchmarked against (jemalloc, tcmalloc, mimalloc)
 set -euo pipefail
 
 say() { echo "setup: $*"; }
@@ -15,8 +16,12 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 
 RUNTIME="bpfcc-tools python3-bpfcc tcpreplay iproute2 python3-venv python3-dev gcc make libpcap0.8"
 TEST="vagrant bpftool"
+BENCH="libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0"
 want="$RUNTIME"
-[ "${1:-}" = "--test" ] && want="$want $TEST"
+case "${1:-}" in
+    --test) want="$want $TEST $BENCH" ;;
+    --bench) want="$want $BENCH" ;;
+esac
 
 kver=$(uname -r)
 # Headers for the running kernel when Debian has them (a stock Debian VM);

@@ -155,7 +155,8 @@ class Pow2Model(ArenaModel):
     kind = "pow2"
 
 
-common = settings(max_examples=int(os.environ.get("NTA_HYPOTHESIS_EXAMPLES", 200)), stateful_step_count=80, deadline=None,
+common = settings(max_examples=int(os.environ.get("NTA_HYPOTHESIS_EXAMPLES", 200)),
+                  stateful_step_count=80, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow])
 TestNtaModel = ArenaModel.TestCase
 TestNtaModel.settings = common

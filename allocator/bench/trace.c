@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * trace.c - replay an allocation trace with one allocator, in this process.
+ *
+ *   trace ALLOCATOR TRACEFILE REPEATS
+ *
+ * ALLOCATOR: nta | pow2 (linked in, arena in a memfd) | malloc (whatever
+ * malloc this process has: glibc, or jemalloc/tcmalloc/mimalloc through
+ * LD_PRELOAD). Every peer runs the identical trace in its own process.
+ *
+ * TRACEFILE: uint32 header {magic, window, n}, then n uint32 sizes, then n
+ * uint32 slots. Step i frees the block in slots[i] (if any) and puts a new
+ * block of sizes[i] there: a window of live blocks freed out of order.
+ * The first `window` steps fill the window; the rest, cut into REPEATS equal
+ * slices, are timed. Each block's first and last byte are written.
+ *
+ * Prints one line of JSON: ns per alloc+free pair for each slice, and the
+ * peak resident memory the run added (VmHWM after a reset, less the
+ * resident memory before the first allocation).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nta.h"
+
+#define TRACE_MAGIC 0x4e544154u /* "NTAT" */
+
+static long rss_kb(const char *field)
+{
+	char line[256];
+	long v = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n)) {
+			v = strtol(line + n + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+static void reset_hwm(void)
+{
+	int fd = open("/proc/self/clear_refs", O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, "5", 1) != 1)
+			perror("clear_refs");
+		close(fd);
+	}
+}
+
+static double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+enum which { W_MALLOC, W_NTA, W_POW2 };
+
+int main(int argc, char **argv)
+{
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s nta|pow2|malloc TRACEFILE REPEATS\n", argv[0]);
+		return 2;
+	}
+	enum which w = !strcmp(argv[1], "nta") ? W_NTA : !strcmp(argv[1], "pow2") ? W_POW2 : W_MALLOC;
+	if (w == W_MALLOC && strcmp(argv[1], "malloc")) {
+		fprintf(stderr, "trace: unknown allocator %s\n", argv[1]);
+		return 2;
+	}
+	int repeats = atoi(argv[3]);
+	FILE *f = fopen(argv[2], "rb");
+	uint32_t hdr[3];
+	if (!f || fread(hdr, 4, 3, f) != 3 || hdr[0] != TRACE_MAGIC || repeats < 1) {
+		fprintf(stderr, "trace: %s: not a trace file\n", argv[2]);
+		return 2;
+	}
+	uint32_t window = hdr[1], n = hdr[2];
+	uint32_t *sizes = malloc((size_t)n * 4), *slots = malloc((size_t)n * 4);
+	void **ptr = calloc(window, sizeof(void *));
+	int64_t *off = calloc(window, sizeof(int64_t));
+	uint32_t *held = calloc(window, 4);
+	double *slice = calloc((size_t)repeats, sizeof(double));
+	if (!sizes || !slots || !ptr || !off || !held || !slice || fread(sizes, 4, n, f) != n ||
+	    fread(slots, 4, n, f) != n) {
+		fprintf(stderr, "trace: %s: short file\n", argv[2]);
+		return 2;
+	}
+	fclose(f);
+
+	struct nta_arena *a = NULL;
+	uint8_t *base = NULL;
+	uint64_t maxsz = 0;
+	for (uint32_t i = 0; i < n; i++)
+		maxsz = sizes[i] > maxsz ? sizes[i] : maxsz;
+	if (w != W_MALLOC) {
+		/* room for the whole window at its largest, twice over; reserved, committed as used */
+		uint64_t pages = (uint64_t)window * ((maxsz + 4095) / 4096 + 1) * 2 + 64;
+		struct nta_config cfg = { .kind = w == W_NTA ? NTA_KIND_NTA : NTA_KIND_POW2,
+					  .max_pages = (uint32_t)pages };
+		a = nta_arena_create(NULL, &cfg);
+		if (!a) {
+			perror("nta_arena_create");
+			return 1;
+		}
+		base = nta_arena_base(a);
+	}
+
+	/* The driver's own arrays must be resident before the baseline: calloc'd
+	 * pages are not, and would be charged to the allocator under test. */
+	memset(ptr, 0, window * sizeof(void *));
+	memset(off, 0, window * sizeof(int64_t));
+	memset(held, 0, window * 4);
+	for (volatile size_t i = 0; i < window; i++)
+		ptr[i] = NULL, off[i] = 0, held[i] = 0;
+	long base_kb = rss_kb("VmRSS:");
+	reset_hwm();
+	uint32_t timed = (n - window) / (uint32_t)repeats;
+	for (uint32_t i = 0, r = 0; i < window + timed * (uint32_t)repeats; i++) {
+		double t0 = 0;
+		if (i >= window && (i - window) % timed == 0)
+			t0 = now_ns();
+		uint32_t s = slots[i], sz = sizes[i];
+		uint8_t *p;
+		if (w == W_MALLOC) {
+			free(ptr[s]);
+			p = ptr[s] = malloc(sz);
+		} else {
+			if (off[s] && nta_free(a, (uint64_t)off[s], held[s])) {
+				fprintf(stderr, "trace: free failed at step %u\n", i);
+				return 1;
+			}
+			off[s] = nta_alloc(a, sz, 0);
+			if (off[s] <= 0) {
+				fprintf(stderr, "trace: alloc(%u) failed at step %u: %s\n", sz, i, strerror((int)-off[s]));
+				return 1;
+			}
+			held[s] = sz;
+			p = base + off[s];
+		}
+		if (!p) {
+			fprintf(stderr, "trace: malloc(%u) failed\n", sz);
+			return 1;
+		}
+		p[0] = (uint8_t)i;
+		p[sz - 1] = (uint8_t)i;
+		if (t0 != 0) { /* a slice starts here: time it to its end in one go */
+			uint32_t end = i + timed;
+			for (i++; i < end; i++) {
+				s = slots[i];
+				sz = sizes[i];
+				if (w == W_MALLOC) {
+					free(ptr[s]);
+					p = ptr[s] = malloc(sz);
+				} else {
+					nta_free(a, (uint64_t)off[s], held[s]);
+					off[s] = nta_alloc(a, sz, 0);
+					if (__builtin_expect(off[s] <= 0, 0))
+						abort();
+					held[s] = sz;
+					p = base + off[s];
+				}
+				p[0] = (uint8_t)i;
+				p[sz - 1] = (uint8_t)i;
+			}
+			slice[r++] = (now_ns() - t0) / timed;
+			i--;
+		}
+	}
+	long hwm_kb = rss_kb("VmHWM:");
+	struct nta_stats st = { 0 };
+	if (a) {
+		char why[256];
+		if (nta_check(a, why, sizeof(why))) {
+			fprintf(stderr, "trace: nta_check after the run: %s\n", why);
+			return 1;
+		}
+		nta_stats(a, &st);
+	}
+	qsort(slice, (size_t)repeats, sizeof(double), cmp_double);
+	printf("{\"allocator\": \"%s\", \"window\": %u, \"steps\": %u, \"ns_per_pair\": [", argv[1], window, n);
+	for (int r = 0; r < repeats; r++)
+		printf("%s%.3f", r ? ", " : "", slice[r]);
+	printf("], \"peak_rss_bytes\": %ld, \"arena_peak_committed_bytes\": %llu}\n",
+	       (hwm_kb - base_kb) * 1024, (unsigned long long)(st.peak_pages_committed * (a ? 4096u : 0u)));
+	nta_arena_close(a);
+	return 0;
+}

@@ -1,0 +1,311 @@
+"""Benchmarks of the allocator: ``nta bench alloc``, ``nta bench frag``, ``nta bench bulk``.
+
+alloc: speed and space on packet-size traces. A trace is a sequence of
+  sizes and, for each, the slot of a window of live blocks it replaces (a
+  seeded random slot: frees out of allocation order). Every allocator runs
+  the identical trace file in its own process (build/trace): the NTA and the
+  pow2 baseline linked in, glibc malloc as is, jemalloc, tcmalloc and
+  mimalloc through LD_PRELOAD. Time is ns per alloc+free pair, the median
+  of timed slices in each process, then the median over several processes
+  (interleaved with the other allocators'); space is the peak of bytes
+  requested over the peak resident memory the run added (VmHWM after a
+  reset, less the resident memory before the first allocation), the same
+  measure for everyone, the median over the processes.
+
+frag: the NTA author's test. Fill an arena of 4094 pages with pseudo-random
+  sizes up to the page size until an allocation fails; halve the maximum
+  and go on; record each failure and the utilisation then. For the NTA and
+  the pow2 baseline, with page-map pictures.
+
+bulk: allocations and frees per second through the numpy bulk calls.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+from harness.errors import NtaError
+from harness.report import n as fmt_n
+from harness.report import table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACE_BIN = os.path.join(ROOT, "build", "trace")
+TRACE_MAGIC = 0x4E544154
+IMIX_MIX = ((64, 7), (576, 4), (1500, 1))
+DEFAULT_PCAP = os.path.join(os.path.dirname(ROOT), "shared", "pcaps", "tcpreplay-test.pcap")
+
+# name -> shared object to LD_PRELOAD (None: this process's own malloc)
+PEERS = {
+    "glibc": None,
+    "jemalloc": "libjemalloc.so.2",
+    "tcmalloc": "libtcmalloc_minimal.so.4",
+    "mimalloc": "libmimalloc.so.2",
+}
+
+
+def _find_lib(soname: str) -> str | None:
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        p = os.path.join(d, soname)
+        if os.path.exists(p):
+            return p
+    found = ctypes.util.find_library(soname.split(".so")[0].removeprefix("lib"))
+    return found if found and os.path.exists(found) else None
+
+
+# -- traces ----------------------------------------------------------------------
+
+def trace_sizes(kind: str, n: int, seed: int, pcap: str | None = None) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "imix":
+        sizes = np.array([s for s, k in IMIX_MIX for _ in range(k)], dtype=np.uint32)
+        return rng.choice(sizes, size=n).astype(np.uint32)
+    if kind == "uniform":
+        return rng.integers(64, 1519, size=n, dtype=np.uint32)
+    if kind == "pcap":
+        from harness.pcapfile import read_capture
+
+        info = read_capture(pcap or DEFAULT_PCAP, want_sizes=True)
+        frames = np.array(info.sizes, dtype=np.uint32)
+        return np.resize(frames, n)  # the capture's frame sizes, in order, repeated
+    raise NtaError(f"unknown trace {kind!r}: choose imix, uniform, pcap")
+
+
+def trace_slots(window: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 1)
+    slots = rng.integers(0, window, size=n, dtype=np.uint32)
+    slots[:window] = np.arange(window, dtype=np.uint32)  # fill the window first
+    return slots
+
+
+def peak_requested(sizes: np.ndarray, slots: np.ndarray) -> int:
+    """Peak of the live bytes requested: each step adds its size and frees its slot's last block."""
+    order = np.argsort(slots, kind="stable")
+    s_sorted = sizes[order].astype(np.int64)
+    prev = np.roll(s_sorted, 1)
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = slots[order][1:] != slots[order][:-1]
+    prev[first] = 0
+    freed = np.empty_like(prev)
+    freed[order] = prev
+    return int(np.cumsum(sizes.astype(np.int64) - freed).max())
+
+
+def write_trace(path: str, sizes: np.ndarray, slots: np.ndarray, window: int) -> None:
+    with open(path, "wb") as f:
+        np.array([TRACE_MAGIC, window, len(sizes)], dtype=np.uint32).tofile(f)
+        sizes.astype(np.uint32).tofile(f)
+        slots.astype(np.uint32).tofile(f)
+
+
+def run_trace(allocator: str, path: str, repeats: int) -> dict:
+    if not os.access(TRACE_BIN, os.X_OK):
+        raise NtaError(f"{TRACE_BIN} is missing: run 'make build'")
+    env = dict(os.environ)
+    which = allocator if allocator in ("nta", "pow2") else "malloc"
+    if PEERS.get(allocator):
+        lib = _find_lib(PEERS[allocator])
+        if not lib:
+            raise NtaError(f"{allocator}: {PEERS[allocator]} not found (make bench installs it)")
+        env["LD_PRELOAD"] = lib
+    proc = subprocess.run([TRACE_BIN, which, path, str(repeats)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise NtaError(f"trace run of {allocator} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout)
+
+
+def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps=2_000_000, repeats=7,
+                allocators=("nta", "pow2", "glibc", "jemalloc", "tcmalloc", "mimalloc"), pcap=None,
+                seed=1, processes=3, out=print) -> dict:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="nta-bench-") as tmp:
+        for kind in traces:
+            for window in windows:
+                n = window + steps
+                sizes, slots = trace_sizes(kind, n, seed, pcap), trace_slots(window, n, seed)
+                path = os.path.join(tmp, f"{kind}-{window}.trace")
+                write_trace(path, sizes, slots, window)
+                req = peak_requested(sizes, slots)
+                rows = {}
+                # each allocator runs `processes` times, interleaved with the others, so that
+                # a noisy moment of this shared machine does not land on one allocator only
+                runs = {name: [] for name in allocators}
+                for _ in range(processes):
+                    for name in allocators:
+                        runs[name].append(run_trace(name, path, repeats))
+                for name, rs in runs.items():
+                    ns = statistics.median(statistics.median(r["ns_per_pair"]) for r in rs)
+                    rss = int(statistics.median(r["peak_rss_bytes"] for r in rs))
+                    space = req / rss if rss > 0 else float("nan")
+                    rows[name] = {"ns_per_pair": ns,
+                                  "ns_runs": [statistics.median(r["ns_per_pair"]) for r in rs],
+                                  "peak_rss_bytes": rss, "peak_rss_runs": [r["peak_rss_bytes"] for r in rs],
+                                  "space": space,
+                                  "arena_peak_committed_bytes": rs[0]["arena_peak_committed_bytes"]}
+                base = rows.get("nta")
+                for row in rows.values():
+                    row["time_vs_nta"] = row["ns_per_pair"] / base["ns_per_pair"] if base else None
+                    row["space_vs_nta"] = row["space"] / base["space"] if base else None
+                results.append({"trace": kind, "window": window, "steps": steps, "peak_requested_bytes": req,
+                                "allocators": rows})
+                out(f"\n{kind} trace, window {fmt_n(window)}, {fmt_n(steps)} steps, "
+                    f"peak requested {req / 1024:,.0f} KiB")
+                table([[name, f"{r['ns_per_pair']:.1f}", f"{r['time_vs_nta']:.2f}",
+                        f"{r['peak_rss_bytes'] / 1024:,.0f}", f"{r['space'] * 100:.1f}%",
+                        f"{r['space_vs_nta']:.2f}"] for name, r in rows.items()],
+                      ["allocator", "ns/pair", "x nta", "peak KiB", "space used", "x nta"])
+    return {"tool": "nta", "command": "bench alloc", "repeats": repeats, "processes": processes, "seed": seed,
+            "results": results}
+
+
+# -- the author's fragmentation test -----------------------------------------------
+
+SLACK = 5  # a picture-only cell: inside a block, beyond the bytes asked for
+
+
+def frag_test(kind: str, pages: int = 4094, page_size: int = 4096, chunk_size: int = 32, seed: int = 1,
+              min_size: int | None = None):
+    """The author's test. Returns (failures, picture, stats): each failure records the maximum then,
+    the size that failed and the utilisation (bytes requested / arena bytes) at that moment; the
+    picture is the page map with SLACK where a block holds chunks beyond the bytes asked for."""
+    from harness.nta import CELLS, Arena, ArenaError
+
+    rng = np.random.default_rng(seed)
+    stop = min_size or chunk_size
+    failures, blocks = [], []
+    with Arena(max_pages=pages, kind=kind, page_size=page_size, chunk_size=chunk_size, cache_depth=0) as a:
+        top = page_size
+        requested = 0
+        while top >= stop:
+            for size in rng.integers(1, top + 1, size=4096).tolist():
+                try:
+                    off = a.alloc(size)
+                except ArenaError:
+                    failures.append({"max_size": top, "failed_size": size,
+                                     "utilisation": requested / (pages * page_size),
+                                     "allocated": a.stats()["live_allocs"]})
+                    top //= 2
+                    break
+                blocks.append((off, size))
+                requested += size
+        a.check()
+        stats, picture = a.stats(), a.page_map(pages)
+        flat = picture.reshape(-1)
+        cpp = page_size // chunk_size
+        for off, size in blocks:  # chunks handed out beyond ceil(size / chunk): waste made visible
+            first = (off - a.data_off) // chunk_size
+            asked = -(-size // chunk_size)
+            if size > page_size:
+                npages = -(-size // page_size)
+                held = (1 << (npages - 1).bit_length() if kind == "pow2" else npages) * cpp
+            else:
+                held = asked
+                if kind == "pow2":
+                    held = max(1 << (size - 1).bit_length(), chunk_size) // chunk_size
+            if held > asked:
+                cells = flat[first + asked:first + held]
+                cells[cells != CELLS["untouched"]] = SLACK
+        return failures, picture, stats
+
+
+def plot_page_maps(maps: dict[str, np.ndarray], path: str, chunks_per_page: int,
+                   notes: dict | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    # untouched, free, used, cached, large, slack
+    colours = ["#ffffff", "#f3e3c3", "#1f3b73", "#7fb3d5", "#6c3483", "#d9534f"]
+    names = ["untouched", "free", "used (asked for)", "cached", "large block",
+             "slack (handed out, not asked for)"]
+    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 7.5), squeeze=False)
+    for ax, (name, m) in zip(axes[0], maps.items(), strict=True):
+        pages, cols = m.shape[0], 64
+        rows = -(-pages // cols)
+        th, tw = 8, chunks_per_page // 8  # a page is a tile of 8 x 16 chunks, 64 pages across
+        img = np.zeros((rows * th, cols * tw), dtype=np.uint8)
+        for p in range(pages):
+            r, c = divmod(p, cols)
+            img[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = m[p].reshape(th, tw)
+        ax.imshow(img, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, interpolation="nearest",
+                  aspect="auto")
+        slack = (m == SLACK).sum() / m.size
+        ax.set_title(f"{name}: {(notes or {}).get(name, '')}slack {100 * slack:.1f}% of chunks")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = [Patch(color=c, label=n) for c, n in zip(colours, names, strict=True) if n != "cached"]
+    fig.legend(handles=shown,
+               loc="lower center", ncol=3, frameon=False)
+    fig.suptitle(f"page maps at the end of the fragmentation test ({maps[next(iter(maps))].shape[0]} pages, "
+                 "each a tile of 8 x 16 chunks of 32 bytes)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bench_frag(pages=4094, seed=1, plot_dir=None, out=print) -> dict:
+    results, maps = {}, {}
+    for kind in ("nta", "pow2"):
+        t0 = time.perf_counter()
+        failures, m, st = frag_test(kind, pages=pages, seed=seed)
+        results[kind] = {"failures": failures, "seconds": time.perf_counter() - t0,
+                         "final_utilisation": failures[-1]["utilisation"] if failures else None,
+                         "bytes_requested": st["bytes_requested"], "bytes_handed": st["bytes_handed"]}
+        maps[kind] = m
+    out(f"\nfragmentation test: {pages} pages of 4096 bytes, random sizes up to the maximum; "
+        "on each failure the maximum halves")
+    rows = []
+    for i in range(max(len(r["failures"]) for r in results.values())):
+        row = []
+        for kind in ("nta", "pow2"):
+            f = results[kind]["failures"]
+            row += [f"{f[i]['max_size']}", f"{f[i]['failed_size']}", f"{f[i]['utilisation'] * 100:.1f}%"] \
+                if i < len(f) else ["", "", ""]
+        rows.append(row)
+    table(rows, ["nta max", "failed", "utilisation", "pow2 max", "failed", "utilisation"])
+    doc = {"tool": "nta", "command": "bench frag", "pages": pages, "seed": seed, "results": results}
+    if plot_dir:
+        os.makedirs(plot_dir, exist_ok=True)
+        path = os.path.join(plot_dir, "frag-page-maps.png")
+        notes = {k: f"{100 * r['final_utilisation']:.1f}% of the arena asked for, "
+                 for k, r in results.items()}
+        plot_page_maps(maps, path, 4096 // 32, notes)
+        doc["plot"] = path
+        out(f"\npage maps: {path}")
+    return doc
+
+
+def bench_bulk(batch=1024, seconds=2.0, out=print) -> dict:
+    from harness.nta import Arena
+
+    rng = np.random.default_rng(1)
+    sizes = rng.choice(np.array([s for s, k in IMIX_MIX for _ in range(k)], dtype=np.uint32), size=batch)
+    runs = []
+    with Arena(max_pages=max(64, batch)) as a:
+        for _ in range(3):
+            ops, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 3:
+                for _ in range(50):
+                    offs = a.alloc_bulk(sizes)
+                    a.free_bulk(offs, sizes)
+                ops += 100 * batch
+            runs.append(ops / (time.perf_counter() - t0))
+        a.check()
+    med = statistics.median(runs)
+    out(f"\nbulk binding: IMIX batches of {batch}, alloc_bulk + free_bulk")
+    table([[f"{batch}", f"{med / 1e6:.1f}", " ".join(f"{r / 1e6:.1f}" for r in runs)]],
+          ["batch", "M ops/s (median)", "runs"])
+    return {"tool": "nta", "command": "bench bulk", "batch": batch, "ops_per_second": med, "runs": runs}
+
+
