@@ -8,9 +8,10 @@ alloc: speed and space on packet-size traces. A trace is a sequence of
   mimalloc through LD_PRELOAD. Time is ns per alloc+free pair, the median
   of timed slices in each process, then the median over several processes
   (interleaved with the other allocators'); space is the peak of bytes
-  requested over the peak resident memory the run added (VmHWM after a
-  reset, less the resident memory before the first allocation), the same
-  measure for everyone, the median over the processes.
+  requested over the peak memory the run added (anonymous + shared-memory
+  resident pages, sampled after the fill and after each timed slice, less
+  the same before the first allocation), the same measure for everyone,
+  the median over the processes.
 
 frag: the NTA author's test. Fill an arena of 4094 pages with pseudo-random
   sizes up to the page size until an allocation fails; halve the maximum
