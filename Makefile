@@ -11,7 +11,7 @@ DEMO_LOOPS ?= 2500
 NTA_SRC := $(wildcard allocator/*.c allocator/*.h)
 NTA_MOD := build/.nta_c.built
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -Iallocator
+CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -pthread -Iallocator
 
 .PHONY: help setup setup-system setup-test setup-bench build ctest test demo bench lint clean distclean
 
@@ -37,11 +37,11 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-build: $(IMIX) $(NTA_MOD) build/trace ## build the allocator's binding, its bench driver, the IMIX capture
+build: $(IMIX) $(NTA_MOD) build/trace build/poolbench ## build the allocator's binding, bench drivers, the IMIX capture
 
 build/trace: $(NTA_SRC) allocator/bench/trace.c
 	@mkdir -p build
-	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -Iallocator allocator/*.c allocator/bench/trace.c -o $@
+	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator allocator/*.c allocator/bench/trace.c -o $@
 
 # cffi binding of allocator/, declarations generated from allocator/nta.h
 $(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
@@ -49,12 +49,17 @@ $(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
 	@$(PY) allocator/build_cffi.py
 	@touch $@
 
-build/test_nta: $(NTA_SRC) tests/c/test_nta.c
+build/test_%: $(NTA_SRC) tests/c/test_%.c
 	@mkdir -p build
-	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_nta.c -o $@
+	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_$*.c -o $@
 
-ctest: build/test_nta ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
+build/poolbench: $(NTA_SRC) allocator/bench/pool.c
+	@mkdir -p build
+	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator allocator/*.c allocator/bench/pool.c -o $@
+
+ctest: build/test_nta build/test_pool ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
 	build/test_nta
+	build/test_pool
 
 $(IMIX): harness/imix.py | $(STAMP)
 	@$(NTA) pcap imix $@
@@ -69,6 +74,7 @@ bench: setup-bench build ## allocator benchmarks against pow2, glibc, jemalloc, 
 	$(NTA) bench alloc --json build/bench-alloc.json
 	$(NTA) bench frag --plot build --json build/bench-frag.json
 	$(NTA) bench bulk --json build/bench-bulk.json
+	$(NTA) bench pool --json build/bench-pool.json
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests

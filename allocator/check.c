@@ -211,7 +211,7 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, const struct to
 	uint64_t regions = 0, runs = 0, cached = 0;
 
 	for (int pool = 0; pool < 2; pool++) {
-		const struct nta_pool *P = &h->pool[pool];
+		const struct nta_classes *P = &h->pool[pool];
 		for (uint32_t n = 0; n <= h->cpp && h->kind == NTA_KIND_NTA; n++) {
 			bool nonempty = (P->nonempty[n >> 6] >> (n & 63)) & 1;
 			if (!CHECK(k, nonempty == (P->heads[n] != 0), "pool %d: class %u non-empty bit is wrong", pool, n))

@@ -79,7 +79,7 @@ static inline uint32_t chunks_for(const struct nta_arena *a, size_t size)
 
 static void region_link(struct nta_arena *a, int pool, uint32_t g, uint32_t n)
 {
-	struct nta_pool *P = &a->h->pool[pool];
+	struct nta_classes *P = &a->h->pool[pool];
 	struct nta_node *nd = node(a, g);
 
 	nd->nchunks = n;
@@ -94,7 +94,7 @@ static void region_link(struct nta_arena *a, int pool, uint32_t g, uint32_t n)
 
 static void region_unlink(struct nta_arena *a, int pool, uint32_t g)
 {
-	struct nta_pool *P = &a->h->pool[pool];
+	struct nta_classes *P = &a->h->pool[pool];
 	struct nta_node *nd = node(a, g);
 	uint32_t n = nd->nchunks;
 
@@ -112,7 +112,7 @@ static void region_unlink(struct nta_arena *a, int pool, uint32_t g)
 /* The first free region of at least n chunks in pool, or 0. */
 static inline uint32_t region_find(const struct nta_arena *a, int pool, uint32_t n)
 {
-	const struct nta_pool *P = &a->h->pool[pool];
+	const struct nta_classes *P = &a->h->pool[pool];
 	uint32_t cpp = a->h->cpp;
 
 	for (uint32_t w = n >> 6; w <= cpp >> 6; w++) {

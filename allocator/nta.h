@@ -137,6 +137,89 @@ long nta_page_map(const struct nta_arena *a, uint8_t *map, size_t npages);
  * *page_runs when non-NULL. Returns the number of free regions. */
 long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_t nbins, uint64_t *page_runs);
 
+/*
+ * The page pool: per device and RX queue, over an arena, after the kernel's
+ * page_pool. Pages stay "mapped" while they recycle through a LIFO alloc
+ * cache (owner side) and a recycle ring (any side); fragments are carved at
+ * exact size (chunks) from pool pages; a page's refcount counts its holders,
+ * and when it reaches zero the page's destructor runs: recycle (default),
+ * steal (the destructor keeps the page: it comes back with one reference)
+ * or release (back to the arena, unmapped).
+ *
+ * Concurrency: one thread owns a pool and makes every call on it, except
+ * nta_pool_put_remote(), which any thread may call: it queues the put to
+ * the owner (a short lock), who applies queued puts when its alloc cache
+ * runs dry and while destroy waits. The counters use the kernel's names.
+ */
+struct nta_pool;
+
+struct nta_pool_config {
+	uint32_t cache_size;  /* LIFO alloc cache; 0 means 128 */
+	uint32_t refill;      /* pages moved ring -> cache, or taken from the arena, at once; 0 means 64 */
+	uint32_t ring_size;   /* recycle ring, a power of two; 0 means 1024 */
+	uint32_t map_cost_ns; /* modelled cost of one DMA map or unmap (an IOMMU); 0 means free */
+	uint32_t ifindex, queue;
+	uint32_t flags;       /* NTA_POOL_BATCH_DTOR */
+	uint32_t pad;
+};
+#define NTA_POOL_BATCH_DTOR 0x1u /* pages at refcount 0 wait for nta_pool_dtor_take() */
+
+/* nta_pool_put flags */
+#define NTA_POOL_DIRECT 0x1u /* the owner's context: may recycle into the alloc cache */
+
+/* destructor verdicts */
+enum nta_dtor_verdict {
+	NTA_DTOR_RECYCLE = 0,
+	NTA_DTOR_STEAL = 1,
+	NTA_DTOR_RELEASE = 2,
+};
+typedef int (*nta_pool_dtor_fn)(void *ctx, struct nta_pool *pool, uint64_t page);
+
+struct nta_pool_stats {
+	/* alloc, as the kernel's page_pool_alloc_stats */
+	uint64_t fast, slow, slow_high_order, empty, refill, waive;
+	/* recycle, as page_pool_recycle_stats */
+	uint64_t cached, cache_full, ring, ring_full, released_refcnt;
+	/* mapping model and pages in flight (hold - release) */
+	uint64_t maps, unmaps, hold, release, inflight;
+	uint64_t cache_len, ring_len;
+	uint64_t pages_in_use;        /* handed out as pages or holding live fragments */
+	uint64_t frags, frag_bytes;   /* live fragments and their bytes */
+	uint64_t alloc_fails;         /* allocations refused (arena empty, no reserve allowed) */
+	uint64_t reserve_pages;       /* pages in flight that came from the arena's reserve */
+	uint64_t dtor_calls, dtor_steal, dtor_release, dtor_pending;
+};
+
+struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_pool_config *cfg);
+/* Free the pool: empties cache and ring into the arena, then refuses with
+ * -EBUSY while pages are in flight, waiting up to timeout_ms for them (puts
+ * from other threads). On -EBUSY, up to n in-flight page offsets go into
+ * pages and *count gets how many are in flight; the pool stays usable. */
+int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages, size_t n, size_t *count);
+int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags);
+int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned flags);
+/* Allocate n fragments; offs[i] = 0 where one failed. Returns the number allocated. */
+long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,
+			      unsigned flags);
+/* One more holder of the page or fragment at off. */
+int nta_pool_get(struct nta_pool *p, uint64_t off);
+/* One holder fewer. -EALREADY when nothing holds it (a put below zero). */
+int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags);
+/* A put from another thread: queued to the owner. */
+int nta_pool_put_remote(struct nta_pool *p, uint64_t off);
+/* Apply the queued remote puts now (the owner). Returns how many. */
+long nta_pool_drain_remote(struct nta_pool *p);
+/* Put n; returns 0 or the first failure, with *first_bad its index. */
+long nta_pool_put_bulk(struct nta_pool *p, const int64_t *offs, size_t n, unsigned flags, size_t *first_bad);
+int nta_pool_set_dtor(struct nta_pool *p, nta_pool_dtor_fn fn, void *ctx);
+/* NTA_POOL_BATCH_DTOR: take up to n pages waiting for their destructor ... */
+long nta_pool_dtor_take(struct nta_pool *p, int64_t *pages, size_t n);
+/* ... and give each its verdict. */
+int nta_pool_dtor_complete(struct nta_pool *p, const int64_t *pages, const int32_t *verdicts, size_t n);
+int nta_pool_stats(const struct nta_pool *p, struct nta_pool_stats *st);
+/* Prove the pool's pages, cache, ring, refcounts and counters agree. */
+int nta_pool_check(const struct nta_pool *p, char *why, size_t whylen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -71,7 +71,7 @@ struct nta_node {
 	uint32_t magic;
 };
 
-struct nta_pool {
+struct nta_classes {
 	uint32_t heads[NTA_MAX_CPP + 1];     /* NTA: free regions by length in chunks */
 	uint64_t nonempty[NTA_CLASS_WORDS];  /* bit k: heads[k] != 0 */
 	uint32_t slabs[NTA_POW2_CLASSES];    /* pow2: partial slabs by class, page index + 1 */
@@ -92,7 +92,7 @@ struct nta_hdr {
 	uint32_t run_heads[NTA_RUN_CLASSES];
 	uint64_t run_nonempty[NTA_RUN_CLASSES / 64];
 	/* small blocks: [0] ordinary pages, [1] reserve pages */
-	struct nta_pool pool[2];
+	struct nta_classes pool[2];
 	uint32_t cache_count[NTA_MAX_CPP + 1];
 	struct nta_stats st;            /* live counters; largest_free computed on demand */
 };

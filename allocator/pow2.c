@@ -27,7 +27,7 @@ static uint32_t *obj_next(const struct nta_arena *a, uint32_t p, uint32_t i, uin
 
 static void slab_link(struct nta_arena *a, int pool, uint32_t p)
 {
-	struct nta_pool *P = &a->h->pool[pool];
+	struct nta_classes *P = &a->h->pool[pool];
 	struct nta_page *d = pg(a, p);
 	uint32_t ci = d->cls - a->h->chunk_shift;
 
@@ -40,7 +40,7 @@ static void slab_link(struct nta_arena *a, int pool, uint32_t p)
 
 static void slab_unlink(struct nta_arena *a, int pool, uint32_t p)
 {
-	struct nta_pool *P = &a->h->pool[pool];
+	struct nta_classes *P = &a->h->pool[pool];
 	struct nta_page *d = pg(a, p);
 
 	if (d->prev)
@@ -76,7 +76,7 @@ static int64_t slab_new(struct nta_arena *a, int pool, uint32_t k)
 
 static int64_t pool_alloc(struct nta_arena *a, int pool, uint32_t k)
 {
-	struct nta_pool *P = &a->h->pool[pool];
+	struct nta_classes *P = &a->h->pool[pool];
 	uint32_t head = P->slabs[k - a->h->chunk_shift];
 	int64_t p = head ? (int64_t)head - 1 : slab_new(a, pool, k);
 

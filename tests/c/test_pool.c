@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * test_pool.c - C tests of the page pool, under ASan and UBSan ('make ctest').
+ * nta_pool_check() and nta_check() run after every step that changes a pool.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nta.h"
+
+static int failures, checks;
+
+#define EXPECT_EQ(a, b)                                                                              \
+	do {                                                                                         \
+		long long _a = (long long)(a), _b = (long long)(b);                                  \
+		checks++;                                                                            \
+		if (_a != _b) {                                                                      \
+			failures++;                                                                  \
+			fprintf(stderr, "%s:%d: %s: %s is %lld, expected %lld\n", __FILE__, __LINE__, \
+				__func__, #a, _a, _b);                                               \
+		}                                                                                    \
+	} while (0)
+#define EXPECT(c) EXPECT_EQ(!!(c), 1)
+
+static void clean(struct nta_pool *p, struct nta_arena *a, int line)
+{
+	char why[256];
+	checks++;
+	if (nta_pool_check(p, why, sizeof(why))) {
+		failures++;
+		fprintf(stderr, "line %d: nta_pool_check: %s\n", line, why);
+	}
+	if (nta_check(a, why, sizeof(why))) {
+		failures++;
+		fprintf(stderr, "line %d: nta_check: %s\n", line, why);
+	}
+}
+#define CLEAN() clean(p, a, __LINE__)
+
+static struct nta_stats ast(struct nta_arena *a)
+{
+	struct nta_stats s;
+	nta_stats(a, &s);
+	return s;
+}
+
+/* Pages a pool gave back may sit in the arena's own size cache: flush it first. */
+static uint64_t arena_pages_in_use(struct nta_arena *a)
+{
+	nta_cache_flush(a);
+	return ast(a).pages_in_use;
+}
+
+static struct nta_pool_stats pst(struct nta_pool *p)
+{
+	struct nta_pool_stats s;
+	nta_pool_stats(p, &s);
+	return s;
+}
+
+static struct nta_arena *arena(uint32_t pages, uint32_t reserve)
+{
+	struct nta_config cfg = { .max_pages = pages, .reserve_pages = reserve };
+	struct nta_arena *a = nta_arena_create(NULL, &cfg);
+	if (!a) {
+		perror("arena");
+		exit(2);
+	}
+	return a;
+}
+
+static struct nta_pool *pool(struct nta_arena *a, uint32_t cache, uint32_t refill, uint32_t ring, uint32_t flags)
+{
+	struct nta_pool_config c = { .cache_size = cache, .refill = refill, .ring_size = ring, .flags = flags };
+	struct nta_pool *p = nta_pool_create(a, &c);
+	if (!p) {
+		perror("pool");
+		exit(2);
+	}
+	return p;
+}
+
+static void destroy(struct nta_pool *p)
+{
+	size_t n = 99;
+	EXPECT_EQ(nta_pool_destroy(p, 0, NULL, 0, &n), 0);
+	EXPECT_EQ(n, 0);
+}
+
+static void test_defaults_and_fast_path(void)
+{
+	struct nta_arena *a = arena(512, 0);
+	struct nta_pool *p = nta_pool_create(a, NULL);
+	int64_t x = nta_pool_alloc_page(p, 0);
+
+	EXPECT(x > 0 && x % 4096 == 0);
+	struct nta_pool_stats s = pst(p);
+	EXPECT_EQ(s.slow, 1);      /* the arena, 64 pages at once (refill) */
+	EXPECT_EQ(s.maps, 64);
+	EXPECT_EQ(s.hold, 64);
+	EXPECT_EQ(s.cache_len, 63);
+	EXPECT_EQ(s.pages_in_use, 1);
+	CLEAN();
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).cached, 1);
+	EXPECT_EQ(nta_pool_alloc_page(p, 0), x); /* LIFO */
+	EXPECT_EQ(pst(p).fast, 1);
+	EXPECT_EQ(pst(p).maps, 64);              /* recycled pages stay mapped */
+	CLEAN();
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
+	destroy(p);
+	EXPECT_EQ(arena_pages_in_use(a), 0); /* every page back in the arena */
+	nta_arena_close(a);
+}
+
+static void test_ring_refill_and_full(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool(a, 4, 2, 4, 0);
+	int64_t pg[12];
+
+	for (int i = 0; i < 12; i++)
+		pg[i] = nta_pool_alloc_page(p, 0);
+	struct nta_pool_stats s = pst(p);
+	EXPECT_EQ(s.fast + s.slow, 12);
+	EXPECT_EQ(s.hold, 12);
+	CLEAN();
+	/* not the fast context: into the ring; a full ring releases to the arena */
+	for (int i = 0; i < 6; i++)
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[i], 0), 0);
+	s = pst(p);
+	EXPECT_EQ(s.ring, 4);
+	EXPECT_EQ(s.ring_full, 2);
+	EXPECT_EQ(s.release, 2);
+	EXPECT_EQ(s.unmaps, 2);
+	EXPECT_EQ(s.ring_len, 4);
+	CLEAN();
+	/* fast context: cache (4), then cache_full -> ring is full -> ring_full */
+	for (int i = 6; i < 12; i++)
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[i], NTA_POOL_DIRECT), 0);
+	s = pst(p);
+	EXPECT_EQ(s.cached, 4);
+	EXPECT_EQ(s.cache_full, 2);
+	EXPECT_EQ(s.ring_full, 4);
+	CLEAN();
+	/* empty the cache, then the next allocation refills 2 from the ring */
+	for (int i = 0; i < 4; i++)
+		pg[i] = nta_pool_alloc_page(p, 0);
+	int64_t r = nta_pool_alloc_page(p, 0);
+	s = pst(p);
+	EXPECT(r > 0);
+	EXPECT_EQ(s.refill, 1);
+	EXPECT_EQ(s.ring_len, 2);
+	EXPECT_EQ(s.cache_len, 1);
+	CLEAN();
+	nta_pool_put(p, (uint64_t)r, NTA_POOL_DIRECT);
+	for (int i = 0; i < 4; i++)
+		nta_pool_put(p, (uint64_t)pg[i], NTA_POOL_DIRECT);
+	destroy(p);
+	EXPECT_EQ(arena_pages_in_use(a), 0);
+	nta_arena_close(a);
+}
+
+static void test_fragments(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool(a, 8, 1, 8, 0);
+	int64_t f1 = nta_pool_alloc_frag(p, 1514, 0), f2 = nta_pool_alloc_frag(p, 64, 0);
+	int64_t f3 = nta_pool_alloc_frag(p, 1500, 0);
+
+	EXPECT(f1 > 0 && f1 % 4096 == 0);
+	EXPECT_EQ(f2 - f1, 48 * 32); /* exact: ceil(1514/32) chunks, not 2048 */
+	EXPECT_EQ(f3 - f2, 64);
+	struct nta_pool_stats s = pst(p);
+	EXPECT_EQ(s.frags, 3);
+	EXPECT_EQ(s.frag_bytes, (48 + 2 + 47) * 32);
+	EXPECT_EQ(s.pages_in_use, 1);
+	CLEAN();
+	/* a freed fragment's chunks take the next one that fits */
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(nta_pool_alloc_frag(p, 60, 0), f2);
+	f2 = f2; /* (the same offset, a new fragment) */
+	CLEAN();
+	/* holders: one more get needs one more put; the page stays while any live */
+	EXPECT_EQ(nta_pool_get(p, (uint64_t)f1), 0);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).frags, 3);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).frags, 2);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), -EALREADY); /* below zero */
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f3 + 32, NTA_POOL_DIRECT), -ENOENT); /* inside a fragment */
+	EXPECT_EQ(nta_pool_put(p, 16, NTA_POOL_DIRECT), -EINVAL);
+	CLEAN();
+	/* a fragment that does not fit moves to a new page; the old one recycles once empty */
+	int64_t big = nta_pool_alloc_frag(p, 3000, 0);
+	EXPECT(big > 0 && big / 4096 != f1 / 4096);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).cached, 0);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f3, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).cached, 1); /* the first page, all its fragments gone */
+	CLEAN();
+	/* jumbo: a combined block from the arena, released when done */
+	int64_t j = nta_pool_alloc_frag(p, 9000, 0);
+	EXPECT(j > 0);
+	EXPECT_EQ(pst(p).slow_high_order, 1);
+	memset((char *)nta_arena_base(a) + j, 7, 9000);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)j + 4096, 0), -ENOENT);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)j, 0), 0);
+	EXPECT_EQ(pst(p).release, 3);
+	CLEAN();
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)big, NTA_POOL_DIRECT), 0);
+	destroy(p);
+	EXPECT_EQ(arena_pages_in_use(a), 0);
+	nta_arena_close(a);
+}
+
+struct thief {
+	int calls;
+	int verdict;
+};
+
+static int dtor(void *ctx, struct nta_pool *p, uint64_t page)
+{
+	struct thief *t = ctx;
+	(void)p;
+	(void)page;
+	t->calls++;
+	return t->verdict;
+}
+
+static void test_destructors(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool(a, 8, 1, 8, 0);
+	struct thief t = { 0, NTA_DTOR_STEAL };
+
+	nta_pool_set_dtor(p, dtor, &t);
+	int64_t x = nta_pool_alloc_page(p, 0);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
+	struct nta_pool_stats s = pst(p);
+	EXPECT_EQ(t.calls, 1);
+	EXPECT_EQ(s.dtor_steal, 1);
+	EXPECT_EQ(s.cached, 0);
+	EXPECT_EQ(s.pages_in_use, 1); /* the destructor kept it, with one reference */
+	CLEAN();
+	t.verdict = NTA_DTOR_RELEASE;
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
+	s = pst(p);
+	EXPECT_EQ(s.dtor_release, 1);
+	EXPECT_EQ(s.release, 1);
+	EXPECT_EQ(s.inflight, 0);
+	CLEAN();
+	t.verdict = NTA_DTOR_RECYCLE;
+	x = nta_pool_alloc_page(p, 0);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).cached, 1);
+	destroy(p);
+	nta_arena_close(a);
+}
+
+static void test_batch_destructor(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool(a, 8, 1, 8, NTA_POOL_BATCH_DTOR);
+	int64_t pg[3], got[8];
+	int32_t verdicts[3] = { NTA_DTOR_RECYCLE, NTA_DTOR_STEAL, NTA_DTOR_RELEASE };
+
+	for (int i = 0; i < 3; i++)
+		pg[i] = nta_pool_alloc_page(p, 0);
+	for (int i = 0; i < 3; i++)
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[i], NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).dtor_pending, 3);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[0], NTA_POOL_DIRECT), -EALREADY); /* waiting: nobody holds it */
+	CLEAN();
+	EXPECT_EQ(nta_pool_dtor_take(p, got, 8), 3);
+	EXPECT_EQ(got[0], pg[0]);
+	int32_t bad[3] = { 0, 7, 0 };
+	EXPECT_EQ(nta_pool_dtor_complete(p, got, bad, 3), -EINVAL); /* nothing changed */
+	EXPECT_EQ(pst(p).dtor_pending, 3);
+	EXPECT_EQ(nta_pool_dtor_complete(p, got, verdicts, 3), 0);
+	struct nta_pool_stats s = pst(p);
+	EXPECT_EQ(s.dtor_pending, 0);
+	EXPECT_EQ(s.cached, 1);
+	EXPECT_EQ(s.dtor_steal, 1);
+	EXPECT_EQ(s.dtor_release, 1);
+	EXPECT_EQ(nta_pool_dtor_complete(p, got, verdicts, 1), -EINVAL); /* judged already */
+	CLEAN();
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[1], NTA_POOL_DIRECT), 0); /* the stolen one, again pending */
+	EXPECT_EQ(nta_pool_dtor_take(p, got, 8), 1);
+	int32_t rel = NTA_DTOR_RELEASE;
+	EXPECT_EQ(nta_pool_dtor_complete(p, got, &rel, 1), 0);
+	destroy(p);
+	nta_arena_close(a);
+}
+
+static void *late_put(void *arg)
+{
+	void **v = arg;
+	usleep(50000);
+	nta_pool_put_remote(v[0], (uint64_t)(intptr_t)v[1]);
+	return NULL;
+}
+
+static void test_destroy_in_flight(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool(a, 8, 2, 8, 0);
+	int64_t x = nta_pool_alloc_page(p, 0), y = nta_pool_alloc_frag(p, 100, 0), list[4];
+	size_t n = 0;
+
+	EXPECT_EQ(nta_pool_destroy(p, 0, list, 4, &n), -EBUSY);
+	EXPECT_EQ(n, 2);
+	EXPECT(list[0] == x || list[1] == x);
+	CLEAN(); /* still a working pool */
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)y, NTA_POOL_DIRECT), 0);
+	/* another thread lets go of x in 50 ms: destroy waits for it */
+	void *args[2] = { p, (void *)(intptr_t)x };
+	pthread_t th;
+	pthread_create(&th, NULL, late_put, args);
+	EXPECT_EQ(nta_pool_destroy(p, 5000, list, 4, &n), 0);
+	pthread_join(th, NULL);
+	EXPECT_EQ(arena_pages_in_use(a), 0);
+	nta_arena_close(a);
+}
+
+static void test_reserve(void)
+{
+	struct nta_arena *a = arena(6, 2);
+	struct nta_pool *p = pool(a, 8, 1, 8, 0);
+	int64_t pg[6];
+	int n = 0;
+
+	while ((pg[n] = nta_pool_alloc_page(p, 0)) > 0)
+		n++;
+	EXPECT_EQ(n, 4);
+	EXPECT_EQ(pg[n], -ENOMEM);
+	EXPECT_EQ(pst(p).alloc_fails, 1);
+	int64_t r = nta_pool_alloc_page(p, NTA_F_RESERVE);
+	EXPECT(r > 0);
+	EXPECT_EQ(pst(p).reserve_pages, 1);
+	CLEAN();
+	/* done with it: straight back to the arena, never into the cache */
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)r, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).cache_len, 0);
+	EXPECT_EQ(pst(p).reserve_pages, 0);
+	EXPECT_EQ(ast(a).reserve_pages_in_use, 0);
+	EXPECT_EQ(nta_pool_alloc_page(p, 0), -ENOMEM); /* an ordinary allocation never gets it */
+	CLEAN();
+	for (int i = 0; i < n; i++)
+		nta_pool_put(p, (uint64_t)pg[i], NTA_POOL_DIRECT);
+	destroy(p);
+	nta_arena_close(a);
+}
+
+/* A seeded random walk: fragments of packet sizes with holders, direct and
+ * remote puts, checks after every step. */
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static void test_random(int steps)
+{
+	struct nta_arena *a = arena(512, 8);
+	struct nta_pool *p = pool(a, 16, 8, 32, 0);
+	enum { MAX = 400 };
+	int64_t off[MAX];
+	int refs[MAX], live = 0;
+
+	for (int s = 0; s < steps && failures < 20; s++) {
+		uint64_t r = next();
+		if (live < MAX && (r % 100 < 50 || !live)) {
+			uint32_t size = r % 10 < 8 ? 1 + (uint32_t)((r >> 8) % 1518) : 1 + (uint32_t)((r >> 8) % 9000);
+			int64_t o = (r >> 32) % 5 == 0 ? nta_pool_alloc_page(p, 0) : nta_pool_alloc_frag(p, size, 0);
+			if (o > 0) {
+				off[live] = o;
+				refs[live++] = 1;
+			}
+		} else if (r % 100 < 60) {
+			int i = (int)((r >> 8) % (uint64_t)live);
+			EXPECT_EQ(nta_pool_get(p, (uint64_t)off[i]), 0);
+			refs[i]++;
+		} else {
+			int i = (int)((r >> 8) % (uint64_t)live);
+			unsigned flags = (r >> 40) & 1 ? NTA_POOL_DIRECT : 0;
+			if ((r >> 41) % 8 == 0)
+				EXPECT_EQ(nta_pool_put_remote(p, (uint64_t)off[i]), 0);
+			else
+				EXPECT_EQ(nta_pool_put(p, (uint64_t)off[i], flags), 0);
+			if (--refs[i] == 0) {
+				off[i] = off[--live];
+				refs[i] = refs[live];
+			}
+		}
+		if ((r >> 50) % 16 == 0)
+			nta_pool_drain_remote(p);
+		if (s % 5 == 0) {
+			nta_pool_drain_remote(p); /* the pool's books only add up with the queue applied */
+			CLEAN();
+		}
+	}
+	for (int i = 0; i < live; i++)
+		while (refs[i]--)
+			EXPECT_EQ(nta_pool_put(p, (uint64_t)off[i], NTA_POOL_DIRECT), 0);
+	nta_pool_drain_remote(p);
+	CLEAN();
+	EXPECT_EQ(pst(p).frags, 0);
+	destroy(p);
+	EXPECT_EQ(arena_pages_in_use(a), 0);
+	nta_arena_close(a);
+}
+
+int main(void)
+{
+	test_defaults_and_fast_path();
+	test_ring_refill_and_full();
+	test_fragments();
+	test_destructors();
+	test_batch_destructor();
+	test_destroy_in_flight();
+	test_reserve();
+	test_random(20000);
+	printf("%d checks, %d failed\n", checks, failures);
+	return failures ? 1 : 0;
+}
