@@ -106,6 +106,7 @@ class Arena:
 
     def _open(self, a, path, writable):
         self._a = a
+        self._pools: set[int] = set()
         self.path = path
         self.writable = writable
         cfg = ffi.new("struct nta_config *")
@@ -126,6 +127,9 @@ class Arena:
     def close(self) -> None:
         if self._a is None:
             return
+        if self._pools:
+            raise ArenaError(E.EBUSY,
+                             f"{len(self._pools)} pools still use this arena: destroy them before close()")
         try:
             self._mm.close()
         except BufferError:
@@ -243,3 +247,156 @@ class Arena:
         if rc < 0:
             _raise(rc, "free_histogram: " + os.strerror(-rc))
         return hist, int(runs[0])
+
+
+# -- the page pool ------------------------------------------------------------
+
+VERDICTS = {"recycle": lib.NTA_DTOR_RECYCLE, "steal": lib.NTA_DTOR_STEAL, "release": lib.NTA_DTOR_RELEASE}
+
+_PUT_WHY = {
+    E.EALREADY: "nothing holds {off} (a put below zero, or a page in the cache, ring or "
+                "awaiting its destructor)",
+    E.ENOENT: "{off} is not a page or fragment the pool handed out",
+    E.EINVAL: "{off} is not a chunk of the arena",
+    E.EOVERFLOW: "too many holders of {off}",
+}
+
+
+class PoolBusy(ArenaError):
+    """destroy() while pages are in flight: ``pages`` lists them (up to 64), ``count`` says how many."""
+
+    def __init__(self, pages: list[int], count: int):
+        shown = ", ".join(map(str, pages[:8])) + (", ..." if count > 8 else "")
+        super().__init__(E.EBUSY, f"pool destroy: {count} pages in flight ({shown})")
+        self.pages, self.count = pages, count
+
+
+class Pool:
+    """A page pool over an arena, per device and RX queue (see allocator/pool.c).
+
+    Destructors reach Python only in batches: with ``batch_destructor=True``
+    pages whose last holder let go wait; ``destructed()`` takes them as a numpy
+    array and ``judge(pages, verdicts)`` recycles, steals or releases each.
+    """
+
+    def __init__(self, arena: Arena, *, cache_size: int = 128, refill: int = 64, ring_size: int = 1024,
+                 map_cost_ns: int = 0, ifindex: int = 0, queue: int = 0, batch_destructor: bool = False):
+        cfg = ffi.new("struct nta_pool_config *")
+        cfg.cache_size, cfg.refill, cfg.ring_size = cache_size, refill, ring_size
+        cfg.map_cost_ns, cfg.ifindex, cfg.queue = map_cost_ns, ifindex, queue
+        cfg.flags = lib.NTA_POOL_BATCH_DTOR if batch_destructor else 0
+        p = lib.nta_pool_create(arena._h(), cfg)
+        if p == ffi.NULL:
+            raise ArenaError(ffi.errno, "creating a pool: ring_size must be a power of two, "
+                                        "refill <= cache_size, "
+                                        "and the arena writable and of kind 'nta'")
+        self._p, self.arena = p, arena
+        self.ifindex, self.queue = ifindex, queue
+        arena._pools.add(id(self))
+
+    def _h(self):
+        if self._p is None:
+            raise ArenaError(E.EBADF, "the pool is destroyed")
+        return self._p
+
+    def destroy(self, timeout: float = 0.0) -> None:
+        """Give every page back to the arena; PoolBusy if some are still held after ``timeout`` seconds."""
+        if self._p is None:
+            return
+        pages = np.zeros(64, dtype=np.int64)
+        count = ffi.new("size_t *")
+        rc = lib.nta_pool_destroy(self._p, int(timeout * 1000), ffi.from_buffer("int64_t[]", pages), 64,
+                                  count)
+        if rc == -E.EBUSY:
+            raise PoolBusy([int(x) for x in pages[:min(64, count[0])]], int(count[0]))
+        self._p = None
+        self.arena._pools.discard(id(self))
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+    def alloc_page(self, reserve: bool = False) -> int:
+        off = lib.nta_pool_alloc_page(self._h(), lib.NTA_F_RESERVE if reserve else 0)
+        if off < 0:
+            _raise(off, "pool alloc_page: " + ("out of memory" if -off == E.ENOMEM else os.strerror(-off)))
+        return off
+
+    def alloc_frag(self, size: int, reserve: bool = False) -> int:
+        off = lib.nta_pool_alloc_frag(self._h(), size, lib.NTA_F_RESERVE if reserve else 0)
+        if off < 0:
+            _raise(off, f"pool alloc_frag({size}): " + {E.ENOMEM: "out of memory", E.EINVAL: "size 0"}
+                   .get(-off, os.strerror(-off)))
+        return off
+
+    def alloc_frags(self, sizes, reserve: bool = False) -> np.ndarray:
+        """A fragment for each size, in one call; 0 where one failed."""
+        sizes = np.ascontiguousarray(sizes, dtype=np.uint32)
+        offs = np.empty(len(sizes), dtype=np.int64)
+        lib.nta_pool_alloc_frag_bulk(self._h(), ffi.from_buffer("uint32_t[]", sizes),
+                                     ffi.from_buffer("int64_t[]", offs), len(sizes),
+                                     lib.NTA_F_RESERVE if reserve else 0)
+        return offs
+
+    def get(self, off: int) -> None:
+        rc = lib.nta_pool_get(self._h(), off)
+        if rc:
+            _raise(rc, f"pool get({off}): " + _PUT_WHY.get(-rc, os.strerror(-rc)).format(off=off))
+
+    def put(self, off: int, direct: bool = True) -> None:
+        rc = lib.nta_pool_put(self._h(), off, lib.NTA_POOL_DIRECT if direct else 0)
+        if rc:
+            _raise(rc, f"pool put({off}): " + _PUT_WHY.get(-rc, os.strerror(-rc)).format(off=off))
+
+    def put_bulk(self, offsets, direct: bool = True) -> None:
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        bad = ffi.new("size_t *")
+        rc = lib.nta_pool_put_bulk(self._h(), ffi.from_buffer("int64_t[]", offsets), len(offsets),
+                                   lib.NTA_POOL_DIRECT if direct else 0, bad)
+        if rc:
+            off = int(offsets[bad[0]])
+            why = _PUT_WHY.get(-rc, os.strerror(-rc)).format(off=off)
+            _raise(rc, f"pool put_bulk: entry {bad[0]}: {why}")
+
+    def put_remote(self, off: int) -> None:
+        """A put from another thread: queued to the owner, applied by drain_remote() or the next refill."""
+        rc = lib.nta_pool_put_remote(self._h(), off)
+        if rc:
+            _raise(rc, "pool put_remote: " + os.strerror(-rc))
+
+    def drain_remote(self) -> int:
+        return lib.nta_pool_drain_remote(self._h())
+
+    def destructed(self, limit: int = 4096) -> np.ndarray:
+        """Pages waiting for their destructor (batch_destructor=True), at most ``limit``."""
+        out = np.empty(limit, dtype=np.int64)
+        n = lib.nta_pool_dtor_take(self._h(), ffi.from_buffer("int64_t[]", out), limit)
+        return out[:n].copy()
+
+    def judge(self, pages, verdicts) -> None:
+        """Recycle, steal or release each page taken from destructed(): verdicts are names or codes."""
+        pages = np.ascontiguousarray(pages, dtype=np.int64)
+        if isinstance(verdicts, str):
+            verdicts = [verdicts] * len(pages)
+        codes = np.ascontiguousarray([VERDICTS[v] if isinstance(v, str) else v for v in verdicts],
+                                     dtype=np.int32)
+        if codes.shape != pages.shape:
+            raise ArenaError(E.EINVAL, f"judge: {len(pages)} pages but {len(codes)} verdicts")
+        rc = lib.nta_pool_dtor_complete(self._h(), ffi.from_buffer("int64_t[]", pages),
+                                        ffi.from_buffer("int32_t[]", codes), len(pages))
+        if rc:
+            _raise(rc, "judge: a page is not waiting for its destructor, or a verdict is unknown; "
+                       "nothing changed")
+
+    def stats(self) -> dict:
+        st = ffi.new("struct nta_pool_stats *")
+        lib.nta_pool_stats(self._h(), st)
+        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_pool_stats").fields}
+
+    def check(self) -> None:
+        why = ffi.new("char[512]")
+        rc = lib.nta_pool_check(self._h(), why, 512)
+        if rc:
+            raise ArenaCorrupt(-rc, "nta_pool_check: " + ffi.string(why).decode())

@@ -1,0 +1,199 @@
+"""The page pool from Python, and a hypothesis model of get/put/alloc against its counters."""
+
+import errno
+import os
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from harness.nta import Arena, ArenaError, Pool, PoolBusy
+
+
+def test_kernel_defaults_and_names():
+    with Arena(max_pages=256) as a, Pool(a) as p:
+        s = p.stats()
+        for name in ("fast", "slow", "slow_high_order", "empty", "refill", "waive", "cached", "cache_full",
+                     "ring", "ring_full", "released_refcnt", "maps", "unmaps", "hold", "release", "inflight"):
+            assert name in s
+        x = p.alloc_page()
+        s = p.stats()
+        # 64 pages (refill) from the arena at once
+        assert (s["slow"], s["empty"], s["maps"], s["cache_len"]) == (1, 1, 64, 63)
+        p.put(x)
+        assert p.stats()["cached"] == 1
+
+
+def test_batch_destructor_steal_recycle_release():
+    with Arena(max_pages=64) as a, Pool(a, refill=1, batch_destructor=True) as p:
+        pages = [p.alloc_page() for _ in range(3)]
+        for x in pages:
+            p.put(x)
+        waiting = p.destructed()
+        assert waiting.tolist() == pages
+        with pytest.raises(ArenaError, match="put below zero") as ei:
+            p.put(pages[0])
+        assert ei.value.errno == errno.EALREADY
+        p.judge(waiting, ["recycle", "steal", "release"])
+        s = p.stats()
+        assert (s["cached"], s["dtor_steal"], s["dtor_release"], s["dtor_pending"]) == (1, 1, 1, 0)
+        p.put(pages[1])  # the stolen page came back with one reference
+        p.judge(p.destructed(), "release")
+        p.check()
+
+
+def test_remote_puts_from_another_thread():
+    with Arena(max_pages=256) as a, Pool(a) as p:
+        offs = p.alloc_frags(np.full(200, 700, dtype=np.uint32))
+        t = threading.Thread(target=lambda: [p.put_remote(int(o)) for o in offs])
+        t.start()
+        t.join()
+        assert p.stats()["frags"] == 200  # queued, not applied
+        assert p.drain_remote() == 200
+        assert p.stats()["frags"] == 0
+        p.check()
+
+
+def test_destroy_refuses_then_waits():
+    a = Arena(max_pages=64)
+    p = Pool(a, refill=2)
+    x = p.alloc_page()
+    with pytest.raises(PoolBusy) as ei:
+        p.destroy()
+    assert ei.value.pages == [x] and ei.value.count == 1 and ei.value.errno == errno.EBUSY
+    with pytest.raises(ArenaError, match="pools still use this arena"):
+        a.close()
+    threading.Timer(0.05, lambda: p.put_remote(x)).start()
+    p.destroy(timeout=5)
+    a.close()
+
+
+def test_reserve_only_when_asked_and_never_recycled():
+    with Arena(max_pages=6, reserve_pages=2, cache_depth=0) as a, Pool(a, refill=1, cache_size=8) as p:
+        held = [p.alloc_page() for _ in range(4)]
+        with pytest.raises(ArenaError, match="out of memory"):
+            p.alloc_page()
+        r = p.alloc_page(reserve=True)
+        assert p.stats()["reserve_pages"] == 1
+        p.put(r)
+        assert p.stats()["reserve_pages"] == 0 and p.stats()["cache_len"] == 0
+        with pytest.raises(ArenaError):
+            p.alloc_page()  # the reserve page did not become an ordinary one
+        for x in held:
+            p.put(x)
+        p.check()
+        a.check()
+
+
+def test_frags_hold_packet_bytes():
+    with Arena(max_pages=64) as a, Pool(a) as p:
+        frame = np.frombuffer(os.urandom(1514), dtype=np.uint8)
+        off = p.alloc_frag(1514)
+        a.view(off, 1514)[:] = frame
+        other = p.alloc_frag(64)
+        a.view(other, 64)[:] = 0xEE
+        assert (a.view(off, 1514) == frame).all()
+        p.put(off)
+        p.put(other)
+
+
+SIZES = st.one_of(st.sampled_from([64, 576, 1500, 1514, 60]), st.integers(1, 4096), st.integers(4097, 20000))
+
+
+class PoolModel(RuleBasedStateMachine):
+    """Holders per offset, as the model sees them; the pool's books checked after every step."""
+
+    @initialize(cache=st.sampled_from([2, 8, 128]), ring=st.sampled_from([2, 16, 1024]))
+    def make(self, cache, ring):
+        self.arena = Arena(max_pages=160, reserve_pages=8)
+        self.pool = Pool(self.arena, cache_size=cache, refill=min(cache, 4), ring_size=ring)
+        self.refs: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}  # fragment -> size (0 for whole pages)
+
+    def teardown(self):
+        if hasattr(self, "pool"):
+            self.pool.drain_remote()
+            for off, n in list(self.refs.items()):
+                for _ in range(n):
+                    self.pool.put(off)
+            self.pool.destroy()
+            self.arena.close()
+
+    @rule(size=SIZES, reserve=st.booleans())
+    def alloc_frag(self, size, reserve):
+        try:
+            off = self.pool.alloc_frag(size, reserve=reserve)
+        except ArenaError as e:
+            assert e.errno == errno.ENOMEM
+            return
+        assert off not in self.refs
+        self.refs[off], self.sizes[off] = 1, size
+
+    @rule(reserve=st.booleans())
+    def alloc_page(self, reserve):
+        try:
+            off = self.pool.alloc_page(reserve=reserve)
+        except ArenaError as e:
+            assert e.errno == errno.ENOMEM
+            return
+        assert off % 4096 == self.arena.data_off % 4096 and off not in self.refs
+        self.refs[off], self.sizes[off] = 1, 0
+
+    @precondition(lambda self: self.refs)
+    @rule(data=st.data())
+    def get(self, data):
+        off = data.draw(st.sampled_from(sorted(self.refs)))
+        self.pool.get(off)
+        self.refs[off] += 1
+
+    @precondition(lambda self: self.refs)
+    @rule(data=st.data(), direct=st.booleans(), remote=st.booleans())
+    def put(self, data, direct, remote):
+        off = data.draw(st.sampled_from(sorted(self.refs)))
+        if remote:
+            self.pool.put_remote(off)
+            self.pool.drain_remote()
+        else:
+            self.pool.put(off, direct=direct)
+        self.refs[off] -= 1
+        if not self.refs[off]:
+            del self.refs[off], self.sizes[off]
+
+    @rule(data=st.data())
+    def put_below_zero(self, data):
+        gone = [o for o in getattr(self, "gone", []) if o not in self.refs]
+        if not gone:
+            return
+        off = data.draw(st.sampled_from(gone))
+        before = self.pool.stats()
+        with pytest.raises(ArenaError) as ei:
+            self.pool.put(off)
+        assert ei.value.errno in (errno.EALREADY, errno.ENOENT)
+        assert self.pool.stats() == before
+
+    @invariant()
+    def books_balance(self):
+        if not hasattr(self, "pool"):
+            return
+        self.gone = list(set(getattr(self, "gone", [])) | set(self.refs))[-50:]
+        self.pool.check()
+        self.arena.check()
+        s = self.pool.stats()
+        frags = {o: z for o, z in self.sizes.items() if 0 < z <= 4096}
+        assert s["frags"] == len(frags)
+        assert s["frag_bytes"] == sum(-(-z // 32) * 32 for z in frags.values())
+        assert s["inflight"] == s["hold"] - s["release"]
+        held_pages = {(o - self.arena.data_off) // 4096 for o, z in self.sizes.items() if z <= 4096}
+        large = sum(-(-z // 4096) for z in self.sizes.values() if z > 4096)
+        # plus, perhaps, the current fragment page with no live fragment in it
+        assert s["pages_in_use"] - large in (len(held_pages), len(held_pages) + 1)
+        assert s["reserve_pages"] <= 8
+
+
+TestPoolModel = PoolModel.TestCase
+TestPoolModel.settings = settings(max_examples=int(os.environ.get("NTA_HYPOTHESIS_EXAMPLES", 150)),
+                                  stateful_step_count=60, deadline=None,
+                                  suppress_health_check=[HealthCheck.too_slow])
