@@ -310,3 +310,35 @@ def bench_bulk(batch=1024, seconds=2.0, out=print) -> dict:
     return {"tool": "nta", "command": "bench bulk", "batch": batch, "ops_per_second": med, "runs": runs}
 
 
+
+
+# -- the page pool ------------------------------------------------------------
+
+POOL_BIN = os.path.join(ROOT, "build", "poolbench")
+# Brouer's bench_page_pool_simple on a Xeon E5-1650 v4 (DESIGN.md): ns per alloc + recycle
+POOL_ANCHORS = {"fast_path": 4.0, "ptr_ring": 13.6, "slow": 45.0, "frag": None}
+
+
+def bench_pool(loops=2_000_000, repeats=5, processes=3, out=print) -> dict:
+    if not os.access(POOL_BIN, os.X_OK):
+        raise NtaError(f"{POOL_BIN} is missing: run 'make build'")
+    rows = {}
+    for mode in POOL_ANCHORS:
+        runs = []
+        for _ in range(processes):
+            proc = subprocess.run([POOL_BIN, mode, str(loops), str(repeats)], capture_output=True, text=True,
+                                  timeout=600)
+            if proc.returncode != 0:
+                raise NtaError(f"poolbench {mode} failed: {proc.stderr.strip()}")
+            runs.append(json.loads(proc.stdout))
+        ns = statistics.median(statistics.median(r["ns_per_op"]) for r in runs)
+        rows[mode] = {"ns_per_op": ns, "runs": [statistics.median(r["ns_per_op"]) for r in runs],
+                      "kernel_ns": POOL_ANCHORS[mode], "stats": runs[0]["stats"]}
+    out(f"\npage pool: alloc + put, {fmt_n(loops)} loops, median of {repeats} rounds x {processes} processes")
+    table([[m, f"{r['ns_per_op']:.1f}", f"{r['kernel_ns']:.1f}" if r["kernel_ns"] else "-",
+            f"{r['ns_per_op'] / r['kernel_ns']:.2f}" if r["kernel_ns"] else "-"] for m, r in rows.items()],
+          ["test", "ns/op", "kernel ns/op", "x kernel"])
+    out("  (kernel: bench_page_pool_simple on a Xeon E5-1650 v4, not measured here)")
+    return {"tool": "nta", "command": "bench pool", "loops": loops, "repeats": repeats,
+            "processes": processes,
+            "results": rows}

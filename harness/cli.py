@@ -295,18 +295,26 @@ def cmd_bench_bulk(args) -> int:
     return _bench_out(args, bench.bench_bulk(batch=args.batch, seconds=args.seconds))
 
 
+def cmd_bench_pool(args) -> int:
+    from harness import bench, report
+
+    report.check_writable(args.json)
+    return _bench_out(args, bench.bench_pool(loops=args.loops, repeats=args.repeats))
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser(
-        "bench", help="allocator benchmarks: speed and space, fragmentation, bulk calls",
+        "bench", help="allocator benchmarks: speed and space, fragmentation, bulk calls, page pool",
         description="Benchmarks print a table and, with --json FILE, write the same figures. "
                     "'make bench' runs them all.",
         epilog=_examples("""
             nta bench alloc                          # NTA vs pow2, glibc, jemalloc, tcmalloc, mimalloc
             nta bench alloc --traces imix --windows 1024 --steps 200000
             nta bench frag --plot build              # the NTA author's test, with page maps
-            nta bench bulk --json bulk.json"""),
+            nta bench bulk --json bulk.json
+            nta bench pool                           # the kernel's bench_page_pool_simple shapes"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk}", required=True)
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool}", required=True)
     a = bsub.add_parser("alloc", help="ns per alloc+free and space on packet-size traces, against peers")
     a.add_argument("--traces", type=_csv(str), default=["imix", "uniform", "pcap"],
                    help="comma list of imix, uniform, pcap (default all)")
@@ -335,6 +343,12 @@ def add_bench(sub) -> None:
     b.add_argument("--seconds", type=_positive_float, default=3.0)
     b.add_argument("--json", metavar="FILE")
     b.set_defaults(func=cmd_bench_bulk)
+    pp = bsub.add_parser("pool",
+                         help="page pool: fast path, ring, slow path, fragments (the kernel's shapes)")
+    pp.add_argument("--loops", type=_positive_int, default=2_000_000)
+    pp.add_argument("--repeats", type=_positive_int, default=5)
+    pp.add_argument("--json", metavar="FILE")
+    pp.set_defaults(func=cmd_bench_pool)
 
 
 # -- nta doctor ------------------------------------------------------------------

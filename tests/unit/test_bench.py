@@ -104,3 +104,15 @@ def test_cli_bench_errors():
     assert_one_line_error(nta("bench", "alloc", "--windows", "64,0"), "bad --windows 64,0")
     assert_one_line_error(nta("bench", "alloc", "--traces", "pcap", "--pcap", "/nonexistent.pcap"),
                           "no such file")
+
+
+def test_pool_bench_runs_every_shape(tmp_path):
+    out = tmp_path / "pool.json"
+    proc = nta("bench", "pool", "--loops", "20000", "--repeats", "2", "--json", str(out), check=True)
+    doc = json.loads(out.read_text())
+    assert set(doc["results"]) == {"fast_path", "ptr_ring", "slow", "frag"}
+    r = doc["results"]
+    assert r["fast_path"]["stats"]["cached"] > 0 and r["fast_path"]["stats"]["unmaps"] == 0
+    assert r["ptr_ring"]["stats"]["ring"] > 0 and r["ptr_ring"]["stats"]["refill"] > 0
+    assert r["slow"]["stats"]["maps"] == r["slow"]["stats"]["unmaps"] > 20000  # every op maps and unmaps
+    assert "fast_path" in proc.stdout and "kernel ns/op" in proc.stdout
