@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -66,7 +67,9 @@ static int layout(const struct nta_config *cfg, struct nta_hdr *h)
 	h->desc_off = align_up(sizeof(struct nta_hdr), 64);
 	h->bmp_off = align_up(h->desc_off + (uint64_t)h->max_pages * sizeof(struct nta_page), 64);
 	h->cache_off = align_up(h->bmp_off + (uint64_t)h->max_pages * 3 * h->words * 8, 64);
-	h->data_off = align_up(h->cache_off + (uint64_t)(h->cpp + 1) * depth * 4, ps);
+	h->live_off = align_up(h->cache_off + (uint64_t)(h->cpp + 1) * depth * 4, 64);
+	h->readers_off = align_up(h->live_off + (uint64_t)h->max_pages * h->cpp, 4096);
+	h->data_off = align_up(h->readers_off + NTA_READERS_BYTES, ps);
 	h->total_size = h->data_off + ((uint64_t)h->max_pages << h->page_shift);
 	if ((h->total_size >> h->chunk_shift) > UINT32_MAX) /* chunk indices are 32-bit */
 		return -E2BIG;
@@ -86,6 +89,9 @@ void nta_arena_derive(struct nta_arena *a)
 	a->bmp = (uint64_t *)(a->base + h->bmp_off);
 	a->cache = (uint32_t *)(a->base + h->cache_off);
 	a->cache_count = h->cache_count;
+	a->live = a->base + h->live_off;
+	a->rd = (struct nta_readers *)(a->base + h->readers_off);
+	a->readers = (struct nta_reader_slot *)(a->base + h->readers_off + sizeof(struct nta_readers));
 	a->st = &h->st;
 	a->kind = h->kind;
 	a->page_size = h->page_size;
@@ -173,7 +179,53 @@ fail:
 	return NULL;
 }
 
+/* Start time of pid (field 22 of /proc/pid/stat), 0 when it is gone or a zombie. */
+uint64_t nta_proc_starttime(uint32_t pid)
+{
+	char path[64], buf[512];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+	if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+		return 0;
+	p += 2;
+	for (int field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	return p ? strtoull(p, NULL, 10) : 0;
+}
+
+bool nta_proc_alive(uint32_t pid, uint64_t starttime)
+{
+	return pid && nta_proc_starttime(pid) == starttime;
+}
+
+static struct nta_arena *attach(const char *path, int writable, bool reader);
+
 NTA_API struct nta_arena *nta_arena_attach(const char *path, int writable)
+{
+	return attach(path, writable, false);
+}
+
+/* A zero-copy reader: the arena read-only, its pin slots writable. */
+struct nta_arena *nta_arena_attach_reader(const char *path)
+{
+	return attach(path, 0, true);
+}
+
+static struct nta_arena *attach(const char *path, int writable, bool reader)
 {
 	struct nta_arena *a;
 	struct nta_hdr h, want;
@@ -189,7 +241,7 @@ NTA_API struct nta_arena *nta_arena_attach(const char *path, int writable)
 	if (!a)
 		return NULL;
 	a->writable = writable != 0;
-	a->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	a->fd = open(path, (writable || reader ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (a->fd < 0 || fstat(a->fd, &stb) < 0) {
 		err = errno;
 		goto fail;
@@ -216,6 +268,7 @@ NTA_API struct nta_arena *nta_arena_attach(const char *path, int writable)
 	cfg.cache_depth = h.cache_depth ? h.cache_depth : NTA_CACHE_OFF;
 	cfg.flags = h.flags;
 	if (layout(&cfg, &want) != 0 || want.desc_off != h.desc_off || want.bmp_off != h.bmp_off ||
+	    want.live_off != h.live_off || want.readers_off != h.readers_off ||
 	    want.cache_off != h.cache_off || want.data_off != h.data_off ||
 	    want.total_size != h.total_size || (uint64_t)stb.st_size != h.total_size ||
 	    h.hdr_size != sizeof(struct nta_hdr) || h.top > h.max_pages) {
@@ -227,6 +280,14 @@ NTA_API struct nta_arena *nta_arena_attach(const char *path, int writable)
 	if (a->base == MAP_FAILED) {
 		err = errno;
 		goto fail;
+	}
+	if (reader && !writable) { /* the pin slots, and only they, writable */
+		size_t len = NTA_READERS_BYTES;
+		if (mmap(a->base + h.readers_off, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, a->fd,
+			 (off_t)h.readers_off) == MAP_FAILED) {
+			err = errno;
+			goto fail;
+		}
 	}
 	nta_arena_derive(a);
 	return a;

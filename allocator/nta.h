@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 1
+#define NTA_VERSION 2
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,
@@ -188,6 +188,8 @@ struct nta_pool_stats {
 	uint64_t alloc_fails;         /* allocations refused (arena empty, no reserve allowed) */
 	uint64_t reserve_pages;       /* pages in flight that came from the arena's reserve */
 	uint64_t dtor_calls, dtor_steal, dtor_release, dtor_pending;
+	uint64_t pinned;              /* blocks let go of, their free deferred by a reader's pin */
+	uint64_t readers_reclaimed;   /* readers that died holding pins */
 };
 
 struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_pool_config *cfg);
@@ -219,6 +221,22 @@ int nta_pool_dtor_complete(struct nta_pool *p, const int64_t *pages, const int32
 int nta_pool_stats(const struct nta_pool *p, struct nta_pool_stats *st);
 /* Prove the pool's pages, cache, ring, refcounts and counters agree. */
 int nta_pool_check(const struct nta_pool *p, char *why, size_t whylen);
+
+/*
+ * The zero-copy reader: another process maps the arena read-only and reads
+ * fragments in place; what it pins is not freed (the free is deferred, see
+ * nta_pool_reap) until it unpins, closes, or dies. Pin only what the owner
+ * still holds: a pin on a block already freed fails with -ESTALE.
+ */
+struct nta_reader;
+struct nta_reader *nta_reader_attach(const char *path); /* errno EUSERS: all reader slots taken */
+void nta_reader_close(struct nta_reader *r);
+const struct nta_arena *nta_reader_arena(const struct nta_reader *r);
+int nta_reader_pin(struct nta_reader *r, uint64_t off);   /* -ESTALE, -ENOSPC (510 pins a reader) */
+int nta_reader_unpin(struct nta_reader *r, uint64_t off); /* -ENOENT: not pinned */
+/* Free what readers no longer pin, and reclaim the slots of readers that
+ * died. Returns the blocks freed. Runs by itself on refill and destroy. */
+long nta_pool_reap(struct nta_pool *p);
 
 #ifdef __cplusplus
 }

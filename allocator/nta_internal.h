@@ -9,6 +9,9 @@
  *   desc_off   struct nta_page[max_pages]
  *   bmp_off    uint64_t[max_pages][3][words]   used, start, cached bits per chunk
  *   cache_off  uint32_t[cpp + 1][cache_depth]  per-size cache (chunk indices)
+ *   live_off   uint8_t[max_pages * cpp]        page pool: 1 where a handed-out block starts
+ *   readers_off struct nta_readers, then struct nta_reader_slot[NTA_MAX_READERS]
+ *              (page aligned, the only part a reader maps writable)
  *   data_off   data pages (page aligned)
  *
  * A block is named by its offset; inside the allocator, chunks are named by
@@ -85,6 +88,7 @@ struct nta_hdr {
 	uint32_t cpp, words;            /* chunks per page; bitmap words per page and kind */
 	uint32_t max_pages, reserve_pages, cache_depth, flags;
 	uint64_t desc_off, bmp_off, cache_off, data_off, total_size;
+	uint64_t live_off, readers_off;
 	uint32_t owner_pid, hdr_size;
 	/* page allocator */
 	uint32_t top;                   /* pages [0, top) have been used */
@@ -96,6 +100,28 @@ struct nta_hdr {
 	uint32_t cache_count[NTA_MAX_CPP + 1];
 	struct nta_stats st;            /* live counters; largest_free computed on demand */
 };
+
+/*
+ * A zero-copy reader's slot: who it is and what it pins. A pinned block's
+ * free is deferred until no live reader lists it (see reader.c, pool.c).
+ */
+#define NTA_MAX_READERS 8
+#define NTA_READER_PINS 510
+struct nta_reader_slot {
+	uint32_t pid;       /* 0: free slot (claimed with a compare-and-swap) */
+	uint32_t pad;
+	uint64_t starttime; /* of pid, from /proc: a reused pid is not the reader */
+	uint64_t pins[NTA_READER_PINS]; /* offsets, 0 = empty */
+};
+_Static_assert(sizeof(struct nta_reader_slot) == 4096, "reader slot is one page");
+
+/* The page before the slots: what readers and the owner both write. */
+struct nta_readers {
+	uint32_t nreaders; /* attached readers (atomic): the owner scans pins only when > 0 */
+	uint8_t pad[4092];
+};
+_Static_assert(sizeof(struct nta_readers) == 4096, "readers page");
+#define NTA_READERS_BYTES (sizeof(struct nta_readers) + NTA_MAX_READERS * sizeof(struct nta_reader_slot))
 
 /*
  * The process-local handle. Besides the mapping it caches the geometry and
@@ -115,6 +141,9 @@ struct nta_arena {
 	uint64_t *bmp;
 	uint32_t *cache;        /* [cpp + 1][depth] */
 	uint32_t *cache_count;  /* h->cache_count */
+	uint8_t *live;          /* by global chunk index - data_off / chunk */
+	struct nta_readers *rd;
+	struct nta_reader_slot *readers;
 	struct nta_stats *st;   /* h->st */
 	uint32_t kind, page_size, page_shift, chunk_shift, chunk_mask, cpp, words, depth;
 	uint32_t gpage0;        /* global chunk index >> (page_shift - chunk_shift) of page 0 */
@@ -122,6 +151,15 @@ struct nta_arena {
 
 /* Fill in the derived fields of a from its header (arena.c, after mapping). */
 void nta_arena_derive(struct nta_arena *a);
+/* Is pid, started at starttime, still running? (arena.c) */
+bool nta_proc_alive(uint32_t pid, uint64_t starttime);
+uint64_t nta_proc_starttime(uint32_t pid);
+struct nta_arena *nta_arena_attach_reader(const char *path);
+/* reader.c: is off pinned by a live reader? (scans the slots; the caller has
+ * cleared the block's live byte with a seq_cst store) */
+bool nta_pinned(const struct nta_arena *a, uint64_t off);
+/* reader.c: clear the slots of readers that died; returns how many */
+long nta_readers_reclaim(struct nta_arena *a);
 
 /* -- addressing ---------------------------------------------------------- */
 

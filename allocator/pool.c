@@ -51,6 +51,7 @@ enum pp_state {
 
 struct pp_frag {
 	uint64_t used[NTA_MAX_WORDS], start[NTA_MAX_WORDS];
+	uint64_t deferred[NTA_MAX_WORDS]; /* let go of, but pinned by a reader */
 	uint16_t ref[NTA_MAX_CPP]; /* holders of the fragment starting at each chunk */
 };
 
@@ -58,7 +59,7 @@ struct pp_page {
 	uint8_t state;
 	uint8_t reserve;  /* taken under the arena's reserve */
 	uint8_t current;  /* the current fragment page */
-	uint8_t pad;
+	uint8_t deferred; /* a whole page let go of, but pinned by a reader */
 	uint32_t ref;
 	uint32_t npages;  /* PP_LARGE */
 	struct pp_frag *frag;
@@ -78,6 +79,8 @@ struct nta_pool {
 	void *dtor_ctx;
 	int64_t *pending;
 	size_t npending, pending_cap;
+	int64_t *deferred;         /* blocks whose free waits for readers to unpin */
+	size_t ndeferred, deferred_cap;
 	pthread_mutex_t remote_lock;
 	int64_t *remote;
 	size_t nremote, remote_cap;
@@ -106,6 +109,32 @@ static void spin_ns(uint32_t ns)
 	do
 		clock_gettime(CLOCK_MONOTONIC, &t);
 	while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < (long)ns);
+}
+
+/* The block starting at off is handed out (1) or not (0): what a reader's pin checks. */
+static inline void set_live(struct nta_pool *p, uint64_t off, uint8_t v)
+{
+	uint8_t *b = p->a->live + ((off - ((uint64_t)p->a->gpage0 << p->a->page_shift)) >> p->a->chunk_shift);
+	__atomic_store_n(b, v, __ATOMIC_SEQ_CST);
+}
+
+/* Last holder of off let go: if a reader pins it, keep it for nta_pool_reap. */
+static bool defer_if_pinned(struct nta_pool *p, uint64_t off)
+{
+	set_live(p, off, 0);
+	if (likely(!nta_pinned(p->a, off)))
+		return false;
+	if (p->ndeferred == p->deferred_cap) {
+		size_t cap = p->deferred_cap ? p->deferred_cap * 2 : 64;
+		int64_t *nd = realloc(p->deferred, cap * sizeof(*nd));
+		if (!nd)
+			return false; /* cannot remember it: free it now (the reader's data may change) */
+		p->deferred = nd;
+		p->deferred_cap = cap;
+	}
+	p->deferred[p->ndeferred++] = (int64_t)off;
+	p->st.pinned++;
+	return true;
 }
 
 static inline uint32_t ring_count(const struct nta_pool *p)
@@ -246,6 +275,8 @@ static NTA_NOINLINE int64_t alloc_slow(struct nta_pool *p, unsigned flags)
 
 	if (p->nremote)
 		nta_pool_drain_remote(p);
+	if (p->ndeferred)
+		nta_pool_reap(p);
 	if (p->cache_len)
 		goto cached;
 	if (!ring_count(p)) {
@@ -292,6 +323,7 @@ NTA_API int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags)
 		r->state = PP_PAGE;
 		r->ref = 1;
 		p->st.pages_in_use++;
+		set_live(p, (uint64_t)off, 1);
 	}
 	return off;
 }
@@ -353,6 +385,7 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 		}
 		struct pp_page *r = &p->pg[page_of(p, (uint64_t)off)];
 		*r = (struct pp_page){ .state = PP_LARGE, .ref = 1, .npages = np, .reserve = reserve, .frag = r->frag };
+		set_live(p, (uint64_t)off, 1);
 		p->st.slow_high_order++;
 		p->st.maps++;
 		p->st.hold += np;
@@ -380,6 +413,7 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 		}
 		memset(r->frag->used, 0, sizeof(r->frag->used));
 		memset(r->frag->start, 0, sizeof(r->frag->start));
+		memset(r->frag->deferred, 0, sizeof(r->frag->deferred));
 		r->state = PP_FRAG;
 		r->current = 1; /* its reference from alloc_page is the "current" one */
 		frag_page_drop(p, true);
@@ -393,7 +427,9 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 	r->ref++;
 	p->st.frags++;
 	p->st.frag_bytes += (uint64_t)n << a->chunk_shift;
-	return (int64_t)(off_of(p, i) + ((uint64_t)c << a->chunk_shift));
+	uint64_t foff = off_of(p, i) + ((uint64_t)c << a->chunk_shift);
+	set_live(p, foff, 1);
+	return (int64_t)foff;
 }
 
 NTA_API long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,
@@ -449,8 +485,8 @@ NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
 	if (err)
 		return err;
 	struct pp_page *r = &p->pg[i];
-	if (r->ref == 0) /* a stolen-then-released page, or a bug: nothing to add to */
-		return -EALREADY;
+	if (r->ref == 0 || (c < 0 && r->deferred) || (c >= 0 && !r->frag->ref[c]))
+		return -EALREADY; /* nothing holds it (a deferred free only waits for a reader) */
 	if (c >= 0) {
 		if (r->frag->ref[c] == UINT16_MAX)
 			return -EOVERFLOW;
@@ -458,6 +494,28 @@ NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
 	}
 	r->ref++;
 	return 0;
+}
+
+/* Chunks of the fragment starting at c: up to the next start or free chunk. */
+static uint32_t frag_len(const struct pp_frag *f, uint32_t c, uint32_t cpp)
+{
+	uint32_t e = c + 1;
+
+	while (e < cpp && bit_test(f->used, e) && !bit_test(f->start, e))
+		e++;
+	return e - c;
+}
+
+/* Free the chunks of the fragment at chunk c of page i (its last holder is gone). */
+static void frag_free(struct nta_pool *p, uint32_t i, uint32_t c)
+{
+	struct pp_frag *f = p->pg[i].frag;
+	uint32_t e = c + frag_len(f, c, p->a->cpp);
+
+	range_clear(f->used, c, e);
+	bit_clear(f->start, c);
+	p->st.frags--;
+	p->st.frag_bytes -= (uint64_t)(e - c) << p->a->chunk_shift;
 }
 
 NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
@@ -468,20 +526,58 @@ NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
 	if (err)
 		return err;
 	struct pp_page *r = &p->pg[i];
-	if (r->ref == 0)
+	if (r->ref == 0 || (c < 0 && r->deferred) || (c >= 0 && !r->frag->ref[c]))
 		return -EALREADY;
-	if (c >= 0 && --r->frag->ref[c] == 0) { /* the fragment's last holder: its chunks are free */
-		uint32_t e = (uint32_t)c + 1;
-		while (e < p->a->cpp && bit_test(r->frag->used, e) && !bit_test(r->frag->start, e))
-			e++;
-		range_clear(r->frag->used, (uint32_t)c, e);
-		bit_clear(r->frag->start, (uint32_t)c);
-		p->st.frags--;
-		p->st.frag_bytes -= (uint64_t)(e - (uint32_t)c) << p->a->chunk_shift;
+	if (c >= 0) {
+		if (--r->frag->ref[c]) { /* other holders of the fragment remain, so of the page too */
+			r->ref--;
+			return 0;
+		}
+		if (defer_if_pinned(p, off)) { /* the pin holds the page's reference for now */
+			bit_set(r->frag->deferred, (uint32_t)c);
+			p->st.frags--;
+			p->st.frag_bytes -= (uint64_t)frag_len(r->frag, (uint32_t)c, p->a->cpp) << p->a->chunk_shift;
+			return 0;
+		}
+		frag_free(p, i, (uint32_t)c);
+	} else if (r->ref == 1 && defer_if_pinned(p, off)) {
+		r->deferred = 1;
+		return 0;
 	}
 	if (--r->ref == 0)
 		page_unused(p, i, flags & NTA_POOL_DIRECT);
 	return 0;
+}
+
+NTA_API long nta_pool_reap(struct nta_pool *p)
+{
+	long freed = 0;
+
+	p->st.readers_reclaimed += (uint64_t)nta_readers_reclaim(p->a);
+	for (size_t k = 0; k < p->ndeferred;) {
+		uint64_t off = (uint64_t)p->deferred[k];
+		if (nta_pinned(p->a, off)) {
+			k++;
+			continue;
+		}
+		p->deferred[k] = p->deferred[--p->ndeferred];
+		p->st.pinned--;
+		freed++;
+		uint32_t i = page_of(p, off);
+		struct pp_page *r = &p->pg[i];
+		if (r->state == PP_FRAG) {
+			uint32_t c = (uint32_t)((off - off_of(p, i)) >> p->a->chunk_shift);
+			bit_clear(r->frag->deferred, c);
+			p->st.frags++; /* frag_free counts it out again */
+			p->st.frag_bytes += (uint64_t)frag_len(r->frag, c, p->a->cpp) << p->a->chunk_shift;
+			frag_free(p, i, c);
+		} else {
+			r->deferred = 0;
+		}
+		if (--r->ref == 0)
+			page_unused(p, i, false);
+	}
+	return freed;
 }
 
 NTA_API long nta_pool_put_bulk(struct nta_pool *p, const int64_t *offs, size_t n, unsigned flags,
@@ -637,6 +733,7 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
 		nta_pool_drain_remote(p);
+		nta_pool_reap(p);
 		frag_page_drop(p, false);
 		empty_caches(p);
 		if (p->st.hold == p->st.release)
@@ -666,6 +763,7 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 	free(p->ring);
 	free(p->pending);
 	free(p->remote);
+	free(p->deferred);
 	free(p);
 	if (count)
 		*count = 0;
@@ -699,6 +797,7 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 {
 	const struct nta_arena *a = p->a;
 	uint64_t held = 0, in_use = 0, frags = 0, frag_bytes = 0, reserve = 0, cached = 0, ringed = 0, pend = 0;
+	uint64_t deferred = 0;
 
 	if (why && len)
 		why[0] = 0;
@@ -728,8 +827,10 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 			pend++;
 			break;
 		case PP_PAGE:
-			if (!r->ref)
-				return bad(why, len, "page %u handed out with no holder", i);
+			if (!r->ref || (r->deferred && r->ref != 1))
+				return bad(why, len, "page %u handed out with %u holders%s", i, r->ref,
+					   r->deferred ? ", deferred" : "");
+			deferred += r->deferred;
 			in_use++;
 			break;
 		case PP_LARGE:
@@ -737,20 +838,31 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 				in_use += n;
 			else
 				pend++;
+			deferred += r->deferred;
 			break;
 		case PP_FRAG: {
 			uint32_t sum = r->current;
 			for (uint32_t c = 0; c < a->cpp; c++) {
 				bool s = bit_test(r->frag->start, c), u = bit_test(r->frag->used, c);
-				if (s != (r->frag->ref[c] != 0) || (s && !u))
-					return bad(why, len, "fragment page %u chunk %u: start %d used %d refs %u", i, c, s, u,
-						   r->frag->ref[c]);
+				bool d = bit_test(r->frag->deferred, c);
+				if (s != (r->frag->ref[c] != 0 || d) || (s && !u) || (d && r->frag->ref[c]))
+					return bad(why, len, "fragment page %u chunk %u: start %d used %d deferred %d refs %u",
+						   i, c, s, u, d, r->frag->ref[c]);
+				uint8_t live = a->live[((uint64_t)i * a->cpp) + c];
+				if (s && live != !d)
+					return bad(why, len, "fragment page %u chunk %u: live byte %u", i, c, live);
+				if (d) {
+					deferred++;
+					sum++;
+				}
 				if (s) {
-					uint32_t e = c + 1;
-					while (e < a->cpp && bit_test(r->frag->used, e) && !bit_test(r->frag->start, e))
-						e++;
-					frags++;
-					frag_bytes += (uint64_t)(e - c) << a->chunk_shift;
+					if (!d) { /* a live fragment (a deferred one is counted apart) */
+						uint32_t e = c + 1;
+						while (e < a->cpp && bit_test(r->frag->used, e) && !bit_test(r->frag->start, e))
+							e++;
+						frags++;
+						frag_bytes += (uint64_t)(e - c) << a->chunk_shift;
+					}
 				} else if (u && (c == 0 || !bit_test(r->frag->used, c - 1))) {
 					return bad(why, len, "fragment page %u chunk %u: used, in no fragment", i, c);
 				}
@@ -774,6 +886,7 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 	SAME(frag_bytes, frag_bytes);
 	SAME(reserve_pages, reserve);
 	SAME(dtor_pending, pend);
+	SAME(pinned, deferred);
 #undef SAME
 	if (p->st.hold - p->st.release != held)
 		return bad(why, len, "hold - release is %llu, the pool holds %llu pages",
@@ -781,6 +894,9 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 	if (cached != p->cache_len || ringed != ring_count(p))
 		return bad(why, len, "cache/ring hold %llu/%llu pages, their lengths say %u/%u",
 			   (unsigned long long)cached, (unsigned long long)ringed, p->cache_len, ring_count(p));
+	if (deferred != p->ndeferred)
+		return bad(why, len, "%llu blocks deferred, the list holds %zu", (unsigned long long)deferred,
+			   p->ndeferred);
 	if (pend != p->npending)
 		return bad(why, len, "%llu pages wait for a destructor, the queue holds %zu",
 			   (unsigned long long)pend, p->npending);

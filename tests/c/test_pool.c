@@ -6,6 +6,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -419,8 +421,87 @@ static void test_random(int steps)
 	nta_arena_close(a);
 }
 
+/* A reader in another process: pins a fragment and reads it in place. */
+static void test_reader(void)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/dev/shm/nta-ctest-reader-%d", getpid());
+	struct nta_config cfg = { .max_pages = 64, .flags = NTA_ARENA_UNLINK };
+	struct nta_arena *a = nta_arena_create(path, &cfg);
+	struct nta_pool *p = pool(a, 8, 1, 8, 0);
+	int64_t f = nta_pool_alloc_frag(p, 100, 0), g = nta_pool_alloc_frag(p, 100, 0);
+	memcpy((char *)nta_arena_base(a) + f, "a frame, read in place", 23);
+	int to_child[2], to_parent[2];
+	if (pipe(to_child) || pipe(to_parent))
+		exit(2);
+
+	for (int round = 0; round < 2; round++) { /* 0: the reader unpins; 1: it dies pinning */
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(to_child[1]);
+			close(to_parent[0]);
+			struct nta_reader *r = nta_reader_attach(path);
+			char ok = r && nta_reader_pin(r, (uint64_t)f) == 0 &&
+				  !memcmp((const char *)nta_arena_base(nta_reader_arena(r)) + f, "a frame, read in place", 23)
+				  ? 'p' : 'x';
+			if (write(to_parent[1], &ok, 1) != 1 || read(to_child[0], &ok, 1) != 1)
+				_exit(3);
+			if (round == 1) /* dies holding the pin */
+				raise(SIGKILL);
+			ok = nta_reader_unpin(r, (uint64_t)f) == 0 ? 'u' : 'x';
+			nta_reader_close(r);
+			if (write(to_parent[1], &ok, 1) != 1)
+				_exit(3);
+			_exit(0);
+		}
+		char c = 0;
+		if (round == 1) { /* the last child: let a dead one give EOF instead of a hang */
+			close(to_parent[1]);
+		}
+		EXPECT_EQ(read(to_parent[0], &c, 1), 1);
+		EXPECT_EQ(c, 'p');
+		/* the owner lets go: the free is deferred, the bytes stay */
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)f, NTA_POOL_DIRECT), 0);
+		EXPECT_EQ(pst(p).pinned, 1);
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)f, NTA_POOL_DIRECT), -EALREADY);
+		int64_t h = nta_pool_alloc_frag(p, 100, 0);
+		EXPECT(h != f);
+		EXPECT_EQ(nta_pool_reap(p), 0); /* still pinned */
+		CLEAN();
+		EXPECT_EQ(write(to_child[1], "g", 1), 1);
+		if (round == 0) {
+			EXPECT_EQ(read(to_parent[0], &c, 1), 1);
+			EXPECT_EQ(c, 'u');
+		}
+		int status;
+		waitpid(pid, &status, 0);
+		EXPECT_EQ(round == 1 ? WIFSIGNALED(status) : WIFEXITED(status), 1);
+		EXPECT_EQ(nta_pool_reap(p), 1); /* unpinned, or its reader is dead: freed */
+		EXPECT_EQ(pst(p).pinned, 0);
+		EXPECT_EQ(pst(p).readers_reclaimed, round == 1 ? 1 : 0);
+		CLEAN();
+		nta_pool_put(p, (uint64_t)h, NTA_POOL_DIRECT);
+		f = nta_pool_alloc_frag(p, 100, 0); /* the next round's fragment */
+		memcpy((char *)nta_arena_base(a) + f, "a frame, read in place", 23);
+	}
+	/* a pin on a block already let go of fails */
+	struct nta_reader *r = nta_reader_attach(path);
+	EXPECT(r != NULL);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)g, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(nta_reader_pin(r, (uint64_t)g), -ESTALE);
+	EXPECT_EQ(nta_reader_unpin(r, (uint64_t)g), -ENOENT);
+	EXPECT_EQ(nta_reader_pin(r, 3), -EINVAL);
+	nta_reader_close(r);
+	nta_pool_put(p, (uint64_t)f, NTA_POOL_DIRECT);
+	CLEAN();
+	destroy(p);
+	nta_arena_close(a);
+	EXPECT_EQ(access(path, F_OK), -1);
+}
+
 int main(void)
 {
+	test_reader();
 	test_defaults_and_fast_path();
 	test_ring_refill_and_full();
 	test_fragments();
