@@ -351,6 +351,44 @@ def add_bench(sub) -> None:
     pp.set_defaults(func=cmd_bench_pool)
 
 
+# -- nta attach ------------------------------------------------------------------
+
+def cmd_attach(args) -> int:
+    from harness import report
+    from harness.nta import Arena
+
+    report.check_writable(args.json)
+    with Arena.attach(args.path) as a:
+        st = a.stats()
+        hist, runs = a.free_histogram()
+    doc = {"tool": "nta", "version": __version__, "command": "attach", "path": args.path, "kind": a.kind,
+           "page_size": a.page_size, "chunk_size": a.chunk_size, "max_pages": a.max_pages,
+           "reserve_pages": a.reserve_pages, "cache_depth": a.cache_depth, "stats": st,
+           "free_regions": {str(k): int(v) for k, v in enumerate(hist) if v}, "free_page_runs": runs}
+    if args.json:
+        report.write_json(args.json, doc)
+        if args.json == "-":
+            return 0
+    print(f"{args.path}: {a.kind} arena, {a.max_pages:,} pages of {a.page_size} bytes, "
+          f"chunks of {a.chunk_size}, reserve {a.reserve_pages} pages, size cache {a.cache_depth}")
+    rows = [[k, report.n(v)] for k, v in st.items()]
+    report.table(rows, ["counter", "value"])
+    return 0
+
+
+def add_attach(sub) -> None:
+    p = sub.add_parser("attach", help="attach to an arena read-only and print its counters",
+                       description="Map an arena another process created (a file under /dev/shm) read-only, "
+                                   "validate its header and print its counters; nothing is changed.",
+                       epilog=_examples("""
+                           nta attach /dev/shm/nta-run-1234
+                           nta attach /dev/shm/nta-run-1234 --json -"""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
+    p.set_defaults(func=cmd_attach)
+
+
 # -- nta doctor ------------------------------------------------------------------
 
 def cmd_doctor(args) -> int:
@@ -385,11 +423,12 @@ def build_parser() -> Parser:
             nta <command> --help"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nta {__version__}")
-    sub = parser.add_subparsers(dest="cmd", metavar="{run,topo,pcap,bench,doctor}", required=True)
+    sub = parser.add_subparsers(dest="cmd", metavar="{run,topo,pcap,bench,attach,doctor}", required=True)
     add_run(sub)
     add_topo(sub)
     add_pcap(sub)
     add_bench(sub)
+    add_attach(sub)
     add_doctor(sub)
     return parser
 

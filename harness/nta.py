@@ -124,17 +124,20 @@ class Arena:
 
     # -- life cycle -----------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, force: bool = False) -> None:
+        """Unmap (and, as its creator, unlink) the arena. Refused while pools or views use it,
+        unless ``force``: then the file goes anyway and live views keep only their own mapping."""
         if self._a is None:
             return
-        if self._pools:
+        if self._pools and not force:
             raise ArenaError(E.EBUSY,
                              f"{len(self._pools)} pools still use this arena: destroy them before close()")
         try:
             self._mm.close()
         except BufferError:
-            raise ArenaError(E.EBUSY,
-                             "views of this arena are still alive: delete them before close()") from None
+            if not force:
+                raise ArenaError(E.EBUSY,
+                                 "views of this arena are still alive: delete them before close()") from None
         lib.nta_arena_close(self._a)
         self._a = None
 
@@ -145,8 +148,9 @@ class Arena:
     def __enter__(self) -> "Arena":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # On the way out of an error, leave nothing behind and do not hide the error.
+        self.close(force=exc_type is not None)
 
     def _h(self):
         if self._a is None:
@@ -315,8 +319,15 @@ class Pool:
     def __enter__(self) -> "Pool":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.destroy()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.destroy()
+            return
+        try:  # an error is on its way out: do not hide it behind PoolBusy
+            self.destroy()
+        except PoolBusy:
+            self._p = None  # abandoned: its pages stay allocated in the arena, which is going away
+            self.arena._pools.discard(id(self))
 
     def alloc_page(self, reserve: bool = False) -> int:
         off = lib.nta_pool_alloc_page(self._h(), lib.NTA_F_RESERVE if reserve else 0)
@@ -369,6 +380,10 @@ class Pool:
     def drain_remote(self) -> int:
         return lib.nta_pool_drain_remote(self._h())
 
+    def reap(self) -> int:
+        """Free what readers stopped pinning (and what dead readers pinned); return how many blocks."""
+        return lib.nta_pool_reap(self._h())
+
     def destructed(self, limit: int = 4096) -> np.ndarray:
         """Pages waiting for their destructor (batch_destructor=True), at most ``limit``."""
         out = np.empty(limit, dtype=np.int64)
@@ -400,3 +415,78 @@ class Pool:
         rc = lib.nta_pool_check(self._h(), why, 512)
         if rc:
             raise ArenaCorrupt(-rc, "nta_pool_check: " + ffi.string(why).decode())
+
+
+# -- the zero-copy reader -----------------------------------------------------------
+
+
+class Reader:
+    """Another process's view of an arena: read-only, in place, with pins.
+
+    ::
+
+        with Reader("/dev/shm/nta-x") as r:
+            r.pin(off)                 # the owner's free of off now waits for us
+            frame = r.view(off, n)     # numpy, read-only, no copy
+            r.unpin(off)
+
+    A reader that dies keeps nothing pinned: the owner reclaims its slot.
+    """
+
+    def __init__(self, path: str):
+        r = lib.nta_reader_attach(path.encode())
+        if r == ffi.NULL:
+            err = ffi.errno
+            what = {E.EUSERS: "all reader slots are taken",
+                    E.EBADMSG: "not an NTA arena"}.get(err, os.strerror(err))
+            raise ArenaError(err, f"attaching a reader to {path}: {what}")
+        self._r, self.path = r, path
+        a = lib.nta_reader_arena(r)
+        st = ffi.new("struct nta_stats *")
+        lib.nta_stats(a, st)
+        self.size, self.data_off = st.arena_bytes, st.data_off
+        self._mm = mmap.mmap(lib.nta_arena_fd(a), self.size, mmap.MAP_SHARED, mmap.PROT_READ)
+
+    def pin(self, off: int) -> None:
+        rc = lib.nta_reader_pin(self._h(), off)
+        if rc:
+            _raise(rc, f"pin({off}): " + {E.ESTALE: "the block was freed before the pin took",
+                                         E.ENOSPC: "this reader's pins are full",
+                                         E.EINVAL: "not a chunk of the arena"}.get(-rc, os.strerror(-rc)))
+
+    def unpin(self, off: int) -> None:
+        rc = lib.nta_reader_unpin(self._h(), off)
+        if rc:
+            _raise(rc, f"unpin({off}): not pinned by this reader")
+
+    def view(self, off: int, size: int) -> np.ndarray:
+        if off < self.data_off or size < 0 or off + size > self.size:
+            raise ArenaError(E.EINVAL, f"view({off}, {size}): outside the arena's data")
+        return np.frombuffer(self._mm, dtype=np.uint8, count=size, offset=off)
+
+    def stats(self) -> dict:
+        st = ffi.new("struct nta_stats *")
+        lib.nta_stats(lib.nta_reader_arena(self._h()), st)
+        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_stats").fields}
+
+    def _h(self):
+        if self._r is None:
+            raise ArenaError(E.EBADF, "the reader is closed")
+        return self._r
+
+    def close(self) -> None:
+        if self._r is None:
+            return
+        try:
+            self._mm.close()
+        except BufferError:
+            raise ArenaError(E.EBUSY,
+                             "views of this reader are still alive: delete them before close()") from None
+        lib.nta_reader_close(self._r)
+        self._r = None
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -197,3 +197,81 @@ TestPoolModel = PoolModel.TestCase
 TestPoolModel.settings = settings(max_examples=int(os.environ.get("NTA_HYPOTHESIS_EXAMPLES", 150)),
                                   stateful_step_count=60, deadline=None,
                                   suppress_health_check=[HealthCheck.too_slow])
+
+
+READER = """
+import os
+import sys
+from harness.nta import Reader
+r = Reader(sys.argv[1])
+off, n = int(sys.argv[2]), int(sys.argv[3])
+r.pin(off)
+sys.stdout.buffer.write(bytes(r.view(off, n)))
+sys.stdout.flush()
+os.close(1)                   # EOF for the parent (sys.stdout.close() leaves fd 1 open)
+sys.stdin.read()              # until told to go on
+if sys.argv[4] == "unpin":
+    r.unpin(off)
+    r.close()
+"""
+
+
+@pytest.mark.parametrize("ending", ["unpin", "killed"])
+def test_a_reader_process_pins_then_unpins_or_dies(tmp_path, ending):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = f"/dev/shm/nta-test-reader-{os.getpid()}"
+    with Arena(path, max_pages=64) as a, Pool(a) as p:
+        off = p.alloc_frag(1514)
+        frame = os.urandom(1514)
+        a.view(off, 1514)[:] = np.frombuffer(frame, dtype=np.uint8)
+        child = subprocess.Popen([sys.executable, "-c", READER, path, str(off), "1514", ending], cwd=ROOT,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert child.stdout.read() == frame  # read in place by the other process, pinned
+        p.put(off)
+        assert p.stats()["pinned"] == 1 and p.reap() == 0
+        other = p.alloc_frag(1514)
+        assert other != off  # the pinned chunks are not handed out again
+        p.put(other)
+        if ending == "killed":
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        else:
+            child.stdin.close()
+            assert child.wait(timeout=30) == 0, child.stderr.read()
+        assert p.reap() == 1
+        s = p.stats()
+        assert s["pinned"] == 0 and s["readers_reclaimed"] == (1 if ending == "killed" else 0)
+        p.check()
+        a.check()
+    assert not os.path.exists(path)
+
+
+def test_pin_after_free_is_stale():
+    from harness.nta import Reader
+
+    path = f"/dev/shm/nta-test-stale-{os.getpid()}"
+    with Arena(path, max_pages=16) as a, Pool(a) as p, Reader(path) as r:
+        off = p.alloc_frag(100)
+        p.put(off)
+        with pytest.raises(ArenaError, match="freed before the pin took") as ei:
+            r.pin(off)
+        assert ei.value.errno == errno.ESTALE
+        with pytest.raises(ArenaError, match="not pinned"):
+            r.unpin(off)
+        p.check()
+
+
+def test_an_error_inside_leaves_no_file_behind():
+    path = f"/dev/shm/nta-test-error-{os.getpid()}"
+    with pytest.raises(RuntimeError, match="boom"):
+        with Arena(path, max_pages=16) as a, Pool(a) as p:
+            p.alloc_frag(100)  # still held when the error strikes
+            view = a.view(a.data_off, 10)  # and a view alive
+            raise RuntimeError("boom")
+    del view
+    assert not os.path.exists(path)
