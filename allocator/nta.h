@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 2
+#define NTA_VERSION 3
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,
@@ -221,6 +221,16 @@ int nta_pool_dtor_complete(struct nta_pool *p, const int64_t *pages, const int32
 int nta_pool_stats(const struct nta_pool *p, struct nta_pool_stats *st);
 /* Prove the pool's pages, cache, ring, refcounts and counters agree. */
 int nta_pool_check(const struct nta_pool *p, char *why, size_t whylen);
+
+/* What a pool publishes in its arena for others to read (nta pool PATH). */
+struct nta_pool_info {
+	uint32_t pid, ifindex, queue, pad; /* pid 0: no pool */
+	struct nta_pool_stats st;
+};
+#define NTA_MAX_POOLS 8
+/* The pools of an arena, as last published (on every nta_pool_stats, refill,
+ * reap and destroy). Returns how many were written to out. */
+long nta_arena_pools(const struct nta_arena *a, struct nta_pool_info *out, size_t n);
 
 /*
  * The zero-copy reader: another process maps the arena read-only and reads

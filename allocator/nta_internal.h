@@ -115,10 +115,19 @@ struct nta_reader_slot {
 };
 _Static_assert(sizeof(struct nta_reader_slot) == 4096, "reader slot is one page");
 
-/* The page before the slots: what readers and the owner both write. */
+/* A pool's published counters, under a sequence lock (odd: being written). */
+struct nta_pool_pub {
+	uint32_t seq, pad;
+	struct nta_pool_info info;
+};
+
+/* The page before the slots: what readers and the owner both write, and
+ * what the owner publishes for others to read. */
 struct nta_readers {
 	uint32_t nreaders; /* attached readers (atomic): the owner scans pins only when > 0 */
-	uint8_t pad[4092];
+	uint32_t pad;
+	struct nta_pool_pub pools[NTA_MAX_POOLS];
+	uint8_t pad2[4096 - 8 - NTA_MAX_POOLS * sizeof(struct nta_pool_pub)];
 };
 _Static_assert(sizeof(struct nta_readers) == 4096, "readers page");
 #define NTA_READERS_BYTES (sizeof(struct nta_readers) + NTA_MAX_READERS * sizeof(struct nta_reader_slot))

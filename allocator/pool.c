@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nta_internal.h"
 
@@ -81,11 +82,14 @@ struct nta_pool {
 	size_t npending, pending_cap;
 	int64_t *deferred;         /* blocks whose free waits for readers to unpin */
 	size_t ndeferred, deferred_cap;
+	struct nta_pool_pub *pub;  /* our slot in the arena, or NULL when all are taken */
 	pthread_mutex_t remote_lock;
 	int64_t *remote;
 	size_t nremote, remote_cap;
 	struct nta_pool_stats st;
 };
+
+static void publish(struct nta_pool *p);
 
 /* -- helpers --------------------------------------------------------------- */
 
@@ -277,6 +281,7 @@ static NTA_NOINLINE int64_t alloc_slow(struct nta_pool *p, unsigned flags)
 		nta_pool_drain_remote(p);
 	if (p->ndeferred)
 		nta_pool_reap(p);
+	publish(p);
 	if (p->cache_len)
 		goto cached;
 	if (!ring_count(p)) {
@@ -705,6 +710,16 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->cache = calloc(c.cache_size, sizeof(*p->cache));
 	p->ring = calloc(c.ring_size, sizeof(*p->ring));
 	p->ring_mask = c.ring_size - 1;
+	for (int i = 0; i < NTA_MAX_POOLS && !p->pub; i++) { /* a slot to publish in (the owner's only) */
+		struct nta_pool_pub *pub = &a->rd->pools[i];
+		if (!pub->info.pid) {
+			memset(&pub->info, 0, sizeof(pub->info));
+			pub->info.ifindex = c.ifindex;
+			pub->info.queue = c.queue;
+			__atomic_store_n(&pub->info.pid, (uint32_t)getpid(), __ATOMIC_RELEASE);
+			p->pub = pub;
+		}
+	}
 	if (!p->pg || !p->cache || !p->ring || pthread_mutex_init(&p->remote_lock, NULL)) {
 		free(p->pg);
 		free(p->cache);
@@ -750,6 +765,7 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 				}
 			if (count)
 				*count = inflight;
+			publish(p);
 			return -EBUSY;
 		}
 		struct timespec nap = { 0, 1000000 };
@@ -757,6 +773,8 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 	}
 	for (uint32_t i = 0; i < p->npg; i++)
 		free(p->pg[i].frag);
+	if (p->pub)
+		__atomic_store_n(&p->pub->info.pid, 0, __ATOMIC_RELEASE);
 	pthread_mutex_destroy(&p->remote_lock);
 	free(p->pg);
 	free(p->cache);
@@ -770,13 +788,51 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 	return 0;
 }
 
-NTA_API int nta_pool_stats(const struct nta_pool *p, struct nta_pool_stats *st)
+static void snapshot(const struct nta_pool *p, struct nta_pool_stats *st)
 {
 	*st = p->st;
 	st->inflight = p->st.hold - p->st.release;
 	st->cache_len = p->cache_len;
 	st->ring_len = ring_count(p);
+}
+
+/* Copy the counters to our slot in the arena (a sequence lock: readers retry). */
+static void publish(struct nta_pool *p)
+{
+	struct nta_pool_pub *pub = p->pub;
+
+	if (!pub)
+		return;
+	__atomic_store_n(&pub->seq, pub->seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	snapshot(p, &pub->info.st);
+	__atomic_store_n(&pub->seq, pub->seq + 1, __ATOMIC_RELEASE);
+}
+
+NTA_API int nta_pool_stats(const struct nta_pool *p, struct nta_pool_stats *st)
+{
+	snapshot(p, st);
+	publish((struct nta_pool *)p);
 	return 0;
+}
+
+NTA_API long nta_arena_pools(const struct nta_arena *a, struct nta_pool_info *out, size_t n)
+{
+	size_t k = 0;
+
+	for (int i = 0; i < NTA_MAX_POOLS && k < n; i++) {
+		const struct nta_pool_pub *pub = &a->rd->pools[i];
+		uint32_t s0, s1;
+		do {
+			s0 = __atomic_load_n(&pub->seq, __ATOMIC_ACQUIRE);
+			out[k] = pub->info;
+			__atomic_thread_fence(__ATOMIC_ACQUIRE);
+			s1 = __atomic_load_n(&pub->seq, __ATOMIC_RELAXED);
+		} while ((s0 & 1) || s0 != s1);
+		if (out[k].pid)
+			k++;
+	}
+	return (long)k;
 }
 
 /* -- checking --------------------------------------------------------------------------- */

@@ -376,6 +376,55 @@ def cmd_attach(args) -> int:
     return 0
 
 
+POOL_GROUPS = (
+    ("alloc", ("fast", "slow", "slow_high_order", "empty", "refill", "waive", "alloc_fails")),
+    ("recycle", ("cached", "cache_full", "ring", "ring_full", "released_refcnt")),
+    ("pages", ("maps", "unmaps", "hold", "release", "inflight", "pages_in_use", "cache_len", "ring_len",
+               "reserve_pages")),
+    ("fragments", ("frags", "frag_bytes", "pinned", "readers_reclaimed")),
+    ("destructor", ("dtor_calls", "dtor_steal", "dtor_release", "dtor_pending")),
+)
+
+
+def cmd_pool(args) -> int:
+    from harness import report
+    from harness.nta import Arena
+
+    report.check_writable(args.json)
+    with Arena.attach(args.path) as a:
+        pools = a.pools()
+    if args.json:
+        report.write_json(args.json, {"tool": "nta", "version": __version__, "command": "pool",
+                                      "path": args.path, "pools": pools})
+        if args.json == "-":
+            return 0
+    if not pools:
+        print(f"{args.path}: no pools")
+        return 0
+    header = ["counter"] + [f"if {p['ifindex']} q {p['queue']} (pid {p['pid']})" for p in pools]
+    rows = []
+    for group, names in POOL_GROUPS:
+        for name in names:
+            rows.append([f"{group}.{name}"] + [report.n(p["stats"][name]) for p in pools])
+    print(f"{args.path}: {len(pools)} pool{'s' if len(pools) > 1 else ''} (counters as last published)")
+    report.table(rows, header)
+    return 0
+
+
+def add_pool(sub) -> None:
+    p = sub.add_parser("pool", help="print the page pools of an arena, with the kernel's counter names",
+                       description="Attach to an arena read-only and print the counters its page pools "
+                                   "last published (alloc fast/slow/..., recycle cached/ring/..., maps, "
+                                   "in flight).",
+                       epilog=_examples("""
+                           nta pool /dev/shm/nta-run-1234
+                           nta pool /dev/shm/nta-run-1234 --json -"""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
+    p.set_defaults(func=cmd_pool)
+
+
 def add_attach(sub) -> None:
     p = sub.add_parser("attach", help="attach to an arena read-only and print its counters",
                        description="Map an arena another process created (a file under /dev/shm) read-only, "
@@ -423,12 +472,14 @@ def build_parser() -> Parser:
             nta <command> --help"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nta {__version__}")
-    sub = parser.add_subparsers(dest="cmd", metavar="{run,topo,pcap,bench,attach,doctor}", required=True)
+    sub = parser.add_subparsers(dest="cmd", metavar="{run,topo,pcap,bench,attach,pool,doctor}",
+                                required=True)
     add_run(sub)
     add_topo(sub)
     add_pcap(sub)
     add_bench(sub)
     add_attach(sub)
+    add_pool(sub)
     add_doctor(sub)
     return parser
 

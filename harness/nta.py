@@ -242,6 +242,14 @@ class Arena:
             _raise(rc, f"page_map({npages}): " + os.strerror(-rc))
         return out
 
+    def pools(self) -> list[dict]:
+        """The pools using this arena, as they last published their counters."""
+        out = ffi.new("struct nta_pool_info[]", lib.NTA_MAX_POOLS)
+        n = lib.nta_arena_pools(self._h(), out, lib.NTA_MAX_POOLS)
+        names = [name for name, _ in ffi.typeof("struct nta_pool_stats").fields]
+        return [{"pid": out[i].pid, "ifindex": out[i].ifindex, "queue": out[i].queue,
+                 "stats": {k: getattr(out[i].st, k) for k in names}} for i in range(n)]
+
     def free_histogram(self, nbins: int | None = None) -> tuple[np.ndarray, int]:
         """(regions by length in chunks, free page runs)."""
         nbins = nbins or self.chunks_per_page + 1

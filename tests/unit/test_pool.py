@@ -275,3 +275,33 @@ def test_an_error_inside_leaves_no_file_behind():
             raise RuntimeError("boom")
     del view
     assert not os.path.exists(path)
+
+
+def test_nta_pool_and_attach_inspect_from_another_process(tmp_path):
+    import json
+
+    from tests.conftest import assert_one_line_error, nta
+
+    path = f"/dev/shm/nta-test-inspect-{os.getpid()}"
+    with Arena(path, max_pages=256) as a:
+        with Pool(a, ifindex=7, queue=2) as p, Pool(a, ifindex=7, queue=3) as q:
+            p.put(p.alloc_page())
+            frags = q.alloc_frags(np.full(10, 576, dtype=np.uint32))
+            p.stats()  # publishing happens on stats, refill, reap and destroy
+            q.stats()
+            out = nta("pool", path, check=True).stdout
+            assert "2 pools" in out and "if 7 q 2" in out and "if 7 q 3" in out
+            assert "alloc.fast" in out and "recycle.cached" in out
+            doc_file = tmp_path / "pools.json"
+            nta("pool", path, "--json", str(doc_file), check=True)
+            doc = {d["queue"]: d for d in json.loads(doc_file.read_text())["pools"]}
+            assert doc[2]["pid"] == os.getpid() and doc[2]["ifindex"] == 7
+            assert (doc[2]["stats"]["slow"], doc[2]["stats"]["cached"]) == (1, 1)
+            assert doc[3]["stats"]["frags"] == 10 and doc[3]["stats"]["frag_bytes"] == 10 * 576
+            st = json.loads(nta("attach", path, "--json", "-", check=True).stdout)
+            assert st["kind"] == "nta" and st["stats"]["pages_in_use"] == a.stats()["pages_in_use"]
+            q.put_bulk(frags)
+        # both destroyed: their slots are free again
+        assert nta("pool", path, check=True).stdout.strip() == f"{path}: no pools"
+    assert_one_line_error(nta("pool", "/dev/shm/nta-no-such-arena"), "No such file")
+    assert_one_line_error(nta("attach", str(tmp_path)), "attaching")
