@@ -243,6 +243,9 @@ struct nta_reader *nta_reader_attach(const char *path); /* errno EUSERS: all rea
 void nta_reader_close(struct nta_reader *r);
 const struct nta_arena *nta_reader_arena(const struct nta_reader *r);
 int nta_reader_pin(struct nta_reader *r, uint64_t off);   /* -ESTALE, -ENOSPC (510 pins a reader) */
+/* Pin n with one barrier (a pin costs a membarrier system call); res[i] as
+ * nta_reader_pin would return. Returns how many were pinned. */
+long nta_reader_pin_many(struct nta_reader *r, const uint64_t *offs, int *res, size_t n);
 int nta_reader_unpin(struct nta_reader *r, uint64_t off); /* -ENOENT: not pinned */
 /* Free what readers no longer pin, and reclaim the slots of readers that
  * died. Returns the blocks freed. Runs by itself on refill and destroy. */

@@ -30,11 +30,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,6 +85,7 @@ struct nta_pool {
 	int64_t *deferred;         /* blocks whose free waits for readers to unpin */
 	size_t ndeferred, deferred_cap;
 	struct nta_pool_pub *pub;  /* our slot in the arena, or NULL when all are taken */
+	bool light_fences;         /* registered for readers' membarrier: no fence of our own */
 	pthread_mutex_t remote_lock;
 	int64_t *remote;
 	size_t nremote, remote_cap;
@@ -116,16 +119,35 @@ static void spin_ns(uint32_t ns)
 }
 
 /* The block starting at off is handed out (1) or not (0): what a reader's pin checks. */
-static inline void set_live(struct nta_pool *p, uint64_t off, uint8_t v)
+static inline uint8_t *live_byte(struct nta_pool *p, uint64_t off)
 {
-	uint8_t *b = p->a->live + ((off - ((uint64_t)p->a->gpage0 << p->a->page_shift)) >> p->a->chunk_shift);
-	__atomic_store_n(b, v, __ATOMIC_SEQ_CST);
+	return p->a->live + ((off - ((uint64_t)p->a->gpage0 << p->a->page_shift)) >> p->a->chunk_shift);
 }
 
-/* Last holder of off let go: if a reader pins it, keep it for nta_pool_reap. */
+static inline void set_live(struct nta_pool *p, uint64_t off)
+{
+	__atomic_store_n(live_byte(p, off), 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Last holder of off let go: if a reader pins it, keep it for nta_pool_reap.
+ *
+ * Clearing the live byte and then reading the pins needs a StoreLoad fence
+ * against a reader that stores a pin and then reads the byte (reader.c).
+ * The fence is asymmetric: this process registered for
+ * MEMBARRIER_CMD_GLOBAL_EXPEDITED, and a reader issues that membarrier
+ * between its store and its load, which runs a full barrier on our CPUs; so
+ * here a compiler barrier is enough. Without the registration, a seq_cst
+ * store.
+ */
 static bool defer_if_pinned(struct nta_pool *p, uint64_t off)
 {
-	set_live(p, off, 0);
+	if (likely(p->light_fences)) {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_RELAXED);
+		__asm__ __volatile__("" ::: "memory");
+	} else {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_SEQ_CST);
+	}
 	if (likely(!nta_pinned(p->a, off)))
 		return false;
 	if (p->ndeferred == p->deferred_cap) {
@@ -328,7 +350,7 @@ NTA_API int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags)
 		r->state = PP_PAGE;
 		r->ref = 1;
 		p->st.pages_in_use++;
-		set_live(p, (uint64_t)off, 1);
+		set_live(p, (uint64_t)off);
 	}
 	return off;
 }
@@ -390,7 +412,7 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 		}
 		struct pp_page *r = &p->pg[page_of(p, (uint64_t)off)];
 		*r = (struct pp_page){ .state = PP_LARGE, .ref = 1, .npages = np, .reserve = reserve, .frag = r->frag };
-		set_live(p, (uint64_t)off, 1);
+		set_live(p, (uint64_t)off);
 		p->st.slow_high_order++;
 		p->st.maps++;
 		p->st.hold += np;
@@ -433,7 +455,7 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 	p->st.frags++;
 	p->st.frag_bytes += (uint64_t)n << a->chunk_shift;
 	uint64_t foff = off_of(p, i) + ((uint64_t)c << a->chunk_shift);
-	set_live(p, foff, 1);
+	set_live(p, foff);
 	return (int64_t)foff;
 }
 
@@ -710,6 +732,7 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->cache = calloc(c.cache_size, sizeof(*p->cache));
 	p->ring = calloc(c.ring_size, sizeof(*p->ring));
 	p->ring_mask = c.ring_size - 1;
+	p->light_fences = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
 	for (int i = 0; i < NTA_MAX_POOLS && !p->pub; i++) { /* a slot to publish in (the owner's only) */
 		struct nta_pool_pub *pub = &a->rd->pools[i];
 		if (!pub->info.pid) {

@@ -4,21 +4,29 @@
  * read-only, reads fragments in place, and pins what it reads so that their
  * free is deferred until it lets go (the NTA author's "mapped" chunks).
  *
- * The protocol (all seq_cst):
+ * The protocol:
  *   reader, attach: nreaders += 1; claim a slot (pid, start time).
- *   reader, pin:    store off in a free entry of its slot; then load the
- *                   block's live byte: 0 means it was freed already, so take
- *                   the pin back and fail with -ESTALE.
+ *   reader, pin:    store off in a free entry of its slot; a full barrier on
+ *                   every CPU running the owner (membarrier
+ *                   GLOBAL_EXPEDITED, which the owner registered for; a
+ *                   seq_cst fence if the call fails); then load the block's
+ *                   live byte: 0 means it was freed already, so take the pin
+ *                   back and fail with -ESTALE.
  *   owner, free:    store 0 in the block's live byte; then, if nreaders > 0,
- *                   look for off in every slot; found means defer.
- * In the single total order of these operations, either the owner sees the
- * pin or the reader sees the cleared byte: a block is never freed under a
- * pin that succeeded. Pins are lists per reader, not counts, so a reader
+ *                   look for off in every slot; found means defer. (Only a
+ *                   compiler barrier between: the reader's membarrier is the
+ *                   fence; an owner that could not register uses seq_cst.)
+ * Either the owner's load comes after the barrier and sees the pin, or its
+ * store came before it and the reader sees the cleared byte: a block is
+ * never freed under a pin that succeeded. The heavy side is the reader's,
+ * which pins rarely; nta_reader_pin_many pays one barrier for a batch. Pins are lists per reader, not counts, so a reader
  * that died is reclaimed by clearing its slot (nta_readers_reclaim).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "nta_internal.h"
@@ -92,23 +100,54 @@ static bool in_data(const struct nta_arena *a, uint64_t off)
 	       !(off & a->chunk_mask);
 }
 
-NTA_API int nta_reader_pin(struct nta_reader *r, uint64_t off)
+/* The heavy side of the fence (see the protocol above). */
+static void owner_barrier(void)
+{
+	if (syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* Pin n blocks with one barrier; res[i] gets 0, -ESTALE, -ENOSPC or -EINVAL.
+ * Returns how many were pinned. */
+NTA_API long nta_reader_pin_many(struct nta_reader *r, const uint64_t *offs, int *res, size_t n)
 {
 	struct nta_reader_slot *s = r->slot;
+	int k = 0;
+	long pinned = 0;
 
-	if (!in_data(r->a, off))
-		return -EINVAL;
-	for (int k = 0; k < NTA_READER_PINS; k++) {
-		if (__atomic_load_n(&s->pins[k], __ATOMIC_RELAXED))
+	for (size_t i = 0; i < n; i++) {
+		res[i] = -EINVAL;
+		if (!in_data(r->a, offs[i]))
 			continue;
-		__atomic_store_n(&s->pins[k], off, __ATOMIC_SEQ_CST);
-		if (!__atomic_load_n(live_byte(r->a, off), __ATOMIC_SEQ_CST)) {
-			__atomic_store_n(&s->pins[k], 0, __ATOMIC_SEQ_CST);
-			return -ESTALE; /* freed before the pin took */
+		while (k < NTA_READER_PINS && __atomic_load_n(&s->pins[k], __ATOMIC_RELAXED))
+			k++;
+		if (k == NTA_READER_PINS) {
+			res[i] = -ENOSPC;
+			continue;
 		}
-		return 0;
+		__atomic_store_n(&s->pins[k++], offs[i], __ATOMIC_SEQ_CST);
+		res[i] = 0;
 	}
-	return -ENOSPC;
+	owner_barrier();
+	for (size_t i = 0; i < n; i++) {
+		if (res[i])
+			continue;
+		if (__atomic_load_n(live_byte(r->a, offs[i]), __ATOMIC_SEQ_CST)) {
+			pinned++;
+			continue;
+		}
+		res[i] = -ESTALE; /* freed before the pin took */
+		nta_reader_unpin(r, offs[i]);
+	}
+	return pinned;
+}
+
+NTA_API int nta_reader_pin(struct nta_reader *r, uint64_t off)
+{
+	int res;
+
+	nta_reader_pin_many(r, &off, &res, 1);
+	return res;
 }
 
 NTA_API int nta_reader_unpin(struct nta_reader *r, uint64_t off)
