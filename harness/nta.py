@@ -462,6 +462,14 @@ class Reader:
                                          E.ENOSPC: "this reader's pins are full",
                                          E.EINVAL: "not a chunk of the arena"}.get(-rc, os.strerror(-rc)))
 
+    def pin_many(self, offsets) -> np.ndarray:
+        """Pin a batch with one barrier; returns 0 or a negative errno per offset (-ESTALE: gone)."""
+        offsets = np.ascontiguousarray(offsets, dtype=np.uint64)
+        res = np.empty(len(offsets), dtype=np.int32)
+        lib.nta_reader_pin_many(self._h(), ffi.from_buffer("uint64_t[]", offsets),
+                                ffi.from_buffer("int[]", res), len(offsets))
+        return res
+
     def unpin(self, off: int) -> None:
         rc = lib.nta_reader_unpin(self._h(), off)
         if rc:

@@ -263,6 +263,18 @@ def test_pin_after_free_is_stale():
         assert ei.value.errno == errno.ESTALE
         with pytest.raises(ArenaError, match="not pinned"):
             r.unpin(off)
+        live = [p.alloc_frag(64) for _ in range(3)]
+        p.put(live[1])
+        res = r.pin_many(live + [3])
+        assert res.tolist() == [0, -errno.ESTALE, 0, -errno.EINVAL]
+        p.put(live[0])
+        assert p.stats()["pinned"] == 1  # the pinned one waits; live[1] was never pinned
+        r.unpin(live[0])
+        assert p.reap() == 1
+        p.put(live[2])
+        assert p.reap() == 0  # still pinned
+        r.unpin(live[2])
+        assert p.reap() == 1
         p.check()
 
 
