@@ -504,16 +504,27 @@ static int resolve(const struct nta_pool *p, uint64_t off, uint32_t *page, int *
 	}
 }
 
+/* resolve(), and refuse what nobody holds (a deferred free only waits for a reader). */
+static int held(const struct nta_pool *p, uint64_t off, uint32_t *page, int *chunk)
+{
+	int err = resolve(p, off, page, chunk);
+
+	if (err)
+		return err;
+	const struct pp_page *r = &p->pg[*page];
+	if (r->ref == 0 || (*chunk < 0 && r->deferred) || (*chunk >= 0 && !r->frag->ref[*chunk]))
+		return -EALREADY;
+	return 0;
+}
+
 NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
 {
 	uint32_t i;
-	int c, err = resolve(p, off, &i, &c);
+	int c, err = held(p, off, &i, &c);
 
 	if (err)
 		return err;
 	struct pp_page *r = &p->pg[i];
-	if (r->ref == 0 || (c < 0 && r->deferred) || (c >= 0 && !r->frag->ref[c]))
-		return -EALREADY; /* nothing holds it (a deferred free only waits for a reader) */
 	if (c >= 0) {
 		if (r->frag->ref[c] == UINT16_MAX)
 			return -EOVERFLOW;
@@ -548,13 +559,11 @@ static void frag_free(struct nta_pool *p, uint32_t i, uint32_t c)
 NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
 {
 	uint32_t i;
-	int c, err = resolve(p, off, &i, &c);
+	int c, err = held(p, off, &i, &c);
 
 	if (err)
 		return err;
 	struct pp_page *r = &p->pg[i];
-	if (r->ref == 0 || (c < 0 && r->deferred) || (c >= 0 && !r->frag->ref[c]))
-		return -EALREADY;
 	if (c >= 0) {
 		if (--r->frag->ref[c]) { /* other holders of the fragment remain, so of the page too */
 			r->ref--;

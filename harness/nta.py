@@ -68,6 +68,17 @@ def _raise(rc: int, message: str):
     raise ArenaError(-rc, message)
 
 
+def _as_dict(cdata, ctype: str) -> dict:
+    """A C struct of counters as a dict, field by field (names from the real header)."""
+    return {name: getattr(cdata, name) for name, _ in ffi.typeof(ctype).fields}
+
+
+def _view(mm: mmap.mmap, data_off: int, total: int, off: int, size: int) -> np.ndarray:
+    if off < data_off or size < 0 or off + size > total:
+        raise ArenaError(E.EINVAL, f"view({off}, {size}): outside the arena's data")
+    return np.frombuffer(mm, dtype=np.uint8, count=size, offset=off)
+
+
 class Arena:
     """One shared-memory arena and its allocator (NTA or the pow2 baseline)."""
 
@@ -217,9 +228,7 @@ class Arena:
 
     def view(self, off: int, size: int) -> np.ndarray:
         """The bytes [off, off + size) as a numpy uint8 array over the shared memory (no copy)."""
-        if off < self.data_off or size < 0 or off + size > self.size:
-            raise ArenaError(E.EINVAL, f"view({off}, {size}): outside the arena's data")
-        return np.frombuffer(self._mm, dtype=np.uint8, count=size, offset=off)
+        return _view(self._mm, self.data_off, self.size, off, size)
 
     def check(self) -> None:
         why = ffi.new("char[512]")
@@ -230,7 +239,7 @@ class Arena:
     def stats(self) -> dict:
         st = ffi.new("struct nta_stats *")
         lib.nta_stats(self._h(), st)
-        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_stats").fields}
+        return _as_dict(st, "struct nta_stats")
 
     def page_map(self, npages: int | None = None) -> np.ndarray:
         """One cell per chunk (see CELLS), shape (npages, chunks per page); default: pages used so far."""
@@ -246,9 +255,8 @@ class Arena:
         """The pools using this arena, as they last published their counters."""
         out = ffi.new("struct nta_pool_info[]", lib.NTA_MAX_POOLS)
         n = lib.nta_arena_pools(self._h(), out, lib.NTA_MAX_POOLS)
-        names = [name for name, _ in ffi.typeof("struct nta_pool_stats").fields]
         return [{"pid": out[i].pid, "ifindex": out[i].ifindex, "queue": out[i].queue,
-                 "stats": {k: getattr(out[i].st, k) for k in names}} for i in range(n)]
+                 "stats": _as_dict(out[i].st, "struct nta_pool_stats")} for i in range(n)]
 
     def free_histogram(self, nbins: int | None = None) -> tuple[np.ndarray, int]:
         """(regions by length in chunks, free page runs)."""
@@ -416,7 +424,7 @@ class Pool:
     def stats(self) -> dict:
         st = ffi.new("struct nta_pool_stats *")
         lib.nta_pool_stats(self._h(), st)
-        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_pool_stats").fields}
+        return _as_dict(st, "struct nta_pool_stats")
 
     def check(self) -> None:
         why = ffi.new("char[512]")
@@ -476,14 +484,13 @@ class Reader:
             _raise(rc, f"unpin({off}): not pinned by this reader")
 
     def view(self, off: int, size: int) -> np.ndarray:
-        if off < self.data_off or size < 0 or off + size > self.size:
-            raise ArenaError(E.EINVAL, f"view({off}, {size}): outside the arena's data")
-        return np.frombuffer(self._mm, dtype=np.uint8, count=size, offset=off)
+        """The bytes [off, off + size), read-only, in place."""
+        return _view(self._mm, self.data_off, self.size, off, size)
 
     def stats(self) -> dict:
         st = ffi.new("struct nta_stats *")
         lib.nta_stats(lib.nta_reader_arena(self._h()), st)
-        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_stats").fields}
+        return _as_dict(st, "struct nta_stats")
 
     def _h(self):
         if self._r is None:
