@@ -8,7 +8,7 @@ NTA     := $(VENV)/bin/nta
 STAMP   := $(VENV)/.installed
 IMIX    := build/imix.pcap
 DEMO_LOOPS ?= 2500
-NTA_SRC := $(wildcard allocator/*.c allocator/*.h)
+NTA_SRC := $(wildcard allocator/*.c allocator/*.h) bpf/nta_shared.h
 NTA_MOD := build/.nta_c.built
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -pthread -Iallocator

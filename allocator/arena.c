@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * arena.c - the shared-memory region: create, attach, close, trim.
- * The only file that calls open/memfd_create/mmap/madvise.
+ * With ringbuf.c (the kernel's ring), the only file that maps memory.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -18,23 +18,29 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-HEADER = os.path.join(HERE, "nta.h")
+BPF = os.path.join(ROOT, "bpf")
+HEADERS = [os.path.join(HERE, "nta.h"), os.path.join(BPF, "nta_shared.h")]
+# nta_shared.h is written in the kernel's types for the BPF side
+KERNEL_TYPES = "".join(f"typedef uint{n}_t __u{n};\n" for n in (8, 16, 32, 64))
 
 
 def cdef_text() -> str:
-    pre = subprocess.run(["cc", "-E", "-P", "-DNTA_CDEF", "-nostdinc", HEADER],
-                         capture_output=True, text=True, check=True).stdout
-    defines = re.findall(r"^#define\s+(NTA_\w+)\s+(0x[0-9a-fA-F]+u?|\d+u?)\s*(?:/\*.*)?$",
-                         open(HEADER).read(), re.M)
-    lines = [f"#define {name} {value.rstrip('u')}" for name, value in defines]
-    return pre + "\n" + "\n".join(lines) + "\n"
+    out = [KERNEL_TYPES]
+    for header in HEADERS:
+        pre = subprocess.run(["cc", "-E", "-P", "-DNTA_CDEF", "-nostdinc", header],
+                             capture_output=True, text=True, check=True).stdout
+        defines = re.findall(r"^#define\s+(NTA_\w+)\s+(0x[0-9a-fA-F]+u?|\d+u?)\s*(?:/\*.*)?$",
+                             open(header).read(), re.M)
+        out += [pre] + [f"#define {name} {value.rstrip('u')}" for name, value in defines]
+    return "\n".join(out) + "\n"
 
 
 def build(out_dir: str = os.path.join(ROOT, "harness")) -> str:
     ffi = FFI()
     ffi.cdef(cdef_text())
     sources = sorted(glob.glob(os.path.join(HERE, "*.c")))
-    ffi.set_source("_nta_c", '#include "nta.h"', sources=sources, include_dirs=[HERE],
+    ffi.set_source("_nta_c", '#include "nta.h"\n#include "nta_shared.h"', sources=sources,
+                   include_dirs=[HERE, BPF],
                    extra_compile_args=["-std=gnu11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"])
     tmp = os.path.join(ROOT, "build", "cffi")
     os.makedirs(tmp, exist_ok=True)

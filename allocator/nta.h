@@ -251,6 +251,18 @@ int nta_reader_unpin(struct nta_reader *r, uint64_t off); /* -ENOENT: not pinned
  * died. Returns the blocks freed. Runs by itself on refill and destroy. */
 long nta_pool_reap(struct nta_pool *p);
 
+/*
+ * Draining a BPF ring buffer (BPF_MAP_TYPE_RINGBUF, e.g. the XDP program's
+ * metadata ring) in C: size is the ring's size in bytes (its max_entries).
+ */
+struct nta_ringbuf;
+struct nta_ringbuf *nta_ringbuf_open(int map_fd, size_t size);
+void nta_ringbuf_close(struct nta_ringbuf *rb);
+/* Copy up to max records of exactly rec_size bytes into out (consecutive);
+ * records of another size are skipped and counted in *odd. Returns how many. */
+long nta_ringbuf_drain(struct nta_ringbuf *rb, void *out, size_t rec_size, size_t max, uint64_t *odd);
+long nta_ringbuf_avail(const struct nta_ringbuf *rb);
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,9 +10,11 @@
 #ifndef NTA_SHARED_H
 #define NTA_SHARED_H
 
+#ifndef NTA_CDEF /* the Python binding reads this header, preprocessed, with cffi */
 #include <linux/types.h>
+#endif
 
-#define NTA_SHARED_VERSION 1
+#define NTA_SHARED_VERSION 2
 
 /*
  * Verdicts the XDP program can be built with (-DNTA_ACTION=...). The values
@@ -39,9 +41,8 @@ struct nta_xdp_stats {
 };
 
 /*
- * Per-packet metadata record, XDP -> controller. Fixed size; filled in by the
- * metadata program (a later stage), declared here so that its layout lives
- * in one place from the start.
+ * Per-packet metadata record, XDP -> controller, through a BPF ring buffer
+ * (nta_xdp_meta.c). Fixed size.
  */
 struct nta_meta {
 	__u64 ts_ns;        /* bpf_ktime_get_ns() at the hook */
@@ -52,13 +53,29 @@ struct nta_meta {
 	__u16 vlan[2];      /* outer and inner VLAN TCI, 0 when absent */
 	__u16 ethertype;    /* after VLAN tags, host order */
 	__u8  l4_proto;     /* IPPROTO_*, 0 when not IP */
-	__u8  flags;
+	__u8  flags;        /* NTA_META_* */
 	__u16 sport;        /* host order, 0 when not TCP/UDP */
 	__u16 dport;
 	__u32 pad;
 };
 
+#define NTA_META_L3        0x01 /* IPv4 or IPv6 header parsed */
+#define NTA_META_L4        0x02 /* TCP or UDP ports parsed */
+#define NTA_META_FRAGMENT  0x04 /* an IPv4 fragment (ports absent) */
+#define NTA_META_TRUNCATED 0x08 /* a header ran past the frame */
+
+/* Per-CPU counters of the metadata ring (one slot, NTA_STATS_KEY). */
+struct nta_ring_stats {
+	__u64 submitted;    /* records handed to the ring */
+	__u64 lost;         /* reserve failed: the ring was full */
+	__u64 since_wakeup; /* records since the last forced wake-up */
+	__u64 pad;
+};
+
+#ifndef NTA_CDEF
 _Static_assert(sizeof(struct nta_xdp_stats) == 32, "nta_xdp_stats layout");
 _Static_assert(sizeof(struct nta_meta) == 40, "nta_meta layout");
+_Static_assert(sizeof(struct nta_ring_stats) == 32, "nta_ring_stats layout");
+#endif
 
 #endif /* NTA_SHARED_H */

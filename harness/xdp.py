@@ -53,15 +53,16 @@ def program_source(name: str = "nta_xdp_count") -> str:
         return f.read()
 
 
-def cflags(action: str) -> list[str]:
+def cflags(action: str, defines: dict | None = None) -> list[str]:
     if action not in ACTIONS:
         raise NtaError(f"bad XDP action {action!r}: choose {', '.join(ACTIONS)}")
-    return [f"-I{BPF_DIR}", f"-DNTA_ACTION={ACTIONS[action]}"]
+    extra = [f"-D{k}={v}" for k, v in (defines or {}).items()]
+    return [f"-I{BPF_DIR}", f"-DNTA_ACTION={ACTIONS[action]}", *extra]
 
 
-def describe(action: str, name: str = "nta_xdp_count") -> str:
+def describe(action: str, name: str = "nta_xdp_count", defines: dict | None = None) -> str:
     """The program exactly as BCC compiles it, with its flags: for --ebpf."""
-    flags = " ".join(cflags(action))
+    flags = " ".join(cflags(action, defines))
     return f"/* {name}.c, compiled by BCC with: {flags} */\n" + program_source(name)
 
 
@@ -99,11 +100,11 @@ class XdpProgram:
     """The counting XDP program attached to ``ifname`` in namespace ``ns``."""
 
     def __init__(self, ns: str, ifname: str, action: str = "drop", mode: str = "native",
-                 name: str = "nta_xdp_count"):
+                 name: str = "nta_xdp_count", defines: dict | None = None):
         if mode not in MODES:
             raise NtaError(f"bad XDP mode {mode!r}: choose {', '.join(MODES)}")
         self.ns, self.ifname, self.action, self.mode, self.name = ns, ifname, action, mode, name
-        self._cflags = cflags(action)
+        self._cflags = cflags(action, defines)
         self.bpf = None
         self._creator = os.getpid()
 
@@ -165,3 +166,76 @@ class XdpProgram:
         out.first_ns = min(firsts) if firsts else 0
         out.last_ns = max((c.last_ns for c in per_cpu if c.packets), default=0)
         return out
+
+
+def meta_dtype():
+    """numpy dtype of struct nta_meta, from the real header (bpf/nta_shared.h) through cffi."""
+    import numpy as np
+
+    from harness.nta import ffi
+
+    kinds = {"uint8_t": "u1", "uint16_t": "u2", "uint32_t": "u4", "uint64_t": "u8",
+             "__u8": "u1", "__u16": "u2", "__u32": "u4", "__u64": "u8"}
+    names, formats, offsets = [], [], []
+    for name, f in ffi.typeof("struct nta_meta").fields:
+        t = f.type
+        if t.kind == "array":
+            formats.append((np.dtype("<" + kinds[t.item.cname]), (t.length,)))
+        else:
+            formats.append(np.dtype("<" + kinds[t.cname]))
+        names.append(name)
+        offsets.append(f.offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": ffi.sizeof("struct nta_meta")})
+
+
+class MetaProgram(XdpProgram):
+    """nta_xdp_meta: counts, parses L2-L4 and writes a struct nta_meta per frame into a BPF ring
+    buffer, which drain() copies out in C, a batch at a time, into a numpy structured array."""
+
+    def __init__(self, ns: str, ifname: str, action: str = "drop", mode: str = "native",
+                 ring_pages: int = 256, wakeup_every: int = 64):
+        if ring_pages < 1 or ring_pages & (ring_pages - 1):
+            raise NtaError(f"bad ring size {ring_pages} pages: a power of two")
+        super().__init__(ns, ifname, action, mode, name="nta_xdp_meta",
+                         defines={"NTA_RING_PAGES": ring_pages, "NTA_WAKEUP_EVERY": wakeup_every})
+        self.ring_bytes = ring_pages * os.sysconf("SC_PAGE_SIZE")
+        self._rb = None
+        self.dtype = meta_dtype()
+
+    def __enter__(self) -> "MetaProgram":
+        super().__enter__()
+        from harness.nta import ffi, lib
+
+        fd = self.bpf[b"nta_meta_ring"].map_fd
+        self._rb = lib.nta_ringbuf_open(fd, self.ring_bytes)
+        if self._rb == ffi.NULL:
+            err = ffi.errno
+            self.detach()
+            raise NtaError(f"mapping the metadata ring: {os.strerror(err)}")
+        return self
+
+    def detach(self) -> None:
+        if self._rb is not None and os.getpid() == self._creator:
+            from harness.nta import lib
+
+            lib.nta_ringbuf_close(self._rb)
+            self._rb = None
+        super().detach()
+
+    def drain(self, max_records: int = 65536):
+        """Records written since the last drain (up to max_records), oldest first."""
+        import numpy as np
+
+        from harness.nta import ffi, lib
+
+        out = np.empty(max_records, dtype=self.dtype)
+        odd = ffi.new("uint64_t *")
+        n = lib.nta_ringbuf_drain(self._rb, ffi.from_buffer(out), self.dtype.itemsize, max_records, odd)
+        if odd[0]:
+            raise NtaError(f"the metadata ring held {odd[0]} records of another size than struct nta_meta")
+        return out[:n]
+
+    def ring_stats(self) -> dict:
+        per_cpu = self.bpf[b"nta_ring_stats"][ctypes.c_int(0)]
+        return {"submitted": sum(c.submitted for c in per_cpu), "lost": sum(c.lost for c in per_cpu)}

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * nta_xdp_meta.c - count every frame, parse L2-L4, and hand one fixed-size
+ * record (struct nta_meta) per frame to user space through a BPF ring
+ * buffer; then return a fixed verdict. Compiled by BCC; -D flags:
+ *   -DNTA_ACTION=NTA_ACT_DROP|NTA_ACT_PASS   (default NTA_ACT_DROP)
+ *   -DNTA_RING_PAGES=N      ring size in pages, a power of two (default 256: 1 MiB)
+ *   -DNTA_WAKEUP_EVERY=N    wake the consumer every N records (default 64);
+ *                           the others are submitted with BPF_RB_NO_WAKEUP
+ * A failed reserve (ring full) is counted per CPU in nta_ring_stats.lost.
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include "nta_shared.h"
+
+#ifndef NTA_ACTION
+#define NTA_ACTION NTA_ACT_DROP
+#endif
+#ifndef NTA_RING_PAGES
+#define NTA_RING_PAGES 256
+#endif
+#ifndef NTA_WAKEUP_EVERY
+#define NTA_WAKEUP_EVERY 64
+#endif
+
+BPF_PERCPU_ARRAY(nta_stats, struct nta_xdp_stats, 1);
+BPF_PERCPU_ARRAY(nta_ring_stats, struct nta_ring_stats, 1);
+BPF_RINGBUF_OUTPUT(nta_meta_ring, NTA_RING_PAGES);
+
+struct vlan_hdr_ {
+	__be16 tci;
+	__be16 encap;
+};
+
+static __always_inline __u32 mix(__u32 h, __u32 v)
+{
+	v *= 0xcc9e2d51;
+	v = (v << 15) | (v >> 17);
+	v *= 0x1b873593;
+	h ^= v;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64;
+}
+
+int nta_xdp_meta(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	u32 key = NTA_STATS_KEY;
+	struct nta_xdp_stats *st = nta_stats.lookup(&key);
+	struct nta_ring_stats *rs = nta_ring_stats.lookup(&key);
+	u64 now = bpf_ktime_get_ns();
+	u32 len = bpf_xdp_get_buff_len(ctx);
+
+	if (!st || !rs)
+		return XDP_ABORTED;
+	if (st->packets == 0)
+		st->first_ns = now;
+	st->last_ns = now;
+	st->packets++;
+	st->bytes += len;
+
+	struct nta_meta *m = nta_meta_ring.ringbuf_reserve(sizeof(struct nta_meta));
+	if (!m) {
+		rs->lost++;
+		return NTA_ACTION;
+	}
+	__builtin_memset(m, 0, sizeof(*m));
+	m->ts_ns = now;
+	m->len = len;
+	m->ifindex = ctx->ingress_ifindex;
+	m->rx_queue = ctx->rx_queue_index;
+
+	struct ethhdr *eth = data;
+	__u32 off = sizeof(*eth), h = 0x9747b28c;
+	__u16 proto;
+	if ((void *)(eth + 1) > end) {
+		m->flags = NTA_META_TRUNCATED;
+		goto out;
+	}
+	proto = eth->h_proto;
+	/* up to two VLAN tags (802.1ad outer, 802.1Q inner), unrolled for the verifier */
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr_ *v = data + off;
+		if ((void *)(v + 1) > end) {
+			m->flags = NTA_META_TRUNCATED;
+			goto out;
+		}
+		m->vlan[0] = bpf_ntohs(v->tci);
+		proto = v->encap;
+		off += sizeof(*v);
+		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+			struct vlan_hdr_ *w = data + off;
+			if ((void *)(w + 1) > end) {
+				m->flags = NTA_META_TRUNCATED;
+				goto out;
+			}
+			m->vlan[1] = bpf_ntohs(w->tci);
+			proto = w->encap;
+			off += sizeof(*w);
+		}
+	}
+	m->ethertype = bpf_ntohs(proto);
+	__u8 l4 = 0;
+	void *l4h = 0;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + off;
+		if ((void *)(ip + 1) > end) {
+			m->flags = NTA_META_TRUNCATED;
+			goto out;
+		}
+		m->flags |= NTA_META_L3;
+		l4 = ip->protocol;
+		h = mix(mix(h, ip->saddr), ip->daddr);
+		if (ip->frag_off & bpf_htons(0x1fff)) {
+			m->flags |= NTA_META_FRAGMENT;
+		} else {
+			__u32 ihl = (ip->ihl & 0xf) * 4;
+			if (ihl >= sizeof(*ip))
+				l4h = (void *)ip + ihl;
+		}
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > end) {
+			m->flags = NTA_META_TRUNCATED;
+			goto out;
+		}
+		m->flags |= NTA_META_L3;
+		l4 = ip6->nexthdr; /* extension headers are not walked */
+		#pragma unroll
+		for (int i = 0; i < 4; i++)
+			h = mix(mix(h, ip6->saddr.in6_u.u6_addr32[i]), ip6->daddr.in6_u.u6_addr32[i]);
+		l4h = ip6 + 1;
+	}
+	m->l4_proto = l4;
+	if (l4h && (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP)) {
+		__be16 *ports = l4h;
+		if ((void *)(ports + 2) > end) {
+			m->flags |= NTA_META_TRUNCATED;
+		} else {
+			m->sport = bpf_ntohs(ports[0]);
+			m->dport = bpf_ntohs(ports[1]);
+			m->flags |= NTA_META_L4;
+			h = mix(h, ((__u32)ports[0] << 16) | ports[1]);
+		}
+	}
+	m->flow_hash = mix(h, l4);
+out:
+	rs->submitted++;
+	if (++rs->since_wakeup >= NTA_WAKEUP_EVERY) {
+		rs->since_wakeup = 0;
+		nta_meta_ring.ringbuf_submit(m, BPF_RB_FORCE_WAKEUP);
+	} else {
+		nta_meta_ring.ringbuf_submit(m, BPF_RB_NO_WAKEUP);
+	}
+	return NTA_ACTION;
+}
