@@ -11,7 +11,7 @@ DEMO_LOOPS ?= 2500
 NTA_SRC := $(wildcard allocator/*.c allocator/*.h) bpf/nta_shared.h
 NTA_MOD := build/.nta_c.built
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -pthread -Iallocator
+CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -pthread -Iallocator -Ibpf
 
 .PHONY: help setup setup-system setup-test setup-bench build ctest test demo bench lint clean distclean
 
@@ -41,7 +41,7 @@ build: $(IMIX) $(NTA_MOD) build/trace build/poolbench ## build the allocator's b
 
 build/trace: $(NTA_SRC) allocator/bench/trace.c
 	@mkdir -p build
-	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator allocator/*.c allocator/bench/trace.c -o $@
+	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator -Ibpf allocator/*.c allocator/bench/trace.c -lm -o $@
 
 # cffi binding of allocator/, declarations generated from allocator/nta.h
 $(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
@@ -51,15 +51,16 @@ $(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
 
 build/test_%: $(NTA_SRC) tests/c/test_%.c
 	@mkdir -p build
-	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_$*.c -o $@
+	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_$*.c -lm -o $@
 
 build/poolbench: $(NTA_SRC) allocator/bench/pool.c
 	@mkdir -p build
-	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator allocator/*.c allocator/bench/pool.c -o $@
+	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator -Ibpf allocator/*.c allocator/bench/pool.c -lm -o $@
 
-ctest: build/test_nta build/test_pool ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
+ctest: build/test_nta build/test_pool build/test_ctl ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
 	build/test_nta
 	build/test_pool
+	build/test_ctl
 
 $(IMIX): harness/imix.py | $(STAMP)
 	@$(NTA) pcap imix $@

@@ -40,7 +40,7 @@ def build(out_dir: str = os.path.join(ROOT, "harness")) -> str:
     ffi.cdef(cdef_text())
     sources = sorted(glob.glob(os.path.join(HERE, "*.c")))
     ffi.set_source("_nta_c", '#include "nta.h"\n#include "nta_shared.h"', sources=sources,
-                   include_dirs=[HERE, BPF],
+                   include_dirs=[HERE, BPF], libraries=["m"],
                    extra_compile_args=["-std=gnu11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"])
     tmp = os.path.join(ROOT, "build", "cffi")
     os.makedirs(tmp, exist_ok=True)

@@ -252,6 +252,39 @@ int nta_reader_unpin(struct nta_reader *r, uint64_t off); /* -ENOENT: not pinned
 long nta_pool_reap(struct nta_pool *p);
 
 /*
+ * The controller's per-packet work, one call per batch (see ctl.c): each
+ * metadata record (struct nta_meta, bpf/nta_shared.h) gets a fragment of
+ * its frame's length from the pool, held under a lifetime policy.
+ */
+struct nta_meta;
+struct nta_ctl;
+enum nta_hold {
+	NTA_HOLD_IMMEDIATE = 0,
+	NTA_HOLD_PACKETS = 1, /* param: N packets */
+	NTA_HOLD_USEC = 2,    /* param: T microseconds (the records' clock); max_held bounds it */
+	NTA_HOLD_FLOW = 3,    /* param: K per flow */
+	NTA_HOLD_RANDOM = 4,  /* param: mean lifetime in packets; max_held bounds it */
+};
+struct nta_ctl_config {
+	uint32_t policy, param, max_held, pad;
+	uint64_t seed;
+};
+struct nta_ctl_stats {
+	uint64_t handled;     /* records processed */
+	uint64_t alloc_fails; /* records that got no memory */
+	uint64_t frees, put_errors;
+	uint64_t held, peak_held;
+	uint64_t early;       /* let go before due: the hold structure was full */
+	uint64_t bytes;       /* bytes allocated */
+};
+struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena, const struct nta_ctl_config *cfg);
+long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n);
+/* Put back everything held; returns how many. */
+long nta_ctl_flush(struct nta_ctl *c);
+int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st);
+void nta_ctl_destroy(struct nta_ctl *c);
+
+/*
  * Draining a BPF ring buffer (BPF_MAP_TYPE_RINGBUF, e.g. the XDP program's
  * metadata ring) in C: size is the ring's size in bytes (its max_entries).
  */

@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * ctl.c - the controller's per-packet work, one call per batch: for every
+ * metadata record, a fragment of the frame's length from the device's pool,
+ * the record written into it (so the memory is really touched), held under
+ * a lifetime policy and put back when due. Frees out of allocation order
+ * are what makes fragmentation real:
+ *
+ *   NTA_HOLD_IMMEDIATE  put at once
+ *   NTA_HOLD_PACKETS    held for the next N packets (a FIFO)
+ *   NTA_HOLD_USEC       held for T microseconds of the records' own clock
+ *   NTA_HOLD_FLOW       a per-flow queue of depth K, as a socket's receive
+ *                       queue: a flow's oldest goes when its K+1th arrives
+ *   NTA_HOLD_RANDOM     a lifetime drawn per packet, geometric with mean N
+ *                       packets (a seeded generator: runs repeat)
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nta_internal.h"
+#include "nta_shared.h"
+
+#define FLOW_BUCKETS 4096
+
+struct held {
+	int64_t off;
+	uint64_t due; /* packet number or ns, by policy */
+};
+
+struct nta_ctl {
+	struct nta_pool *pool;
+	struct nta_arena *arena;
+	struct nta_ctl_config cfg;
+	struct nta_ctl_stats st;
+	/* FIFO (packets, usec) */
+	struct held *fifo;
+	size_t head, tail, cap;
+	/* per flow: FLOW_BUCKETS rings of K */
+	int64_t *flows;
+	uint32_t *flow_len, *flow_head;
+	/* random: a binary min-heap on due */
+	struct held *heap;
+	size_t nheap, heap_cap;
+	uint64_t rng;
+	uint64_t packets;
+};
+
+static uint64_t next_rand(struct nta_ctl *c)
+{
+	uint64_t x = c->rng;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return c->rng = x;
+}
+
+static void release(struct nta_ctl *c, int64_t off)
+{
+	if (nta_pool_put(c->pool, (uint64_t)off, NTA_POOL_DIRECT) == 0) {
+		c->st.frees++;
+		c->st.held--;
+	} else {
+		c->st.put_errors++;
+	}
+}
+
+static void heap_push(struct nta_ctl *c, struct held h)
+{
+	size_t i = c->nheap++;
+	while (i) {
+		size_t parent = (i - 1) / 2;
+		if (c->heap[parent].due <= h.due)
+			break;
+		c->heap[i] = c->heap[parent];
+		i = parent;
+	}
+	c->heap[i] = h;
+}
+
+static struct held heap_pop(struct nta_ctl *c)
+{
+	struct held top = c->heap[0], last = c->heap[--c->nheap];
+	size_t i = 0;
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < c->nheap && c->heap[l].due < last.due)
+			m = l;
+		if (r < c->nheap && c->heap[r].due < (m == i ? last.due : c->heap[m].due))
+			m = r;
+		if (m == i)
+			break;
+		c->heap[i] = c->heap[m];
+		i = m;
+	}
+	if (c->nheap)
+		c->heap[i] = last;
+	return top;
+}
+
+NTA_API struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena,
+				       const struct nta_ctl_config *cfg)
+{
+	struct nta_ctl *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->pool = pool;
+	c->arena = arena;
+	c->cfg = *cfg;
+	c->rng = cfg->seed ? cfg->seed : 0x9e3779b97f4a7c15ull;
+	switch (cfg->policy) {
+	case NTA_HOLD_IMMEDIATE:
+		break;
+	case NTA_HOLD_PACKETS:
+	case NTA_HOLD_USEC:
+		c->cap = cfg->policy == NTA_HOLD_PACKETS ? (size_t)cfg->param + 1 : (size_t)cfg->max_held + 1;
+		c->fifo = calloc(c->cap, sizeof(*c->fifo));
+		break;
+	case NTA_HOLD_FLOW:
+		c->flows = calloc((size_t)FLOW_BUCKETS * cfg->param, sizeof(*c->flows));
+		c->flow_len = calloc(FLOW_BUCKETS, sizeof(*c->flow_len));
+		c->flow_head = calloc(FLOW_BUCKETS, sizeof(*c->flow_head));
+		break;
+	case NTA_HOLD_RANDOM:
+		c->heap_cap = cfg->max_held ? cfg->max_held : 1u << 20;
+		c->heap = calloc(c->heap_cap, sizeof(*c->heap));
+		break;
+	default:
+		free(c);
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((cfg->policy == NTA_HOLD_PACKETS || cfg->policy == NTA_HOLD_USEC) && !c->fifo)
+		goto nomem;
+	if (cfg->policy == NTA_HOLD_FLOW && (!cfg->param || !c->flows || !c->flow_len || !c->flow_head))
+		goto nomem;
+	if (cfg->policy == NTA_HOLD_RANDOM && !c->heap)
+		goto nomem;
+	return c;
+nomem:
+	nta_ctl_destroy(c);
+	errno = ENOMEM;
+	return NULL;
+}
+
+/* Hold off under the policy; put back whatever falls due. */
+static void hold(struct nta_ctl *c, int64_t off, const struct nta_meta *m)
+{
+	c->st.held++;
+	if (c->st.held > c->st.peak_held)
+		c->st.peak_held = c->st.held;
+	switch (c->cfg.policy) {
+	case NTA_HOLD_IMMEDIATE:
+		release(c, off);
+		break;
+	case NTA_HOLD_PACKETS:
+		c->fifo[c->head++ % c->cap] = (struct held){ off, c->packets };
+		if (c->head - c->tail > c->cfg.param)
+			release(c, c->fifo[c->tail++ % c->cap].off);
+		break;
+	case NTA_HOLD_USEC: {
+		uint64_t window = (uint64_t)c->cfg.param * 1000;
+		while (c->tail < c->head && c->fifo[c->tail % c->cap].due + window <= m->ts_ns)
+			release(c, c->fifo[c->tail++ % c->cap].off);
+		if (c->head - c->tail == c->cap - 1) /* full: the oldest goes early */
+			release(c, c->fifo[c->tail++ % c->cap].off), c->st.early++;
+		c->fifo[c->head++ % c->cap] = (struct held){ off, m->ts_ns };
+		break;
+	}
+	case NTA_HOLD_FLOW: {
+		uint32_t b = m->flow_hash % FLOW_BUCKETS, k = c->cfg.param;
+		int64_t *q = c->flows + (size_t)b * k;
+		if (c->flow_len[b] == k) { /* the flow's oldest */
+			release(c, q[c->flow_head[b]]);
+			c->flow_head[b] = (c->flow_head[b] + 1) % k;
+			c->flow_len[b]--;
+		}
+		q[(c->flow_head[b] + c->flow_len[b]) % k] = off;
+		c->flow_len[b]++;
+		break;
+	}
+	case NTA_HOLD_RANDOM: {
+		/* geometric lifetime, mean param packets */
+		double u = (double)(next_rand(c) >> 11) / (double)(1ull << 53);
+		uint64_t life = c->cfg.param ? (uint64_t)(-(double)c->cfg.param * __builtin_log(1.0 - u)) : 0;
+		while (c->nheap && c->heap[0].due <= c->packets)
+			release(c, heap_pop(c).off);
+		if (c->nheap == c->heap_cap)
+			release(c, heap_pop(c).off), c->st.early++;
+		heap_push(c, (struct held){ off, c->packets + life });
+		break;
+	}
+	}
+}
+
+NTA_API long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
+{
+	uint8_t *base = nta_arena_base(c->arena);
+	long ok = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct nta_meta *m = &recs[i];
+		c->packets++;
+		c->st.handled++;
+		uint32_t len = m->len ? m->len : 1;
+		int64_t off = nta_pool_alloc_frag(c->pool, len, 0);
+		if (off <= 0) {
+			c->st.alloc_fails++;
+			continue;
+		}
+		c->st.bytes += len;
+		/* the record, where a driver would DMA the frame: the memory is really written */
+		memcpy(base + off, m, len < sizeof(*m) ? len : sizeof(*m));
+		hold(c, off, m);
+		ok++;
+	}
+	return ok;
+}
+
+NTA_API long nta_ctl_flush(struct nta_ctl *c)
+{
+	long n = 0;
+
+	while (c->tail < c->head) {
+		release(c, c->fifo[c->tail++ % c->cap].off);
+		n++;
+	}
+	for (uint32_t b = 0; c->flows && b < FLOW_BUCKETS; b++)
+		while (c->flow_len[b]) {
+			release(c, c->flows[(size_t)b * c->cfg.param + c->flow_head[b]]);
+			c->flow_head[b] = (c->flow_head[b] + 1) % c->cfg.param;
+			c->flow_len[b]--;
+			n++;
+		}
+	while (c->nheap) {
+		release(c, heap_pop(c).off);
+		n++;
+	}
+	return n;
+}
+
+NTA_API int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st)
+{
+	*st = c->st;
+	return 0;
+}
+
+NTA_API void nta_ctl_destroy(struct nta_ctl *c)
+{
+	if (!c)
+		return;
+	free(c->fifo);
+	free(c->flows);
+	free(c->flow_len);
+	free(c->flow_head);
+	free(c->heap);
+	free(c);
+}
