@@ -148,8 +148,6 @@ nomem:
 static void hold(struct nta_ctl *c, int64_t off, const struct nta_meta *m)
 {
 	c->st.held++;
-	if (c->st.held > c->st.peak_held)
-		c->st.peak_held = c->st.held;
 	switch (c->cfg.policy) {
 	case NTA_HOLD_IMMEDIATE:
 		release(c, off);
@@ -192,6 +190,8 @@ static void hold(struct nta_ctl *c, int64_t off, const struct nta_meta *m)
 		break;
 	}
 	}
+	if (c->st.held > c->st.peak_held) /* after the policy let go of what fell due */
+		c->st.peak_held = c->st.held;
 }
 
 NTA_API long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)

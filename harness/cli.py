@@ -66,7 +66,8 @@ def cmd_run(args) -> int:
         replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
                              multiplier=args.multiplier, duration=args.duration, limit=args.limit),
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
-        json_path=args.json, tag=args.name, quiet=args.quiet)
+        json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
+        ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us)
     result = run.run(cfg)
     if not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -84,6 +85,7 @@ def add_run(sub) -> None:
             nta run --pcap build/imix.pcap --loops 2000 --topspeed
             nta run --pcap capture.pcap --pps 100000 --mode generic --json out.json
             nta run --pcap jumbo.pcap --mtu 9000 --action pass
+            nta run --pcap build/imix.pcap --loops 500 --pps 200000 --controller --hold flow:16
             nta run --ebpf                     # print the XDP program and its flags
             exit status: 0 ok, 1 error, 2 bad usage, 3 counts did not reconcile"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +105,17 @@ def add_run(sub) -> None:
     p.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between lines (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
     p.add_argument("--name", metavar="TAG", help="topology name (default: this process id)")
+    p.add_argument("--controller", action="store_true",
+                   help="XDP hands each frame's metadata through a ring buffer to the controller, which "
+                        "allocates it from the dut's page pool on an NTA arena and holds it (--hold)")
+    p.add_argument("--hold", default="immediate", metavar="POLICY",
+                   help="with --controller: immediate, packets:N, usec:T, flow:K or random:N")
+    p.add_argument("--ring-pages", type=_positive_int, default=256, metavar="N",
+                   help="metadata ring size in pages, a power of two (default 256)")
+    p.add_argument("--arena-pages", type=_positive_int, default=65536, metavar="N",
+                   help="arena size in 4 KiB pages, reserved, committed as used (default 65536)")
+    p.add_argument("--drain-us", type=_positive_int, default=200, metavar="US",
+                   help="drain the metadata ring every US microseconds (default 200)")
     p.add_argument("-q", "--quiet", action="store_true", help="no interval lines or summary")
     p.add_argument("--ebpf", action="store_true", help="print the XDP program as compiled, then exit")
     p.set_defaults(func=cmd_run, needs_pcap=True)

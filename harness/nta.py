@@ -513,3 +513,63 @@ class Reader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- the controller's per-packet work --------------------------------------------------
+
+HOLDS = {"immediate": lib.NTA_HOLD_IMMEDIATE, "packets": lib.NTA_HOLD_PACKETS, "usec": lib.NTA_HOLD_USEC,
+         "flow": lib.NTA_HOLD_FLOW, "random": lib.NTA_HOLD_RANDOM}
+
+
+def parse_hold(text: str) -> tuple[str, int]:
+    """'immediate', 'packets:N', 'usec:T', 'flow:K' or 'random:N' -> (policy, parameter)."""
+    name, _, arg = text.partition(":")
+    if name not in HOLDS:
+        raise NtaError(f"bad hold policy {text!r}: use immediate, packets:N, usec:T, flow:K or random:N")
+    if name == "immediate":
+        if arg:
+            raise NtaError(f"bad hold policy {text!r}: 'immediate' takes no number")
+        return name, 0
+    if not arg.isdigit() or int(arg) < 1:
+        raise NtaError(f"bad hold policy {text!r}: {name} needs a positive number, as {name}:64")
+    return name, int(arg)
+
+
+class Controller:
+    """Metadata records in, pool fragments held and freed, in C, one call per batch (allocator/ctl.c)."""
+
+    def __init__(self, pool: Pool, hold: str = "immediate", max_held: int = 1 << 20, seed: int = 1):
+        self.policy, self.param = parse_hold(hold)
+        cfg = ffi.new("struct nta_ctl_config *")
+        cfg.policy, cfg.param, cfg.max_held, cfg.seed = HOLDS[self.policy], self.param, max_held, seed
+        c = lib.nta_ctl_create(pool._h(), pool.arena._h(), cfg)
+        if c == ffi.NULL:
+            raise ArenaError(ffi.errno, f"creating the controller ({hold}): {os.strerror(ffi.errno)}")
+        self._c, self.pool, self.hold = c, pool, hold
+
+    def handle(self, records) -> int:
+        """Process a numpy array of struct nta_meta records; returns how many got memory."""
+        if not len(records):
+            return 0
+        recs = ffi.cast("struct nta_meta *", ffi.from_buffer(records))
+        return lib.nta_ctl_handle(self._c, recs, len(records))
+
+    def flush(self) -> int:
+        return lib.nta_ctl_flush(self._c)
+
+    def stats(self) -> dict:
+        st = ffi.new("struct nta_ctl_stats *")
+        lib.nta_ctl_stats(self._c, st)
+        return _as_dict(st, "struct nta_ctl_stats")
+
+    def close(self) -> None:
+        if self._c is not None:
+            self.flush()
+            lib.nta_ctl_destroy(self._c)
+            self._c = None
+
+    def __enter__(self) -> "Controller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

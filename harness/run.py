@@ -7,12 +7,18 @@ Counting points, in the order a packet meets them:
   256-entry ring was full, or its backlog), from the gen end's tx_dropped;
 * XDP seen: the per-CPU counters of the XDP program on the dut end.
 
+With ``--controller``, two more: the metadata ring (records submitted, and
+lost when it was full) and the controller (records handled, which got a
+pool fragment or a counted allocation failure). Then also
+``XDP seen = submitted + ring lost`` and ``handled = submitted``.
+
 They reconcile when ``replayer = XDP seen + veth drops``; the summary says so
 or says by how much they do not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -22,7 +28,7 @@ from harness import __version__, pcapfile, topology
 from harness.errors import NeedRoot, NtaError
 from harness.replay import Replayer, ReplayOptions, ReplayResult
 from harness.report import check_writable, n, table, write_json
-from harness.xdp import XdpProgram, XdpStats
+from harness.xdp import MetaProgram, XdpProgram, XdpStats
 
 SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight frames after the replayer exits
 
@@ -38,6 +44,45 @@ class RunConfig:
     json_path: str | None = None
     tag: str | None = None
     quiet: bool = False
+    controller: bool = False  # metadata ring -> controller -> page pool on an NTA arena
+    hold: str = "immediate"
+    ring_pages: int = 256
+    arena_pages: int = 65536
+    drain_us: int = 200  # how often the ring is drained
+
+
+class Consumer:
+    """The controller side: an arena (memfd), the dut's page pool on it, the controller; pump()
+    moves what the metadata ring holds into the controller, a batch at a time."""
+
+    def __init__(self, cfg: RunConfig, ifindex: int):
+        from harness.nta import Arena, Controller, Pool
+
+        self._stack = contextlib.ExitStack()
+        try:
+            self.arena = self._stack.enter_context(Arena(max_pages=cfg.arena_pages))
+            self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=0))
+            self.ctl = self._stack.enter_context(Controller(self.pool, cfg.hold))
+        except BaseException:
+            self._stack.close()
+            raise
+        self.drained = 0
+
+    def pump(self, prog: MetaProgram) -> int:
+        total = 0
+        while True:
+            recs = prog.drain(65536)
+            if not len(recs):
+                return total
+            self.ctl.handle(recs)
+            total += len(recs)
+            self.drained += len(recs)
+
+    def figures(self) -> dict:
+        return {"controller": self.ctl.stats(), "pool": self.pool.stats(), "arena": self.arena.stats()}
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 @dataclasses.dataclass
@@ -61,6 +106,8 @@ class RunResult:
     veth_dropped: int
     wall: float
     intervals: list[dict]
+    ring: dict | None = None  # submitted, lost
+    consumer: dict | None = None  # controller, pool, arena figures at the end (held ones flushed)
 
     @property
     def expected(self) -> int | None:
@@ -75,9 +122,19 @@ class RunResult:
         return self.replay.sent - self.xdp.packets - self.veth_dropped
 
     @property
+    def unaccounted_meta(self) -> int:
+        """XDP seen - ring submitted - ring lost, and ring submitted - handled (0 without a controller)."""
+        if self.ring is None:
+            return 0
+        handled = self.consumer["controller"]["handled"]
+        return abs(self.xdp.packets - self.ring["submitted"] - self.ring["lost"]) + \
+            abs(self.ring["submitted"] - handled)
+
+    @property
     def reconciled(self) -> bool:
         exp = self.expected
-        return self.unaccounted == 0 and (exp is None or exp == self.replay.sent + (self.replay.failed or 0))
+        return self.unaccounted == 0 and self.unaccounted_meta == 0 and \
+            (exp is None or exp == self.replay.sent + (self.replay.failed or 0))
 
     def as_dict(self) -> dict:
         c, r = self.config, self.replay
@@ -101,8 +158,10 @@ class RunResult:
                 "xdp": {"packets": self.xdp.packets, "bytes": self.xdp.bytes,
                         "seconds": self.xdp.seconds, "pps": self.xdp.pps},
             },
+            "ring": self.ring,
+            "controller": None if self.consumer is None else {"hold": c.hold, **self.consumer},
             "reconciled": self.reconciled,
-            "unaccounted": self.unaccounted,
+            "unaccounted": self.unaccounted + self.unaccounted_meta,
             "wall_seconds": self.wall,
             "intervals": self.intervals,
         }
@@ -131,13 +190,29 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
               file=sys.stderr)
 
     say = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, file=out, flush=True))
-    with topology.Topology(cfg.tag, mtu=cfg.mtu) as topo, \
-            XdpProgram(topo.dut_ns, topo.dut_if, cfg.action, cfg.mode) as prog:
+    with contextlib.ExitStack() as stack:
+        topo = stack.enter_context(topology.Topology(cfg.tag, mtu=cfg.mtu))
+        if cfg.controller:
+            from harness.nta import parse_hold
+
+            parse_hold(cfg.hold)
+            prog = stack.enter_context(MetaProgram(topo.dut_ns, topo.dut_if, cfg.action, cfg.mode,
+                                                   ring_pages=cfg.ring_pages))
+            consumer = Consumer(cfg, topo.ifindex(topo.dut_ns, topo.dut_if))
+            stack.callback(consumer.close)
+        else:
+            prog = stack.enter_context(XdpProgram(topo.dut_ns, topo.dut_if, cfg.action, cfg.mode))
+            consumer = None
         mode, prog_id = topo.xdp_attached()
         say(f"nta run: {os.path.basename(cfg.pcap)} ({n(info.packets)} packets) x{cfg.replay.loops} at "
             f"{cfg.replay.rate_text()} -> {topo.gen_if} [{topo.gen_ns}] => {topo.dut_if} [{topo.dut_ns}], "
-            f"XDP {mode} (prog id {prog_id}), action {cfg.action}")
-        say(f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}")
+            f"XDP {mode} (prog id {prog_id}), action {cfg.action}"
+            + (f", controller hold {cfg.hold}" if consumer else ""))
+        head = f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}"
+        if consumer:
+            head += f" {'meta/s':>11} {'lost/s':>8} {'alloc/s':>11} {'free/s':>11} {'pages':>7} " \
+                    f"{'recycle':>7} {'frag':>6}"
+        say(head)
         gen0 = topo.link_stats("gen")
         intervals: list[dict] = []
 
@@ -147,37 +222,77 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             return Sample(t=time.monotonic() - t0, sent=g["tx_packets"] - gen0["tx_packets"] + dropped,
                           dropped=dropped, seen=prog.stats().packets)
 
+        def meta_figures() -> dict:
+            ring, c = prog.ring_stats(), consumer.ctl.stats()
+            p = consumer.pool.stats()
+            back = p["cached"] + p["ring"]
+            gone = back + p["ring_full"] + p["released_refcnt"]
+            held_bytes = p["pages_in_use"] * consumer.arena.page_size
+            return {"meta": consumer.drained, "lost": ring["lost"], "alloc": c["handled"] - c["alloc_fails"],
+                    "free": c["frees"], "pages": p["pages_in_use"],
+                    "recycle_pct": 100.0 * back / gone if gone else 0.0,
+                    "frag_pct": 100.0 * (1 - p["frag_bytes"] / held_bytes) if held_bytes else 0.0}
+
         t0 = time.monotonic()
         with Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay) as rp:
             prev = Sample(0.0, 0, 0, 0)
+            prev_meta = {"meta": 0, "lost": 0, "alloc": 0, "free": 0}
             next_tick = t0 + cfg.interval
             while rp.running():
-                time.sleep(min(0.05, max(0.0, next_tick - time.monotonic())))
+                if consumer:
+                    consumer.pump(prog)
+                    time.sleep(cfg.drain_us / 1e6)
+                else:
+                    time.sleep(min(0.05, max(0.0, next_tick - time.monotonic())))
                 if time.monotonic() >= next_tick:
                     s = sample(t0)
                     dt = s.t - prev.t
                     row = {"t": round(s.t, 3), "sent_pps": (s.sent - prev.sent) / dt,
                            "rx_pps": (s.seen - prev.seen) / dt, "drop_pps": (s.dropped - prev.dropped) / dt,
                            "rx_total": s.seen}
+                    line = (f"{s.t:8.3f}s {n(row['sent_pps']):>12} {n(row['rx_pps']):>12} "
+                            f"{n(row['drop_pps']):>10} {n(s.seen):>13}")
+                    if consumer:
+                        m = meta_figures()
+                        for k in ("meta", "lost", "alloc", "free"):
+                            row[f"{k}_pps"] = (m[k] - prev_meta[k]) / dt
+                        row.update(pages=m["pages"], recycle_pct=m["recycle_pct"], frag_pct=m["frag_pct"])
+                        line += (f" {n(row['meta_pps']):>11} {n(row['lost_pps']):>8} "
+                                 f"{n(row['alloc_pps']):>11} "
+                                 f"{n(row['free_pps']):>11} {n(m['pages']):>7} {m['recycle_pct']:>6.1f}% "
+                                 f"{m['frag_pct']:>5.1f}%")
+                        prev_meta = m
                     intervals.append(row)
-                    say(f"{s.t:8.3f}s {n(row['sent_pps']):>12} {n(row['rx_pps']):>12} "
-                        f"{n(row['drop_pps']):>10} {n(s.seen):>13}")
+                    say(line)
                     prev = s
                     next_tick += cfg.interval
             replay = rp.finish()
-        # Frames still in the veth ring or backlog reach XDP shortly after.
+        # Frames still in the veth ring or backlog reach XDP shortly after; records, the controller.
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while True:
             s = sample(t0)
-            if s.seen + s.dropped >= replay.sent or time.monotonic() > deadline:
+            done = s.seen + s.dropped >= replay.sent
+            if consumer:
+                consumer.pump(prog)
+                ring = prog.ring_stats()
+                done = done and consumer.drained >= ring["submitted"]
+            if done or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
         wall = time.monotonic() - t0
         g = topo.link_stats("gen")
         veth_tx = {k: g[k] - gen0[k] for k in ("tx_packets", "tx_bytes", "tx_dropped")}
+        ring = figures = None
+        if consumer:
+            ring = prog.ring_stats()
+            consumer.ctl.flush()  # what the policy still held goes back: the pool must balance
+            consumer.pool.check()
+            consumer.arena.check()
+            figures = consumer.figures()
         result = RunResult(config=cfg, capture=info, topology=topo.tag, xdp_mode=mode, xdp_prog_id=prog_id,
                            replay=replay, xdp=prog.stats(), veth_tx=veth_tx,
-                           veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=intervals)
+                           veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=intervals,
+                           ring=ring, consumer=figures)
     if not cfg.quiet:
         print_summary(result, out)
     if cfg.json_path:
@@ -194,7 +309,32 @@ def print_summary(r: RunResult, out=sys.stdout) -> None:
         ["veth sender drops", n(r.veth_dropped), "", "", ""],
         [f"XDP seen ({r.xdp_mode})", n(r.xdp.packets), n(r.xdp.bytes), f"{r.xdp.seconds:.3f}", n(r.xdp.pps)],
     ]
+    if r.ring is not None:
+        c = r.consumer["controller"]
+        rows += [
+            ["metadata ring: submitted", n(r.ring["submitted"]), "", "", ""],
+            ["metadata ring: lost (full)", n(r.ring["lost"]), "", "", ""],
+            ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""],
+            ["  of which no memory", n(c["alloc_fails"]), "", "", ""],
+        ]
     table(rows, ["counting point", "packets", "bytes", "seconds", "pps"], out)
+    if r.ring is not None:
+        p, c = r.consumer["pool"], r.consumer["controller"]
+        print(f"  controller: hold {r.config.hold}, peak {n(c['peak_held'])} fragments held; pool: "
+              f"{n(p['hold'])} pages mapped, alloc fast {n(p['fast'])} slow {n(p['slow'])} refill "
+              f"{n(p['refill'])}, recycle cached {n(p['cached'])} ring {n(p['ring'])} ring_full "
+              f"{n(p['ring_full'])}; at the end {n(p['frags'])} fragments live, {n(p['inflight'])} pages "
+              f"in flight (the pool's own cache and ring)", file=out)
+        if r.unaccounted_meta:
+            print(f"  metadata NOT reconciled: XDP seen {n(r.xdp.packets)}, ring submitted "
+                  f"{n(r.ring['submitted'])} + lost {n(r.ring['lost'])}, "
+                  f"controller handled {n(c['handled'])}",
+                  file=out)
+        else:
+            print(f"  metadata reconciled: XDP seen {n(r.xdp.packets)} = ring submitted "
+                  f"{n(r.ring['submitted'])} + lost {n(r.ring['lost'])}; "
+                  f"handled {n(c['handled'])} = submitted",
+                  file=out)
     if rp.failed:
         print(f"  replayer failures: {n(rp.failed)} packets tcpreplay could not send", file=out)
     exp = r.expected
