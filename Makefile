@@ -68,8 +68,8 @@ $(IMIX): harness/imix.py | $(STAMP)
 test: setup-test build ctest ## run every test (netns tests need root: real XDP on veth)
 	$(PY) -m pytest tests
 
-demo: setup build ## replay the IMIX capture over a veth pair into XDP and report pps
-	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --json build/demo.json
+demo: setup build ## replay IMIX over a veth pair: XDP metadata -> controller -> page pool, pps and losses
+	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --controller --hold flow:16 --json build/demo.json
 
 bench: setup-bench build ## allocator benchmarks against pow2, glibc, jemalloc, tcmalloc, mimalloc
 	$(NTA) bench alloc --json build/bench-alloc.json
