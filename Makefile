@@ -76,6 +76,7 @@ bench: setup-bench build ## allocator benchmarks against pow2, glibc, jemalloc, 
 	$(NTA) bench frag --plot build --json build/bench-frag.json
 	$(NTA) bench bulk --json build/bench-bulk.json
 	$(NTA) bench pool --json build/bench-pool.json
+	$(NTA) bench e2e --json build/bench-e2e.json
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests

@@ -342,3 +342,47 @@ def bench_pool(loops=2_000_000, repeats=5, processes=3, out=print) -> dict:
     return {"tool": "nta", "command": "bench pool", "loops": loops, "repeats": repeats,
             "processes": processes,
             "results": rows}
+
+
+
+# -- end to end ---------------------------------------------------------------------
+
+def bench_e2e(loops: int = 2500, hold: str = "flow:16", pcap: str | None = None, out=print) -> dict:
+    """One run each, on the same generator and capture: bare XDP_DROP counting at top speed; the
+    full harness (metadata, ring, controller, pool) at top speed; the full harness at half the bare
+    rate, for latency."""
+    from harness.imix import write_imix
+    from harness.replay import ReplayOptions
+    from harness.run import RunConfig, require_root, run
+
+    require_root("nta bench e2e")
+    if pcap is None:
+        pcap = os.path.join(ROOT, "build", "imix.pcap")
+        if not os.path.exists(pcap):
+            write_imix(pcap)
+
+    def once(**kw):
+        opts = {k: kw.pop(k) for k in ("pps", "topspeed") if k in kw}
+        return run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, **opts), quiet=True, **kw))
+
+    bare = once(topspeed=True)
+    full = once(topspeed=True, controller=True, hold=hold)
+    half_rate = max(1, int(bare.xdp.pps / 2))
+    half = once(pps=half_rate, controller=True, hold=hold)
+    rows, doc = [], {"tool": "nta", "command": "bench e2e", "pcap": pcap, "loops": loops, "hold": hold,
+                     "results": {}}
+    for name, r in (("bare XDP_DROP", bare), ("full harness", full), (f"full, {half_rate:,} pps", half)):
+        c = r.consumer["controller"] if r.consumer else None
+        lat = r.consumer["latency_us"] if r.consumer else {"samples": 0}
+        entry = {"replayer_pps": r.replay.rated_pps, "xdp_pps": r.xdp.pps, "seen": r.xdp.packets,
+                 "vs_bare": r.xdp.pps / bare.xdp.pps if bare.xdp.pps else None,
+                 "handled_share": c["handled"] / r.xdp.packets if c else None,
+                 "ring_lost": r.ring["lost"] if r.ring else None, "latency_us": lat,
+                 "reconciled": r.reconciled}
+        doc["results"][name] = entry
+        rows.append([name, fmt_n(entry["xdp_pps"]), f"{entry['vs_bare']:.3f}",
+                     f"{entry['handled_share']:.4f}" if c else "-", fmt_n(entry["ring_lost"]) if c else "-",
+                     f"{lat['p50']:.0f} / {lat['p99']:.0f}" if lat["samples"] else "-"])
+    out(f"\nend to end: {os.path.basename(pcap)} x{loops}, hold {hold}, one run each on the same generator")
+    table(rows, ["configuration", "XDP pps", "x bare", "handled/seen", "ring lost", "latency p50/p99 us"])
+    return doc

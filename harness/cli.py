@@ -315,6 +315,13 @@ def cmd_bench_pool(args) -> int:
     return _bench_out(args, bench.bench_pool(loops=args.loops, repeats=args.repeats))
 
 
+def cmd_bench_e2e(args) -> int:
+    from harness import bench, report
+
+    report.check_writable(args.json)
+    return _bench_out(args, bench.bench_e2e(loops=args.loops, hold=args.hold))
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser(
         "bench", help="allocator benchmarks: speed and space, fragmentation, bulk calls, page pool",
@@ -325,9 +332,10 @@ def add_bench(sub) -> None:
             nta bench alloc --traces imix --windows 1024 --steps 200000
             nta bench frag --plot build              # the NTA author's test, with page maps
             nta bench bulk --json bulk.json
-            nta bench pool                           # the kernel's bench_page_pool_simple shapes"""),
+            nta bench pool                           # the kernel's bench_page_pool_simple shapes
+            nta bench e2e                            # root: XDP alone vs the whole harness"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool}", required=True)
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e}", required=True)
     a = bsub.add_parser("alloc", help="ns per alloc+free and space on packet-size traces, against peers")
     a.add_argument("--traces", type=_csv(str), default=["imix", "uniform", "pcap"],
                    help="comma list of imix, uniform, pcap (default all)")
@@ -362,6 +370,12 @@ def add_bench(sub) -> None:
     pp.add_argument("--repeats", type=_positive_int, default=5)
     pp.add_argument("--json", metavar="FILE")
     pp.set_defaults(func=cmd_bench_pool)
+    e = bsub.add_parser("e2e", help="bare XDP_DROP pps vs the full harness, and latency at half rate (root)")
+    e.add_argument("--loops", type=_positive_int, default=2500,
+                   help="loops of the IMIX capture (default 2500)")
+    e.add_argument("--hold", default="flow:16", help="the controller's hold policy (default flow:16)")
+    e.add_argument("--json", metavar="FILE")
+    e.set_defaults(func=cmd_bench_e2e)
 
 
 # -- nta attach ------------------------------------------------------------------

@@ -67,6 +67,7 @@ class Consumer:
             self._stack.close()
             raise
         self.drained = 0
+        self._latency: list = []  # ns from XDP's timestamp to the drain, a sample per batch
 
     def pump(self, prog: MetaProgram) -> int:
         total = 0
@@ -74,12 +75,24 @@ class Consumer:
             recs = prog.drain(65536)
             if not len(recs):
                 return total
+            # bpf_ktime_get_ns() and time.monotonic_ns() are both CLOCK_MONOTONIC
+            self._latency.append(time.monotonic_ns() - recs["ts_ns"][::max(1, len(recs) // 256)].astype("i8"))
             self.ctl.handle(recs)
             total += len(recs)
             self.drained += len(recs)
 
+    def latency_us(self) -> dict:
+        import numpy as np
+
+        if not self._latency:
+            return {"samples": 0}
+        lat = np.concatenate(self._latency) / 1000.0
+        return {"samples": int(lat.size), "p50": float(np.percentile(lat, 50)),
+                "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
+
     def figures(self) -> dict:
-        return {"controller": self.ctl.stats(), "pool": self.pool.stats(), "arena": self.arena.stats()}
+        return {"controller": self.ctl.stats(), "pool": self.pool.stats(), "arena": self.arena.stats(),
+                "latency_us": self.latency_us()}
 
     def close(self) -> None:
         self._stack.close()
@@ -325,6 +338,11 @@ def print_summary(r: RunResult, out=sys.stdout) -> None:
               f"{n(p['refill'])}, recycle cached {n(p['cached'])} ring {n(p['ring'])} ring_full "
               f"{n(p['ring_full'])}; at the end {n(p['frags'])} fragments live, {n(p['inflight'])} pages "
               f"in flight (the pool's own cache and ring)", file=out)
+        lat = r.consumer["latency_us"]
+        if lat["samples"]:
+            print(f"  latency XDP -> controller: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, "
+                  f"max {lat['max']:.0f} us ({n(lat['samples'])} samples; drained every "
+                  f"{r.config.drain_us} us)", file=out)
         if r.unaccounted_meta:
             print(f"  metadata NOT reconciled: XDP seen {n(r.xdp.packets)}, ring submitted "
                   f"{n(r.ring['submitted'])} + lost {n(r.ring['lost'])}, "

@@ -13,7 +13,8 @@ from tests.netns.conftest import nta_namespaces
 
 def controlled(pcap, hold="immediate", **kw):
     opts = {k: kw.pop(k) for k in ("loops", "pps", "topspeed") if k in kw}
-    return run(RunConfig(pcap=pcap, replay=ReplayOptions(**opts), quiet=True, controller=True, hold=hold, **kw))
+    return run(RunConfig(pcap=pcap, replay=ReplayOptions(**opts), quiet=True, controller=True, hold=hold,
+                         **kw))
 
 
 def test_real_capture_all_handled_and_the_pool_balances(pcaps, pcap_manifest):
@@ -61,5 +62,19 @@ def test_a_forced_overload_counts_the_loss_and_ends_cleanly(pcaps, tmp_path):
 
 
 def test_bad_hold_is_refused_before_anything_is_made(imix_pcap):
-    assert_one_line_error(nta("run", "--pcap", imix_pcap, "--controller", "--hold", "lru:4"), "bad hold policy")
+    proc = nta("run", "--pcap", imix_pcap, "--controller", "--hold", "lru:4")
+    assert_one_line_error(proc, "bad hold policy")
     assert nta_namespaces() == []
+
+
+def test_bench_e2e_runs_all_three_and_reconciles(tmp_path):
+    out = tmp_path / "e2e.json"
+    proc = nta("bench", "e2e", "--loops", "20", "--json", str(out), check=True)
+    doc = json.loads(out.read_text())
+    bare, full = doc["results"]["bare XDP_DROP"], doc["results"]["full harness"]
+    assert bare["seen"] == full["seen"] == 24000 and bare["vs_bare"] == 1.0
+    assert full["handled_share"] + full["ring_lost"] / full["seen"] == pytest.approx(1.0)
+    assert all(r["reconciled"] for r in doc["results"].values())
+    half = next(r for k, r in doc["results"].items() if k.startswith("full, "))
+    assert half["latency_us"]["samples"] > 0 and half["latency_us"]["p99"] > 0
+    assert "latency p50/p99 us" in proc.stdout
