@@ -219,6 +219,12 @@ long nta_pool_dtor_take(struct nta_pool *p, int64_t *pages, size_t n);
 /* ... and give each its verdict. */
 int nta_pool_dtor_complete(struct nta_pool *p, const int64_t *pages, const int32_t *verdicts, size_t n);
 int nta_pool_stats(const struct nta_pool *p, struct nta_pool_stats *st);
+/* The pool's picture of pages [0, npages): one enum nta_cell per chunk (map
+ * holds npages * chunks per page bytes): USED for live fragments and pages
+ * handed out, FREE for free chunks of fragment pages, CACHED for pages in the
+ * cache or ring (or pinned fragments), LARGE for combined blocks; pages not
+ * the pool's as the arena sees them. Returns the cells written. */
+long nta_pool_page_map(const struct nta_pool *p, uint8_t *map, size_t npages);
 /* Prove the pool's pages, cache, ring, refcounts and counters agree. */
 int nta_pool_check(const struct nta_pool *p, char *why, size_t whylen);
 

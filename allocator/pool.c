@@ -867,6 +867,46 @@ NTA_API long nta_arena_pools(const struct nta_arena *a, struct nta_pool_info *ou
 	return (long)k;
 }
 
+NTA_API long nta_pool_page_map(const struct nta_pool *p, uint8_t *map, size_t npages)
+{
+	const struct nta_arena *a = p->a;
+	long n = nta_page_map(a, map, npages);
+
+	if (n < 0)
+		return n;
+	for (uint32_t i = 0; i < npages; i++) {
+		const struct pp_page *r = &p->pg[i];
+		uint8_t *row = map + (size_t)i * a->cpp;
+		switch (r->state) {
+		case PP_NONE:
+			break; /* as the arena sees it */
+		case PP_CACHE:
+		case PP_RING:
+		case PP_PENDING:
+			memset(row, NTA_CELL_CACHED, a->cpp);
+			break;
+		case PP_PAGE:
+			memset(row, r->deferred ? NTA_CELL_CACHED : NTA_CELL_USED, a->cpp);
+			break;
+		case PP_LARGE:
+			memset(row, NTA_CELL_LARGE, (size_t)a->cpp * (i + r->npages <= npages ? r->npages : npages - i));
+			break;
+		case PP_FRAG: {
+			uint8_t cell = NTA_CELL_FREE;
+			for (uint32_t c = 0; c < a->cpp; c++) {
+				if (!bit_test(r->frag->used, c))
+					cell = NTA_CELL_FREE;
+				else if (bit_test(r->frag->start, c))
+					cell = bit_test(r->frag->deferred, c) ? NTA_CELL_CACHED : NTA_CELL_USED;
+				row[c] = cell;
+			}
+			break;
+		}
+		}
+	}
+	return n;
+}
+
 /* -- checking --------------------------------------------------------------------------- */
 
 static int bad(char *why, size_t len, const char *fmt, ...)

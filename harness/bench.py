@@ -218,7 +218,8 @@ def frag_test(kind: str, pages: int = 4094, page_size: int = 4096, chunk_size: i
 
 
 def plot_page_maps(maps: dict[str, np.ndarray], path: str, chunks_per_page: int,
-                   notes: dict | None = None) -> None:
+                   notes: dict | None = None, title: str | None = None) -> None:
+    """Each page a tile of 8 rows of chunks, 64 pages across; one panel per map."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,28 +229,28 @@ def plot_page_maps(maps: dict[str, np.ndarray], path: str, chunks_per_page: int,
 
     # untouched, free, used, cached, large, slack
     colours = ["#ffffff", "#f3e3c3", "#1f3b73", "#7fb3d5", "#6c3483", "#d9534f"]
-    names = ["untouched", "free", "used (asked for)", "cached", "large block",
+    names = ["untouched", "free", "used (asked for)", "cached, in the ring, or pinned", "large block",
              "slack (handed out, not asked for)"]
-    fig, axes = plt.subplots(1, len(maps), figsize=(6 * len(maps), 7.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(maps), figsize=(max(6 * len(maps), 9), 7.5), squeeze=False)
     for ax, (name, m) in zip(axes[0], maps.items(), strict=True):
         pages, cols = m.shape[0], 64
         rows = -(-pages // cols)
-        th, tw = 8, chunks_per_page // 8  # a page is a tile of 8 x 16 chunks, 64 pages across
+        th, tw = 8, chunks_per_page // 8
         img = np.zeros((rows * th, cols * tw), dtype=np.uint8)
         for p in range(pages):
             r, c = divmod(p, cols)
             img[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = m[p].reshape(th, tw)
         ax.imshow(img, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, interpolation="nearest",
                   aspect="auto")
-        slack = (m == SLACK).sum() / m.size
-        ax.set_title(f"{name}: {(notes or {}).get(name, '')}slack {100 * slack:.1f}% of chunks")
+        ax.set_title(f"{name}: {(notes or {}).get(name, '')}")
         ax.set_xticks([])
         ax.set_yticks([])
-    shown = [Patch(color=c, label=n) for c, n in zip(colours, names, strict=True) if n != "cached"]
-    fig.legend(handles=shown,
-               loc="lower center", ncol=3, frameon=False)
-    fig.suptitle(f"page maps at the end of the fragmentation test ({maps[next(iter(maps))].shape[0]} pages, "
-                 "each a tile of 8 x 16 chunks of 32 bytes)")
+    seen = set().union(*(np.unique(m).tolist() for m in maps.values()))
+    shown = [Patch(color=colours[v], label=names[v]) for v in sorted(seen) if v < len(names)]
+    fig.legend(handles=shown, loc="lower center", ncol=3, frameon=False)
+    pages = maps[next(iter(maps))].shape[0]
+    fig.suptitle(title or f"page maps ({pages} pages, each a tile of 8 x {chunks_per_page // 8} chunks)",
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -279,9 +280,11 @@ def bench_frag(pages=4094, seed=1, plot_dir=None, out=print) -> dict:
     if plot_dir:
         os.makedirs(plot_dir, exist_ok=True)
         path = os.path.join(plot_dir, "frag-page-maps.png")
-        notes = {k: f"{100 * r['final_utilisation']:.1f}% of the arena asked for, "
-                 for k, r in results.items()}
-        plot_page_maps(maps, path, 4096 // 32, notes)
+        notes = {k: f"{100 * r['final_utilisation']:.1f}% of the arena asked for, slack "
+                    f"{100 * (maps[k] == SLACK).mean():.1f}% of chunks" for k, r in results.items()}
+        plot_page_maps(maps, path, 4096 // 32, notes,
+                       title=f"page maps at the end of the fragmentation test ({pages} pages, each a tile "
+                             "of 8 x 16 chunks of 32 bytes)")
         doc["plot"] = path
         out(f"\npage maps: {path}")
     return doc

@@ -67,7 +67,7 @@ def cmd_run(args) -> int:
                              multiplier=args.multiplier, duration=args.duration, limit=args.limit),
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
-        ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us)
+        ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot)
     result = run.run(cfg)
     if not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -104,6 +104,8 @@ def add_run(sub) -> None:
     p.add_argument("--mtu", type=int, default=1500, help="veth MTU (default 1500)")
     p.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between lines (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write pps.png (and with --controller pool.png, pagemap.png) into DIR")
     p.add_argument("--name", metavar="TAG", help="topology name (default: this process id)")
     p.add_argument("--controller", action="store_true",
                    help="XDP hands each frame's metadata through a ring buffer to the controller, which "

@@ -426,6 +426,15 @@ class Pool:
         lib.nta_pool_stats(self._h(), st)
         return _as_dict(st, "struct nta_pool_stats")
 
+    def page_map(self, npages: int | None = None) -> np.ndarray:
+        """The pool's picture (see nta_pool_page_map), shape (npages, chunks per page)."""
+        npages = npages or self.arena.max_pages
+        out = np.empty((npages, self.arena.chunks_per_page), dtype=np.uint8)
+        rc = lib.nta_pool_page_map(self._h(), ffi.from_buffer("uint8_t[]", out), npages)
+        if rc < 0:
+            _raise(rc, f"pool page_map({npages}): " + os.strerror(-rc))
+        return out
+
     def check(self) -> None:
         why = ffi.new("char[512]")
         rc = lib.nta_pool_check(self._h(), why, 512)

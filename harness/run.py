@@ -49,6 +49,7 @@ class RunConfig:
     ring_pages: int = 256
     arena_pages: int = 65536
     drain_us: int = 200  # how often the ring is drained
+    plot_dir: str | None = None
 
 
 class Consumer:
@@ -191,6 +192,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
     if cfg.interval <= 0:
         raise NtaError(f"bad --interval {cfg.interval}: must be positive")
     topology.check_mtu(cfg.mtu)
+    if cfg.plot_dir is not None and not os.path.isdir(cfg.plot_dir):
+        raise NtaError(f"--plot {cfg.plot_dir}: not a directory")
     if cfg.tag is not None:
         topology.check_tag(cfg.tag)
     check_writable(cfg.json_path)
@@ -242,7 +245,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             gone = back + p["ring_full"] + p["released_refcnt"]
             held_bytes = p["pages_in_use"] * consumer.arena.page_size
             return {"meta": consumer.drained, "lost": ring["lost"], "alloc": c["handled"] - c["alloc_fails"],
-                    "free": c["frees"], "pages": p["pages_in_use"],
+                    "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
                     "recycle_pct": 100.0 * back / gone if gone else 0.0,
                     "frag_pct": 100.0 * (1 - p["frag_bytes"] / held_bytes) if held_bytes else 0.0}
 
@@ -269,7 +272,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
                         m = meta_figures()
                         for k in ("meta", "lost", "alloc", "free"):
                             row[f"{k}_pps"] = (m[k] - prev_meta[k]) / dt
-                        row.update(pages=m["pages"], recycle_pct=m["recycle_pct"], frag_pct=m["frag_pct"])
+                        row.update(pages=m["pages"], inflight=m["inflight"], recycle_pct=m["recycle_pct"],
+                                   frag_pct=m["frag_pct"])
                         line += (f" {n(row['meta_pps']):>11} {n(row['lost_pps']):>8} "
                                  f"{n(row['alloc_pps']):>11} "
                                  f"{n(row['free_pps']):>11} {n(m['pages']):>7} {m['recycle_pct']:>6.1f}% "
@@ -295,9 +299,11 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         wall = time.monotonic() - t0
         g = topo.link_stats("gen")
         veth_tx = {k: g[k] - gen0[k] for k in ("tx_packets", "tx_bytes", "tx_dropped")}
-        ring = figures = None
+        ring = figures = page_map = None
         if consumer:
             ring = prog.ring_stats()
+            if cfg.plot_dir:  # the picture while the controller still holds what its policy holds
+                page_map = consumer.pool.page_map()
             consumer.ctl.flush()  # what the policy still held goes back: the pool must balance
             consumer.pool.check()
             consumer.arena.check()
@@ -308,6 +314,11 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
                            ring=ring, consumer=figures)
     if not cfg.quiet:
         print_summary(result, out)
+    if cfg.plot_dir:
+        from harness.plots import plot_run
+
+        for path in plot_run(result, cfg.plot_dir, page_map):
+            say(f"  plot: {path}")
     if cfg.json_path:
         write_json(cfg.json_path, result.as_dict())
     return result
