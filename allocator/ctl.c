@@ -26,6 +26,8 @@
 struct held {
 	int64_t off;
 	uint64_t due; /* packet number or ns, by policy */
+	uint32_t len; /* bytes the frame asked for */
+	uint32_t pad;
 };
 
 struct nta_ctl {
@@ -37,7 +39,7 @@ struct nta_ctl {
 	struct held *fifo;
 	size_t head, tail, cap;
 	/* per flow: FLOW_BUCKETS rings of K */
-	int64_t *flows;
+	struct held *flows;
 	uint32_t *flow_len, *flow_head;
 	/* random: a binary min-heap on due */
 	struct held *heap;
@@ -55,11 +57,12 @@ static uint64_t next_rand(struct nta_ctl *c)
 	return c->rng = x;
 }
 
-static void release(struct nta_ctl *c, int64_t off)
+static void release(struct nta_ctl *c, struct held h)
 {
-	if (nta_pool_put(c->pool, (uint64_t)off, NTA_POOL_DIRECT) == 0) {
+	if (nta_pool_put(c->pool, (uint64_t)h.off, NTA_POOL_DIRECT) == 0) {
 		c->st.frees++;
 		c->st.held--;
+		c->st.bytes_held -= h.len;
 	} else {
 		c->st.put_errors++;
 	}
@@ -145,36 +148,41 @@ nomem:
 }
 
 /* Hold off under the policy; put back whatever falls due. */
-static void hold(struct nta_ctl *c, int64_t off, const struct nta_meta *m)
+static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_meta *m)
 {
+	struct held h = { .off = off, .len = len };
+
 	c->st.held++;
+	c->st.bytes_held += len;
 	switch (c->cfg.policy) {
 	case NTA_HOLD_IMMEDIATE:
-		release(c, off);
+		release(c, h);
 		break;
 	case NTA_HOLD_PACKETS:
-		c->fifo[c->head++ % c->cap] = (struct held){ off, c->packets };
+		h.due = c->packets;
+		c->fifo[c->head++ % c->cap] = h;
 		if (c->head - c->tail > c->cfg.param)
-			release(c, c->fifo[c->tail++ % c->cap].off);
+			release(c, c->fifo[c->tail++ % c->cap]);
 		break;
 	case NTA_HOLD_USEC: {
 		uint64_t window = (uint64_t)c->cfg.param * 1000;
 		while (c->tail < c->head && c->fifo[c->tail % c->cap].due + window <= m->ts_ns)
-			release(c, c->fifo[c->tail++ % c->cap].off);
+			release(c, c->fifo[c->tail++ % c->cap]);
 		if (c->head - c->tail == c->cap - 1) /* full: the oldest goes early */
-			release(c, c->fifo[c->tail++ % c->cap].off), c->st.early++;
-		c->fifo[c->head++ % c->cap] = (struct held){ off, m->ts_ns };
+			release(c, c->fifo[c->tail++ % c->cap]), c->st.early++;
+		h.due = m->ts_ns;
+		c->fifo[c->head++ % c->cap] = h;
 		break;
 	}
 	case NTA_HOLD_FLOW: {
 		uint32_t b = m->flow_hash % FLOW_BUCKETS, k = c->cfg.param;
-		int64_t *q = c->flows + (size_t)b * k;
+		struct held *q = c->flows + (size_t)b * k;
 		if (c->flow_len[b] == k) { /* the flow's oldest */
 			release(c, q[c->flow_head[b]]);
 			c->flow_head[b] = (c->flow_head[b] + 1) % k;
 			c->flow_len[b]--;
 		}
-		q[(c->flow_head[b] + c->flow_len[b]) % k] = off;
+		q[(c->flow_head[b] + c->flow_len[b]) % k] = h;
 		c->flow_len[b]++;
 		break;
 	}
@@ -183,10 +191,11 @@ static void hold(struct nta_ctl *c, int64_t off, const struct nta_meta *m)
 		double u = (double)(next_rand(c) >> 11) / (double)(1ull << 53);
 		uint64_t life = c->cfg.param ? (uint64_t)(-(double)c->cfg.param * __builtin_log(1.0 - u)) : 0;
 		while (c->nheap && c->heap[0].due <= c->packets)
-			release(c, heap_pop(c).off);
+			release(c, heap_pop(c));
 		if (c->nheap == c->heap_cap)
-			release(c, heap_pop(c).off), c->st.early++;
-		heap_push(c, (struct held){ off, c->packets + life });
+			release(c, heap_pop(c)), c->st.early++;
+		h.due = c->packets + life;
+		heap_push(c, h);
 		break;
 	}
 	}
@@ -212,7 +221,7 @@ NTA_API long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size
 		c->st.bytes += len;
 		/* the record, where a driver would DMA the frame: the memory is really written */
 		memcpy(base + off, m, len < sizeof(*m) ? len : sizeof(*m));
-		hold(c, off, m);
+		hold(c, off, len, m);
 		ok++;
 	}
 	return ok;
@@ -223,7 +232,7 @@ NTA_API long nta_ctl_flush(struct nta_ctl *c)
 	long n = 0;
 
 	while (c->tail < c->head) {
-		release(c, c->fifo[c->tail++ % c->cap].off);
+		release(c, c->fifo[c->tail++ % c->cap]);
 		n++;
 	}
 	for (uint32_t b = 0; c->flows && b < FLOW_BUCKETS; b++)
@@ -234,7 +243,7 @@ NTA_API long nta_ctl_flush(struct nta_ctl *c)
 			n++;
 		}
 	while (c->nheap) {
-		release(c, heap_pop(c).off);
+		release(c, heap_pop(c));
 		n++;
 	}
 	return n;

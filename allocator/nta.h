@@ -163,6 +163,7 @@ struct nta_pool_config {
 	uint32_t pad;
 };
 #define NTA_POOL_BATCH_DTOR 0x1u /* pages at refcount 0 wait for nta_pool_dtor_take() */
+#define NTA_POOL_FRAG_POW2 0x2u  /* fragments rounded up to a power of two (kmalloc's shape): the baseline */
 
 /* nta_pool_put flags */
 #define NTA_POOL_DIRECT 0x1u /* the owner's context: may recycle into the alloc cache */
@@ -282,6 +283,7 @@ struct nta_ctl_stats {
 	uint64_t held, peak_held;
 	uint64_t early;       /* let go before due: the hold structure was full */
 	uint64_t bytes;       /* bytes allocated */
+	uint64_t bytes_held;  /* bytes the frames held now asked for */
 };
 struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena, const struct nta_ctl_config *cfg);
 long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n);

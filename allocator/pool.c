@@ -398,6 +398,9 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 
 	if (size == 0)
 		return -EINVAL;
+	if (p->cfg.flags & NTA_POOL_FRAG_POW2) /* the baseline: a power of two, at least a chunk */
+		size = (size_t)1 << (size <= a->chunk_mask + 1u ? a->chunk_shift
+							      : 64u - (uint32_t)__builtin_clzll(size - 1));
 	if (size > a->page_size) { /* a combined block, straight from the arena */
 		uint32_t np = (uint32_t)((size + a->page_size - 1) >> a->page_shift);
 		int64_t off = nta_alloc(a, (size_t)np << a->page_shift, 0);

@@ -67,7 +67,8 @@ def cmd_run(args) -> int:
                              multiplier=args.multiplier, duration=args.duration, limit=args.limit),
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
-        ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot)
+        ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
+        allocator=args.allocator)
     result = run.run(cfg)
     if not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -112,6 +113,9 @@ def add_run(sub) -> None:
                         "allocates it from the dut's page pool on an NTA arena and holds it (--hold)")
     p.add_argument("--hold", default="immediate", metavar="POLICY",
                    help="with --controller: immediate, packets:N, usec:T, flow:K or random:N")
+    p.add_argument("--allocator", choices=("nta", "pow2"), default="nta",
+                   help="with --controller: fragments at exact size (nta) or rounded to a power of two "
+                        "(pow2)")
     p.add_argument("--ring-pages", type=_positive_int, default=256, metavar="N",
                    help="metadata ring size in pages, a power of two (default 256)")
     p.add_argument("--arena-pages", type=_positive_int, default=65536, metavar="N",

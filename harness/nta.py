@@ -300,11 +300,13 @@ class Pool:
     """
 
     def __init__(self, arena: Arena, *, cache_size: int = 128, refill: int = 64, ring_size: int = 1024,
-                 map_cost_ns: int = 0, ifindex: int = 0, queue: int = 0, batch_destructor: bool = False):
+                 map_cost_ns: int = 0, ifindex: int = 0, queue: int = 0, batch_destructor: bool = False,
+                 frag_pow2: bool = False):
         cfg = ffi.new("struct nta_pool_config *")
         cfg.cache_size, cfg.refill, cfg.ring_size = cache_size, refill, ring_size
         cfg.map_cost_ns, cfg.ifindex, cfg.queue = map_cost_ns, ifindex, queue
-        cfg.flags = lib.NTA_POOL_BATCH_DTOR if batch_destructor else 0
+        cfg.flags = (lib.NTA_POOL_BATCH_DTOR if batch_destructor else 0) | \
+            (lib.NTA_POOL_FRAG_POW2 if frag_pow2 else 0)
         p = lib.nta_pool_create(arena._h(), cfg)
         if p == ffi.NULL:
             raise ArenaError(ffi.errno, "creating a pool: ring_size must be a power of two, "

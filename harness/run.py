@@ -50,6 +50,7 @@ class RunConfig:
     arena_pages: int = 65536
     drain_us: int = 200  # how often the ring is drained
     plot_dir: str | None = None
+    allocator: str = "nta"  # fragments at exact size (nta) or rounded to a power of two (pow2)
 
 
 class Consumer:
@@ -62,7 +63,8 @@ class Consumer:
         self._stack = contextlib.ExitStack()
         try:
             self.arena = self._stack.enter_context(Arena(max_pages=cfg.arena_pages))
-            self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=0))
+            self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=0,
+                                                       frag_pow2=cfg.allocator == "pow2"))
             self.ctl = self._stack.enter_context(Controller(self.pool, cfg.hold))
         except BaseException:
             self._stack.close()
@@ -212,6 +214,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             from harness.nta import parse_hold
 
             parse_hold(cfg.hold)
+            if cfg.allocator not in ("nta", "pow2"):
+                raise NtaError(f"bad --allocator {cfg.allocator!r}: choose nta or pow2")
             prog = stack.enter_context(MetaProgram(topo.dut_ns, topo.dut_if, cfg.action, cfg.mode,
                                                    ring_pages=cfg.ring_pages))
             consumer = Consumer(cfg, topo.ifindex(topo.dut_ns, topo.dut_if))
@@ -223,7 +227,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         say(f"nta run: {os.path.basename(cfg.pcap)} ({n(info.packets)} packets) x{cfg.replay.loops} at "
             f"{cfg.replay.rate_text()} -> {topo.gen_if} [{topo.gen_ns}] => {topo.dut_if} [{topo.dut_ns}], "
             f"XDP {mode} (prog id {prog_id}), action {cfg.action}"
-            + (f", controller hold {cfg.hold}" if consumer else ""))
+            + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else ""))
         head = f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}"
         if consumer:
             head += f" {'meta/s':>11} {'lost/s':>8} {'alloc/s':>11} {'free/s':>11} {'pages':>7} " \
@@ -247,7 +251,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             return {"meta": consumer.drained, "lost": ring["lost"], "alloc": c["handled"] - c["alloc_fails"],
                     "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
                     "recycle_pct": 100.0 * back / gone if gone else 0.0,
-                    "frag_pct": 100.0 * (1 - p["frag_bytes"] / held_bytes) if held_bytes else 0.0}
+                    # of the bytes of pages the pool has given to fragments, the share no frame asked for
+                    "frag_pct": 100.0 * (1 - c["bytes_held"] / held_bytes) if held_bytes else 0.0}
 
         t0 = time.monotonic()
         with Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay) as rp:
@@ -349,6 +354,12 @@ def print_summary(r: RunResult, out=sys.stdout) -> None:
               f"{n(p['refill'])}, recycle cached {n(p['cached'])} ring {n(p['ring'])} ring_full "
               f"{n(p['ring_full'])}; at the end {n(p['frags'])} fragments live, {n(p['inflight'])} pages "
               f"in flight (the pool's own cache and ring)", file=out)
+        frag = [row["frag_pct"] for row in r.intervals if "frag_pct" in row]
+        arena = r.consumer["arena"]
+        print(f"  memory ({r.config.allocator}): arena peak {n(arena['peak_pages_in_use'])} pages "
+              f"({arena['peak_pages_in_use'] * 4096 / 1048576:.1f} MiB) for at most {n(c['peak_held'])} "
+              f"fragments held; pages' bytes no frame asked for, mean over intervals: "
+              + (f"{sum(frag) / len(frag):.1f}%" if frag else "-"), file=out)
         lat = r.consumer["latency_us"]
         if lat["samples"]:
             print(f"  latency XDP -> controller: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, "

@@ -74,6 +74,7 @@ static void run(uint32_t policy, uint32_t param, uint32_t max_held, uint64_t max
 	EXPECT_EQ(st.frees + st.held, st.handled);
 	nta_pool_stats(p, &ps);
 	EXPECT_EQ(ps.frags, st.held); /* every held packet is one live fragment */
+	EXPECT(st.bytes_held <= ps.frag_bytes); /* what frames asked for fits in what they got */
 	if (policy == NTA_HOLD_PACKETS)
 		EXPECT_EQ(st.held, param);
 	EXPECT_EQ(nta_ctl_flush(c), (long)st.held);
@@ -81,6 +82,7 @@ static void run(uint32_t policy, uint32_t param, uint32_t max_held, uint64_t max
 	EXPECT_EQ(st.held, 0);
 	EXPECT_EQ(st.frees, st.handled);
 	EXPECT_EQ(st.put_errors, 0);
+	EXPECT_EQ(st.bytes_held, 0);
 	nta_pool_stats(p, &ps);
 	EXPECT_EQ(ps.frags, 0);
 	clean(p, a, __LINE__);

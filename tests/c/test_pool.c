@@ -499,8 +499,30 @@ static void test_reader(void)
 	EXPECT_EQ(access(path, F_OK), -1);
 }
 
+static void test_pow2_fragments(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool_config c = { .cache_size = 8, .refill = 1, .ring_size = 8, .flags = NTA_POOL_FRAG_POW2 };
+	struct nta_pool *p = nta_pool_create(a, &c);
+	int64_t f1 = nta_pool_alloc_frag(p, 1514, 0), f2 = nta_pool_alloc_frag(p, 65, 0), f3 = nta_pool_alloc_frag(p, 1, 0);
+
+	EXPECT_EQ(f2 - f1, 2048); /* 1514 -> 2048 */
+	EXPECT_EQ(f3 - f2, 128);  /* 65 -> 128 */
+	EXPECT_EQ(pst(p).frag_bytes, 2048 + 128 + 32);
+	int64_t j = nta_pool_alloc_frag(p, 9000, 0); /* 3 pages -> 4 */
+	EXPECT_EQ(pst(p).hold, 1 + 4);
+	nta_pool_put(p, (uint64_t)j, 0);
+	nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT);
+	nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT);
+	nta_pool_put(p, (uint64_t)f3, NTA_POOL_DIRECT);
+	CLEAN();
+	destroy(p);
+	nta_arena_close(a);
+}
+
 int main(void)
 {
+	test_pow2_fragments();
 	test_reader();
 	test_defaults_and_fast_path();
 	test_ring_refill_and_full();

@@ -78,3 +78,14 @@ def test_bench_e2e_runs_all_three_and_reconciles(tmp_path):
     half = next(r for k, r in doc["results"].items() if k.startswith("full, "))
     assert half["latency_us"]["samples"] > 0 and half["latency_us"]["p99"] > 0
     assert "latency p50/p99 us" in proc.stdout
+
+
+def test_nta_holds_less_memory_than_pow2_for_the_same_traffic(imix_pcap):
+    runs = {al: controlled(imix_pcap, hold="random:2000", loops=50, pps=200000, allocator=al)
+            for al in ("nta", "pow2")}
+    for r in runs.values():
+        assert r.reconciled and r.consumer["controller"]["handled"] == 60000
+    peak = {al: r.consumer["arena"]["peak_pages_in_use"] for al, r in runs.items()}
+    assert peak["nta"] < peak["pow2"], peak  # 576 -> 1024 and 1500 -> 2048 under pow2
+    held = {al: r.consumer["controller"]["peak_held"] for al, r in runs.items()}
+    assert held["nta"] == held["pow2"]  # the same traffic and the same seeded lifetimes
