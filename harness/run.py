@@ -84,6 +84,18 @@ class Consumer:
             total += len(recs)
             self.drained += len(recs)
 
+    def snapshot(self, prog: MetaProgram) -> dict:
+        """Cumulative counts for an interval line."""
+        ring, c, p = prog.ring_stats(), self.ctl.stats(), self.pool.stats()
+        back = p["cached"] + p["ring"]
+        gone = back + p["ring_full"] + p["released_refcnt"]
+        held_bytes = p["pages_in_use"] * self.arena.page_size
+        return {"meta": self.drained, "lost": ring["lost"], "alloc": c["handled"] - c["alloc_fails"],
+                "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
+                "recycle_pct": 100.0 * back / gone if gone else 0.0,
+                # of the bytes of pages the pool has given to fragments, the share no frame asked for
+                "frag_pct": 100.0 * (1 - c["bytes_held"] / held_bytes) if held_bytes else 0.0}
+
     def latency_us(self) -> dict:
         import numpy as np
 
@@ -183,6 +195,19 @@ class RunResult:
         }
 
 
+META_HEAD = (f" {'meta/s':>11} {'lost/s':>8} {'alloc/s':>11} {'free/s':>11} {'pages':>7} {'recycle':>7} "
+             f"{'frag':>6}")
+
+
+def meta_columns(row: dict, m: dict, prev: dict, dt: float) -> str:
+    """Add the controller's figures for one interval to row; return them as columns."""
+    for k in ("meta", "lost", "alloc", "free"):
+        row[f"{k}_pps"] = (m[k] - prev[k]) / dt
+    row.update(pages=m["pages"], inflight=m["inflight"], recycle_pct=m["recycle_pct"], frag_pct=m["frag_pct"])
+    return (f" {n(row['meta_pps']):>11} {n(row['lost_pps']):>8} {n(row['alloc_pps']):>11} "
+            f"{n(row['free_pps']):>11} {n(m['pages']):>7} {m['recycle_pct']:>6.1f}% {m['frag_pct']:>5.1f}%")
+
+
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise NeedRoot(what)
@@ -228,11 +253,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             f"{cfg.replay.rate_text()} -> {topo.gen_if} [{topo.gen_ns}] => {topo.dut_if} [{topo.dut_ns}], "
             f"XDP {mode} (prog id {prog_id}), action {cfg.action}"
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else ""))
-        head = f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}"
-        if consumer:
-            head += f" {'meta/s':>11} {'lost/s':>8} {'alloc/s':>11} {'free/s':>11} {'pages':>7} " \
-                    f"{'recycle':>7} {'frag':>6}"
-        say(head)
+        say(f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}"
+            + (META_HEAD if consumer else ""))
         gen0 = topo.link_stats("gen")
         intervals: list[dict] = []
 
@@ -241,18 +263,6 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             dropped = g["tx_dropped"] - gen0["tx_dropped"]
             return Sample(t=time.monotonic() - t0, sent=g["tx_packets"] - gen0["tx_packets"] + dropped,
                           dropped=dropped, seen=prog.stats().packets)
-
-        def meta_figures() -> dict:
-            ring, c = prog.ring_stats(), consumer.ctl.stats()
-            p = consumer.pool.stats()
-            back = p["cached"] + p["ring"]
-            gone = back + p["ring_full"] + p["released_refcnt"]
-            held_bytes = p["pages_in_use"] * consumer.arena.page_size
-            return {"meta": consumer.drained, "lost": ring["lost"], "alloc": c["handled"] - c["alloc_fails"],
-                    "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
-                    "recycle_pct": 100.0 * back / gone if gone else 0.0,
-                    # of the bytes of pages the pool has given to fragments, the share no frame asked for
-                    "frag_pct": 100.0 * (1 - c["bytes_held"] / held_bytes) if held_bytes else 0.0}
 
         t0 = time.monotonic()
         with Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay) as rp:
@@ -274,15 +284,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
                     line = (f"{s.t:8.3f}s {n(row['sent_pps']):>12} {n(row['rx_pps']):>12} "
                             f"{n(row['drop_pps']):>10} {n(s.seen):>13}")
                     if consumer:
-                        m = meta_figures()
-                        for k in ("meta", "lost", "alloc", "free"):
-                            row[f"{k}_pps"] = (m[k] - prev_meta[k]) / dt
-                        row.update(pages=m["pages"], inflight=m["inflight"], recycle_pct=m["recycle_pct"],
-                                   frag_pct=m["frag_pct"])
-                        line += (f" {n(row['meta_pps']):>11} {n(row['lost_pps']):>8} "
-                                 f"{n(row['alloc_pps']):>11} "
-                                 f"{n(row['free_pps']):>11} {n(m['pages']):>7} {m['recycle_pct']:>6.1f}% "
-                                 f"{m['frag_pct']:>5.1f}%")
+                        m = consumer.snapshot(prog)
+                        line += meta_columns(row, m, prev_meta, dt)
                         prev_meta = m
                     intervals.append(row)
                     say(line)
