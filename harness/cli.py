@@ -61,6 +61,19 @@ def cmd_run(args) -> int:
     if args.ebpf:
         print(xdp.describe(args.action))
         return 0
+    if args.no_replay or args.iface:
+        if not (args.no_replay and args.iface):
+            raise NtaError("--iface and --no-replay go together: measure what arrives on a named interface")
+        if args.pcap:
+            raise NtaError("--pcap has nothing to do with --no-replay")
+        from harness import live
+
+        cfg = run.RunConfig(pcap="", mode=args.mode, action=args.action, interval=args.interval,
+                            json_path=args.json, quiet=args.quiet, controller=args.controller, hold=args.hold,
+                            ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us,
+                            allocator=args.allocator)
+        doc = live.run_live(cfg, args.iface, args.netns, args.duration)
+        return 0 if doc.get("reconciled", True) else EXIT_UNRECONCILED
     cfg = run.RunConfig(
         pcap=args.pcap,
         replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
@@ -87,6 +100,7 @@ def add_run(sub) -> None:
             nta run --pcap capture.pcap --pps 100000 --mode generic --json out.json
             nta run --pcap jumbo.pcap --mtu 9000 --action pass
             nta run --pcap build/imix.pcap --loops 500 --pps 200000 --controller --hold flow:16
+            nta run --iface eth1 --no-replay --mode generic --controller --duration 30
             nta run --ebpf                     # print the XDP program and its flags
             exit status: 0 ok, 1 error, 2 bad usage, 3 counts did not reconcile"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,7 +111,8 @@ def add_run(sub) -> None:
     rate.add_argument("--pps", type=_positive_float, help="replay at R packets per second")
     rate.add_argument("--mbps", type=_positive_float, help="replay at R Mbit/s")
     rate.add_argument("--multiplier", type=_positive_float, help="replay at X times the capture's timing")
-    p.add_argument("--duration", type=_positive_int, metavar="S", help="stop the replay after S seconds")
+    p.add_argument("--duration", type=_positive_int, metavar="S",
+                   help="stop the replay (or with --no-replay, the measurement) after S seconds")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="stop the replay after N packets")
     p.add_argument("--mode", choices=("native", "generic"), default="native",
                    help="XDP attach mode (default native)")
@@ -108,6 +123,12 @@ def add_run(sub) -> None:
     p.add_argument("--plot", metavar="DIR",
                    help="write pps.png (and with --controller pool.png, pagemap.png) into DIR")
     p.add_argument("--name", metavar="TAG", help="topology name (default: this process id)")
+    p.add_argument("--iface", metavar="IFACE",
+                   help="with --no-replay: attach to this interface (a real NIC, or any you name)")
+    p.add_argument("--netns", metavar="NS", help="with --iface: the interface's network namespace")
+    p.add_argument("--no-replay", action="store_true",
+                   help="no topology, no replay: measure traffic from an external generator until "
+                        "--duration or Ctrl-C")
     p.add_argument("--controller", action="store_true",
                    help="XDP hands each frame's metadata through a ring buffer to the controller, which "
                         "allocates it from the dut's page pool on an NTA arena and holds it (--hold)")
@@ -541,7 +562,7 @@ def _install_signal_handlers() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "needs_pcap", False) and not args.pcap and not args.ebpf:
+    if getattr(args, "needs_pcap", False) and not args.pcap and not args.ebpf and not args.no_replay:
         parser.exit(EXIT_USAGE, "nta run: error: the following arguments are required: --pcap "
                                 "(see 'nta run --help')\n")
     _install_signal_handlers()

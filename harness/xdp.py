@@ -97,9 +97,9 @@ def _bcc():
 
 
 class XdpProgram:
-    """The counting XDP program attached to ``ifname`` in namespace ``ns``."""
+    """The counting XDP program attached to ``ifname`` in namespace ``ns`` (None: this one)."""
 
-    def __init__(self, ns: str, ifname: str, action: str = "drop", mode: str = "native",
+    def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
                  name: str = "nta_xdp_count", defines: dict | None = None):
         if mode not in MODES:
             raise NtaError(f"bad XDP mode {mode!r}: choose {', '.join(MODES)}")
@@ -123,7 +123,7 @@ class XdpProgram:
         flags = _MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
         chatter.clear()
         try:
-            with _stderr_captured(chatter), nsutil.inside(self.ns):
+            with _stderr_captured(chatter), self._in_ns():
                 bcc.BPF.attach_xdp(self.ifname.encode(), fn, flags)
         except Exception as exc:
             self._close()
@@ -131,8 +131,12 @@ class XdpProgram:
             if self.mode == "native" and os.strerror(errno.ERANGE) in why:
                 why = ("the MTU is too large for native XDP on veth without multi-buffer support "
                        "(3506 with 4 KiB pages); use --mode generic or a smaller --mtu")
-            raise NtaError(f"attaching XDP ({self.mode}) to {self.ifname} in {self.ns}: {why}") from None
+            where = f" in {self.ns}" if self.ns else ""
+            raise NtaError(f"attaching XDP ({self.mode}) to {self.ifname}{where}: {why}") from None
         return self
+
+    def _in_ns(self):
+        return nsutil.inside(self.ns) if self.ns else contextlib.nullcontext()
 
     def __exit__(self, *exc) -> None:
         self.detach()
@@ -145,8 +149,8 @@ class XdpProgram:
         if self.bpf is None or os.getpid() != self._creator:
             return
         bcc = _bcc()
-        if os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, self.ns)):
-            with contextlib.suppress(Exception), nsutil.inside(self.ns):
+        if self.ns is None or os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, self.ns)):
+            with contextlib.suppress(Exception), self._in_ns():
                 bcc.BPF.remove_xdp(self.ifname.encode(), _MODE_FLAGS[self.mode])
         self._close()
 
@@ -193,7 +197,7 @@ class MetaProgram(XdpProgram):
     """nta_xdp_meta: counts, parses L2-L4 and writes a struct nta_meta per frame into a BPF ring
     buffer, which drain() copies out in C, a batch at a time, into a numpy structured array."""
 
-    def __init__(self, ns: str, ifname: str, action: str = "drop", mode: str = "native",
+    def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
                  ring_pages: int = 256, wakeup_every: int = 64):
         if ring_pages < 1 or ring_pages & (ring_pages - 1):
             raise NtaError(f"bad ring size {ring_pages} pages: a power of two")
