@@ -264,6 +264,9 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             return Sample(t=time.monotonic() - t0, sent=g["tx_packets"] - gen0["tx_packets"] + dropped,
                           dropped=dropped, seen=prog.stats().packets)
 
+        # On a terminal, each line also says how far the run is (of the packets it calls for).
+        total = None if cfg.replay.duration or cfg.replay.limit else info.packets * cfg.replay.loops
+        progress = bool(total) and getattr(out, "isatty", lambda: False)()
         t0 = time.monotonic()
         with Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay) as rp:
             prev = Sample(0.0, 0, 0, 0)
@@ -288,6 +291,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
                         line += meta_columns(row, m, prev_meta, dt)
                         prev_meta = m
                     intervals.append(row)
+                    if progress:
+                        line += f"  [{min(100.0, 100.0 * s.seen / total):5.1f}%]"
                     say(line)
                     prev = s
                     next_tick += cfg.interval

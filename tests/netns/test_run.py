@@ -93,3 +93,33 @@ def test_packet_limit(imix_pcap):
     cut = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=1000, pps=20_000, limit=3000), quiet=True))
     assert cut.expected is None
     assert cut.replay.sent == cut.xdp.packets == 3000 and cut.reconciled
+
+
+def test_progress_on_a_terminal(imix_pcap):
+    """On a terminal each interval line says how far the run is; in a pipe it does not."""
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    args = [sys.executable, "-m", "harness", "run", "--pcap", imix_pcap, "--loops", "30", "--pps", "50000",
+            "--interval", "0.2"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = b"".join(chunks).decode()
+    assert "%]" in text and "reconciled" in text
+    piped = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "%]" not in piped.stdout and "reconciled" in piped.stdout
