@@ -49,7 +49,7 @@ $(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
 	@$(PY) allocator/build_cffi.py
 	@touch $@
 
-build/test_%: $(NTA_SRC) tests/c/test_%.c
+build/test_%: $(NTA_SRC) tests/c/test_%.c tests/c/expect.h
 	@mkdir -p build
 	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_$*.c -lm -o $@
 

@@ -10,22 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "expect.h"
 #include "nta.h"
 #include "nta_shared.h"
-
-static int failures, checks;
-
-#define EXPECT_EQ(a, b)                                                                              \
-	do {                                                                                         \
-		long long _a = (long long)(a), _b = (long long)(b);                                  \
-		checks++;                                                                            \
-		if (_a != _b) {                                                                      \
-			failures++;                                                                  \
-			fprintf(stderr, "%s:%d: %s: %s is %lld, expected %lld\n", __FILE__, __LINE__, \
-				__func__, #a, _a, _b);                                               \
-		}                                                                                    \
-	} while (0)
-#define EXPECT(c) EXPECT_EQ(!!(c), 1)
 
 static void clean(struct nta_pool *p, struct nta_arena *a, int line)
 {

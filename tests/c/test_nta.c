@@ -11,31 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "expect.h"
 #include "nta.h"
 #include "nta_internal.h" /* white-box: test_check_sees_corruption */
-
-static int failures, checks;
-
-#define EXPECT(cond)                                                                \
-	do {                                                                        \
-		checks++;                                                           \
-		if (!(cond)) {                                                      \
-			failures++;                                                 \
-			fprintf(stderr, "%s:%d: %s: expected %s\n", __FILE__, __LINE__, \
-				__func__, #cond);                                   \
-		}                                                                   \
-	} while (0)
-
-#define EXPECT_EQ(a, b)                                                             \
-	do {                                                                        \
-		long long _a = (long long)(a), _b = (long long)(b);                 \
-		checks++;                                                           \
-		if (_a != _b) {                                                     \
-			failures++;                                                 \
-			fprintf(stderr, "%s:%d: %s: %s is %lld, expected %lld\n", __FILE__, \
-				__LINE__, __func__, #a, _a, _b);                    \
-		}                                                                   \
-	} while (0)
 
 static void clean(struct nta_arena *a, int line)
 {
