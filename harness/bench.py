@@ -34,13 +34,13 @@ import time
 import numpy as np
 
 from harness.errors import NtaError
+from harness.imix import IMIX
 from harness.report import n as fmt_n
 from harness.report import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACE_BIN = os.path.join(ROOT, "build", "trace")
 TRACE_MAGIC = 0x4E544154
-IMIX_MIX = ((64, 7), (576, 4), (1500, 1))
 DEFAULT_PCAP = os.path.join(os.path.dirname(ROOT), "shared", "pcaps", "tcpreplay-test.pcap")
 
 # name -> shared object to LD_PRELOAD (None: this process's own malloc)
@@ -66,7 +66,7 @@ def _find_lib(soname: str) -> str | None:
 def trace_sizes(kind: str, n: int, seed: int, pcap: str | None = None) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if kind == "imix":
-        sizes = np.array([s for s, k in IMIX_MIX for _ in range(k)], dtype=np.uint32)
+        sizes = np.array([s for s, k in IMIX for _ in range(k)], dtype=np.uint32)
         return rng.choice(sizes, size=n).astype(np.uint32)
     if kind == "uniform":
         return rng.integers(64, 1519, size=n, dtype=np.uint32)
@@ -294,7 +294,7 @@ def bench_bulk(batch=1024, seconds=2.0, out=print) -> dict:
     from harness.nta import Arena
 
     rng = np.random.default_rng(1)
-    sizes = rng.choice(np.array([s for s, k in IMIX_MIX for _ in range(k)], dtype=np.uint32), size=batch)
+    sizes = rng.choice(np.array([s for s, k in IMIX for _ in range(k)], dtype=np.uint32), size=batch)
     runs = []
     with Arena(max_pages=max(64, batch)) as a:
         for _ in range(3):
