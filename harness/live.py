@@ -20,7 +20,15 @@ from pyroute2 import IPRoute
 from harness import __version__
 from harness.errors import NtaError
 from harness.report import check_writable, n, table, write_json
-from harness.run import META_HEAD, Consumer, RunConfig, meta_columns, require_root
+from harness.run import (
+    META_HEAD,
+    Consumer,
+    RunConfig,
+    meta_columns,
+    meta_rows,
+    meta_unaccounted,
+    require_root,
+)
 from harness.xdp import MetaProgram, XdpProgram
 
 
@@ -102,26 +110,17 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
             deadline = time.monotonic() + 2.0
             while consumer.drained < prog.ring_stats()["submitted"] and time.monotonic() < deadline:
                 consumer.pump(prog)
-            ring = prog.ring_stats()
+            ring, figures, _ = consumer.finish(prog)
             xdp = prog.stats()
-            consumer.ctl.flush()
-            consumer.pool.check()
-            consumer.arena.check()
-            figures = consumer.figures()
-            handled = figures["controller"]["handled"]
             doc["points"]["xdp"]["packets"] = xdp.packets
-            reconciled = xdp.packets == ring["submitted"] + ring["lost"] and handled == ring["submitted"]
+            reconciled = meta_unaccounted(xdp.packets, ring, figures["controller"]["handled"]) == 0
             doc.update(ring=ring, controller={"hold": cfg.hold, **figures}, reconciled=reconciled)
     if not cfg.quiet:
         print(f"\nSummary: {where}, {n(xdp.packets)} packets in {wall:.3f} s "
               f"(XDP {cfg.mode}, action {cfg.action})", file=out)
         rows = [[f"XDP seen ({cfg.mode})", n(xdp.packets), n(xdp.bytes), f"{xdp.seconds:.3f}", n(xdp.pps)]]
         if consumer:
-            c = doc["controller"]["controller"]
-            rows += [["metadata ring: submitted", n(ring["submitted"]), "", "", ""],
-                     ["metadata ring: lost (full)", n(ring["lost"]), "", "", ""],
-                     ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""],
-                     ["  of which no memory", n(c["alloc_fails"]), "", "", ""]]
+            rows += meta_rows(ring, doc["controller"]["controller"])
         table(rows, ["counting point", "packets", "bytes", "seconds", "pps"], out)
         if consumer:
             verdict = "reconciled" if doc["reconciled"] else "NOT reconciled"

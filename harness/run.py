@@ -105,6 +105,16 @@ class Consumer:
         return {"samples": int(lat.size), "p50": float(np.percentile(lat, 50)),
                 "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
 
+    def finish(self, prog: MetaProgram, page_map: bool = False):
+        """The end of a run: the ring's counts, (the pool's picture while the policy still holds its
+        fragments,) what it held put back, pool and arena checked. Returns (ring, figures, map)."""
+        ring = prog.ring_stats()
+        picture = self.pool.page_map() if page_map else None
+        self.ctl.flush()  # what the policy still held goes back: the pool must balance
+        self.pool.check()
+        self.arena.check()
+        return ring, self.figures(), picture
+
     def figures(self) -> dict:
         return {"controller": self.ctl.stats(), "pool": self.pool.stats(), "arena": self.arena.stats(),
                 "latency_us": self.latency_us()}
@@ -154,9 +164,7 @@ class RunResult:
         """XDP seen - ring submitted - ring lost, and ring submitted - handled (0 without a controller)."""
         if self.ring is None:
             return 0
-        handled = self.consumer["controller"]["handled"]
-        return abs(self.xdp.packets - self.ring["submitted"] - self.ring["lost"]) + \
-            abs(self.ring["submitted"] - handled)
+        return meta_unaccounted(self.xdp.packets, self.ring, self.consumer["controller"]["handled"])
 
     @property
     def reconciled(self) -> bool:
@@ -206,6 +214,19 @@ def meta_columns(row: dict, m: dict, prev: dict, dt: float) -> str:
     row.update(pages=m["pages"], inflight=m["inflight"], recycle_pct=m["recycle_pct"], frag_pct=m["frag_pct"])
     return (f" {n(row['meta_pps']):>11} {n(row['lost_pps']):>8} {n(row['alloc_pps']):>11} "
             f"{n(row['free_pps']):>11} {n(m['pages']):>7} {m['recycle_pct']:>6.1f}% {m['frag_pct']:>5.1f}%")
+
+
+def meta_unaccounted(seen: int, ring: dict, handled: int) -> int:
+    """Records not accounted for: XDP seen - ring submitted - ring lost, and submitted - handled."""
+    return abs(seen - ring["submitted"] - ring["lost"]) + abs(ring["submitted"] - handled)
+
+
+def meta_rows(ring: dict, controller: dict) -> list[list[str]]:
+    """The metadata path's counting points, as rows of the summary table."""
+    return [["metadata ring: submitted", n(ring["submitted"]), "", "", ""],
+            ["metadata ring: lost (full)", n(ring["lost"]), "", "", ""],
+            ["controller handled", n(controller["handled"]), n(controller["bytes"]), "", ""],
+            ["  of which no memory", n(controller["alloc_fails"]), "", "", ""]]
 
 
 def require_root(what: str) -> None:
@@ -314,13 +335,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         veth_tx = {k: g[k] - gen0[k] for k in ("tx_packets", "tx_bytes", "tx_dropped")}
         ring = figures = page_map = None
         if consumer:
-            ring = prog.ring_stats()
-            if cfg.plot_dir:  # the picture while the controller still holds what its policy holds
-                page_map = consumer.pool.page_map()
-            consumer.ctl.flush()  # what the policy still held goes back: the pool must balance
-            consumer.pool.check()
-            consumer.arena.check()
-            figures = consumer.figures()
+            ring, figures, page_map = consumer.finish(prog, page_map=bool(cfg.plot_dir))
         result = RunResult(config=cfg, capture=info, topology=topo.tag, xdp_mode=mode, xdp_prog_id=prog_id,
                            replay=replay, xdp=prog.stats(), veth_tx=veth_tx,
                            veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=intervals,
@@ -347,13 +362,7 @@ def print_summary(r: RunResult, out=sys.stdout) -> None:
         [f"XDP seen ({r.xdp_mode})", n(r.xdp.packets), n(r.xdp.bytes), f"{r.xdp.seconds:.3f}", n(r.xdp.pps)],
     ]
     if r.ring is not None:
-        c = r.consumer["controller"]
-        rows += [
-            ["metadata ring: submitted", n(r.ring["submitted"]), "", "", ""],
-            ["metadata ring: lost (full)", n(r.ring["lost"]), "", "", ""],
-            ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""],
-            ["  of which no memory", n(c["alloc_fails"]), "", "", ""],
-        ]
+        rows += meta_rows(r.ring, r.consumer["controller"])
     table(rows, ["counting point", "packets", "bytes", "seconds", "pps"], out)
     if r.ring is not None:
         p, c = r.consumer["pool"], r.consumer["controller"]
