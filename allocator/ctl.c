@@ -147,6 +147,16 @@ nomem:
 	return NULL;
 }
 
+/* Let go of the oldest packet in flow bucket b. */
+static void flow_release_oldest(struct nta_ctl *c, uint32_t b)
+{
+	uint32_t k = c->cfg.param;
+
+	release(c, c->flows[(size_t)b * k + c->flow_head[b]]);
+	c->flow_head[b] = (c->flow_head[b] + 1) % k;
+	c->flow_len[b]--;
+}
+
 /* Hold off under the policy; put back whatever falls due. */
 static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_meta *m)
 {
@@ -177,11 +187,8 @@ static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_
 	case NTA_HOLD_FLOW: {
 		uint32_t b = m->flow_hash % FLOW_BUCKETS, k = c->cfg.param;
 		struct held *q = c->flows + (size_t)b * k;
-		if (c->flow_len[b] == k) { /* the flow's oldest */
-			release(c, q[c->flow_head[b]]);
-			c->flow_head[b] = (c->flow_head[b] + 1) % k;
-			c->flow_len[b]--;
-		}
+		if (c->flow_len[b] == k) /* full: the flow's oldest goes */
+			flow_release_oldest(c, b);
 		q[(c->flow_head[b] + c->flow_len[b]) % k] = h;
 		c->flow_len[b]++;
 		break;
@@ -237,9 +244,7 @@ NTA_API long nta_ctl_flush(struct nta_ctl *c)
 	}
 	for (uint32_t b = 0; c->flows && b < FLOW_BUCKETS; b++)
 		while (c->flow_len[b]) {
-			release(c, c->flows[(size_t)b * c->cfg.param + c->flow_head[b]]);
-			c->flow_head[b] = (c->flow_head[b] + 1) % c->cfg.param;
-			c->flow_len[b]--;
+			flow_release_oldest(c, b);
 			n++;
 		}
 	while (c->nheap) {
