@@ -121,10 +121,9 @@ int main(int argc, char **argv)
 	}
 
 	/* The driver's own arrays must be resident before the baseline: calloc'd
-	 * pages are not, and would be charged to the allocator under test. */
-	memset(ptr, 0, window * sizeof(void *));
-	memset(off, 0, window * sizeof(int64_t));
-	memset(held, 0, window * 4);
+	 * pages are not, and would be charged to the allocator under test. A
+	 * volatile index, so the compiler cannot drop the stores of zeros into
+	 * memory it knows to be zero. */
 	for (volatile size_t i = 0; i < window; i++)
 		ptr[i] = NULL, off[i] = 0, held[i] = 0;
 	long base_kb = held_kb(), peak_kb = base_kb;
