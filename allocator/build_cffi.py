@@ -19,7 +19,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BPF = os.path.join(ROOT, "bpf")
-HEADERS = [os.path.join(HERE, "nta.h"), os.path.join(BPF, "nta_shared.h")]
+HEADERS = [os.path.join(HERE, "nta.h"), os.path.join(HERE, "nta_replay.h"), os.path.join(BPF, "nta_shared.h")]
 # nta_shared.h is written in the kernel's types for the BPF side
 KERNEL_TYPES = "".join(f"typedef uint{n}_t __u{n};\n" for n in (8, 16, 32, 64))
 
@@ -39,7 +39,8 @@ def build(out_dir: str = os.path.join(ROOT, "harness")) -> str:
     ffi = FFI()
     ffi.cdef(cdef_text())
     sources = sorted(glob.glob(os.path.join(HERE, "*.c")))
-    ffi.set_source("_nta_c", '#include "nta.h"\n#include "nta_shared.h"', sources=sources,
+    includes = "".join(f'#include "{os.path.basename(h)}"\n' for h in HEADERS)
+    ffi.set_source("_nta_c", includes, sources=sources,
                    include_dirs=[HERE, BPF], libraries=["m"],
                    extra_compile_args=["-std=gnu11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"])
     tmp = os.path.join(ROOT, "build", "cffi")

@@ -71,11 +71,10 @@ def trace_sizes(kind: str, n: int, seed: int, pcap: str | None = None) -> np.nda
     if kind == "uniform":
         return rng.integers(64, 1519, size=n, dtype=np.uint32)
     if kind == "pcap":
-        from harness.pcapfile import read_capture
+        from harness.pcapfile import load
 
-        info = read_capture(pcap or DEFAULT_PCAP, want_sizes=True)
-        frames = np.array(info.sizes, dtype=np.uint32)
-        return np.resize(frames, n)  # the capture's frame sizes, in order, repeated
+        # the capture's frame sizes as a replay sends them, in order, repeated
+        return np.resize(load(pcap or DEFAULT_PCAP).lengths, n).astype(np.uint32)
     raise NtaError(f"unknown trace {kind!r}: choose imix, uniform, pcap")
 
 

@@ -81,9 +81,9 @@ def cmd_run(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator)
+        allocator=args.allocator, replayer=args.replayer, batch=args.batch)
     result = run.run(cfg)
-    if not result.reconciled:
+    if result is not None and not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
         return EXIT_UNRECONCILED
     return 0
@@ -98,13 +98,19 @@ def add_run(sub) -> None:
         epilog=_examples("""
             nta run --pcap build/imix.pcap --loops 2000 --topspeed
             nta run --pcap capture.pcap --pps 100000 --mode generic --json out.json
-            nta run --pcap jumbo.pcap --mtu 9000 --action pass
+            nta run --pcap capture.pcapng --replayer builtin --topspeed --loops 100
             nta run --pcap build/imix.pcap --loops 500 --pps 200000 --controller --hold flow:16
             nta run --iface eth1 --no-replay --mode generic --controller --duration 30
             nta run --ebpf                     # print the XDP program and its flags
             exit status: 0 ok, 1 error, 2 bad usage, 3 counts did not reconcile"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pcap", metavar="FILE", help="capture to replay (pcap or pcapng, Ethernet)")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture to replay: pcap or pcapng; Ethernet, or a link type given an Ethernet "
+                        "header (Linux cooked, raw IP, BSD loopback); see 'nta inspect FILE'")
+    p.add_argument("--replayer", choices=("tcpreplay", "builtin"), default="tcpreplay",
+                   help="tcpreplay, or the built-in sendmmsg replayer (default tcpreplay)")
+    p.add_argument("--batch", type=_positive_int, default=64, metavar="N",
+                   help="with --replayer builtin: frames per sendmmsg call, 1..1024 (default 64)")
     p.add_argument("--loops", type=_positive_int, default=1, help="replay the capture N times (default 1)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--topspeed", action="store_true", help="replay as fast as possible")
@@ -117,7 +123,9 @@ def add_run(sub) -> None:
     p.add_argument("--mode", choices=("native", "generic"), default="native",
                    help="XDP attach mode (default native)")
     p.add_argument("--action", choices=("drop", "pass"), default="drop", help="XDP verdict (default drop)")
-    p.add_argument("--mtu", type=int, default=1500, help="veth MTU (default 1500)")
+    p.add_argument("--mtu", type=int, default=None,
+                   help="veth MTU; larger frames are skipped and counted (default: the smallest that "
+                        "carries every frame, at least 1500)")
     p.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between lines (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
     p.add_argument("--plot", metavar="DIR",
@@ -236,22 +244,46 @@ def add_topo(sub) -> None:
 
 # -- nta pcap --------------------------------------------------------------------
 
-def cmd_pcap_info(args) -> int:
+def cmd_inspect(args) -> int:
     from harness import pcapfile, report
 
     report.check_writable(args.json)
-    infos = [pcapfile.read_capture(path) for path in args.files]
+    docs, failed = [], 0
+    human = args.json != "-"
+    for path in args.files:
+        try:
+            c = pcapfile.load(path, mtu=args.mtu, keep_frames=False)
+        except pcapfile.CaptureError as exc:
+            print(f"nta: error: {exc}", file=sys.stderr)
+            docs.append({"path": path, "error": str(exc)})
+            failed += 1
+            continue
+        docs.append(c.as_dict())
+        if not human:
+            continue
+        n = report.n
+        hist = ", ".join(f"{k}: {n(v)}" for k, v in c.sizes_hist.items()) or "-"
+        print(f"{path}\n"
+              f"  format       {c.format}, {c.byte_order}-endian"
+              + (f", {c.interfaces} interface{'s' if c.interfaces != 1 else ''}" if c.format == "pcapng"
+                 else "") + "\n"
+              f"  link types   {c.linktype_text() or '-'}\n"
+              f"  packets      {n(c.packets)} ({n(c.bytes)} bytes captured) over {c.duration:.6f} s"
+              + (f"; {n(c.ts_backwards)} timestamps go backwards" if c.ts_backwards else "") + "\n"
+              f"  to send      {n(c.frames)} frames, {n(c.frame_bytes)} bytes"
+              + (f", {c.min_frame}..{c.max_frame} bytes each" if c.frames else "") + "\n"
+              f"  frame sizes  {hist}\n"
+              f"  VLAN         {n(c.vlan)} tagged, {n(c.qinq)} with two or more tags\n"
+              f"  IPv4, IPv6   {n(c.ipv4)}, {n(c.ipv6)}\n"
+              f"  truncated    {n(c.truncated)} (captured shorter than on the wire; sent as captured)\n"
+              f"  MTU          {c.mtu} ({'given' if args.mtu else 'chosen'}; the frames need {c.mtu_needed})")
+        print(f"  converted    {n(c.converted)} given an Ethernet header")
+        for why, k in sorted(c.skipped.items()):
+            print(f"  skipped      {n(k)}: {why}")
     if args.json:
-        report.write_json(args.json, {"tool": "nta", "version": __version__, "command": "pcap info",
-                                      "captures": [i.as_dict() for i in infos]})
-        if args.json == "-":
-            return 0
-    rows = [[os.path.basename(i.path), i.format, report.n(i.packets), report.n(i.bytes),
-             i.linktype_text() or "-", f"{i.min_caplen}..{i.max_caplen}", report.n(i.truncated),
-             str(i.mtu_needed())] for i in infos]
-    report.table(rows, ["file", "format", "packets", "bytes", "link types", "frame bytes", "truncated",
-                        "mtu needed"])
-    return 0
+        report.write_json(args.json, {"tool": "nta", "version": __version__, "command": "inspect",
+                                      "captures": docs})
+    return pcapfile.CaptureError.exit_code if failed else 0
 
 
 def cmd_pcap_imix(args) -> int:
@@ -262,17 +294,34 @@ def cmd_pcap_imix(args) -> int:
     return 0
 
 
-def add_pcap(sub) -> None:
-    p = sub.add_parser("pcap", help="inspect captures; write the bundled IMIX capture",
+def _inspect_args(p) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--mtu", type=int, default=None,
+                   help="the veth MTU to plan for (default: the smallest that carries every frame)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout only)")
+    p.set_defaults(func=cmd_inspect)
+
+
+def add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="what a capture holds and what of it a replay sends",
+                       description="Read each FILE as 'nta run' does and summarise it: format, link types, "
+                                   "packets, frames to send after conversion and skips, frame sizes, VLAN, "
+                                   "IPv4/IPv6 and truncated counts, the MTU. Exit status 2 if a file is "
+                                   "malformed.",
                        epilog=_examples("""
-                           nta pcap info ../shared/pcaps/*.pcap*
+                           nta inspect ../shared/pcaps/pcpp-pcapng-example.pcapng
+                           nta inspect --json - capture.pcap"""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _inspect_args(p)
+
+
+def add_pcap(sub) -> None:
+    p = sub.add_parser("pcap", help="write the bundled IMIX capture ('pcap info' = 'inspect')",
+                       epilog=_examples("""
                            nta pcap imix build/imix.pcap --cycles 100"""),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     psub = p.add_subparsers(dest="pcap_cmd", metavar="{info,imix}", required=True)
-    info = psub.add_parser("info", help="count and check captures (what 'nta run' checks first)")
-    info.add_argument("files", nargs="+", metavar="FILE")
-    info.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
-    info.set_defaults(func=cmd_pcap_info)
+    _inspect_args(psub.add_parser("info", help="the same as 'nta inspect'"))
     im = psub.add_parser("imix", help="write the deterministic IMIX capture (64/576/1500 bytes, 7:4:1)")
     im.add_argument("out", metavar="OUT")
     im.add_argument("--cycles", type=_positive_int, default=100,
@@ -312,9 +361,9 @@ def cmd_bench_alloc(args) -> int:
     if any(w < 1 for w in args.windows):
         raise NtaError(f"bad --windows {','.join(map(str, args.windows))}: each must be 1 or more")
     if "pcap" in args.traces:
-        from harness.pcapfile import read_capture
+        from harness.pcapfile import check_replayable, load
 
-        read_capture(args.pcap or bench.DEFAULT_PCAP)  # a bad capture fails here, in one line
+        check_replayable(load(args.pcap or bench.DEFAULT_PCAP, keep_frames=False))  # fails here, in one line
     doc = bench.bench_alloc(traces=args.traces, windows=args.windows, steps=args.steps, repeats=args.repeats,
                             allocators=args.allocators, pcap=args.pcap, seed=args.seed,
                             processes=args.processes)
@@ -530,6 +579,7 @@ def build_parser() -> Parser:
                                 required=True)
     add_run(sub)
     add_topo(sub)
+    add_inspect(sub)
     add_pcap(sub)
     add_bench(sub)
     add_attach(sub)

@@ -1,13 +1,24 @@
-"""Read pcap and pcapng files: count, measure and validate before replaying.
+"""Read pcap and pcapng files, check them, and turn them into frames for a veth.
 
-The harness needs exact expected counts and must refuse a bad capture with one
-line that says what is wrong and where (record number and byte offset) before
-it creates anything. This reader walks record headers only; it does not
-decode packets beyond the Ethernet type needed for the MTU check.
+``records(path)`` walks every record of a capture and yields its link type,
+timestamp (ns), lengths and bytes; anything malformed raises CaptureError
+with the file, the record number and the byte offset, before the harness
+creates anything. ``load(path)`` turns the records into Ethernet frames
+(harness.linktype), decides the MTU and counts what it skips and why, and
+holds the frames in one buffer for the built-in replayer.
 
 Formats: pcap (microsecond and nanosecond magics, either byte order, version
-2.x) and pcapng (SHB, IDB, EPB, SPB, OPB; other blocks skipped; byte order per
-section).
+2.x) and pcapng (per section byte order; several interfaces, each with its
+own link type, snap length, if_tsresol and if_tsoffset; enhanced, simple and
+obsolete packet blocks; other blocks skipped).
+
+Why not a library: libpcap 1.10 refuses a pcapng whose interfaces differ in
+link type ("an interface has a type 113 different from the type of the first
+interface"), and scapy's readers yield a corrupt record's bytes as a short
+packet, accept pcap version 1.4 and end a pcapng silently at a bad block.
+The harness needs exact counts and a refusal that says where, so it walks
+the records itself; tests/unit/test_pcapfile.py checks every packet it reads
+against scapy's RawPcapReader on the captures both can read.
 """
 
 from __future__ import annotations
@@ -17,31 +28,25 @@ import mmap
 import os
 import stat
 import struct
+from collections.abc import Iterator
 
+from harness import linktype
 from harness.errors import NtaError
 
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
-ETH_HLEN = 14
-VLAN_HLEN = 4
-VLAN_TPIDS = (0x8100, 0x88A8)
-
-LINKTYPES = {
-    0: "NULL", 1: "EN10MB", 101: "RAW", 105: "IEEE802_11", 113: "LINUX_SLL",
-    127: "IEEE802_11_RADIOTAP", 228: "IPV4", 229: "IPV6", 276: "LINUX_SLL2",
-}
-LINKTYPE_ETHERNET = 1
-
-PCAP_MAGICS = {0xA1B2C3D4: 1_000_000, 0xA1B23C4D: 1_000_000_000}
+VETH_MTU_MAX = 65535  # ETH_MAX_MTU
+PCAP_MAGICS = {0xA1B2C3D4: 1_000, 0xA1B23C4D: 1}  # ns per timestamp fraction unit
 PCAPNG_SHB = 0x0A0D0D0A
 PCAPNG_BOM = 0x1A2B3C4D
-
-
-def linktype_name(lt: int) -> str:
-    return f"{LINKTYPES.get(lt, 'linktype')}({lt})"
+# frame-size histogram buckets: upper bounds in bytes (Ethernet header included, no FCS)
+REL_NS_MAX = 1 << 62
+SIZE_BUCKETS = (64, 127, 255, 511, 1023, 1518, 9018, VETH_MTU_MAX + 18, MAX_CAPLEN)
 
 
 class CaptureError(NtaError):
     """A capture that cannot be read: says which file, where and what."""
+
+    exit_code = 2
 
     def __init__(self, path: str, what: str, offset: int | None = None, record: int | None = None):
         where = []
@@ -55,75 +60,24 @@ class CaptureError(NtaError):
 
 
 @dataclasses.dataclass
-class CaptureInfo:
-    path: str
-    format: str  # "pcap", "pcap-ns" or "pcapng"
-    packets: int = 0
-    bytes: int = 0  # sum of captured lengths
-    linktypes: dict[int, int] = dataclasses.field(default_factory=dict)  # linktype -> packets
-    min_caplen: int = 0
-    max_caplen: int = 0
-    max_untagged: int = 0  # largest frame without an 802.1Q/802.1ad tag
-    max_tagged: int = 0  # largest VLAN-tagged frame
-    truncated: int = 0  # records with caplen < origlen
-    first_ts: float | None = None
-    last_ts: float | None = None
-    sizes: list[int] | None = None  # captured lengths in order, when asked for
-
-    @property
-    def duration(self) -> float:
-        if self.first_ts is None or self.last_ts is None:
-            return 0.0
-        return max(0.0, self.last_ts - self.first_ts)
-
-    def mtu_needed(self) -> int:
-        """The smallest veth MTU that carries every frame (a VLAN tag gets 4 bytes extra)."""
-        return max(self.max_untagged - ETH_HLEN, self.max_tagged - ETH_HLEN - VLAN_HLEN, 0)
-
-    def linktype_text(self) -> str:
-        return ", ".join(f"{linktype_name(lt)} x{n}" for lt, n in sorted(self.linktypes.items()))
-
-    def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("sizes")
-        d["linktypes"] = {linktype_name(k): v for k, v in self.linktypes.items()}
-        d["duration"] = self.duration
-        return d
+class Record:
+    number: int  # 1-based, counting packet records only
+    linktype: int
+    ts_ns: int
+    caplen: int
+    origlen: int
+    data: bytes
+    offset: int  # of the record (pcap) or block (pcapng)
 
 
-class _Acc:
-    """Accumulates per-record facts into a CaptureInfo."""
-
-    def __init__(self, info: CaptureInfo, buf, want_sizes: bool):
-        self.info, self.buf = info, buf
-        if want_sizes:
-            info.sizes = []
-
-    def add(self, linktype: int, data_off: int, caplen: int, origlen: int, ts: float) -> None:
-        info = self.info
-        info.packets += 1
-        info.bytes += caplen
-        info.linktypes[linktype] = info.linktypes.get(linktype, 0) + 1
-        if info.packets == 1:
-            info.min_caplen = caplen
-            info.first_ts = ts
-        info.min_caplen = min(info.min_caplen, caplen)
-        info.max_caplen = max(info.max_caplen, caplen)
-        info.last_ts = ts
-        if caplen < origlen:
-            info.truncated += 1
-        tagged = (linktype == LINKTYPE_ETHERNET and caplen >= ETH_HLEN
-                  and int.from_bytes(self.buf[data_off + 12:data_off + 14], "big") in VLAN_TPIDS)
-        if tagged:
-            info.max_tagged = max(info.max_tagged, caplen)
-        else:
-            info.max_untagged = max(info.max_untagged, caplen)
-        if info.sizes is not None:
-            info.sizes.append(caplen)
+@dataclasses.dataclass
+class Format:
+    name: str = ""  # "pcap", "pcap-ns" or "pcapng"
+    byte_order: str = ""  # "little", "big", or "little+big" for a pcapng with both
+    interfaces: int = 0  # pcapng interface description blocks (1 for pcap)
 
 
-def read_capture(path: str, want_sizes: bool = False) -> CaptureInfo:
-    """Walk every record of ``path``; raise CaptureError on anything malformed."""
+def _open(path: str):
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -136,31 +90,42 @@ def read_capture(path: str, want_sizes: bool = False) -> CaptureInfo:
             raise CaptureError(path, "is a directory, not a capture file")
         if not stat.S_ISREG(st.st_mode):
             raise CaptureError(path, "not a regular file")
-        size = st.st_size
-        if size < 4:
-            raise CaptureError(path, f"not a pcap or pcapng file: only {size} bytes")
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as buf:
-            magic_le = struct.unpack_from("<I", buf, 0)[0]
-            magic_be = struct.unpack_from(">I", buf, 0)[0]
-            if magic_le == PCAPNG_SHB:
-                return _read_pcapng(path, buf, size, want_sizes)
-            for endian, magic in (("<", magic_le), (">", magic_be)):
-                if magic in PCAP_MAGICS:
-                    return _read_pcap(path, buf, size, endian, PCAP_MAGICS[magic], want_sizes)
-            raise CaptureError(path, f"not a pcap or pcapng file (magic 0x{magic_be:08x})", offset=0)
+        if st.st_size < 4:
+            raise CaptureError(path, f"not a pcap or pcapng file: only {st.st_size} bytes")
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     finally:
         os.close(fd)
 
 
-def _read_pcap(path, buf, size, e, tsdiv, want_sizes) -> CaptureInfo:
+def records(path: str, fmt: Format | None = None) -> Iterator[Record]:
+    """Every packet record of ``path``, in order; raises CaptureError on anything malformed.
+    ``fmt``, when given, is filled in with what the file is."""
+    fmt = fmt if fmt is not None else Format()
+    buf = _open(path)
+    try:
+        size = len(buf)
+        magic_le, magic_be = struct.unpack_from("<I", buf, 0)[0], struct.unpack_from(">I", buf, 0)[0]
+        if magic_le == PCAPNG_SHB:
+            yield from _pcapng(path, buf, size, fmt)
+            return
+        for endian, magic in (("<", magic_le), (">", magic_be)):
+            if magic in PCAP_MAGICS:
+                yield from _pcap(path, buf, size, endian, PCAP_MAGICS[magic], fmt)
+                return
+        raise CaptureError(path, f"not a pcap or pcapng file (magic 0x{magic_be:08x})", offset=0)
+    finally:
+        buf.close()
+
+
+def _pcap(path, buf, size, e, ns_per_unit, fmt: Format) -> Iterator[Record]:
+    fmt.name = "pcap" if ns_per_unit == 1_000 else "pcap-ns"
+    fmt.byte_order, fmt.interfaces = "little" if e == "<" else "big", 1
     if size < 24:
         raise CaptureError(path, f"truncated pcap file header ({size} of 24 bytes)", offset=0)
     vmaj, vmin, _zone, _sigfigs, snaplen, network = struct.unpack_from(e + "HHiIII", buf, 4)
     if vmaj != 2:
         raise CaptureError(path, f"unsupported pcap savefile version {vmaj}.{vmin}", offset=4)
-    linktype = network & 0x03FFFFFF
-    info = CaptureInfo(path=path, format="pcap" if tsdiv == 1_000_000 else "pcap-ns")
-    acc = _Acc(info, buf, want_sizes)
+    lt = network & 0x03FFFFFF  # the upper bits carry FCS length and flags
     limit = max(snaplen, MAX_CAPLEN)
     off, rec = 24, 0
     hdr = struct.Struct(e + "IIII")
@@ -174,31 +139,38 @@ def _read_pcap(path, buf, size, e, tsdiv, want_sizes) -> CaptureInfo:
         if off + 16 + caplen > size:
             raise CaptureError(path, f"record of {caplen} bytes runs past the end of the file "
                                      f"({size - off - 16} bytes left)", off, rec)
-        acc.add(linktype, off + 16, caplen, origlen, sec + frac / tsdiv)
+        yield Record(rec, lt, sec * 1_000_000_000 + frac * ns_per_unit, caplen, origlen,
+                     buf[off + 16:off + 16 + caplen], off)
         off += 16 + caplen
-    return info
 
 
-def _read_pcapng(path, buf, size, want_sizes) -> CaptureInfo:
-    info = CaptureInfo(path=path, format="pcapng")
-    acc = _Acc(info, buf, want_sizes)
+def _pcapng(path, buf, size, fmt: Format) -> Iterator[Record]:
+    fmt.name = "pcapng"
     off, rec, block = 0, 0, 0
     e = "<"
-    ifaces: list[tuple[int, int, float]] = []  # (linktype, snaplen, ts units per second)
+    orders: set[str] = set()
+    ifaces: list[tuple[int, int, int, int]] = []  # (linktype, snaplen, units per second, offset s)
     while off < size:
         block += 1
         if size - off < 12:
             raise CaptureError(path, f"truncated pcapng block header ({size - off} bytes left)", off)
         btype = struct.unpack_from(e + "I", buf, off)[0]
         if btype == PCAPNG_SHB:
-            bom_le = struct.unpack_from("<I", buf, off + 8)[0]
-            if bom_le == PCAPNG_BOM:
+            if struct.unpack_from("<I", buf, off + 8)[0] == PCAPNG_BOM:
                 e = "<"
             elif struct.unpack_from(">I", buf, off + 8)[0] == PCAPNG_BOM:
                 e = ">"
             else:
-                raise CaptureError(path, f"section header with bad byte-order magic 0x{bom_le:08x}", off + 8)
+                bom = struct.unpack_from(">I", buf, off + 8)[0]
+                raise CaptureError(path, f"section header with bad byte-order magic 0x{bom:08x}", off + 8)
+            orders.add("little" if e == "<" else "big")
+            fmt.byte_order = "+".join(sorted(orders, reverse=True))
+            major = struct.unpack_from(e + "H", buf, off + 12)[0]
+            if major != 1:
+                raise CaptureError(path, f"unsupported pcapng major version {major}", off + 12)
             ifaces = []  # interface ids are per section
+        elif block == 1:
+            raise CaptureError(path, "pcapng file does not start with a section header block", off)
         blen = struct.unpack_from(e + "I", buf, off + 4)[0]
         if blen < 12 or blen % 4 or off + blen > size:
             raise CaptureError(path, f"pcapng block {block} has bad length {blen} "
@@ -210,7 +182,9 @@ def _read_pcapng(path, buf, size, want_sizes) -> CaptureInfo:
             if body_len < 8:
                 raise CaptureError(path, "interface description block too short", off)
             lt, _res, snap = struct.unpack_from(e + "HHI", buf, body)
-            ifaces.append((lt, snap, _tsresol(buf, e, body + 8, body + body_len)))
+            units, tsoff = _idb_options(buf, e, body + 8, body + body_len)
+            ifaces.append((lt, snap, units, tsoff))
+            fmt.interfaces += 1
         elif btype in (2, 3, 6):
             rec += 1
             if btype == 6:  # Enhanced Packet Block
@@ -224,11 +198,13 @@ def _read_pcapng(path, buf, size, want_sizes) -> CaptureInfo:
                 ifid, _drops, tsh, tsl, caplen, origlen = struct.unpack_from(e + "HHIIII", buf, body)
                 data = body + 20
             else:  # Simple Packet Block: interface 0, no timestamp
+                if body_len < 4:
+                    raise CaptureError(path, "simple packet block too short", off, rec)
+                if not ifaces:
+                    raise CaptureError(path, "packet before any interface description block", off, rec)
                 ifid, tsh, tsl = 0, 0, 0
                 origlen = struct.unpack_from(e + "I", buf, body)[0]
                 data = body + 4
-                if not ifaces:
-                    raise CaptureError(path, "packet before any interface description block", off, rec)
                 caplen = min(origlen, ifaces[0][1] or origlen, body_len - 4)
             if ifid >= len(ifaces):
                 raise CaptureError(path, f"packet names interface {ifid}, but the section "
@@ -236,37 +212,178 @@ def _read_pcapng(path, buf, size, want_sizes) -> CaptureInfo:
             if caplen > MAX_CAPLEN or data + caplen > off + blen - 4:
                 raise CaptureError(path, f"captured length {caplen} does not fit its block of {blen} bytes",
                                    off, rec)
-            lt, _snap, units = ifaces[ifid]
-            acc.add(lt, data, caplen, origlen, ((tsh << 32) | tsl) / units)
+            lt, _snap, units, tsoff = ifaces[ifid]
+            ts = (tsh << 32) | tsl
+            ts_ns = (tsoff * 1_000_000_000 + ts * 1_000_000_000 // units) if btype != 3 else 0
+            yield Record(rec, lt, ts_ns, caplen, origlen, buf[data:data + caplen], off)
         off += blen
-    return info
 
 
-def _tsresol(buf, e, opt, end) -> float:
-    """if_tsresol (option 9) of an IDB: units per second; 10**6 when absent."""
+def _idb_options(buf, e, opt, end) -> tuple[int, int]:
+    """if_tsresol (9) as units per second (10**6 when absent) and if_tsoffset (14) in seconds."""
+    units, tsoff = 1_000_000, 0
     while opt + 4 <= end:
         code, olen = struct.unpack_from(e + "HH", buf, opt)
         if code == 0:
             break
         if code == 9 and olen >= 1:
             v = buf[opt + 4]
-            return float(2 ** (v & 0x7F) if v & 0x80 else 10 ** v)
+            units = 2 ** (v & 0x7F) if v & 0x80 else 10 ** v
+        elif code == 14 and olen >= 8:
+            tsoff = struct.unpack_from(e + "q", buf, opt + 4)[0]
         opt += 4 + ((olen + 3) & ~3)
-    return 1e6
+    return units, tsoff
 
 
-def check_replayable(info: CaptureInfo, mtu: int) -> None:
-    """Refuse, with the reason, a capture that cannot go out of an Ethernet veth exactly."""
-    if info.packets == 0:
-        raise CaptureError(info.path, "the capture holds no packets")
-    other = {lt: n for lt, n in info.linktypes.items() if lt != LINKTYPE_ETHERNET}
-    if other:
-        raise CaptureError(info.path, f"link type {info.linktype_text()}: only Ethernet (EN10MB) frames can "
-                                      "be replayed on a veth; convert with 'tcprewrite --dlt=enet'")
-    if info.min_caplen < ETH_HLEN:
-        raise CaptureError(info.path,
-                           f"a frame of {info.min_caplen} bytes is shorter than an Ethernet header")
-    need = info.mtu_needed()
-    if need > mtu:
-        raise CaptureError(info.path, f"frames up to {info.max_caplen} bytes do not fit MTU {mtu}; "
-                                      f"use --mtu {need} or more")
+@dataclasses.dataclass
+class Capture:
+    """What a capture holds and what of it goes on the wire, with the frames themselves."""
+
+    path: str
+    format: str = ""
+    byte_order: str = ""
+    interfaces: int = 0
+    packets: int = 0  # packet records in the file
+    bytes: int = 0  # sum of their captured lengths
+    linktypes: dict[int, int] = dataclasses.field(default_factory=dict)  # linktype -> records
+    truncated: int = 0  # records with caplen < origlen; sent at caplen
+    converted: int = 0  # frames given a synthesized Ethernet header
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> records
+    frames: int = 0  # what a replay of one loop sends
+    frame_bytes: int = 0
+    min_frame: int = 0
+    max_frame: int = 0
+    vlan: int = 0  # frames with at least one VLAN tag
+    qinq: int = 0  # frames with two or more
+    ipv4: int = 0
+    ipv6: int = 0
+    mtu: int = 0  # the veth MTU the frames are sent at
+    mtu_needed: int = 0  # the smallest MTU that carries every frame that can go on Ethernet
+    sizes_hist: dict[str, int] = dataclasses.field(default_factory=dict)
+    first_ns: int = 0
+    last_ns: int = 0
+    ts_backwards: int = 0  # records stamped earlier than the one before
+    # the frames, when loaded: one buffer, and per frame its offset, length and timestamp
+    blob: bytes = b""
+    offsets: object = None
+    lengths: object = None
+    rel_ns: object = None  # ns since the first record
+
+    @property
+    def duration(self) -> float:
+        return max(0, self.last_ns - self.first_ns) / 1e9
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def as_is(self) -> bool:
+        """Every record goes out unchanged: a replayer may read the file itself."""
+        return self.frames == self.packets and not self.converted
+
+    def linktype_text(self) -> str:
+        return ", ".join(f"{linktype.name(lt)} x{n}" for lt, n in sorted(self.linktypes.items()))
+
+    def as_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("blob", "offsets", "lengths", "rel_ns")}
+        d["linktypes"] = {linktype.name(k): v for k, v in self.linktypes.items()}
+        d["duration"] = self.duration
+        return d
+
+
+def _bucket(n: int) -> str:
+    lo = 0
+    for hi in SIZE_BUCKETS:
+        if n <= hi:
+            return f"{lo}-{hi}"
+        lo = hi + 1
+    return f">{SIZE_BUCKETS[-1]}"
+
+
+def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture:
+    """Read ``path`` and make its frames: converted to Ethernet where needed, skipped (and
+    counted by reason) where that cannot be done or a frame exceeds ``mtu``. Without ``mtu``,
+    the MTU is the smallest that carries every frame, at least 1500 and at most 65535."""
+    import numpy as np
+
+    fmt = Format()
+    cap = Capture(path=path)
+    kept: list[tuple[bytes, int, int]] = []  # frame, ts_ns, the MTU it needs
+
+    def skip(why: str) -> None:
+        cap.skipped[why] = cap.skipped.get(why, 0) + 1
+
+    for r in records(path, fmt):
+        cap.packets += 1
+        cap.bytes += r.caplen
+        cap.linktypes[r.linktype] = cap.linktypes.get(r.linktype, 0) + 1
+        if cap.packets == 1:
+            cap.first_ns = r.ts_ns
+        elif r.ts_ns < cap.last_ns:
+            cap.ts_backwards += 1
+        cap.last_ns = r.ts_ns
+        if r.caplen < r.origlen:
+            cap.truncated += 1
+        frame, why = linktype.to_ethernet(r.linktype, r.data)
+        if frame is None:
+            skip(why)
+            continue
+        if r.linktype != linktype.EN10MB:
+            cap.converted += 1
+        kept.append((frame, r.ts_ns, linktype.mtu_for(frame)))
+    cap.format, cap.byte_order, cap.interfaces = fmt.name, fmt.byte_order, fmt.interfaces
+    cap.mtu_needed = max((m for _f, _t, m in kept), default=0)
+    cap.mtu = mtu if mtu is not None else min(max(1500, cap.mtu_needed), VETH_MTU_MAX)
+    frames, stamps = [], []
+    for frame, ts, need in kept:
+        if need > cap.mtu:
+            skip(f"larger than MTU {cap.mtu} carries" + ("" if mtu is not None else " (the veth maximum)"))
+            continue
+        n = len(frame)
+        cap.frames += 1
+        cap.frame_bytes += n
+        cap.min_frame = min(cap.min_frame, n) if cap.frames > 1 else n
+        cap.max_frame = max(cap.max_frame, n)
+        tags, etype = linktype.vlan_tags(frame)
+        cap.vlan += tags > 0
+        cap.qinq += tags > 1
+        cap.ipv4 += etype == linktype.ETH_P_IP
+        cap.ipv6 += etype == linktype.ETH_P_IPV6
+        b = _bucket(n)
+        cap.sizes_hist[b] = cap.sizes_hist.get(b, 0) + 1
+        if keep_frames:
+            frames.append(frame)
+            stamps.append(ts)
+    order = {_bucket(hi): i for i, hi in enumerate(SIZE_BUCKETS)}
+    cap.sizes_hist = dict(sorted(cap.sizes_hist.items(), key=lambda kv: order.get(kv[0], len(order))))
+    if keep_frames:
+        cap.lengths = np.fromiter((len(f) for f in frames), dtype=np.uint32, count=len(frames))
+        cap.offsets = np.zeros(len(frames), dtype=np.uint64)
+        if len(frames) > 1:
+            np.cumsum(cap.lengths[:-1], out=cap.offsets[1:])
+        # relative to the first record, clamped: captures hold timestamps that run backwards or
+        # past 64 bits of nanoseconds (pcpp-pcapng-example.pcapng has a tshigh of 0xffffffff)
+        first = cap.first_ns
+        cap.rel_ns = np.array([min(max(ts - first, 0), REL_NS_MAX) for ts in stamps], dtype=np.int64)
+        cap.blob = b"".join(frames)
+    return cap
+
+
+def write_pcap(cap: Capture, f) -> None:
+    """The frames of ``cap`` as a nanosecond pcap of Ethernet frames (for tcpreplay), into binary
+    file ``f``."""
+    f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, MAX_CAPLEN, linktype.EN10MB))
+    hdr = struct.Struct("<IIII")
+    for off, n, rel in zip(cap.offsets.tolist(), cap.lengths.tolist(), cap.rel_ns.tolist(), strict=True):
+        sec, nsec = divmod(max(cap.first_ns + rel, 0), 1_000_000_000)
+        f.write(hdr.pack(sec & 0xFFFFFFFF, nsec, n, n))
+        f.write(cap.blob[off:off + n])
+
+
+def check_replayable(cap: Capture) -> None:
+    """Refuse a capture none of whose packets can be replayed, saying why."""
+    if cap.packets and not cap.frames:
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(cap.skipped.items()))
+        raise CaptureError(cap.path, f"none of its {cap.packets} packets can be replayed on a veth: {why}")

@@ -1,17 +1,27 @@
-"""Replay a capture with tcpreplay from inside the gen namespace.
+"""Replay a capture from inside the gen namespace: with tcpreplay, or built in.
 
-tcpreplay's own figures are kept: its ``Actual:`` and ``Rated:`` lines and
-the per-device block (successful, failed, truncated, retried) are parsed
-into ``ReplayResult``.
+Two drivers with one interface (start, running, finish, kill; a context
+manager) and one result, ``ReplayResult``:
+
+* ``Replayer``: tcpreplay, the tool users know. Its own figures are kept: its
+  ``Actual:`` and ``Rated:`` lines and the per-device block (successful,
+  failed, truncated, retried) are parsed.
+* ``BuiltinReplayer``: the frames already in memory (harness.pcapfile.load),
+  sent by allocator/replay.c with sendmmsg(2) on an AF_PACKET socket opened in
+  the gen namespace, with PACKET_QDISC_BYPASS, from a thread of this process
+  (the C loop runs without the GIL). Its counters are read live.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 
 from harness import nsutil
 from harness.errors import NtaError
@@ -69,6 +79,8 @@ class ReplayResult:
     retried_enobufs: int | None = None
     retried_eagain: int | None = None
     output: str = ""
+    driver: str = "tcpreplay"
+    calls: int | None = None  # sendmmsg calls (built-in)
 
     @property
     def sent(self) -> int:
@@ -102,6 +114,9 @@ def parse_tcpreplay(text: str) -> ReplayResult:
         if m:
             setattr(res, field, int(m[-1]))
     return res
+
+
+DRIVERS = ("tcpreplay", "builtin")
 
 
 def _last_line(text: str) -> str:
@@ -142,8 +157,9 @@ def command(iface: str, pcap: str, opts: ReplayOptions) -> list[str]:
 class Replayer:
     """tcpreplay running in namespace ``ns``; dies with this process."""
 
-    def __init__(self, ns: str, iface: str, pcap: str, opts: ReplayOptions):
+    def __init__(self, ns: str, iface: str, pcap: str, opts: ReplayOptions, pass_fds: tuple = ()):
         self.cmd = command(iface, pcap, opts)
+        self.pass_fds = pass_fds
         self.ns = ns
         self.proc: subprocess.Popen | None = None
         self._creator = os.getpid()
@@ -151,7 +167,7 @@ class Replayer:
     def start(self) -> "Replayer":
         self.proc = subprocess.Popen(
             self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, preexec_fn=nsutil.in_netns_preexec(self.ns))
+            text=True, preexec_fn=nsutil.in_netns_preexec(self.ns), pass_fds=self.pass_fds)
         return self
 
     def running(self) -> bool:
@@ -169,6 +185,122 @@ class Replayer:
             self.proc.communicate()
 
     def __enter__(self) -> "Replayer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+
+SOL_PACKET = 263
+PACKET_QDISC_BYPASS = 20
+SNDBUF = 4 << 20
+
+
+def packet_socket(ns: str | None, iface: str, qdisc_bypass: bool = True) -> socket.socket:
+    """An AF_PACKET socket bound to ``iface`` of namespace ``ns`` (it stays in that namespace);
+    protocol 0, so it receives nothing."""
+    ctx = nsutil.inside(ns) if ns else contextlib.nullcontext()
+    with ctx:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            s.bind((iface, 0))
+            if qdisc_bypass:
+                s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            with contextlib.suppress(OSError):  # SO_SNDBUFFORCE needs CAP_NET_ADMIN
+                s.setsockopt(socket.SOL_SOCKET, 32, SNDBUF)  # SO_SNDBUFFORCE
+        except OSError as exc:
+            s.close()
+            raise NtaError(f"packet socket on {iface}: {exc.strerror}") from None
+    return s
+
+
+class BuiltinReplayer:
+    """The built-in replayer: ``cap``'s frames (pcapfile.load) sent on ``iface`` of ``ns``."""
+
+    def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int = 64,
+                 qdisc_bypass: bool = True):
+        from harness.nta import ffi, lib
+
+        opts.validate()
+        if not 1 <= batch <= 1024:
+            raise NtaError(f"bad batch {batch}: 1..1024 frames per sendmmsg")
+        self.ns, self.iface, self.cap, self.opts = ns, iface, cap, opts
+        self._ffi, self._lib = ffi, lib
+        self._sock = None
+        self._thread: threading.Thread | None = None
+        self._rc = 0
+        r = self._r = ffi.new("struct nta_replay *")
+        if opts.topspeed:
+            r.mode = lib.NTA_REPLAY_TOPSPEED
+        elif opts.pps:
+            r.mode, r.rate = lib.NTA_REPLAY_PPS, opts.pps
+        elif opts.mbps:
+            r.mode, r.rate = lib.NTA_REPLAY_MBPS, opts.mbps
+        else:
+            r.mode, r.rate = lib.NTA_REPLAY_TIMING, opts.multiplier or 1.0
+        # the buffers stay referenced by self.cap for as long as the sender runs
+        self._keep = [ffi.from_buffer(cap.blob) if cap.frames else ffi.NULL,
+                      ffi.from_buffer(cap.offsets), ffi.from_buffer(cap.lengths), ffi.from_buffer(cap.rel_ns)]
+        r.blob = ffi.cast("const uint8_t *", self._keep[0])
+        r.offsets = ffi.cast("const uint64_t *", self._keep[1])
+        r.lengths = ffi.cast("const uint32_t *", self._keep[2])
+        r.rel_ns = ffi.cast("const int64_t *", self._keep[3])
+        r.frames, r.loops, r.limit = cap.frames, opts.loops, opts.limit or 0
+        r.duration_ns = int((opts.duration or 0) * 1e9)
+        r.batch = batch
+        self._bypass = qdisc_bypass
+        self._creator = os.getpid()
+
+    def start(self) -> "BuiltinReplayer":
+        self._sock = packet_socket(self.ns, self.iface, self._bypass)
+        self._r.fd = self._sock.fileno()
+        self._thread = threading.Thread(target=self._run, name="nta-replay", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        self._rc = self._lib.nta_replay_run(self._r)
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def counters(self) -> dict:
+        r = self._r
+        return {k: getattr(r, k) for k in ("sent", "bytes", "failed", "retried_enobufs", "retried_eagain",
+                                          "calls")}
+
+    def finish(self) -> ReplayResult:
+        self._thread.join()
+        self._close()
+        if self._rc:
+            raise NtaError(f"the built-in replayer could not start: {os.strerror(-self._rc)}")
+        r = self._r
+        secs = (r.end_ns - r.start_ns) / 1e9
+        res = ReplayResult(packets=r.sent + r.failed, bytes=r.bytes, seconds=secs,
+                           rated_bps=r.bytes / secs if secs else 0.0,
+                           rated_mbps=r.bytes * 8 / secs / 1e6 if secs else 0.0,
+                           rated_pps=r.sent / secs if secs else 0.0,
+                           successful=r.sent, failed=r.failed, truncated=None,
+                           retried_enobufs=r.retried_enobufs, retried_eagain=r.retried_eagain,
+                           driver="builtin", calls=r.calls)
+        if r.failed:
+            res.output = f"last send error: {os.strerror(r.last_errno)}"
+        return res
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def kill(self) -> None:
+        if os.getpid() != self._creator:
+            return
+        if self.running():
+            self._r.stop = 1
+            self._thread.join()
+        self._close()
+
+    def __enter__(self) -> "BuiltinReplayer":
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,8 +1,11 @@
-"""``nta run``: capture -> tcpreplay -> veth -> XDP, counted at every point.
+"""``nta run``: capture -> replayer -> veth -> XDP, counted at every point.
 
 Counting points, in the order a packet meets them:
 
-* replayer: tcpreplay's own count of packets it handed to the kernel;
+* the capture: its records, the frames made of them (converted to Ethernet
+  where needed), and the records skipped, by reason (harness.pcapfile.load);
+* replayer: tcpreplay's own count of packets it handed to the kernel, or the
+  built-in replayer's (harness.replay);
 * veth sender drops: frames the gen end of the veth pair dropped (the peer's
   256-entry ring was full, or its backlog), from the gen end's tx_dropped;
 * XDP seen: the per-CPU counters of the XDP program on the dut end.
@@ -12,8 +15,8 @@ lost when it was full) and the controller (records handled, which got a
 pool fragment or a counted allocation failure). Then also
 ``XDP seen = submitted + ring lost`` and ``handled = submitted``.
 
-They reconcile when ``replayer = XDP seen + veth drops``; the summary says so
-or says by how much they do not.
+They reconcile when ``replayer = XDP seen + veth drops`` and the replayer sent
+``frames x loops``; the summary says so or says by how much they do not.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 
 from harness import __version__, pcapfile, topology
 from harness.errors import NeedRoot, NtaError
-from harness.replay import Replayer, ReplayOptions, ReplayResult
+from harness.replay import DRIVERS, BuiltinReplayer, Replayer, ReplayOptions, ReplayResult
 from harness.report import check_writable, n, table, write_json
 from harness.xdp import MetaProgram, XdpProgram, XdpStats
 
@@ -39,7 +42,7 @@ class RunConfig:
     replay: ReplayOptions = dataclasses.field(default_factory=ReplayOptions)
     mode: str = "native"
     action: str = "drop"
-    mtu: int = 1500
+    mtu: int | None = None  # None: the smallest that carries every frame, at least 1500
     interval: float = 1.0
     json_path: str | None = None
     tag: str | None = None
@@ -51,6 +54,8 @@ class RunConfig:
     drain_us: int = 200  # how often the ring is drained
     plot_dir: str | None = None
     allocator: str = "nta"  # fragments at exact size (nta) or rounded to a power of two (pow2)
+    replayer: str = "tcpreplay"  # or "builtin"
+    batch: int = 64  # frames per sendmmsg (builtin)
 
 
 class Consumer:
@@ -134,7 +139,7 @@ class Sample:
 @dataclasses.dataclass
 class RunResult:
     config: RunConfig
-    capture: pcapfile.CaptureInfo
+    capture: pcapfile.Capture
     topology: str
     xdp_mode: str | None
     xdp_prog_id: int | None
@@ -153,7 +158,7 @@ class RunResult:
         r = self.config.replay
         if r.duration or r.limit:
             return None
-        return self.capture.packets * r.loops
+        return self.capture.frames * r.loops
 
     @property
     def unaccounted(self) -> int:
@@ -179,14 +184,16 @@ class RunResult:
             "config": {
                 "pcap": os.path.abspath(c.pcap), "loops": c.replay.loops, "rate": c.replay.rate_text(),
                 "duration_limit": c.replay.duration, "packet_limit": c.replay.limit,
-                "mode_requested": c.mode, "action": c.action, "mtu": c.mtu, "interval": c.interval,
+                "mode_requested": c.mode, "action": c.action, "mtu": self.capture.mtu, "interval": c.interval,
+                "replayer": c.replayer,
             },
             "capture": self.capture.as_dict(),
             "topology": self.topology,
             "xdp": {"mode": self.xdp_mode, "prog_id": self.xdp_prog_id},
             "expected_packets": self.expected,
             "points": {
-                "replayer": {"packets": r.sent, "bytes": r.bytes, "seconds": r.seconds, "pps": r.rated_pps,
+                "replayer": {"driver": r.driver, "packets": r.sent, "bytes": r.bytes, "seconds": r.seconds,
+                             "pps": r.rated_pps,
                              "failed": r.failed, "truncated": r.truncated,
                              "retried_enobufs": r.retried_enobufs, "retried_eagain": r.retried_eagain},
                 "veth_sender_drops": {"packets": self.veth_dropped},
@@ -229,6 +236,20 @@ def meta_rows(ring: dict, controller: dict) -> list[list[str]]:
             ["  of which no memory", n(controller["alloc_fails"]), "", "", ""]]
 
 
+def replayer(stack: contextlib.ExitStack, cfg: RunConfig, cap: pcapfile.Capture, topo):
+    """The replay driver cfg asks for, sending cap's frames from the gen end."""
+    if cfg.replayer == "builtin":
+        return BuiltinReplayer(topo.gen_ns, topo.gen_if, cap, cfg.replay, batch=cfg.batch)
+    if cap.as_is:
+        return Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay)
+    # tcpreplay gets the frames as converted and skipped here, in a memfd: nothing to clean up
+    fd = os.memfd_create("nta-replay.pcap")
+    stack.callback(os.close, fd)
+    with os.fdopen(os.dup(fd), "wb") as f:
+        pcapfile.write_pcap(cap, f)
+    return Replayer(topo.gen_ns, topo.gen_if, f"/proc/self/fd/{fd}", cfg.replay, pass_fds=(fd,))
+
+
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise NeedRoot(what)
@@ -239,14 +260,24 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
     cfg.replay.validate()
     if cfg.interval <= 0:
         raise NtaError(f"bad --interval {cfg.interval}: must be positive")
-    topology.check_mtu(cfg.mtu)
+    if cfg.mtu is not None:
+        topology.check_mtu(cfg.mtu)
+    if cfg.replayer not in DRIVERS:
+        raise NtaError(f"bad --replayer {cfg.replayer!r}: choose {', '.join(DRIVERS)}")
     if cfg.plot_dir is not None and not os.path.isdir(cfg.plot_dir):
         raise NtaError(f"--plot {cfg.plot_dir}: not a directory")
     if cfg.tag is not None:
         topology.check_tag(cfg.tag)
     check_writable(cfg.json_path)
-    info = pcapfile.read_capture(cfg.pcap)
-    pcapfile.check_replayable(info, cfg.mtu)
+    info = pcapfile.load(cfg.pcap, mtu=cfg.mtu)
+    pcapfile.check_replayable(info)
+    if not info.packets:
+        if not cfg.quiet:
+            print(f"nta run: {cfg.pcap} holds no packets: nothing to replay", file=out)
+        if cfg.json_path:
+            write_json(cfg.json_path, {"tool": "nta", "version": __version__, "command": "run",
+                                       "capture": info.as_dict(), "expected_packets": 0, "reconciled": True})
+        return None
     require_root("nta run")
 
     for t in topology.remove_stale():
@@ -255,7 +286,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
 
     say = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, file=out, flush=True))
     with contextlib.ExitStack() as stack:
-        topo = stack.enter_context(topology.Topology(cfg.tag, mtu=cfg.mtu))
+        topo = stack.enter_context(topology.Topology(cfg.tag, mtu=info.mtu))
         if cfg.controller:
             from harness.nta import parse_hold
 
@@ -270,8 +301,9 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             prog = stack.enter_context(XdpProgram(topo.dut_ns, topo.dut_if, cfg.action, cfg.mode))
             consumer = None
         mode, prog_id = topo.xdp_attached()
-        say(f"nta run: {os.path.basename(cfg.pcap)} ({n(info.packets)} packets) x{cfg.replay.loops} at "
-            f"{cfg.replay.rate_text()} -> {topo.gen_if} [{topo.gen_ns}] => {topo.dut_if} [{topo.dut_ns}], "
+        say(f"nta run: {os.path.basename(cfg.pcap)} ({n(info.frames)} frames) x{cfg.replay.loops} at "
+            f"{cfg.replay.rate_text()} by {cfg.replayer} -> {topo.gen_if} [{topo.gen_ns}] => {topo.dut_if} "
+            f"[{topo.dut_ns}], MTU {info.mtu}, "
             f"XDP {mode} (prog id {prog_id}), action {cfg.action}"
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else ""))
         say(f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}"
@@ -286,10 +318,10 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
                           dropped=dropped, seen=prog.stats().packets)
 
         # On a terminal, each line also says how far the run is (of the packets it calls for).
-        total = None if cfg.replay.duration or cfg.replay.limit else info.packets * cfg.replay.loops
+        total = None if cfg.replay.duration or cfg.replay.limit else info.frames * cfg.replay.loops
         progress = bool(total) and getattr(out, "isatty", lambda: False)()
         t0 = time.monotonic()
-        with Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay) as rp:
+        with replayer(stack, cfg, info, topo) as rp:
             prev = Sample(0.0, 0, 0, 0)
             prev_meta = {"meta": 0, "lost": 0, "alloc": 0, "free": 0}
             next_tick = t0 + cfg.interval
@@ -352,12 +384,25 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
     return result
 
 
+def capture_line(c: pcapfile.Capture) -> str:
+    """What of the capture goes on the wire: frames, conversions, truncations, skips by reason."""
+    parts = [f"capture: {n(c.packets)} packets ({c.linktype_text() or 'none'}) -> {n(c.frames)} frames "
+             f"at MTU {c.mtu}"]
+    if c.converted:
+        parts.append(f"{n(c.converted)} given an Ethernet header")
+    if c.truncated:
+        parts.append(f"{n(c.truncated)} truncated by the capture's snap length (sent as captured)")
+    parts += [f"{n(k)} skipped: {why}" for why, k in sorted(c.skipped.items())]
+    return "; ".join(parts)
+
+
 def print_summary(r: RunResult, out=sys.stdout) -> None:
     rp = r.replay
     print(f"\nSummary: {os.path.basename(r.config.pcap)}, {n(rp.sent)} packets in {r.wall:.3f} s "
           f"(XDP {r.xdp_mode}, action {r.config.action})", file=out)
+    print("  " + capture_line(r.capture), file=out)
     rows = [
-        ["replayer (tcpreplay)", n(rp.sent), n(rp.bytes), f"{rp.seconds:.3f}", n(rp.rated_pps)],
+        [f"replayer ({rp.driver})", n(rp.sent), n(rp.bytes), f"{rp.seconds:.3f}", n(rp.rated_pps)],
         ["veth sender drops", n(r.veth_dropped), "", "", ""],
         [f"XDP seen ({r.xdp_mode})", n(r.xdp.packets), n(r.xdp.bytes), f"{r.xdp.seconds:.3f}", n(r.xdp.pps)],
     ]
@@ -393,9 +438,13 @@ def print_summary(r: RunResult, out=sys.stdout) -> None:
                   f"handled {n(c['handled'])} = submitted",
                   file=out)
     if rp.failed:
-        print(f"  replayer failures: {n(rp.failed)} packets tcpreplay could not send", file=out)
+        print(f"  replayer failures: {n(rp.failed)} packets {rp.driver} could not send"
+              + (f" ({rp.output})" if rp.driver == "builtin" and rp.output else ""), file=out)
+    if rp.retried_enobufs or rp.retried_eagain:
+        print(f"  replayer retries (device or socket queue full, nothing lost): ENOBUFS "
+              f"{n(rp.retried_enobufs or 0)}, EAGAIN {n(rp.retried_eagain or 0)}", file=out)
     exp = r.expected
-    exp_text = (f"expected {n(exp)} = {n(r.capture.packets)} x {r.config.replay.loops} loops"
+    exp_text = (f"expected {n(exp)} = {n(r.capture.frames)} frames x {r.config.replay.loops} loops"
                 if exp is not None else "expected: cut by --duration/--limit")
     if r.unaccounted == 0:
         verdict = (f"reconciled: sent {n(rp.sent)} = XDP seen {n(r.xdp.packets)} + veth drops "

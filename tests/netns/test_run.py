@@ -1,18 +1,20 @@
-"""Real captures replayed by tcpreplay over a veth pair: XDP sees exactly what the capture holds."""
+"""Real captures replayed over a veth pair, by tcpreplay and by the built-in replayer: XDP sees exactly
+the frames `nta inspect` says a replay sends."""
 
 import json
 import os
 
 import pytest
 
-from harness.pcapfile import read_capture
+from harness.pcapfile import load
 from harness.replay import ReplayOptions
 from harness.run import RunConfig, run
-from tests.conftest import nta
+from tests.conftest import assert_one_line_error, manifest, nta
+from tests.unit.test_pcapfile import MALFORMED
 
 
 def replay(pcap, **kw):
-    opts = {k: kw.pop(k) for k in ("loops", "topspeed", "pps") if k in kw}
+    opts = {k: kw.pop(k) for k in ("loops", "topspeed", "pps", "multiplier", "limit") if k in kw}
     return run(RunConfig(pcap=pcap, replay=ReplayOptions(**opts), quiet=True, **kw))
 
 
@@ -31,14 +33,14 @@ def test_tcpreplay_capture_exact_in_both_modes(pcaps, pcap_manifest, mode):
     expected = int(pcap_manifest["tcpreplay-test.pcap"]["packet_count"])
     r = replay(path, topspeed=True, mode=mode)
     assert r.xdp_mode == mode  # as the kernel reports it, not as asked
-    assert_exact(r, expected, read_capture(path).bytes)
+    assert_exact(r, expected, load(path).frame_bytes)
     assert r.expected == 179
 
 
 def test_imix_with_loops_exact(imix_pcap):
-    info = read_capture(imix_pcap)
+    info = load(imix_pcap)
     r = replay(imix_pcap, loops=20, pps=100_000)
-    assert_exact(r, 20 * info.packets, 20 * info.bytes)
+    assert_exact(r, 20 * info.frames, 20 * info.frame_bytes)
     assert r.expected == 24_000
     assert r.xdp.pps > 0 and r.replay.rated_pps > 0
 
@@ -49,25 +51,37 @@ def test_more_real_captures_exact(pcaps, pcap_manifest, name):
     """Minimum-size frames, 802.1Q, QinQ, truncated records: every one reaches XDP."""
     path = os.path.join(pcaps, name)
     r = replay(path, topspeed=True)
-    assert_exact(r, int(pcap_manifest[name]["packet_count"]), read_capture(path).bytes)
+    assert_exact(r, int(pcap_manifest[name]["packet_count"]), load(path).frame_bytes)
 
 
 def test_pass_action_counts_exactly(pcaps):
     path = os.path.join(pcaps, "tcpreplay-test.pcap")
     r = replay(path, topspeed=True, action="pass")
-    assert_exact(r, 179, read_capture(path).bytes)
+    assert_exact(r, 179, load(path).frame_bytes)
 
 
-def test_jumbo_frames_in_generic_mode(pcaps):
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_jumbo_frames_raise_the_mtu(pcaps, mode):
+    """GRO frames up to 5858 bytes: the veth gets MTU 5844, and native XDP takes them as multi-buffer
+    frames (the program is loaded with BPF_F_XDP_HAS_FRAGS)."""
     path = os.path.join(pcaps, "suricata-smb2-gro-frames.pcap")
-    r = replay(path, topspeed=True, mode="generic", mtu=5844)
-    assert_exact(r, 792, read_capture(path).bytes)
+    r = replay(path, topspeed=True, mode=mode)
+    assert r.capture.mtu == 5844 and r.xdp_mode == mode
+    assert_exact(r, 792, load(path).frame_bytes)
 
 
-def test_jumbo_mtu_in_native_mode_is_a_clear_error(pcaps):
-    proc = nta("run", "--pcap", os.path.join(pcaps, "suricata-smb2-gro-frames.pcap"), "--mtu", "6000")
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "use --mode generic or a smaller --mtu" in proc.stderr
+def test_frames_over_a_given_mtu_are_skipped_and_counted(pcaps):
+    path = os.path.join(pcaps, "suricata-smb2-gro-frames.pcap")
+    r = replay(path, topspeed=True, mtu=1500, replayer="builtin")
+    assert r.capture.skipped == {"larger than MTU 1500 carries": 117}
+    assert_exact(r, 675, load(path, mtu=1500).frame_bytes)
+    assert r.expected == 675
+
+
+def test_jumbo_mtu_up_to_the_veth_maximum_in_native_mode(imix_pcap):
+    r = replay(imix_pcap, pps=50_000, mtu=65535, replayer="builtin")
+    assert r.capture.mtu == 65535 and r.xdp_mode == "native"
+    assert_exact(r, 1200, load(imix_pcap).frame_bytes)
 
 
 def test_cli_run_prints_and_writes_the_same_figures(pcaps, tmp_path):
@@ -76,7 +90,7 @@ def test_cli_run_prints_and_writes_the_same_figures(pcaps, tmp_path):
                "--interval", "0.02", "--json", str(out), check=True)
     text = proc.stdout
     assert "XDP native" in text and "rx/s" in text
-    assert "reconciled: sent 179 = XDP seen 179 + veth drops 0; expected 179 = 179 x 1 loops" in text
+    assert "reconciled: sent 179 = XDP seen 179 + veth drops 0; expected 179 = 179 frames x 1 loops" in text
     doc = json.loads(out.read_text())
     assert doc["points"]["replayer"]["packets"] == doc["points"]["xdp"]["packets"] == 179
     assert doc["points"]["veth_sender_drops"]["packets"] == 0
@@ -123,3 +137,37 @@ def test_progress_on_a_terminal(imix_pcap):
     assert "%]" in text and "reconciled" in text
     piped = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "%]" not in piped.stdout and "reconciled" in piped.stdout
+
+
+# -- every capture in ../shared/pcaps, by both replayers --------------------------------
+
+def _inspect(path: str) -> dict:
+    return json.loads(nta("inspect", path, "--json", "-", check=True).stdout)["captures"][0]
+
+
+@pytest.mark.parametrize("driver", ["tcpreplay", "builtin"])
+@pytest.mark.parametrize("name", sorted(manifest()))
+def test_every_shared_capture(pcaps, name, driver, tmp_path):
+    """What XDP saw = what 'nta inspect' said a replay sends (after skips), by either replayer; a malformed
+    capture fails with one line and exit status 2; an empty one replays nothing. The netns fixture checks
+    that nothing is left behind."""
+    path = os.path.join(pcaps, name)
+    out = tmp_path / "run.json"
+    proc = nta("run", "--pcap", path, "--replayer", driver, "--topspeed", "--json", str(out))
+    if name in MALFORMED:
+        assert_one_line_error(proc, MALFORMED[name][0], code=2)
+        assert not out.exists()
+        return
+    plan = _inspect(path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    if plan["packets"] == 0:
+        assert "nothing to replay" in proc.stdout and doc["expected_packets"] == 0
+        return
+    pts = doc["points"]
+    assert doc["expected_packets"] == plan["frames"] > 0
+    assert pts["replayer"]["driver"] == driver
+    assert pts["replayer"]["packets"] == pts["xdp"]["packets"] == plan["frames"]
+    assert pts["xdp"]["bytes"] == plan["frame_bytes"]
+    assert pts["veth_sender_drops"]["packets"] == 0 and doc["reconciled"] is True
+    assert doc["capture"]["skipped"] == plan["skipped"] and doc["config"]["mtu"] == plan["mtu"]

@@ -27,11 +27,11 @@ def test_traces_are_deterministic_and_shaped():
 
 
 def test_pcap_trace_is_the_capture_frame_sizes(pcaps):
-    from harness.pcapfile import read_capture
+    from harness.pcapfile import load
 
     path = os.path.join(pcaps, "tcpreplay-test.pcap")
     sizes = bench.trace_sizes("pcap", 400, 1, pcap=path)
-    frames = read_capture(path, want_sizes=True).sizes
+    frames = load(path).lengths.tolist()
     assert sizes.tolist() == (frames * 3)[:400]
 
 
@@ -103,7 +103,7 @@ def test_cli_bench_errors():
     assert_one_line_error(nta("bench", "alloc", "--windows", "x"), "--windows", code=2)
     assert_one_line_error(nta("bench", "alloc", "--windows", "64,0"), "bad --windows 64,0")
     assert_one_line_error(nta("bench", "alloc", "--traces", "pcap", "--pcap", "/nonexistent.pcap"),
-                          "no such file")
+                          "no such file", code=2)
 
 
 def test_pool_bench_runs_every_shape(tmp_path):

@@ -26,9 +26,9 @@ def nothing_left_behind():
 
 def test_help_lists_every_command():
     out = nta("--help", check=True).stdout
-    for cmd in ("run", "topo", "pcap", "doctor"):
+    for cmd in ("run", "inspect", "topo", "pcap", "doctor"):
         assert cmd in out
-    for cmd in ("run", "topo", "pcap", "doctor"):
+    for cmd in ("run", "inspect", "topo", "pcap", "doctor"):
         assert "usage: nta " + cmd in nta(cmd, "--help", check=True).stdout
     assert "examples:" in nta("run", "--help").stdout
 
@@ -39,6 +39,9 @@ def test_help_lists_every_command():
     (["run", "--pcap", "x.pcap", "--pps", "-5"], "--pps: must be positive"),
     (["run", "--pcap", "x.pcap", "--topspeed", "--pps", "5"], "not allowed with argument"),
     (["run", "--pcap", "x.pcap", "--mode", "turbo"], "invalid choice: 'turbo'"),
+    (["run", "--pcap", "x.pcap", "--replayer", "scapy"], "invalid choice: 'scapy'"),
+    (["run", "--pcap", "x.pcap", "--batch", "0"], "--batch: must be 1 or more"),
+    (["inspect"], "required: FILE"),
     (["run", "--loops", "3"], "required: --pcap"),
     (["run", "--bogus"], "unrecognized arguments: --bogus"),
     (["frobnicate"], "invalid choice"),
@@ -49,20 +52,38 @@ def test_bad_flags_are_one_line_usage_errors(args, needle, nothing_left_behind):
 
 
 def test_bad_captures_are_refused_before_anything_is_made(pcaps, tmp_path, nothing_left_behind):
+    """Exit status 2, one line naming the file and what is wrong (and where), nothing created."""
+    from tests.unit.test_pcapfile import pcap_bytes
+
     notcap = tmp_path / "notes.pcap"
     notcap.write_text("hello\n")
+    radiotap = tmp_path / "radiotap.pcap"
+    radiotap.write_bytes(pcap_bytes(127, [b"\0\0\x08\0\0\0\0\0" + b"\x80" * 40] * 2))
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(open(os.path.join(pcaps, "tcpreplay-test.pcap"), "rb").read()[:5000])
     cases = [
         (str(tmp_path / "missing.pcap"), "no such file"),
         (str(notcap), "not a pcap or pcapng file"),
         (os.path.join(pcaps, "libpcap-invalid-version-1.pcap"), "unsupported pcap savefile version 1.4"),
         (os.path.join(pcaps, "suricata-bug6875-fuzz.pcap"), "record 2, byte 228"),
-        (os.path.join(pcaps, "tcpdump-empty.pcapng"), "holds no packets"),
-        (os.path.join(pcaps, "pcpp-raw-ip.pcap"), "only Ethernet (EN10MB)"),
-        (os.path.join(pcaps, "suricata-smb2-gro-frames.pcap"), "use --mtu 5844 or more"),
+        (str(cut), "runs past the end of the file"),
+        (str(radiotap), "none of its 2 packets can be replayed on a veth: 2 link type "
+                        "IEEE802_11_RADIOTAP(127)"),
     ]
     for path, needle in cases:
-        line = assert_one_line_error(nta("run", "--pcap", path), needle)
-        assert line.startswith(f"nta: error: {path}")
+        for driver in ("tcpreplay", "builtin"):
+            line = assert_one_line_error(nta("run", "--pcap", path, "--replayer", driver), needle, code=2)
+            assert line.startswith(f"nta: error: {path}")
+
+
+def test_an_empty_capture_replays_nothing_and_says_so(pcaps, tmp_path, nothing_left_behind):
+    out = tmp_path / "empty.json"
+    path = os.path.join(pcaps, "tcpdump-empty.pcapng")
+    proc = nta("run", "--pcap", path, "--json", str(out))
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert f"{path} holds no packets: nothing to replay" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["expected_packets"] == 0 and doc["capture"]["packets"] == 0
 
 
 def test_bad_values_found_before_root_is_needed(tmp_path, imix_pcap, nothing_left_behind):
@@ -94,14 +115,39 @@ def test_setup_refuses_non_root_in_one_line():
     assert_one_line_error(proc, "setup: error: must run as root")
 
 
-def test_pcap_info_json(pcaps, tmp_path):
+def test_inspect_prints_and_writes_the_same_summary(pcaps, tmp_path):
     out = tmp_path / "info.json"
-    proc = nta("pcap", "info", os.path.join(pcaps, "tcpreplay-test.pcap"),
-               os.path.join(pcaps, "ndpi-synscan.pcap"), "--json", str(out), check=True)
-    assert "tcpreplay-test.pcap" in proc.stdout and "179" in proc.stdout
+    ng, v6 = os.path.join(pcaps, "pcpp-pcapng-example.pcapng"), os.path.join(pcaps, "ndpi-reddit-ipv6.pcap")
+    proc = nta("inspect", ng, v6, "--json", str(out), check=True)
+    text = proc.stdout
+    assert "pcapng, little-endian, 2 interfaces" in text
+    assert "EN10MB(1) x59, LINUX_SLL(113) x100" in text
+    assert "converted    100 given an Ethernet header" in text
+    assert "truncated    39" in text
+    assert "IPv4, IPv6   0, 1,942" in text and "MTU          2848 (chosen; the frames need 2848)" in text
     doc = json.loads(out.read_text())
-    assert [c["packets"] for c in doc["captures"]] == [179, 2011]
-    assert doc["captures"][0]["linktypes"] == {"EN10MB(1)": 179}
+    a, b = doc["captures"]
+    assert (a["packets"], a["frames"], a["converted"], a["truncated"]) == (159, 159, 100, 39)
+    assert a["linktypes"] == {"EN10MB(1)": 59, "LINUX_SLL(113)": 100}
+    assert sum(b["sizes_hist"].values()) == b["frames"] == 1942 and b["sizes_hist"]["1519-9018"] == 10
+    # the old spelling still works
+    assert json.loads(nta("pcap", "info", ng, "--json", "-", check=True).stdout)["captures"] == [a]
+
+
+def test_inspect_a_planned_mtu_counts_what_it_skips(pcaps):
+    doc = json.loads(nta("inspect", os.path.join(pcaps, "suricata-smb2-gro-frames.pcap"), "--mtu", "1500",
+                         "--json", "-", check=True).stdout)
+    c = doc["captures"][0]
+    assert (c["frames"], c["skipped"]) == (675, {"larger than MTU 1500 carries": 117})
+
+
+def test_inspect_a_malformed_file_among_good_ones(pcaps):
+    bad = os.path.join(pcaps, "suricata-bug6875-fuzz.pcap")
+    proc = nta("inspect", os.path.join(pcaps, "ndpi-synscan.pcap"), bad)
+    assert proc.returncode == 2
+    assert "ndpi-synscan.pcap" in proc.stdout and "2,011 frames" in proc.stdout
+    assert proc.stderr == f"nta: error: {bad} (record 2, byte 228): captured length 1409179648 is larger " \
+                          "than the maximum 262144\n"
 
 
 def test_ebpf_prints_the_program_and_its_flags():

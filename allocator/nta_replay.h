@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * nta_replay.h - the built-in replayer: frames preloaded in memory, sent on
+ * an AF_PACKET socket with sendmmsg(2) in batches, paced or at top speed.
+ *
+ * The caller (harness/replay.py) opens and binds the socket in the sender's
+ * namespace and fills the "in" half; nta_replay_run() sends until the loops,
+ * the packet limit or the duration are done, or until ->stop is set from
+ * another thread. The "out" half may be read while it runs.
+ */
+#ifndef NTA_REPLAY_H
+#define NTA_REPLAY_H
+
+#ifndef NTA_CDEF
+#include <stdint.h>
+#endif
+
+#define NTA_REPLAY_TOPSPEED 0u /* as fast as the socket takes them */
+#define NTA_REPLAY_PPS 1u      /* rate = packets per second */
+#define NTA_REPLAY_MBPS 2u     /* rate = Mbit/s of frame bytes */
+#define NTA_REPLAY_TIMING 3u   /* the capture's own gaps, divided by rate */
+
+struct nta_replay {
+	/* in */
+	int fd;                   /* AF_PACKET socket, bound to the sending interface */
+	uint32_t mode;            /* NTA_REPLAY_* */
+	double rate;
+	const uint8_t *blob;      /* the frames, back to back */
+	const uint64_t *offsets;  /* per frame: offset in blob */
+	const uint32_t *lengths;  /* per frame: bytes */
+	const int64_t *rel_ns;    /* per frame: capture time since the first frame */
+	uint64_t frames;
+	uint64_t loops;
+	uint64_t limit;           /* packets; 0: none */
+	uint64_t duration_ns;     /* 0: none */
+	uint32_t batch;           /* frames per sendmmsg, 1..1024 */
+	/* out: the sender writes them with relaxed atomic stores */
+	uint64_t sent;            /* frames the kernel took */
+	uint64_t bytes;
+	uint64_t failed;          /* frames given up on (a send error other than the ones below) */
+	uint64_t retried_enobufs; /* sendmmsg calls retried on ENOBUFS (device queue full) */
+	uint64_t retried_eagain;
+	uint64_t calls;           /* sendmmsg calls */
+	int32_t last_errno;       /* of the last failed frame */
+	int32_t stop;             /* set to 1 (atomically) to stop early */
+	uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC */
+};
+
+/* Send; returns 0, or -errno when it could not start (a bad argument). */
+int nta_replay_run(struct nta_replay *r);
+
+#endif
