@@ -8,9 +8,13 @@
  * (at most a batch), then sleep until the next one is due: clock_nanosleep to
  * within SPIN_NS of it, then spin, so a rate holds without a syscall per frame.
  *
- * A full device queue (ENOBUFS, as veth says with PACKET_QDISC_BYPASS) or a
- * full socket buffer (EAGAIN) is retried and counted, never dropped; any other
- * error gives up on that one frame, counts it in ->failed and keeps its errno.
+ * A frame the device refused (ENOBUFS: veth drops it and counts it in its
+ * tx_dropped when the peer's ring is full) or a full socket buffer (EAGAIN) is
+ * sent again and counted, never lost; any other error gives up on that one
+ * frame, counts it in ->failed and keeps its errno. sendmmsg(2) reports an
+ * error only when it is the batch's first frame: a short count means the next
+ * frame was refused and the error was dropped. That refusal is counted as an
+ * ENOBUFS one, unless the frame's next attempt names another error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -108,6 +112,7 @@ int nta_replay_run(struct nta_replay *r)
 
 	while (c.seq < total && !__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
 		uint32_t k = 0, off = 0;
+		int refused = 0; /* the frame at off was refused by the last, short, call */
 		uint64_t now;
 
 		if (r->mode != NTA_REPLAY_TOPSPEED)
@@ -138,7 +143,12 @@ int nta_replay_run(struct nta_replay *r)
 				add(&r->sent, (uint64_t)n);
 				add(&r->bytes, b);
 				off += (uint32_t)n;
-			} else if (n < 0 && errno == ENOBUFS) {
+				refused = off < k;
+				if (refused)
+					add(&r->retried_enobufs, 1);
+				continue;
+			}
+			if (n < 0 && errno == ENOBUFS) {
 				add(&r->retried_enobufs, 1);
 				sched_yield();
 			} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -149,10 +159,14 @@ int nta_replay_run(struct nta_replay *r)
 			} else if (n < 0 && errno == EINTR) {
 				continue;
 			} else {
+				if (refused) /* it was this error, not a full queue */
+					__atomic_store_n(&r->retried_enobufs, r->retried_enobufs - 1,
+							 __ATOMIC_RELAXED);
 				__atomic_store_n(&r->last_errno, n < 0 ? errno : EIO, __ATOMIC_RELAXED);
 				add(&r->failed, 1);
 				off++;
 			}
+			refused = 0;
 			if (__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
 				break;
 		}

@@ -81,7 +81,7 @@ def cmd_run(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, batch=args.batch)
+        allocator=args.allocator, replayer=args.replayer, batch=args.batch, napi=args.napi)
     result = run.run(cfg)
     if result is not None and not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -122,6 +122,9 @@ def add_run(sub) -> None:
     p.add_argument("--limit", type=_positive_int, metavar="N", help="stop the replay after N packets")
     p.add_argument("--mode", choices=("native", "generic"), default="native",
                    help="XDP attach mode (default native)")
+    p.add_argument("--napi", choices=("softirq", "threaded"), default="softirq",
+                   help="where the dut veth runs XDP: in the softirq of the sending CPU (default), or in a "
+                        "NAPI kernel thread the scheduler may put on another CPU (native mode)")
     p.add_argument("--action", choices=("drop", "pass"), default="drop", help="XDP verdict (default drop)")
     p.add_argument("--mtu", type=int, default=None,
                    help="veth MTU; larger frames are skipped and counted (default: the smallest that "

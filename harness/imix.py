@@ -30,11 +30,15 @@ def frame_sizes(cycles: int) -> list[int]:
 
 def write_imix(path: str, cycles: int = 100) -> int:
     """Write the IMIX capture to ``path`` atomically; return its packet count."""
+    return write_frames(path, frame_sizes(cycles))
+
+
+def write_frames(path: str, sizes: list[int]) -> int:
+    """Write UDP frames of the given sizes (16 flows, as above) to ``path`` atomically."""
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
     from scapy.utils import PcapWriter
 
-    sizes = frame_sizes(cycles)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".imix-", suffix=".pcap")

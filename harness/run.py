@@ -7,7 +7,9 @@ Counting points, in the order a packet meets them:
 * replayer: tcpreplay's own count of packets it handed to the kernel, or the
   built-in replayer's (harness.replay);
 * veth sender drops: frames the gen end of the veth pair dropped (the peer's
-  256-entry ring was full, or its backlog), from the gen end's tx_dropped;
+  256-entry ring was full, or its backlog), from the gen end's tx_dropped.
+  The sender is told (ENOBUFS); both replayers send such a frame again and
+  count it, so only drops beyond those retries are lost;
 * XDP seen: the per-CPU counters of the XDP program on the dut end.
 
 With ``--controller``, two more: the metadata ring (records submitted, and
@@ -15,7 +17,7 @@ lost when it was full) and the controller (records handled, which got a
 pool fragment or a counted allocation failure). Then also
 ``XDP seen = submitted + ring lost`` and ``handled = submitted``.
 
-They reconcile when ``replayer = XDP seen + veth drops`` and the replayer sent
+They reconcile when ``replayer = XDP seen + veth drops not sent again`` and the replayer sent
 ``frames x loops``; the summary says so or says by how much they do not.
 """
 
@@ -33,6 +35,7 @@ from harness.replay import DRIVERS, BuiltinReplayer, Replayer, ReplayOptions, Re
 from harness.report import check_writable, n, table, write_json
 from harness.xdp import MetaProgram, XdpProgram, XdpStats
 
+NAPI_MODES = ("softirq", "threaded")
 SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight frames after the replayer exits
 
 
@@ -55,6 +58,7 @@ class RunConfig:
     plot_dir: str | None = None
     allocator: str = "nta"  # fragments at exact size (nta) or rounded to a power of two (pow2)
     replayer: str = "tcpreplay"  # or "builtin"
+    napi: str = "softirq"  # or "threaded": the dut veth polls in a kernel thread (see Topology)
     batch: int = 64  # frames per sendmmsg (builtin)
 
 
@@ -161,8 +165,17 @@ class RunResult:
         return self.capture.frames * r.loops
 
     @property
+    def resent(self) -> int:
+        """veth drops the replayer was told of (ENOBUFS) and sent again: not lost."""
+        return min(self.veth_dropped, self.replay.retried_enobufs or 0)
+
+    @property
+    def veth_lost(self) -> int:
+        return self.veth_dropped - self.resent
+
+    @property
     def unaccounted(self) -> int:
-        return self.replay.sent - self.xdp.packets - self.veth_dropped
+        return self.replay.sent - self.xdp.packets - self.veth_lost
 
     @property
     def unaccounted_meta(self) -> int:
@@ -185,7 +198,7 @@ class RunResult:
                 "pcap": os.path.abspath(c.pcap), "loops": c.replay.loops, "rate": c.replay.rate_text(),
                 "duration_limit": c.replay.duration, "packet_limit": c.replay.limit,
                 "mode_requested": c.mode, "action": c.action, "mtu": self.capture.mtu, "interval": c.interval,
-                "replayer": c.replayer,
+                "replayer": c.replayer, "napi": c.napi,
             },
             "capture": self.capture.as_dict(),
             "topology": self.topology,
@@ -196,7 +209,8 @@ class RunResult:
                              "pps": r.rated_pps,
                              "failed": r.failed, "truncated": r.truncated,
                              "retried_enobufs": r.retried_enobufs, "retried_eagain": r.retried_eagain},
-                "veth_sender_drops": {"packets": self.veth_dropped},
+                "veth_sender_drops": {"packets": self.veth_dropped, "resent": self.resent,
+                                      "lost": self.veth_lost},
                 "veth_delivered": {"packets": self.veth_tx.get("tx_packets")},
                 "xdp": {"packets": self.xdp.packets, "bytes": self.xdp.bytes,
                         "seconds": self.xdp.seconds, "pps": self.xdp.pps},
@@ -262,6 +276,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         raise NtaError(f"bad --interval {cfg.interval}: must be positive")
     if cfg.mtu is not None:
         topology.check_mtu(cfg.mtu)
+    if cfg.napi not in NAPI_MODES:
+        raise NtaError(f"bad --napi {cfg.napi!r}: choose {', '.join(NAPI_MODES)}")
     if cfg.replayer not in DRIVERS:
         raise NtaError(f"bad --replayer {cfg.replayer!r}: choose {', '.join(DRIVERS)}")
     if cfg.plot_dir is not None and not os.path.isdir(cfg.plot_dir):
@@ -300,10 +316,12 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         else:
             prog = stack.enter_context(XdpProgram(topo.dut_ns, topo.dut_if, cfg.action, cfg.mode))
             consumer = None
+        if cfg.napi == "threaded":
+            topo.set_napi_threaded()
         mode, prog_id = topo.xdp_attached()
         say(f"nta run: {os.path.basename(cfg.pcap)} ({n(info.frames)} frames) x{cfg.replay.loops} at "
             f"{cfg.replay.rate_text()} by {cfg.replayer} -> {topo.gen_if} [{topo.gen_ns}] => {topo.dut_if} "
-            f"[{topo.dut_ns}], MTU {info.mtu}, "
+            f"[{topo.dut_ns}], MTU {info.mtu}, " + ("threaded NAPI, " if cfg.napi == "threaded" else "") +
             f"XDP {mode} (prog id {prog_id}), action {cfg.action}"
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else ""))
         say(f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}"
@@ -354,7 +372,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         while True:
             s = sample(t0)
-            done = s.seen + s.dropped >= replay.sent
+            done = s.seen + max(0, s.dropped - (replay.retried_enobufs or 0)) >= replay.sent
             if consumer:
                 consumer.pump(prog)
                 ring = prog.ring_stats()
@@ -404,6 +422,7 @@ def print_summary(r: RunResult, out=sys.stdout) -> None:
     rows = [
         [f"replayer ({rp.driver})", n(rp.sent), n(rp.bytes), f"{rp.seconds:.3f}", n(rp.rated_pps)],
         ["veth sender drops", n(r.veth_dropped), "", "", ""],
+        *([["  of which sent again", n(r.resent), "", "", ""]] if r.resent else []),
         [f"XDP seen ({r.xdp_mode})", n(r.xdp.packets), n(r.xdp.bytes), f"{r.xdp.seconds:.3f}", n(r.xdp.pps)],
     ]
     if r.ring is not None:
@@ -448,10 +467,11 @@ def print_summary(r: RunResult, out=sys.stdout) -> None:
                 if exp is not None else "expected: cut by --duration/--limit")
     if r.unaccounted == 0:
         verdict = (f"reconciled: sent {n(rp.sent)} = XDP seen {n(r.xdp.packets)} + veth drops "
-                   f"{n(r.veth_dropped)}; {exp_text}")
+                   f"{n(r.veth_lost)}" + (" not sent again" if r.resent else "") + f"; {exp_text}")
     else:
         verdict = (f"NOT reconciled: {n(r.unaccounted)} packets unaccounted for (sent {n(rp.sent)}, "
-                   f"XDP seen {n(r.xdp.packets)}, veth drops {n(r.veth_dropped)}); {exp_text}")
+                   f"XDP seen {n(r.xdp.packets)}, veth drops {n(r.veth_dropped)}, of which sent again "
+                   f"{n(r.resent)}); {exp_text}")
     if exp is not None and exp != rp.sent + (rp.failed or 0):
         verdict += f"; the replayer sent {n(rp.sent)}, not {n(exp)}"
     print("  " + verdict, file=out)

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
 import time
 
 from pyroute2 import IPRoute, netns
@@ -188,6 +189,21 @@ class Topology:
         """IFLA_STATS64 of the gen or dut veth end."""
         ns, ifname = self._side(side)
         return dict(self.link(ns, ifname).get("IFLA_STATS64"))
+
+    def set_napi_threaded(self) -> None:
+        """Run the dut veth's NAPI poll (where native XDP runs) in a kernel thread of its own, which the
+        scheduler may put on another CPU than the sender's. Without it, veth polls in the softirq of the
+        CPU that sent the frame. Needs the NAPI instance that native XDP creates: call after attaching.
+
+        /sys/class/net shows the devices of the namespace sysfs was mounted in, so this goes through
+        'ip netns exec', which mounts a sysfs of the namespace for the command."""
+        path = f"/sys/class/net/{self.dut_if}/threaded"
+        proc = subprocess.run(["ip", "netns", "exec", self.dut_ns, "tee", path], input="1\n",
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            raise NtaError(f"threaded NAPI on {self.dut_if} in {self.dut_ns}: {why} (veth has a NAPI "
+                           "instance only with native XDP: use --mode native)")
 
     def xdp_attached(self) -> tuple[str | None, int | None]:
         """(mode, prog id) of the XDP program on the dut end, as the kernel reports it."""
