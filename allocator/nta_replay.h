@@ -20,10 +20,14 @@
 #define NTA_REPLAY_MBPS 2u     /* rate = Mbit/s of frame bytes */
 #define NTA_REPLAY_TIMING 3u   /* the capture's own gaps, divided by rate */
 
+#define NTA_REPLAY_SENDMMSG 0u /* a sendmmsg(2) per batch */
+#define NTA_REPLAY_TX_RING 1u  /* a PACKET_TX_RING, a send(2) per batch */
+
 struct nta_replay {
 	/* in */
 	int fd;                   /* AF_PACKET socket, bound to the sending interface */
-	uint32_t mode;            /* NTA_REPLAY_* */
+	uint32_t mode;            /* NTA_REPLAY_TOPSPEED, _PPS, _MBPS, _TIMING */
+	uint32_t method;          /* NTA_REPLAY_SENDMMSG or NTA_REPLAY_TX_RING */
 	double rate;
 	const uint8_t *blob;      /* the frames, back to back */
 	const uint64_t *offsets;  /* per frame: offset in blob */
@@ -33,7 +37,7 @@ struct nta_replay {
 	uint64_t loops;
 	uint64_t limit;           /* packets; 0: none */
 	uint64_t duration_ns;     /* 0: none */
-	uint32_t batch;           /* frames per sendmmsg, 1..1024 */
+	uint32_t batch;           /* frames per sendmmsg or send, 1..1024 */
 	/* out: the sender writes them with relaxed atomic stores */
 	uint64_t sent;            /* frames the kernel took */
 	uint64_t bytes;

@@ -2,11 +2,19 @@
 /*
  * replay.c - the built-in replayer's send loop (see nta_replay.h).
  *
- * Frames go out in batches of r->batch with one sendmmsg(2) each, straight
- * from the preloaded buffer (the iovecs point into it: no copy in user
- * space). Paced modes send, at each wake-up, every frame whose time has come
- * (at most a batch), then sleep until the next one is due: clock_nanosleep to
- * within SPIN_NS of it, then spin, so a rate holds without a syscall per frame.
+ * Paced modes send, at each wake-up, every frame whose time has come (at most
+ * a batch), then sleep until the next one is due: clock_nanosleep to within
+ * SPIN_NS of it, then spin, so a rate holds without a syscall per frame. A
+ * batch goes out one of two ways:
+ *
+ * - NTA_REPLAY_SENDMMSG: one sendmmsg(2) per batch, the iovecs pointing
+ *   straight into the preloaded buffer.
+ * - NTA_REPLAY_TX_RING: a PACKET_TX_RING (TPACKET_V2) mapped here; the batch
+ *   is copied into free slots, marked for sending, and one send(2) with
+ *   MSG_DONTWAIT hands all of them to the kernel, which attaches the slots'
+ *   pages to the skbs instead of copying them. A slot is free again (and its
+ *   frame counted as sent) when the kernel has freed the skb.
+ *
  *
  * A frame the device refused (ENOBUFS: veth drops it and counts it in its
  * tx_dropped when the peer's ring is full) or a full socket buffer (EAGAIN) is
@@ -14,16 +22,22 @@
  * frame, counts it in ->failed and keeps its errno. sendmmsg(2) reports an
  * error only when it is the batch's first frame: a short count means the next
  * frame was refused and the error was dropped. That refusal is counted as an
- * ENOBUFS one, unless the frame's next attempt names another error.
+ * ENOBUFS one, unless the frame's next attempt names another error. The TX
+ * ring keeps a refused frame queued at its head (tpacket_snd) and says ENOBUFS
+ * once per refusal; the next send(2) starts with it again.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/if_packet.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nta_replay.h"
 
@@ -91,17 +105,219 @@ static void add(uint64_t *p, uint64_t v)
 	__atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
 }
 
+static int send_mmsg(struct nta_replay *r, struct mmsghdr *msgs, struct iovec *iov, uint32_t k)
+{
+	uint32_t off = 0;
+	int refused = 0; /* the frame at off was refused by the last, short, call */
+
+	for (uint32_t j = 0; j < k; j++) {
+		msgs[j].msg_hdr.msg_iov = &iov[j];
+		msgs[j].msg_hdr.msg_iovlen = 1;
+	}
+	while (off < k) {
+		int n = sendmmsg(r->fd, msgs + off, k - off, 0);
+
+		add(&r->calls, 1);
+		if (n > 0) {
+			uint64_t b = 0;
+
+			for (int j = 0; j < n; j++)
+				b += iov[off + j].iov_len;
+			add(&r->sent, (uint64_t)n);
+			add(&r->bytes, b);
+			off += (uint32_t)n;
+			refused = off < k;
+			if (refused)
+				add(&r->retried_enobufs, 1);
+			continue;
+		}
+		if (n < 0 && errno == ENOBUFS) {
+			add(&r->retried_enobufs, 1);
+			sched_yield();
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd p = { .fd = r->fd, .events = POLLOUT };
+
+			add(&r->retried_eagain, 1);
+			poll(&p, 1, 10);
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else {
+			if (refused) /* it was this error, not a full queue */
+				__atomic_store_n(&r->retried_enobufs, r->retried_enobufs - 1, __ATOMIC_RELAXED);
+			__atomic_store_n(&r->last_errno, n < 0 ? errno : EIO, __ATOMIC_RELAXED);
+			add(&r->failed, 1);
+			off++;
+		}
+		refused = 0;
+		if (__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+			return -EINTR;
+	}
+	return 0;
+}
+
+/* --- the TX ring ---------------------------------------------------------- */
+
+#define RING_BYTES (4u << 20)
+#define TX_DATA_OFF (TPACKET2_HDRLEN - sizeof(struct sockaddr_ll))
+
+struct txring {
+	uint8_t *map;
+	size_t map_len;
+	uint32_t frame_size, frame_nr, block_size, per_block;
+	uint32_t head;    /* next slot to fill */
+	uint32_t oldest;  /* oldest slot filled and not yet seen free again */
+	uint32_t used;    /* slots between oldest and head */
+	uint32_t *lens;   /* per slot: the frame's length */
+};
+
+static struct tpacket2_hdr *slot(struct txring *t, uint32_t i)
+{
+	/* frames do not straddle blocks: a block's tail may be slack (packet_lookup_frame) */
+	return (struct tpacket2_hdr *)(t->map + (size_t)(i / t->per_block) * t->block_size +
+				       (size_t)(i % t->per_block) * t->frame_size);
+}
+
+static int ring_open(struct nta_replay *r, struct txring *t)
+{
+	struct tpacket_req req = { 0 };
+	uint32_t maxlen = 64, block = 1u << 16;
+	int v = TPACKET_V2, one = 1;
+
+	for (uint64_t i = 0; i < r->frames; i++)
+		if (r->lengths[i] > maxlen)
+			maxlen = r->lengths[i];
+	t->frame_size = (uint32_t)((TX_DATA_OFF + maxlen + TPACKET_ALIGNMENT - 1) & ~(TPACKET_ALIGNMENT - 1));
+	while (block < t->frame_size)
+		block <<= 1;
+	req.tp_block_size = block;
+	req.tp_block_nr = block >= RING_BYTES ? 2 : RING_BYTES / block;
+	req.tp_frame_size = t->frame_size;
+	req.tp_frame_nr = (block / t->frame_size) * req.tp_block_nr;
+	t->frame_nr = req.tp_frame_nr;
+	t->block_size = block;
+	t->per_block = block / t->frame_size;
+	/* PACKET_LOSS: a malformed slot is skipped rather than blocking the ring (frames were checked) */
+	if (setsockopt(r->fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) ||
+	    setsockopt(r->fd, SOL_PACKET, PACKET_LOSS, &one, sizeof(one)) ||
+	    setsockopt(r->fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof(req)))
+		return -errno;
+	t->map_len = (size_t)block * req.tp_block_nr;
+	t->map = mmap(NULL, t->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+	if (t->map == MAP_FAILED)
+		return -errno;
+	t->lens = calloc(t->frame_nr, sizeof(*t->lens));
+	if (!t->lens) {
+		munmap(t->map, t->map_len);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void ring_close(struct txring *t)
+{
+	if (t->map && t->map != MAP_FAILED)
+		munmap(t->map, t->map_len);
+	free(t->lens);
+}
+
+/* Count the frames whose slots the kernel has given back, oldest first. */
+static void ring_reap(struct nta_replay *r, struct txring *t)
+{
+	uint64_t n = 0, b = 0;
+
+	while (t->used) {
+		struct tpacket2_hdr *h = slot(t, t->oldest);
+
+		/* given back: AVAILABLE, perhaps with timestamp flags (tpacket_destruct_skb) */
+		if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) &
+		    (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING | TP_STATUS_WRONG_FORMAT))
+			break;
+		n++;
+		b += t->lens[t->oldest];
+		t->oldest = (t->oldest + 1) % t->frame_nr;
+		t->used--;
+	}
+	if (n) {
+		add(&r->sent, n);
+		add(&r->bytes, b);
+	}
+}
+
+/* Ask the kernel to send what is marked; say what stopped it. */
+static void ring_kick(struct nta_replay *r)
+{
+	for (;;) {
+		ssize_t n = send(r->fd, NULL, 0, MSG_DONTWAIT);
+
+		add(&r->calls, 1);
+		if (n >= 0)
+			return;
+		if (errno == ENOBUFS) { /* the head frame was dropped and stays queued */
+			add(&r->retried_enobufs, 1);
+			sched_yield();
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) { /* socket buffer full: skbs in flight */
+			add(&r->retried_eagain, 1);
+			return;
+		}
+		__atomic_store_n(&r->last_errno, errno, __ATOMIC_RELAXED);
+		return;
+	}
+}
+
+static void ring_wait(struct nta_replay *r, struct txring *t)
+{
+	struct pollfd p = { .fd = r->fd, .events = POLLOUT };
+
+	ring_kick(r);
+	ring_reap(r, t);
+	if (t->used == t->frame_nr || (t->used && !__atomic_load_n(&r->stop, __ATOMIC_RELAXED)))
+		poll(&p, 1, 1);
+}
+
+static int send_ring(struct nta_replay *r, struct txring *t, const struct iovec *iov, uint32_t k)
+{
+	for (uint32_t j = 0; j < k; j++) {
+		struct tpacket2_hdr *h;
+
+		ring_reap(r, t);
+		while (t->used == t->frame_nr) {
+			if (__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+				return -EINTR;
+			ring_wait(r, t);
+		}
+		h = slot(t, t->head);
+		memcpy((uint8_t *)h + TX_DATA_OFF, iov[j].iov_base, iov[j].iov_len);
+		h->tp_len = (uint32_t)iov[j].iov_len;
+		t->lens[t->head] = (uint32_t)iov[j].iov_len;
+		__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+		t->head = (t->head + 1) % t->frame_nr;
+		t->used++;
+	}
+	ring_kick(r);
+	ring_reap(r, t);
+	return 0;
+}
+
 int nta_replay_run(struct nta_replay *r)
 {
 	struct mmsghdr msgs[MAX_BATCH];
 	struct iovec iov[MAX_BATCH];
+	struct txring ring = { 0 };
 	struct cursor c = { 0 };
-	uint64_t total, span, start;
+	uint64_t total, span, start, give_up;
+	int err;
 
 	if (r->fd < 0 || r->batch == 0 || r->batch > MAX_BATCH || r->loops == 0 ||
-	    r->mode > NTA_REPLAY_TIMING || (r->mode != NTA_REPLAY_TOPSPEED && !(r->rate > 0)) ||
+	    r->mode > NTA_REPLAY_TIMING || r->method > NTA_REPLAY_TX_RING ||
+	    (r->mode != NTA_REPLAY_TOPSPEED && !(r->rate > 0)) ||
 	    (r->frames && (!r->blob || !r->offsets || !r->lengths || !r->rel_ns)))
 		return -EINVAL;
+	if (r->method == NTA_REPLAY_TX_RING && (err = ring_open(r, &ring)))
+		return err;
 	total = r->frames * r->loops;
 	if (r->limit && r->limit < total)
 		total = r->limit;
@@ -111,8 +327,7 @@ int nta_replay_run(struct nta_replay *r)
 	r->start_ns = start;
 
 	while (c.seq < total && !__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
-		uint32_t k = 0, off = 0;
-		int refused = 0; /* the frame at off was refused by the last, short, call */
+		uint32_t k = 0;
 		uint64_t now;
 
 		if (r->mode != NTA_REPLAY_TOPSPEED)
@@ -124,52 +339,22 @@ int nta_replay_run(struct nta_replay *r)
 		do {
 			iov[k].iov_base = (void *)(r->blob + r->offsets[c.idx]);
 			iov[k].iov_len = r->lengths[c.idx];
-			msgs[k].msg_hdr.msg_iov = &iov[k];
-			msgs[k].msg_hdr.msg_iovlen = 1;
 			k++;
 			advance(r, &c);
 		} while (k < r->batch && c.seq < total &&
 			 (r->mode == NTA_REPLAY_TOPSPEED || start + due_ns(r, &c, span) <= now));
-
-		while (off < k) {
-			int n = sendmmsg(r->fd, msgs + off, k - off, 0);
-
-			add(&r->calls, 1);
-			if (n > 0) {
-				uint64_t b = 0;
-
-				for (int j = 0; j < n; j++)
-					b += iov[off + j].iov_len;
-				add(&r->sent, (uint64_t)n);
-				add(&r->bytes, b);
-				off += (uint32_t)n;
-				refused = off < k;
-				if (refused)
-					add(&r->retried_enobufs, 1);
-				continue;
-			}
-			if (n < 0 && errno == ENOBUFS) {
-				add(&r->retried_enobufs, 1);
-				sched_yield();
-			} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-				struct pollfd p = { .fd = r->fd, .events = POLLOUT };
-
-				add(&r->retried_eagain, 1);
-				poll(&p, 1, 10);
-			} else if (n < 0 && errno == EINTR) {
-				continue;
-			} else {
-				if (refused) /* it was this error, not a full queue */
-					__atomic_store_n(&r->retried_enobufs, r->retried_enobufs - 1,
-							 __ATOMIC_RELAXED);
-				__atomic_store_n(&r->last_errno, n < 0 ? errno : EIO, __ATOMIC_RELAXED);
-				add(&r->failed, 1);
-				off++;
-			}
-			refused = 0;
-			if (__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
-				break;
-		}
+		if (r->method == NTA_REPLAY_TX_RING)
+			send_ring(r, &ring, iov, k);
+		else
+			send_mmsg(r, msgs, iov, k);
+	}
+	if (r->method == NTA_REPLAY_TX_RING) {
+		/* what the ring still holds goes out (or, when stopped, gets a second to) */
+		give_up = mono_ns() + 1000000000ull;
+		while (ring.used && (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED) || mono_ns() < give_up))
+			ring_wait(r, &ring);
+		add(&r->failed, ring.used);
+		ring_close(&ring);
 	}
 	r->end_ns = mono_ns();
 	return 0;

@@ -81,7 +81,7 @@ def cmd_run(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, batch=args.batch, napi=args.napi)
+        allocator=args.allocator, replayer=args.replayer, batch=args.batch, send=args.send, napi=args.napi)
     result = run.run(cfg)
     if result is not None and not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -99,18 +99,23 @@ def add_run(sub) -> None:
             nta run --pcap build/imix.pcap --loops 2000 --topspeed
             nta run --pcap capture.pcap --pps 100000 --mode generic --json out.json
             nta run --pcap capture.pcapng --replayer builtin --topspeed --loops 100
+            nta run --pcap build/imix.pcap --loops 2000 --topspeed --napi threaded --replayer builtin \\
+                    --send tx-ring
             nta run --pcap build/imix.pcap --loops 500 --pps 200000 --controller --hold flow:16
             nta run --iface eth1 --no-replay --mode generic --controller --duration 30
             nta run --ebpf                     # print the XDP program and its flags
-            exit status: 0 ok, 1 error, 2 bad usage, 3 counts did not reconcile"""),
+            exit status: 0 ok, 1 error, 2 bad usage or a malformed capture, 3 counts did not reconcile"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pcap", metavar="FILE",
                    help="capture to replay: pcap or pcapng; Ethernet, or a link type given an Ethernet "
                         "header (Linux cooked, raw IP, BSD loopback); see 'nta inspect FILE'")
     p.add_argument("--replayer", choices=("tcpreplay", "builtin"), default="tcpreplay",
                    help="tcpreplay, or the built-in sendmmsg replayer (default tcpreplay)")
+    p.add_argument("--send", choices=("sendmmsg", "tx-ring"), default="sendmmsg",
+                   help="with --replayer builtin: a sendmmsg call per batch (default), or a PACKET_TX_RING "
+                        "and a send call per batch (faster with --napi threaded, slower without)")
     p.add_argument("--batch", type=_positive_int, default=64, metavar="N",
-                   help="with --replayer builtin: frames per sendmmsg call, 1..1024 (default 64)")
+                   help="with --replayer builtin: frames per call, 1..1024 (default 64)")
     p.add_argument("--loops", type=_positive_int, default=1, help="replay the capture N times (default 1)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--topspeed", action="store_true", help="replay as fast as possible")

@@ -117,6 +117,7 @@ def parse_tcpreplay(text: str) -> ReplayResult:
 
 
 DRIVERS = ("tcpreplay", "builtin")
+METHODS = ("sendmmsg", "tx-ring")  # how the built-in replayer hands frames to the kernel
 
 
 def _last_line(text: str) -> str:
@@ -218,7 +219,7 @@ class BuiltinReplayer:
     """The built-in replayer: ``cap``'s frames (pcapfile.load) sent on ``iface`` of ``ns``."""
 
     def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int = 64,
-                 qdisc_bypass: bool = True):
+                 qdisc_bypass: bool = True, method: str = "sendmmsg"):
         from harness.nta import ffi, lib
 
         opts.validate()
@@ -248,6 +249,10 @@ class BuiltinReplayer:
         r.frames, r.loops, r.limit = cap.frames, opts.loops, opts.limit or 0
         r.duration_ns = int((opts.duration or 0) * 1e9)
         r.batch = batch
+        if method not in METHODS:
+            raise NtaError(f"bad send method {method!r}: choose {', '.join(METHODS)}")
+        r.method = lib.NTA_REPLAY_TX_RING if method == "tx-ring" else lib.NTA_REPLAY_SENDMMSG
+        self.method = method
         self._bypass = qdisc_bypass
         self._creator = os.getpid()
 

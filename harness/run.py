@@ -31,7 +31,7 @@ import time
 
 from harness import __version__, pcapfile, topology
 from harness.errors import NeedRoot, NtaError
-from harness.replay import DRIVERS, BuiltinReplayer, Replayer, ReplayOptions, ReplayResult
+from harness.replay import DRIVERS, METHODS, BuiltinReplayer, Replayer, ReplayOptions, ReplayResult
 from harness.report import check_writable, n, table, write_json
 from harness.xdp import MetaProgram, XdpProgram, XdpStats
 
@@ -59,7 +59,8 @@ class RunConfig:
     allocator: str = "nta"  # fragments at exact size (nta) or rounded to a power of two (pow2)
     replayer: str = "tcpreplay"  # or "builtin"
     napi: str = "softirq"  # or "threaded": the dut veth polls in a kernel thread (see Topology)
-    batch: int = 64  # frames per sendmmsg (builtin)
+    batch: int = 64  # frames per sendmmsg or TX ring send (builtin)
+    send: str = "sendmmsg"  # or "tx-ring" (builtin)
 
 
 class Consumer:
@@ -198,7 +199,7 @@ class RunResult:
                 "pcap": os.path.abspath(c.pcap), "loops": c.replay.loops, "rate": c.replay.rate_text(),
                 "duration_limit": c.replay.duration, "packet_limit": c.replay.limit,
                 "mode_requested": c.mode, "action": c.action, "mtu": self.capture.mtu, "interval": c.interval,
-                "replayer": c.replayer, "napi": c.napi,
+                "replayer": c.replayer, "send": c.send if c.replayer == "builtin" else None, "napi": c.napi,
             },
             "capture": self.capture.as_dict(),
             "topology": self.topology,
@@ -250,10 +251,14 @@ def meta_rows(ring: dict, controller: dict) -> list[list[str]]:
             ["  of which no memory", n(controller["alloc_fails"]), "", "", ""]]
 
 
+def replayer_text(cfg: RunConfig) -> str:
+    return f"builtin ({cfg.send})" if cfg.replayer == "builtin" else cfg.replayer
+
+
 def replayer(stack: contextlib.ExitStack, cfg: RunConfig, cap: pcapfile.Capture, topo):
     """The replay driver cfg asks for, sending cap's frames from the gen end."""
     if cfg.replayer == "builtin":
-        return BuiltinReplayer(topo.gen_ns, topo.gen_if, cap, cfg.replay, batch=cfg.batch)
+        return BuiltinReplayer(topo.gen_ns, topo.gen_if, cap, cfg.replay, batch=cfg.batch, method=cfg.send)
     if cap.as_is:
         return Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay)
     # tcpreplay gets the frames as converted and skipped here, in a memfd: nothing to clean up
@@ -280,6 +285,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         raise NtaError(f"bad --napi {cfg.napi!r}: choose {', '.join(NAPI_MODES)}")
     if cfg.replayer not in DRIVERS:
         raise NtaError(f"bad --replayer {cfg.replayer!r}: choose {', '.join(DRIVERS)}")
+    if cfg.send not in METHODS:
+        raise NtaError(f"bad --send {cfg.send!r}: choose {', '.join(METHODS)}")
     if cfg.plot_dir is not None and not os.path.isdir(cfg.plot_dir):
         raise NtaError(f"--plot {cfg.plot_dir}: not a directory")
     if cfg.tag is not None:
@@ -320,8 +327,9 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             topo.set_napi_threaded()
         mode, prog_id = topo.xdp_attached()
         say(f"nta run: {os.path.basename(cfg.pcap)} ({n(info.frames)} frames) x{cfg.replay.loops} at "
-            f"{cfg.replay.rate_text()} by {cfg.replayer} -> {topo.gen_if} [{topo.gen_ns}] => {topo.dut_if} "
-            f"[{topo.dut_ns}], MTU {info.mtu}, " + ("threaded NAPI, " if cfg.napi == "threaded" else "") +
+            f"{cfg.replay.rate_text()} by {replayer_text(cfg)} -> {topo.gen_if} [{topo.gen_ns}] => "
+            f"{topo.dut_if} [{topo.dut_ns}], MTU {info.mtu}, "
+            + ("threaded NAPI, " if cfg.napi == "threaded" else "") +
             f"XDP {mode} (prog id {prog_id}), action {cfg.action}"
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else ""))
         say(f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}"

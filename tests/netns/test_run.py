@@ -14,7 +14,7 @@ from tests.unit.test_pcapfile import MALFORMED
 
 
 def replay(pcap, **kw):
-    opts = {k: kw.pop(k) for k in ("loops", "topspeed", "pps", "multiplier", "limit") if k in kw}
+    opts = {k: kw.pop(k) for k in ("loops", "topspeed", "pps", "multiplier", "limit", "duration") if k in kw}
     return run(RunConfig(pcap=pcap, replay=ReplayOptions(**opts), quiet=True, **kw))
 
 
@@ -145,7 +145,7 @@ def _inspect(path: str) -> dict:
     return json.loads(nta("inspect", path, "--json", "-", check=True).stdout)["captures"][0]
 
 
-@pytest.mark.parametrize("driver", ["tcpreplay", "builtin"])
+@pytest.mark.parametrize("driver", ["tcpreplay", "builtin", "builtin:tx-ring"])
 @pytest.mark.parametrize("name", sorted(manifest()))
 def test_every_shared_capture(pcaps, name, driver, tmp_path):
     """What XDP saw = what 'nta inspect' said a replay sends (after skips), by either replayer; a malformed
@@ -153,7 +153,9 @@ def test_every_shared_capture(pcaps, name, driver, tmp_path):
     that nothing is left behind."""
     path = os.path.join(pcaps, name)
     out = tmp_path / "run.json"
-    proc = nta("run", "--pcap", path, "--replayer", driver, "--topspeed", "--json", str(out))
+    driver, _, send = driver.partition(":")
+    proc = nta("run", "--pcap", path, "--replayer", driver, "--send", send or "sendmmsg", "--topspeed",
+               "--json", str(out))
     if name in MALFORMED:
         assert_one_line_error(proc, MALFORMED[name][0], code=2)
         assert not out.exists()
@@ -171,3 +173,66 @@ def test_every_shared_capture(pcaps, name, driver, tmp_path):
     assert pts["xdp"]["bytes"] == plan["frame_bytes"]
     assert pts["veth_sender_drops"]["packets"] == 0 and doc["reconciled"] is True
     assert doc["capture"]["skipped"] == plan["skipped"] and doc["config"]["mtu"] == plan["mtu"]
+
+
+# -- the built-in replayer ------------------------------------------------------------
+
+@pytest.mark.parametrize("send", ["sendmmsg", "tx-ring"])
+@pytest.mark.parametrize("napi", ["softirq", "threaded"])
+def test_builtin_exact_at_top_speed(imix_pcap, send, napi):
+    """With threaded NAPI the veth ring fills and veth drops frames; the replayer is told (ENOBUFS),
+    sends them again, and every drop is one it counted."""
+    r = replay(imix_pcap, loops=300, topspeed=True, replayer="builtin", send=send, napi=napi)
+    assert_sent_seen(r, 300 * 1200, 300 * load(imix_pcap).frame_bytes)
+    assert r.veth_dropped == r.replay.retried_enobufs and r.veth_lost == 0
+    assert r.replay.driver == "builtin"
+
+
+def assert_sent_seen(result, packets, nbytes):
+    assert result.replay.sent == result.xdp.packets == packets and result.replay.failed == 0
+    assert result.xdp.bytes == result.replay.bytes == nbytes
+    assert result.unaccounted == 0 and result.reconciled
+
+
+@pytest.mark.parametrize("send", ["sendmmsg", "tx-ring"])
+def test_builtin_holds_a_packet_rate(imix_pcap, send):
+    """Gross sanity only (shared machines): 20,000 pps for 6,000 frames takes about 0.3 s."""
+    r = replay(imix_pcap, loops=5, pps=20_000, replayer="builtin", send=send)
+    assert_sent_seen(r, 6000, 5 * load(imix_pcap).frame_bytes)
+    assert 0.2 < r.replay.seconds < 1.0 and 10_000 < r.replay.rated_pps < 25_000
+
+
+def test_builtin_capture_timing_and_multiplier(pcaps):
+    """tcpdump-handshake-nano-sll.pcap spans 127.6 ms; x4 replays it in about 32 ms."""
+    path = os.path.join(pcaps, "tcpdump-handshake-nano-sll.pcap")
+    span = load(path).duration
+    assert abs(span - 0.12761) < 1e-4
+    r = replay(path, multiplier=4, replayer="builtin")
+    assert r.replay.sent == r.xdp.packets == 3 and r.reconciled
+    assert span / 4 * 0.9 < r.replay.seconds < span / 4 + 0.2
+    assert r.xdp.seconds >= span / 4 * 0.9  # the gaps are kept at the XDP hook too
+
+
+def test_builtin_limit_and_duration(imix_pcap):
+    cut = replay(imix_pcap, loops=1000, pps=50_000, limit=2500, replayer="builtin")
+    assert cut.replay.sent == cut.xdp.packets == 2500 and cut.reconciled and cut.expected is None
+    timed = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=1000, pps=20_000, duration=1),
+                          replayer="builtin", quiet=True))
+    assert 0.9 < timed.replay.seconds < 1.3 and timed.replay.sent == timed.xdp.packets and timed.reconciled
+
+
+def test_builtin_cli_summary(imix_pcap, tmp_path):
+    out = tmp_path / "run.json"
+    proc = nta("run", "--pcap", imix_pcap, "--loops", "10", "--replayer", "builtin", "--send", "tx-ring",
+               "--batch", "16", "--napi", "threaded", "--json", str(out), "--topspeed", check=True)
+    assert "by builtin (tx-ring)" in proc.stdout and "threaded NAPI" in proc.stdout
+    assert "replayer (builtin)" in proc.stdout and "reconciled: sent 12,000 = XDP seen 12,000" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["config"]["replayer"] == "builtin" and doc["config"]["send"] == "tx-ring"
+    assert doc["config"]["napi"] == "threaded"
+    assert doc["points"]["replayer"]["packets"] == 12_000 and doc["reconciled"] is True
+
+
+def test_threaded_napi_needs_native_mode(imix_pcap):
+    proc = nta("run", "--pcap", imix_pcap, "--napi", "threaded", "--mode", "generic")
+    assert_one_line_error(proc, "threaded NAPI on veth-dut", "use --mode native", code=1)
