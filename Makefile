@@ -71,12 +71,13 @@ test: setup-test build ctest ## run every test (netns tests need root: real XDP 
 demo: setup build ## replay IMIX over a veth pair: XDP metadata -> controller -> page pool, pps and losses
 	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --controller --hold flow:16 --json build/demo.json
 
-bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk, page pool, end to end
+bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk, page pool, end to end, replay
 	$(NTA) bench alloc --json build/bench-alloc.json
 	$(NTA) bench frag --plot build --json build/bench-frag.json
 	$(NTA) bench bulk --json build/bench-bulk.json
 	$(NTA) bench pool --json build/bench-pool.json
 	$(NTA) bench e2e --json build/bench-e2e.json
+	$(NTA) bench replay --json build/bench-replay.json
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests

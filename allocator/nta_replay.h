@@ -33,7 +33,9 @@ struct nta_replay {
 	const uint64_t *offsets;  /* per frame: offset in blob */
 	const uint32_t *lengths;  /* per frame: bytes */
 	const int64_t *rel_ns;    /* per frame: capture time since the first frame */
-	uint64_t frames;
+	const uint32_t *index;    /* NULL: send every frame; else the frames index[0..frames) */
+	uint64_t frames;          /* how many this sender sends per loop */
+	uint64_t span_ns;         /* a loop's length in capture time (the last frame's rel_ns) */
 	uint64_t loops;
 	uint64_t limit;           /* packets; 0: none */
 	uint64_t duration_ns;     /* 0: none */

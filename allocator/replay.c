@@ -75,6 +75,12 @@ struct cursor {
 	uint64_t bytes; /* frame bytes handed out so far */
 };
 
+/* The capture frame that is this sender's i-th (all of them, or those of ->index). */
+static uint64_t frame_at(const struct nta_replay *r, uint64_t i)
+{
+	return r->index ? r->index[i] : i;
+}
+
 /* When the frame at c is due, ns after the start. */
 static uint64_t due_ns(const struct nta_replay *r, const struct cursor *c, uint64_t span)
 {
@@ -84,7 +90,8 @@ static uint64_t due_ns(const struct nta_replay *r, const struct cursor *c, uint6
 	case NTA_REPLAY_MBPS:
 		return (uint64_t)((double)c->bytes * 8e3 / r->rate);
 	case NTA_REPLAY_TIMING:
-		return (uint64_t)(((double)c->loop * (double)span + (double)r->rel_ns[c->idx]) / r->rate);
+		return (uint64_t)(((double)c->loop * (double)span + (double)r->rel_ns[frame_at(r, c->idx)]) /
+				  r->rate);
 	default:
 		return 0;
 	}
@@ -92,7 +99,7 @@ static uint64_t due_ns(const struct nta_replay *r, const struct cursor *c, uint6
 
 static void advance(const struct nta_replay *r, struct cursor *c)
 {
-	c->bytes += r->lengths[c->idx];
+	c->bytes += r->lengths[frame_at(r, c->idx)];
 	c->seq++;
 	if (++c->idx == r->frames) {
 		c->idx = 0;
@@ -184,8 +191,8 @@ static int ring_open(struct nta_replay *r, struct txring *t)
 	int v = TPACKET_V2, one = 1;
 
 	for (uint64_t i = 0; i < r->frames; i++)
-		if (r->lengths[i] > maxlen)
-			maxlen = r->lengths[i];
+		if (r->lengths[frame_at(r, i)] > maxlen)
+			maxlen = r->lengths[frame_at(r, i)];
 	t->frame_size = (uint32_t)((TX_DATA_OFF + maxlen + TPACKET_ALIGNMENT - 1) & ~(TPACKET_ALIGNMENT - 1));
 	while (block < t->frame_size)
 		block <<= 1;
@@ -321,7 +328,7 @@ int nta_replay_run(struct nta_replay *r)
 	total = r->frames * r->loops;
 	if (r->limit && r->limit < total)
 		total = r->limit;
-	span = r->frames ? (uint64_t)r->rel_ns[r->frames - 1] : 0;
+	span = r->span_ns;
 	memset(msgs, 0, sizeof(msgs));
 	start = mono_ns();
 	r->start_ns = start;
@@ -337,8 +344,10 @@ int nta_replay_run(struct nta_replay *r)
 			break;
 		/* every frame that is due now, up to a batch */
 		do {
-			iov[k].iov_base = (void *)(r->blob + r->offsets[c.idx]);
-			iov[k].iov_len = r->lengths[c.idx];
+			uint64_t f = frame_at(r, c.idx);
+
+			iov[k].iov_base = (void *)(r->blob + r->offsets[f]);
+			iov[k].iov_len = r->lengths[f];
 			k++;
 			advance(r, &c);
 		} while (k < r->batch && c.seq < total &&

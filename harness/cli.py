@@ -81,7 +81,8 @@ def cmd_run(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, batch=args.batch, send=args.send, napi=args.napi)
+        allocator=args.allocator, replayer=args.replayer, batch=args.batch, send=args.send, napi=args.napi,
+        threads=args.threads)
     result = run.run(cfg)
     if result is not None and not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -114,6 +115,9 @@ def add_run(sub) -> None:
     p.add_argument("--send", choices=("sendmmsg", "tx-ring"), default="sendmmsg",
                    help="with --replayer builtin: a sendmmsg call per batch (default), or a PACKET_TX_RING "
                         "and a send call per batch (faster with --napi threaded, slower without)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="with --replayer builtin: N senders, each on its own CPU and veth queue, each "
+                        "with whole conversations of the capture (default 1)")
     p.add_argument("--batch", type=_positive_int, default=64, metavar="N",
                    help="with --replayer builtin: frames per call, 1..1024 (default 64)")
     p.add_argument("--loops", type=_positive_int, default=1, help="replay the capture N times (default 1)")
@@ -406,6 +410,17 @@ def cmd_bench_e2e(args) -> int:
     return _bench_out(args, bench.bench_e2e(loops=args.loops, hold=args.hold))
 
 
+def cmd_bench_replay(args) -> int:
+    from harness import bench, report
+
+    report.check_writable(args.json)
+    bad = [m for m in args.napi if m not in ("softirq", "threaded")]
+    if bad:
+        raise NtaError(f"bad --napi {bad[0]!r}: choose softirq, threaded")
+    return _bench_out(args, bench.bench_replay(loops=args.loops, repeats=args.repeats, napi=args.napi,
+                                               batch=args.batch))
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser(
         "bench", help="allocator benchmarks: speed and space, fragmentation, bulk calls, page pool",
@@ -419,7 +434,7 @@ def add_bench(sub) -> None:
             nta bench pool                           # the kernel's bench_page_pool_simple shapes
             nta bench e2e                            # root: XDP alone vs the whole harness"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e}", required=True)
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e,replay}", required=True)
     a = bsub.add_parser("alloc", help="ns per alloc+free and space on packet-size traces, against peers")
     a.add_argument("--traces", type=_csv(str), default=["imix", "uniform", "pcap"],
                    help="comma list of imix, uniform, pcap (default all)")
@@ -460,6 +475,15 @@ def add_bench(sub) -> None:
     e.add_argument("--hold", default="flow:16", help="the controller's hold policy (default flow:16)")
     e.add_argument("--json", metavar="FILE")
     e.set_defaults(func=cmd_bench_e2e)
+    rp = bsub.add_parser("replay", help="tcpreplay vs the built-in replayer, pps at the XDP hook (root)")
+    rp.add_argument("--loops", type=_positive_int, default=1000,
+                    help="loops of 1,200 frames per run (default 1000)")
+    rp.add_argument("--repeats", type=_positive_int, default=3, help="runs per replayer (default 3)")
+    rp.add_argument("--napi", type=_csv(str), default=["softirq", "threaded"],
+                    help="NAPI modes to measure, comma-separated (default softirq,threaded)")
+    rp.add_argument("--batch", type=_positive_int, default=64, help="built-in replayer batch (default 64)")
+    rp.add_argument("--json", metavar="FILE")
+    rp.set_defaults(func=cmd_bench_replay)
 
 
 # -- nta attach ------------------------------------------------------------------

@@ -32,11 +32,13 @@ def inside(name: str):
         netns.popns()
 
 
-def in_netns_preexec(name: str):
-    """A subprocess preexec_fn: enter ``name``, die with the parent."""
+def in_netns_preexec(name: str, cpu: int | None = None):
+    """A subprocess preexec_fn: enter ``name``, die with the parent (and run on ``cpu`` if given)."""
     path = os.path.join(NETNS_RUN_DIR, name)
 
     def _enter():
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -158,9 +158,10 @@ def command(iface: str, pcap: str, opts: ReplayOptions) -> list[str]:
 class Replayer:
     """tcpreplay running in namespace ``ns``; dies with this process."""
 
-    def __init__(self, ns: str, iface: str, pcap: str, opts: ReplayOptions, pass_fds: tuple = ()):
+    def __init__(self, ns: str, iface: str, pcap: str, opts: ReplayOptions, pass_fds: tuple = (),
+                 cpu: int | None = None):
         self.cmd = command(iface, pcap, opts)
-        self.pass_fds = pass_fds
+        self.pass_fds, self.cpu = pass_fds, cpu
         self.ns = ns
         self.proc: subprocess.Popen | None = None
         self._creator = os.getpid()
@@ -168,7 +169,8 @@ class Replayer:
     def start(self) -> "Replayer":
         self.proc = subprocess.Popen(
             self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, preexec_fn=nsutil.in_netns_preexec(self.ns), pass_fds=self.pass_fds)
+            text=True, preexec_fn=nsutil.in_netns_preexec(self.ns, self.cpu),
+            pass_fds=self.pass_fds)
         return self
 
     def running(self) -> bool:
@@ -215,98 +217,181 @@ def packet_socket(ns: str | None, iface: str, qdisc_bypass: bool = True) -> sock
     return s
 
 
+def flow_split(cap, n: int) -> list:
+    """Split ``cap``'s frames over ``n`` senders by conversation: a hash of the two IP addresses and
+    the two ports (in either order, so both directions go together), or of the two MACs for what is
+    not IP. Each sender's frames keep their capture order. Returns n arrays of frame indices."""
+    import zlib
+
+    import numpy as np
+
+    from harness import linktype
+
+    owner = np.empty(cap.frames, dtype=np.uint32)
+    blob = memoryview(cap.blob)
+    for k, (off, size) in enumerate(zip(cap.offsets.tolist(), cap.lengths.tolist(), strict=True)):
+        frame = blob[off:off + size]
+        tags, etype = linktype.vlan_tags(frame)
+        l3 = 14 + 4 * tags
+        if etype == linktype.ETH_P_IP and size >= l3 + 20:
+            ihl = (frame[l3] & 0xF) * 4
+            a, b = bytes(frame[l3 + 12:l3 + 16]), bytes(frame[l3 + 16:l3 + 20])
+            proto, l4 = frame[l3 + 9], l3 + ihl
+        elif etype == linktype.ETH_P_IPV6 and size >= l3 + 40:
+            a, b = bytes(frame[l3 + 8:l3 + 24]), bytes(frame[l3 + 24:l3 + 40])
+            proto, l4 = frame[l3 + 6], l3 + 40
+        else:
+            a, b, proto, l4 = bytes(frame[0:6]), bytes(frame[6:12]), 0, 0
+        if proto in (6, 17, 132) and size >= l4 + 4:
+            a, b = a + bytes(frame[l4:l4 + 2]), b + bytes(frame[l4 + 2:l4 + 4])
+        owner[k] = zlib.crc32(min(a, b) + max(a, b)) % n
+    return [np.flatnonzero(owner == i).astype(np.uint32) for i in range(n)]
+
+
+class _Sender:
+    """One sending thread of the built-in replayer: its frames, its socket, its counters."""
+
+    def __init__(self, rep: "BuiltinReplayer", index, share: float, limit: int):
+        ffi, lib, cap, opts = rep._ffi, rep._lib, rep.cap, rep.opts
+        r = self.r = ffi.new("struct nta_replay *")
+        if opts.topspeed:
+            r.mode = lib.NTA_REPLAY_TOPSPEED
+        elif opts.pps:
+            r.mode, r.rate = lib.NTA_REPLAY_PPS, opts.pps * share
+        elif opts.mbps:
+            r.mode, r.rate = lib.NTA_REPLAY_MBPS, opts.mbps * share
+        else:
+            r.mode, r.rate = lib.NTA_REPLAY_TIMING, opts.multiplier or 1.0
+        r.blob, r.offsets, r.lengths, r.rel_ns = rep._arrays
+        self._index = None
+        if index is not None:
+            self._index = ffi.from_buffer(index)
+            r.index = ffi.cast("const uint32_t *", self._index)
+        r.frames = cap.frames if index is None else len(index)
+        r.span_ns = int(cap.rel_ns[-1]) if cap.frames else 0
+        r.loops, r.limit = opts.loops, limit
+        r.duration_ns = int((opts.duration or 0) * 1e9)
+        r.batch, r.method = rep.batch, rep._method
+        self.sock = None
+        self.thread: threading.Thread | None = None
+        self.rc = 0
+
+    def start(self, rep: "BuiltinReplayer", cpu: int | None) -> None:
+        self.sock = packet_socket(rep.ns, rep.iface, rep._bypass)
+        self.r.fd = self.sock.fileno()
+
+        def body():
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})  # this thread only
+            self.rc = rep._lib.nta_replay_run(self.r)
+
+        self.thread = threading.Thread(target=body, name="nta-replay", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 class BuiltinReplayer:
-    """The built-in replayer: ``cap``'s frames (pcapfile.load) sent on ``iface`` of ``ns``."""
+    """The built-in replayer: ``cap``'s frames (pcapfile.load) sent on ``iface`` of ``ns``.
+
+    With ``threads`` > 1, that many senders, thread i on ``cpus[i]``, each with the conversations
+    flow_split() gives it (so a conversation's frames keep their order) and its share of a packet or
+    bit rate and of --limit. The caller gives the device as many queues and maps CPU i to queue i
+    (Topology(queues=n) and set_xps()), so each sender feeds its own veth ring and NAPI."""
 
     def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int = 64,
-                 qdisc_bypass: bool = True, method: str = "sendmmsg"):
+                 qdisc_bypass: bool = True, method: str = "sendmmsg", cpus: list[int] | None = None,
+                 threads: int = 1):
         from harness.nta import ffi, lib
 
         opts.validate()
         if not 1 <= batch <= 1024:
-            raise NtaError(f"bad batch {batch}: 1..1024 frames per sendmmsg")
-        self.ns, self.iface, self.cap, self.opts = ns, iface, cap, opts
-        self._ffi, self._lib = ffi, lib
-        self._sock = None
-        self._thread: threading.Thread | None = None
-        self._rc = 0
-        r = self._r = ffi.new("struct nta_replay *")
-        if opts.topspeed:
-            r.mode = lib.NTA_REPLAY_TOPSPEED
-        elif opts.pps:
-            r.mode, r.rate = lib.NTA_REPLAY_PPS, opts.pps
-        elif opts.mbps:
-            r.mode, r.rate = lib.NTA_REPLAY_MBPS, opts.mbps
-        else:
-            r.mode, r.rate = lib.NTA_REPLAY_TIMING, opts.multiplier or 1.0
-        # the buffers stay referenced by self.cap for as long as the sender runs
-        self._keep = [ffi.from_buffer(cap.blob) if cap.frames else ffi.NULL,
-                      ffi.from_buffer(cap.offsets), ffi.from_buffer(cap.lengths), ffi.from_buffer(cap.rel_ns)]
-        r.blob = ffi.cast("const uint8_t *", self._keep[0])
-        r.offsets = ffi.cast("const uint64_t *", self._keep[1])
-        r.lengths = ffi.cast("const uint32_t *", self._keep[2])
-        r.rel_ns = ffi.cast("const int64_t *", self._keep[3])
-        r.frames, r.loops, r.limit = cap.frames, opts.loops, opts.limit or 0
-        r.duration_ns = int((opts.duration or 0) * 1e9)
-        r.batch = batch
+            raise NtaError(f"bad batch {batch}: 1..1024 frames per call")
         if method not in METHODS:
             raise NtaError(f"bad send method {method!r}: choose {', '.join(METHODS)}")
-        r.method = lib.NTA_REPLAY_TX_RING if method == "tx-ring" else lib.NTA_REPLAY_SENDMMSG
-        self.method = method
-        self._bypass = qdisc_bypass
+        if threads < 1 or (cpus is not None and len(cpus) < threads):
+            raise NtaError(f"bad sender threads {threads}: 1 or more, one CPU each")
+        self.ns, self.iface, self.cap, self.opts = ns, iface, cap, opts
+        self.batch, self.method, self.cpus = batch, method, cpus
+        self._ffi, self._lib, self._bypass = ffi, lib, qdisc_bypass
+        self._method = lib.NTA_REPLAY_TX_RING if method == "tx-ring" else lib.NTA_REPLAY_SENDMMSG
+        # the buffers stay referenced by self.cap for as long as the senders run
+        keep = [ffi.from_buffer(cap.blob) if cap.frames else ffi.NULL,
+                ffi.from_buffer(cap.offsets), ffi.from_buffer(cap.lengths), ffi.from_buffer(cap.rel_ns)]
+        types = ("const uint8_t *", "const uint64_t *", "const uint32_t *", "const int64_t *")
+        self._arrays = [ffi.cast(t, b) for t, b in zip(types, keep, strict=True)]
+        self._keep = keep
+        parts = flow_split(cap, threads) if threads > 1 else [None]
+        sizes = [cap.frames if p is None else len(p) for p in parts]
+        limits = _shares(opts.limit or 0, sizes)
+        # a sender with no frames, or whose share of --limit is 0, does not start (0 means no limit)
+        self.senders = [_Sender(self, p, k / cap.frames if cap.frames else 1.0, lim)
+                        for p, k, lim in zip(parts, sizes, limits, strict=True)
+                        if p is None or (k and (lim or not opts.limit))]
         self._creator = os.getpid()
 
     def start(self) -> "BuiltinReplayer":
-        self._sock = packet_socket(self.ns, self.iface, self._bypass)
-        self._r.fd = self._sock.fileno()
-        self._thread = threading.Thread(target=self._run, name="nta-replay", daemon=True)
-        self._thread.start()
+        for i, s in enumerate(self.senders):
+            s.start(self, self.cpus[i] if self.cpus else None)
         return self
 
-    def _run(self) -> None:
-        self._rc = self._lib.nta_replay_run(self._r)
-
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(s.thread is not None and s.thread.is_alive() for s in self.senders)
+
+    def _sum(self, field: str) -> int:
+        return sum(getattr(s.r, field) for s in self.senders)
 
     def counters(self) -> dict:
-        r = self._r
-        return {k: getattr(r, k) for k in ("sent", "bytes", "failed", "retried_enobufs", "retried_eagain",
-                                          "calls")}
+        return {k: self._sum(k) for k in ("sent", "bytes", "failed", "retried_enobufs", "retried_eagain",
+                                           "calls")}
 
     def finish(self) -> ReplayResult:
-        self._thread.join()
-        self._close()
-        if self._rc:
-            raise NtaError(f"the built-in replayer could not start: {os.strerror(-self._rc)}")
-        r = self._r
-        secs = (r.end_ns - r.start_ns) / 1e9
-        res = ReplayResult(packets=r.sent + r.failed, bytes=r.bytes, seconds=secs,
-                           rated_bps=r.bytes / secs if secs else 0.0,
-                           rated_mbps=r.bytes * 8 / secs / 1e6 if secs else 0.0,
-                           rated_pps=r.sent / secs if secs else 0.0,
-                           successful=r.sent, failed=r.failed, truncated=None,
-                           retried_enobufs=r.retried_enobufs, retried_eagain=r.retried_eagain,
-                           driver="builtin", calls=r.calls)
-        if r.failed:
-            res.output = f"last send error: {os.strerror(r.last_errno)}"
+        for s in self.senders:
+            s.thread.join()
+            s.close()
+        bad = [s.rc for s in self.senders if s.rc]
+        if bad:
+            raise NtaError(f"the built-in replayer could not start: {os.strerror(-bad[0])}")
+        c = self.counters()
+        secs = (max(s.r.end_ns for s in self.senders) - min(s.r.start_ns for s in self.senders)) / 1e9
+        res = ReplayResult(packets=c["sent"] + c["failed"], bytes=c["bytes"], seconds=secs,
+                           rated_bps=c["bytes"] / secs if secs else 0.0,
+                           rated_mbps=c["bytes"] * 8 / secs / 1e6 if secs else 0.0,
+                           rated_pps=c["sent"] / secs if secs else 0.0,
+                           successful=c["sent"], failed=c["failed"], truncated=None,
+                           retried_enobufs=c["retried_enobufs"], retried_eagain=c["retried_eagain"],
+                           driver="builtin", calls=c["calls"])
+        errs = [s.r.last_errno for s in self.senders if s.r.failed]
+        if errs:
+            res.output = f"last send error: {os.strerror(errs[-1])}"
         return res
-
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
     def kill(self) -> None:
         if os.getpid() != self._creator:
             return
-        if self.running():
-            self._r.stop = 1
-            self._thread.join()
-        self._close()
+        for s in self.senders:
+            s.r.stop = 1
+        for s in self.senders:
+            if s.thread is not None:
+                s.thread.join()
+            s.close()
 
     def __enter__(self) -> "BuiltinReplayer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+def _shares(total: int, sizes: list[int]) -> list[int]:
+    """``total`` split in proportion to ``sizes``, the parts adding up exactly (0 stays 0: no limit)."""
+    if not total:
+        return [0] * len(sizes)
+    whole = sum(sizes) or 1
+    parts = [total * k // whole for k in sizes]
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i])[:total - sum(parts)]:
+        parts[i] += 1
+    return parts

@@ -61,6 +61,7 @@ class RunConfig:
     napi: str = "softirq"  # or "threaded": the dut veth polls in a kernel thread (see Topology)
     batch: int = 64  # frames per sendmmsg or TX ring send (builtin)
     send: str = "sendmmsg"  # or "tx-ring" (builtin)
+    threads: int = 1  # builtin senders, each on its own CPU and veth queue
 
 
 class Consumer:
@@ -199,7 +200,8 @@ class RunResult:
                 "pcap": os.path.abspath(c.pcap), "loops": c.replay.loops, "rate": c.replay.rate_text(),
                 "duration_limit": c.replay.duration, "packet_limit": c.replay.limit,
                 "mode_requested": c.mode, "action": c.action, "mtu": self.capture.mtu, "interval": c.interval,
-                "replayer": c.replayer, "send": c.send if c.replayer == "builtin" else None, "napi": c.napi,
+                "replayer": c.replayer, "send": c.send if c.replayer == "builtin" else None,
+                "threads": c.threads, "napi": c.napi,
             },
             "capture": self.capture.as_dict(),
             "topology": self.topology,
@@ -252,21 +254,26 @@ def meta_rows(ring: dict, controller: dict) -> list[list[str]]:
 
 
 def replayer_text(cfg: RunConfig) -> str:
-    return f"builtin ({cfg.send})" if cfg.replayer == "builtin" else cfg.replayer
+    if cfg.replayer != "builtin":
+        return cfg.replayer
+    return f"builtin ({cfg.send}" + (f", {cfg.threads} threads)" if cfg.threads > 1 else ")")
 
 
-def replayer(stack: contextlib.ExitStack, cfg: RunConfig, cap: pcapfile.Capture, topo):
-    """The replay driver cfg asks for, sending cap's frames from the gen end."""
+def replayer(stack: contextlib.ExitStack, cfg: RunConfig, cap: pcapfile.Capture, topo,
+             cpus: list[int] | None):
+    """The replay driver cfg asks for, sending cap's frames from the gen end (pinned to ``cpus``)."""
     if cfg.replayer == "builtin":
-        return BuiltinReplayer(topo.gen_ns, topo.gen_if, cap, cfg.replay, batch=cfg.batch, method=cfg.send)
+        return BuiltinReplayer(topo.gen_ns, topo.gen_if, cap, cfg.replay, batch=cfg.batch, method=cfg.send,
+                               cpus=cpus, threads=cfg.threads)
+    cpu = cpus[0] if cpus else None
     if cap.as_is:
-        return Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay)
+        return Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay, cpu=cpu)
     # tcpreplay gets the frames as converted and skipped here, in a memfd: nothing to clean up
     fd = os.memfd_create("nta-replay.pcap")
     stack.callback(os.close, fd)
     with os.fdopen(os.dup(fd), "wb") as f:
         pcapfile.write_pcap(cap, f)
-    return Replayer(topo.gen_ns, topo.gen_if, f"/proc/self/fd/{fd}", cfg.replay, pass_fds=(fd,))
+    return Replayer(topo.gen_ns, topo.gen_if, f"/proc/self/fd/{fd}", cfg.replay, pass_fds=(fd,), cpu=cpu)
 
 
 def require_root(what: str) -> None:
@@ -287,6 +294,12 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         raise NtaError(f"bad --replayer {cfg.replayer!r}: choose {', '.join(DRIVERS)}")
     if cfg.send not in METHODS:
         raise NtaError(f"bad --send {cfg.send!r}: choose {', '.join(METHODS)}")
+    cpus = sorted(os.sched_getaffinity(0))
+    if cfg.threads > 1 and cfg.replayer != "builtin":
+        raise NtaError("--threads is for the built-in replayer (--replayer builtin)")
+    if not 1 <= cfg.threads <= len(cpus):
+        raise NtaError(f"bad --threads {cfg.threads}: 1..{len(cpus)}, a CPU each (this process may use "
+                       f"{len(cpus)})")
     if cfg.plot_dir is not None and not os.path.isdir(cfg.plot_dir):
         raise NtaError(f"--plot {cfg.plot_dir}: not a directory")
     if cfg.tag is not None:
@@ -309,7 +322,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
 
     say = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, file=out, flush=True))
     with contextlib.ExitStack() as stack:
-        topo = stack.enter_context(topology.Topology(cfg.tag, mtu=info.mtu))
+        topo = stack.enter_context(topology.Topology(cfg.tag, mtu=info.mtu, queues=cfg.threads))
         if cfg.controller:
             from harness.nta import parse_hold
 
@@ -323,8 +336,19 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         else:
             prog = stack.enter_context(XdpProgram(topo.dut_ns, topo.dut_if, cfg.action, cfg.mode))
             consumer = None
+        sender_cpus = None
+        if cfg.threads > 1:  # sender i on CPU i, which sends on veth queue i
+            sender_cpus = cpus[:cfg.threads]
+            topo.set_xps(sender_cpus)
         if cfg.napi == "threaded":
-            topo.set_napi_threaded()
+            napi_pids = topo.set_napi_threaded()
+            if len(cpus) > 1 and cfg.threads == 1:
+                # the NAPI thread on the last CPU, the replayer on the first: the receive and send halves
+                # never share a CPU (left to the scheduler they sometimes do, and the rate drops by a third)
+                for pid in napi_pids:
+                    with contextlib.suppress(OSError):
+                        os.sched_setaffinity(pid, {cpus[-1]})
+                sender_cpus = cpus[:1]
         mode, prog_id = topo.xdp_attached()
         say(f"nta run: {os.path.basename(cfg.pcap)} ({n(info.frames)} frames) x{cfg.replay.loops} at "
             f"{cfg.replay.rate_text()} by {replayer_text(cfg)} -> {topo.gen_if} [{topo.gen_ns}] => "
@@ -347,7 +371,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         total = None if cfg.replay.duration or cfg.replay.limit else info.frames * cfg.replay.loops
         progress = bool(total) and getattr(out, "isatty", lambda: False)()
         t0 = time.monotonic()
-        with replayer(stack, cfg, info, topo) as rp:
+        with replayer(stack, cfg, info, topo, sender_cpus) as rp:
             prev = Sample(0.0, 0, 0, 0)
             prev_meta = {"meta": 0, "lost": 0, "alloc": 0, "free": 0}
             next_tick = t0 + cfg.interval

@@ -102,10 +102,11 @@ class Topology:
     program on it.
     """
 
-    def __init__(self, tag: str | None = None, mtu: int = 1500, persistent: bool = False):
+    def __init__(self, tag: str | None = None, mtu: int = 1500, persistent: bool = False, queues: int = 1):
         self.tag = check_tag(tag if tag is not None else str(os.getpid()))
         self.mtu = check_mtu(mtu)
         self.persistent = persistent
+        self.queues = queues  # tx and rx queues of each veth end
         self.gen_ns = GEN_PREFIX + self.tag
         self.dut_ns = DUT_PREFIX + self.tag
         self.gen_if = GEN_IF
@@ -130,8 +131,9 @@ class Topology:
                 for conf in ("all", "default"):
                     nsutil.write_sysctl(name, f"net/ipv6/conf/{conf}/disable_ipv6", "1")
             gen = self.ipr(self.gen_ns)
-            gen.link("add", ifname=self.gen_if, kind="veth",
-                     peer={"ifname": self.dut_if, "net_ns_fd": self.dut_ns})
+            q = {"num_tx_queues": self.queues, "num_rx_queues": self.queues}
+            gen.link("add", ifname=self.gen_if, kind="veth", **q,
+                     peer={"ifname": self.dut_if, "net_ns_fd": self.dut_ns, **q})
             for ns, ifname in ((self.gen_ns, self.gen_if), (self.dut_ns, self.dut_if)):
                 ipr = self.ipr(ns)
                 idx = self.ifindex(ns, ifname)
@@ -190,20 +192,32 @@ class Topology:
         ns, ifname = self._side(side)
         return dict(self.link(ns, ifname).get("IFLA_STATS64"))
 
-    def set_napi_threaded(self) -> None:
-        """Run the dut veth's NAPI poll (where native XDP runs) in a kernel thread of its own, which the
-        scheduler may put on another CPU than the sender's. Without it, veth polls in the softirq of the
-        CPU that sent the frame. Needs the NAPI instance that native XDP creates: call after attaching.
+    def set_xps(self, cpus: list[int]) -> None:
+        """Transmit packet steering on the gen end: CPU cpus[i] sends on queue i, so a sender pinned to
+        it feeds the dut's ring i (veth delivers tx queue i to the peer's rx queue i)."""
+        for i, cpu in enumerate(cpus[:self.queues]):
+            self._sysfs(self.gen_ns, f"/sys/class/net/{self.gen_if}/queues/tx-{i}/xps_cpus", f"{1 << cpu:x}",
+                        "transmit packet steering")
 
-        /sys/class/net shows the devices of the namespace sysfs was mounted in, so this goes through
-        'ip netns exec', which mounts a sysfs of the namespace for the command."""
-        path = f"/sys/class/net/{self.dut_if}/threaded"
-        proc = subprocess.run(["ip", "netns", "exec", self.dut_ns, "tee", path], input="1\n",
+    def _sysfs(self, ns: str, path: str, value: str, what: str) -> None:
+        """Write a sysfs file of namespace ``ns``: /sys/class/net shows the devices of the namespace
+        sysfs was mounted in, so this goes through 'ip netns exec', which mounts one for the command."""
+        proc = subprocess.run(["ip", "netns", "exec", ns, "tee", path], input=value + "\n",
                               capture_output=True, text=True)
         if proc.returncode != 0:
             why = (proc.stderr.strip().splitlines() or ["?"])[-1]
-            raise NtaError(f"threaded NAPI on {self.dut_if} in {self.dut_ns}: {why} (veth has a NAPI "
-                           "instance only with native XDP: use --mode native)")
+            raise NtaError(f"{what} ({path} in {ns}): {why}")
+
+    def set_napi_threaded(self) -> list[int]:
+        """Run the dut veth's NAPI poll (where native XDP runs) in a kernel thread of its own, which the
+        scheduler may put on another CPU than the sender's. Without it, veth polls in the softirq of the
+        CPU that sent the frame. Needs the NAPI instance that native XDP creates: call after attaching.
+        Returns the pids of the kernel threads it started (named napi/veth-dut-<napi id>)."""
+        before = napi_threads(self.dut_if)
+        self._sysfs(self.dut_ns, f"/sys/class/net/{self.dut_if}/threaded", "1",
+                    f"threaded NAPI on {self.dut_if} (veth has a NAPI instance only with native XDP: use "
+                    "--mode native)")
+        return sorted(set(napi_threads(self.dut_if)) - set(before))
 
     def xdp_attached(self) -> tuple[str | None, int | None]:
         """(mode, prog id) of the XDP program on the dut end, as the kernel reports it."""
@@ -243,6 +257,21 @@ class Topology:
         with open(tmp, "w") as f:
             json.dump(record, f)
         os.replace(tmp, path)
+
+
+def napi_threads(ifname: str) -> list[int]:
+    """Pids of the NAPI kernel threads of devices named ``ifname`` (any namespace)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if comm.startswith(f"napi/{ifname}-"):
+                out.append(int(pid))
+    return out
 
 
 def owner_path(tag: str) -> str:
