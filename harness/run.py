@@ -36,6 +36,7 @@ from harness.report import check_writable, n, table, write_json
 from harness.xdp import MetaProgram, XdpProgram, XdpStats
 
 NAPI_MODES = ("softirq", "threaded")
+MAX_TIMED_SPAN = 86400.0  # seconds: a loop at capture timing longer than a day is a bad timestamp
 SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight frames after the replayer exits
 
 
@@ -314,6 +315,13 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
             write_json(cfg.json_path, {"tool": "nta", "version": __version__, "command": "run",
                                        "capture": info.as_dict(), "expected_packets": 0, "reconciled": True})
         return None
+    r = cfg.replay
+    if not (r.topspeed or r.pps or r.mbps) and not r.duration:
+        span = float(info.rel_ns[-1]) / 1e9 / (r.multiplier or 1.0)
+        if span > MAX_TIMED_SPAN:
+            raise NtaError(f"{cfg.pcap}: at the capture's own timing one loop would take {span:,.0f} s (a "
+                           "timestamp jumps: see 'nta inspect'); replay it with --topspeed, --pps or --mbps, "
+                           "or cut it with --duration")
     require_root("nta run")
 
     for t in topology.remove_stale():

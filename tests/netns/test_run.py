@@ -236,3 +236,26 @@ def test_builtin_cli_summary(imix_pcap, tmp_path):
 def test_threaded_napi_needs_native_mode(imix_pcap):
     proc = nta("run", "--pcap", imix_pcap, "--napi", "threaded", "--mode", "generic")
     assert_one_line_error(proc, "threaded NAPI on veth-dut", "use --mode native", code=1)
+
+
+@pytest.mark.parametrize("name", ["tcpreplay-test.pcap", "suricata-smb2-gro-frames.pcap",
+                                  "pcpp-pcapng-example.pcapng"])
+def test_builtin_threads_exact(pcaps, name):
+    """A sender per CPU, each with whole conversations, each on its own veth queue: still exact."""
+    path = os.path.join(pcaps, name)
+    plan = load(path)
+    r = replay(path, loops=20, topspeed=True, replayer="builtin", threads=2)
+    assert_sent_seen(r, 20 * plan.frames, 20 * plan.frame_bytes)
+    assert r.veth_lost == 0
+
+
+def test_builtin_threads_share_a_rate_and_a_limit(imix_pcap):
+    r = replay(imix_pcap, loops=20, pps=40_000, limit=9_999, replayer="builtin", threads=2)
+    assert r.replay.sent == r.xdp.packets == 9_999 and r.reconciled
+    assert 0.2 < r.replay.seconds < 0.5  # 9,999 frames at 40,000 pps in all: 0.25 s
+
+
+def test_threads_are_checked_before_anything_is_made(imix_pcap):
+    assert_one_line_error(nta("run", "--pcap", imix_pcap, "--threads", "2"), "--threads is for the built-in")
+    assert_one_line_error(nta("run", "--pcap", imix_pcap, "--replayer", "builtin", "--threads", "64"),
+                          "bad --threads 64")

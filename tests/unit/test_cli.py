@@ -154,3 +154,9 @@ def test_ebpf_prints_the_program_and_its_flags():
     out = nta("run", "--ebpf", "--action", "pass", check=True).stdout
     assert "-DNTA_ACTION=NTA_ACT_PASS" in out
     assert "int nta_xdp_count(struct xdp_md *ctx)" in out
+
+
+def test_a_timestamp_jump_is_refused_at_capture_timing(pcaps, nothing_left_behind):
+    """pcpp-pcapng-example.pcapng's last record is stamped ~584,000 years after its first."""
+    proc = nta("run", "--pcap", os.path.join(pcaps, "pcpp-pcapng-example.pcapng"))
+    assert_one_line_error(proc, "one loop would take", "replay it with --topspeed")

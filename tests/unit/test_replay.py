@@ -65,3 +65,30 @@ def test_rate_text():
     assert ReplayOptions().rate_text() == "capture timing"
     assert ReplayOptions(topspeed=True).rate_text() == "topspeed"
     assert ReplayOptions(pps=100000).rate_text() == "100000 pps"
+
+
+def test_flow_split_keeps_conversations_whole_and_in_order(pcaps):
+    import collections
+
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from harness.pcapfile import load
+    from harness.replay import _shares, flow_split
+
+    cap = load(os.path.join(pcaps, "tcpreplay-test.pcap"))
+    parts = flow_split(cap, 2)
+    assert sorted(int(i) for p in parts for i in p) == list(range(cap.frames))
+    assert all(p.tolist() == sorted(p.tolist()) for p in parts)  # capture order within a sender
+    assert all(len(p) for p in parts)  # 179 frames of many conversations: both senders get some
+    owner = {int(i): k for k, p in enumerate(parts) for i in p}
+    convs = collections.defaultdict(set)
+    for i in range(cap.frames):
+        off, n = int(cap.offsets[i]), int(cap.lengths[i])
+        pkt = Ether(cap.blob[off:off + n])
+        if IP in pkt and TCP in pkt:
+            key = frozenset([(pkt[IP].src, pkt[TCP].sport), (pkt[IP].dst, pkt[TCP].dport)])
+            convs[key].add(owner[i])
+    assert len(convs) > 3 and all(len(senders) == 1 for senders in convs.values())
+    assert _shares(10, [3, 7]) == [3, 7] and _shares(5, [1, 1, 1]) in ([2, 2, 1], [2, 1, 2], [1, 2, 2])
+    assert sum(_shares(9_999, [700, 500])) == 9_999 and _shares(0, [4, 5]) == [0, 0]
