@@ -57,10 +57,11 @@ build/poolbench: $(NTA_SRC) allocator/bench/pool.c
 	@mkdir -p build
 	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator -Ibpf allocator/*.c allocator/bench/pool.c -lm -o $@
 
-ctest: build/test_nta build/test_pool build/test_ctl ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
+ctest: build/test_nta build/test_pool build/test_ctl build/test_replay ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
 	build/test_nta
 	build/test_pool
 	build/test_ctl
+	build/test_replay
 
 $(IMIX): harness/imix.py | $(STAMP)
 	@$(NTA) pcap imix $@
