@@ -14,7 +14,8 @@ from tests.unit.test_pcapfile import MALFORMED
 
 
 def replay(pcap, **kw):
-    opts = {k: kw.pop(k) for k in ("loops", "topspeed", "pps", "multiplier", "limit", "duration") if k in kw}
+    fields = ("loops", "topspeed", "pps", "mbps", "multiplier", "limit", "duration")
+    opts = {k: kw.pop(k) for k in fields if k in kw}
     return run(RunConfig(pcap=pcap, replay=ReplayOptions(**opts), quiet=True, **kw))
 
 
@@ -200,6 +201,14 @@ def test_builtin_holds_a_packet_rate(imix_pcap, send):
     r = replay(imix_pcap, loops=5, pps=20_000, replayer="builtin", send=send)
     assert_sent_seen(r, 6000, 5 * load(imix_pcap).frame_bytes)
     assert 0.2 < r.replay.seconds < 1.0 and 10_000 < r.replay.rated_pps < 25_000
+
+
+def test_builtin_holds_a_bit_rate(imix_pcap):
+    """IMIX averages 354.3 bytes a frame: 100 Mbit/s carries 6,000 frames in 0.17 s."""
+    frame_bytes = load(imix_pcap).frame_bytes
+    r = replay(imix_pcap, loops=5, mbps=100, replayer="builtin")
+    assert_sent_seen(r, 6000, 5 * frame_bytes)
+    assert 0.12 < r.replay.seconds < 0.6 and 60 < r.replay.rated_mbps < 110
 
 
 def test_builtin_capture_timing_and_multiplier(pcaps):
