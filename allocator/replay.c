@@ -43,6 +43,7 @@
 
 #define MAX_BATCH 1024
 #define SPIN_NS 50000ull
+#define BACKOFF_NS 5000ull
 
 static uint64_t mono_ns(void)
 {
@@ -66,6 +67,13 @@ static void wait_until(uint64_t t)
 	}
 	while (mono_ns() < t)
 		__builtin_ia32_pause();
+}
+
+/* After ENOBUFS: the peer's ring was full. Trying again at once only hammers the ring its consumer is
+ * draining; wait about as long as the consumer takes for a few frames. */
+static void backoff(void)
+{
+	wait_until(mono_ns() + BACKOFF_NS);
 }
 
 struct cursor {
@@ -140,7 +148,7 @@ static int send_mmsg(struct nta_replay *r, struct mmsghdr *msgs, struct iovec *i
 		}
 		if (n < 0 && errno == ENOBUFS) {
 			add(&r->retried_enobufs, 1);
-			sched_yield();
+			backoff();
 		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			struct pollfd p = { .fd = r->fd, .events = POLLOUT };
 
@@ -261,7 +269,7 @@ static void ring_kick(struct nta_replay *r)
 			return;
 		if (errno == ENOBUFS) { /* the head frame was dropped and stays queued */
 			add(&r->retried_enobufs, 1);
-			sched_yield();
+			backoff();
 			continue;
 		}
 		if (errno == EINTR)
