@@ -30,6 +30,8 @@ import stat
 import struct
 from collections.abc import Iterator
 
+import numpy as np
+
 from harness import linktype
 from harness.errors import NtaError
 
@@ -305,70 +307,97 @@ def _bucket(n: int) -> str:
 def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture:
     """Read ``path`` and make its frames: converted to Ethernet where needed, skipped (and
     counted by reason) where that cannot be done or a frame exceeds ``mtu``. Without ``mtu``,
-    the MTU is the smallest that carries every frame, at least 1500 and at most 65535."""
-    import numpy as np
-
+    the MTU is the smallest that carries every frame, at least 1500 and at most 65535.
+    ``keep_frames=False`` (nta inspect) counts the same and drops the frames at the end."""
     fmt = Format()
     cap = Capture(path=path)
-    kept: list[tuple[bytes, int, int]] = []  # frame, ts_ns, the MTU it needs
-
-    def skip(why: str) -> None:
-        cap.skipped[why] = cap.skipped.get(why, 0) + 1
+    frames: list[bytes] = []
+    stamps: list[int] = []
+    to_ethernet, en10mb = linktype.to_ethernet, linktype.EN10MB
 
     for r in records(path, fmt):
         cap.packets += 1
         cap.bytes += r.caplen
         cap.linktypes[r.linktype] = cap.linktypes.get(r.linktype, 0) + 1
+        if r.ts_ns < cap.last_ns:
+            cap.ts_backwards += 1
         if cap.packets == 1:
             cap.first_ns = r.ts_ns
-        elif r.ts_ns < cap.last_ns:
-            cap.ts_backwards += 1
         cap.last_ns = r.ts_ns
         if r.caplen < r.origlen:
             cap.truncated += 1
-        frame, why = linktype.to_ethernet(r.linktype, r.data)
-        if frame is None:
-            skip(why)
-            continue
-        if r.linktype != linktype.EN10MB:
-            cap.converted += 1
-        kept.append((frame, r.ts_ns, linktype.mtu_for(frame)))
+        if r.linktype == en10mb and r.caplen >= linktype.ETH_HLEN:
+            frame = r.data
+        else:
+            frame, why = to_ethernet(r.linktype, r.data)
+            if frame is None:
+                cap.skipped[why] = cap.skipped.get(why, 0) + 1
+                continue
+            cap.converted += r.linktype != en10mb
+        frames.append(frame)
+        stamps.append(r.ts_ns)
+    if cap.packets == 1:
+        cap.ts_backwards = 0
     cap.format, cap.byte_order, cap.interfaces = fmt.name, fmt.byte_order, fmt.interfaces
-    cap.mtu_needed = max((m for _f, _t, m in kept), default=0)
+
+    # per-frame facts, over all frames at once
+    lengths = np.fromiter(map(len, frames), dtype=np.uint32, count=len(frames))
+    offsets = np.zeros(len(frames), dtype=np.uint64)
+    if len(frames) > 1:
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    blob = b"".join(frames)
+    del frames
+    tags, etype = _vlan_tags(np.frombuffer(blob, dtype=np.uint8), offsets, lengths)
+    first_type = _u16(np.frombuffer(blob, dtype=np.uint8), offsets + 12)
+    # what MTU a packet socket needs for the frame (linktype.mtu_for)
+    need = lengths.astype(np.int64) - linktype.ETH_HLEN - 4 * (first_type == linktype.ETH_P_8021Q)
+    cap.mtu_needed = int(need.max(initial=0))
     cap.mtu = mtu if mtu is not None else min(max(1500, cap.mtu_needed), VETH_MTU_MAX)
-    frames, stamps = [], []
-    for frame, ts, need in kept:
-        if need > cap.mtu:
-            skip(f"larger than MTU {cap.mtu} carries" + ("" if mtu is not None else " (the veth maximum)"))
-            continue
-        n = len(frame)
-        cap.frames += 1
-        cap.frame_bytes += n
-        cap.min_frame = min(cap.min_frame, n) if cap.frames > 1 else n
-        cap.max_frame = max(cap.max_frame, n)
-        tags, etype = linktype.vlan_tags(frame)
-        cap.vlan += tags > 0
-        cap.qinq += tags > 1
-        cap.ipv4 += etype == linktype.ETH_P_IP
-        cap.ipv6 += etype == linktype.ETH_P_IPV6
-        b = _bucket(n)
-        cap.sizes_hist[b] = cap.sizes_hist.get(b, 0) + 1
-        if keep_frames:
-            frames.append(frame)
-            stamps.append(ts)
-    order = {_bucket(hi): i for i, hi in enumerate(SIZE_BUCKETS)}
-    cap.sizes_hist = dict(sorted(cap.sizes_hist.items(), key=lambda kv: order.get(kv[0], len(order))))
+    fits = need <= cap.mtu
+    if not fits.all():
+        why = f"larger than MTU {cap.mtu} carries" + ("" if mtu is not None else " (the veth maximum)")
+        cap.skipped[why] = cap.skipped.get(why, 0) + int((~fits).sum())
+        lengths, offsets, tags, etype = lengths[fits], offsets[fits], tags[fits], etype[fits]
+        stamps = [ts for ts, ok in zip(stamps, fits.tolist(), strict=True) if ok]
+    cap.frames = int(lengths.size)
+    cap.frame_bytes = int(lengths.sum())
+    cap.min_frame = int(lengths.min(initial=0)) if cap.frames else 0
+    cap.max_frame = int(lengths.max(initial=0))
+    cap.vlan, cap.qinq = int((tags > 0).sum()), int((tags > 1).sum())
+    cap.ipv4 = int((etype == linktype.ETH_P_IP).sum())
+    cap.ipv6 = int((etype == linktype.ETH_P_IPV6).sum())
+    counts = np.bincount(np.searchsorted(np.array(SIZE_BUCKETS), lengths, side="left"),
+                         minlength=len(SIZE_BUCKETS) + 1)
+    cap.sizes_hist = {_bucket(SIZE_BUCKETS[k] if k < len(SIZE_BUCKETS) else SIZE_BUCKETS[-1] + 1): int(c)
+                      for k, c in enumerate(counts.tolist()) if c}
     if keep_frames:
-        cap.lengths = np.fromiter((len(f) for f in frames), dtype=np.uint32, count=len(frames))
-        cap.offsets = np.zeros(len(frames), dtype=np.uint64)
-        if len(frames) > 1:
-            np.cumsum(cap.lengths[:-1], out=cap.offsets[1:])
+        cap.blob, cap.offsets, cap.lengths = blob, offsets, lengths
         # relative to the first record, clamped: captures hold timestamps that run backwards or
         # past 64 bits of nanoseconds (pcpp-pcapng-example.pcapng has a tshigh of 0xffffffff)
         first = cap.first_ns
         cap.rel_ns = np.array([min(max(ts - first, 0), REL_NS_MAX) for ts in stamps], dtype=np.int64)
-        cap.blob = b"".join(frames)
     return cap
+
+
+def _u16(b, at):
+    """Big-endian 16-bit values of byte array ``b`` at offsets ``at``."""
+    at = at.astype(np.int64)
+    return (b[at].astype(np.uint32) << 8) | b[at + 1]
+
+
+def _vlan_tags(b, offsets, lengths):
+    """(VLAN tags, ethertype after them) of each frame (linktype.vlan_tags, vectorised)."""
+    tags = np.zeros(offsets.size, dtype=np.int64)
+    pos = offsets.astype(np.int64) + 12
+    end = offsets.astype(np.int64) + lengths
+    etype = _u16(b, pos) if offsets.size else np.zeros(0, dtype=np.uint32)
+    more = np.isin(etype, linktype.VLAN_TPIDS) & (pos + 6 <= end)
+    while more.any():
+        tags += more
+        pos += 4 * more
+        etype = np.where(more, _u16(b, np.where(more, pos, 0)), etype)
+        more = more & np.isin(etype, linktype.VLAN_TPIDS) & (pos + 6 <= end)
+    return tags, etype
 
 
 def write_pcap(cap: Capture, f) -> None:

@@ -5,8 +5,11 @@ import os
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scapy.utils import RawPcapNgReader, RawPcapReader
 
+from harness import linktype as lt
 from harness.pcapfile import CaptureError, check_replayable, load, records, write_pcap
 
 MALFORMED = {
@@ -303,3 +306,25 @@ def test_what_scapy_lets_through_is_refused_here(pcaps):
     with pytest.raises(CaptureError, match="record 2"):
         list(records(fuzz))
     assert len(list(RawPcapReader(os.path.join(pcaps, "libpcap-invalid-version-1.pcap")))) == 1
+
+
+_ETYPES = [0x8100, 0x88A8, 0x9100, 0x0800, 0x86DD, 0x0806]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.lists(st.sampled_from(_ETYPES), min_size=1, max_size=4),
+                          st.integers(min_value=0, max_value=1600)), min_size=1, max_size=40))
+def test_load_counts_frames_as_linktype_does(tmp_path, spec):
+    """load()'s counts over all frames at once agree with linktype's per-frame functions."""
+    frames = []
+    for etypes, pad in spec:
+        frame = lt.DST_MAC + lt.SRC_MAC + b"".join(struct.pack(">HH", e, 7) for e in etypes[:-1])
+        frames.append(frame + struct.pack(">H", etypes[-1]) + bytes(pad))
+    path = tmp_path / "f.pcap"
+    path.write_bytes(pcap_bytes(1, frames))
+    cap = load(str(path))
+    facts = [lt.vlan_tags(f) for f in frames]
+    assert cap.vlan == sum(t > 0 for t, _ in facts) and cap.qinq == sum(t > 1 for t, _ in facts)
+    assert cap.ipv4 == sum(e == 0x0800 for _, e in facts) and cap.ipv6 == sum(e == 0x86DD for _, e in facts)
+    assert cap.mtu_needed == max(lt.mtu_for(f) for f in frames)
+    assert sum(cap.sizes_hist.values()) == cap.frames == len(frames)
