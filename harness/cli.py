@@ -74,6 +74,9 @@ def cmd_run(args) -> int:
                             allocator=args.allocator)
         doc = live.run_live(cfg, args.iface, args.netns, args.duration)
         return 0 if doc.get("reconciled", True) else EXIT_UNRECONCILED
+    builtin_only = [f"--{k}" for k in ("send", "threads", "batch") if getattr(args, k) is not None]
+    if builtin_only and args.replayer != "builtin":
+        raise NtaError(f"{', '.join(builtin_only)}: only with --replayer builtin")
     cfg = run.RunConfig(
         pcap=args.pcap,
         replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
@@ -81,8 +84,8 @@ def cmd_run(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, batch=args.batch, send=args.send, napi=args.napi,
-        threads=args.threads)
+        allocator=args.allocator, replayer=args.replayer, batch=args.batch or 64,
+        send=args.send or "sendmmsg", napi=args.napi, threads=args.threads or 1)
     result = run.run(cfg)
     if result is not None and not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -112,13 +115,13 @@ def add_run(sub) -> None:
                         "header (Linux cooked, raw IP, BSD loopback); see 'nta inspect FILE'")
     p.add_argument("--replayer", choices=("tcpreplay", "builtin"), default="tcpreplay",
                    help="tcpreplay, or the built-in sendmmsg replayer (default tcpreplay)")
-    p.add_argument("--send", choices=("sendmmsg", "tx-ring"), default="sendmmsg",
+    p.add_argument("--send", choices=("sendmmsg", "tx-ring"), default=None,
                    help="with --replayer builtin: a sendmmsg call per batch (default), or a PACKET_TX_RING "
                         "and a send call per batch (faster with --napi threaded, slower without)")
-    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="with --replayer builtin: N senders, each on its own CPU and veth queue, each "
                         "with whole conversations of the capture (default 1)")
-    p.add_argument("--batch", type=_positive_int, default=64, metavar="N",
+    p.add_argument("--batch", type=_positive_int, default=None, metavar="N",
                    help="with --replayer builtin: frames per call, 1..1024 (default 64)")
     p.add_argument("--loops", type=_positive_int, default=1, help="replay the capture N times (default 1)")
     rate = p.add_mutually_exclusive_group()

@@ -155,8 +155,8 @@ def test_every_shared_capture(pcaps, name, driver, tmp_path):
     path = os.path.join(pcaps, name)
     out = tmp_path / "run.json"
     driver, _, send = driver.partition(":")
-    proc = nta("run", "--pcap", path, "--replayer", driver, "--send", send or "sendmmsg", "--topspeed",
-               "--json", str(out))
+    extra = ["--send", send] if send else []
+    proc = nta("run", "--pcap", path, "--replayer", driver, *extra, "--topspeed", "--json", str(out))
     if name in MALFORMED:
         assert_one_line_error(proc, MALFORMED[name][0], code=2)
         assert not out.exists()
@@ -265,6 +265,9 @@ def test_builtin_threads_share_a_rate_and_a_limit(imix_pcap):
 
 
 def test_threads_are_checked_before_anything_is_made(imix_pcap):
-    assert_one_line_error(nta("run", "--pcap", imix_pcap, "--threads", "2"), "--threads is for the built-in")
+    assert_one_line_error(nta("run", "--pcap", imix_pcap, "--threads", "2"),
+                          "--threads: only with --replayer builtin")
+    assert_one_line_error(nta("run", "--pcap", imix_pcap, "--send", "tx-ring", "--batch", "8"),
+                          "--send, --batch: only with --replayer builtin")
     assert_one_line_error(nta("run", "--pcap", imix_pcap, "--replayer", "builtin", "--threads", "64"),
                           "bad --threads 64")
