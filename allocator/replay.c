@@ -43,6 +43,7 @@
 
 #define MAX_BATCH 1024
 #define SPIN_NS 50000ull
+#define SLICE_NS 10000000ull
 #define BACKOFF_NS 5000ull
 
 static uint64_t mono_ns(void)
@@ -53,27 +54,30 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void wait_until(uint64_t t)
+/* Sleep (in slices of at most SLICE_NS, so a stop is seen soon) then spin until t; false if stopped. */
+static int wait_until(uint64_t t, const int32_t *stop)
 {
-	uint64_t now = mono_ns();
+	uint64_t now;
 
-	if (t > now + SPIN_NS) {
-		uint64_t s = t - SPIN_NS;
+	while ((now = mono_ns()) + SPIN_NS < t) {
+		uint64_t s = t - SPIN_NS < now + SLICE_NS ? t - SPIN_NS : now + SLICE_NS;
 		struct timespec ts = { .tv_sec = (time_t)(s / 1000000000ull),
 				       .tv_nsec = (long)(s % 1000000000ull) };
 
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-			;
+		if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED))
+			return 0;
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 	}
 	while (mono_ns() < t)
 		__builtin_ia32_pause();
+	return 1;
 }
 
 /* After ENOBUFS: the peer's ring was full. Trying again at once only hammers the ring its consumer is
  * draining; wait about as long as the consumer takes for a few frames. */
 static void backoff(void)
 {
-	wait_until(mono_ns() + BACKOFF_NS);
+	wait_until(mono_ns() + BACKOFF_NS, NULL);
 }
 
 struct cursor {
@@ -345,8 +349,14 @@ int nta_replay_run(struct nta_replay *r)
 		uint32_t k = 0;
 		uint64_t now;
 
-		if (r->mode != NTA_REPLAY_TOPSPEED)
-			wait_until(start + due_ns(r, &c, span));
+		if (r->mode != NTA_REPLAY_TOPSPEED) {
+			uint64_t due = start + due_ns(r, &c, span);
+
+			if (r->duration_ns && due > start + r->duration_ns)
+				due = start + r->duration_ns; /* the end comes first */
+			if (!wait_until(due, &r->stop))
+				break;
+		}
 		now = mono_ns();
 		if (r->duration_ns && now - start >= r->duration_ns)
 			break;

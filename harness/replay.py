@@ -334,8 +334,12 @@ class BuiltinReplayer:
         self._creator = os.getpid()
 
     def start(self) -> "BuiltinReplayer":
-        for i, s in enumerate(self.senders):
-            s.start(self, self.cpus[i] if self.cpus else None)
+        try:
+            for i, s in enumerate(self.senders):
+                s.start(self, self.cpus[i] if self.cpus else None)
+        except BaseException:
+            self.kill()  # the senders already started stop; no socket stays open
+            raise
         return self
 
     def running(self) -> bool:

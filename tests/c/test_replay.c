@@ -205,6 +205,14 @@ static void test_mmsg_pacing(void)
 	close(sv[1]);
 }
 
+static void drain(int rx)
+{
+	static uint8_t buf[65536];
+
+	while (recv(rx, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
+		;
+}
+
 static void *stopper(void *arg)
 {
 	struct nta_replay *r = arg;
@@ -232,6 +240,28 @@ static void test_stop_and_send_errors(void)
 	EXPECT_EQ(nta_replay_run(&r), 0);
 	pthread_join(t, NULL);
 	EXPECT(r.sent > 10 && r.sent < 200);
+	{ /* a stop and a duration end a wait for a frame due in 1,000 s */
+		double t0;
+
+		r = base(sv[0]);
+		r.mode = NTA_REPLAY_TIMING;
+		r.rate = 1e-6; /* 1 ms apart in the capture: 1,000 s apart at this rate */
+		pthread_create(&t, NULL, stopper, &r);
+		t0 = now_s();
+		EXPECT_EQ(nta_replay_run(&r), 0);
+		pthread_join(t, NULL);
+		EXPECT(now_s() - t0 < 0.5);
+		EXPECT_EQ(r.sent, 1); /* the first frame is due at once */
+		r = base(sv[0]);
+		r.mode = NTA_REPLAY_TIMING;
+		r.rate = 1e-6;
+		r.duration_ns = 50000000; /* 50 ms */
+		t0 = now_s();
+		EXPECT_EQ(nta_replay_run(&r), 0);
+		EXPECT(now_s() - t0 > 0.045 && now_s() - t0 < 0.5);
+		EXPECT_EQ(r.sent, 1);
+		drain(sv[1]);
+	}
 	close(sv[1]); /* now every send fails (ECONNREFUSED): each frame counted, none hangs */
 	r = base(sv[0]);
 	EXPECT_EQ(nta_replay_run(&r), 0);
