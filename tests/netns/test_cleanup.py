@@ -28,20 +28,21 @@ def tcpreplay_pids() -> set[int]:
     return pids
 
 
-def long_run(tag):
+def long_run(tag, *extra):
     """A run that would last a minute: IMIX looped at a modest rate."""
     return subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "--pcap", "build/imix.pcap", "--loops", "1000",
-         "--pps", "20000", "--name", tag, "--quiet"],
+         "--pps", "20000", "--name", tag, "--quiet", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_attached(tag, proc):
+def wait_attached(tag, proc, replayer="tcpreplay"):
     def attached():
         assert proc.poll() is None, proc.communicate()
         return any(t.tag == tag and t.xdp for t in list_topologies())
     assert wait_until(attached, timeout=30), f"run {tag} never attached XDP"
-    assert wait_until(tcpreplay_pids, timeout=10), "tcpreplay never started"
+    if replayer == "tcpreplay":
+        assert wait_until(tcpreplay_pids, timeout=10), "tcpreplay never started"
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +84,18 @@ def test_signal_mid_run_cleans_up(sig, why):
     assert err.strip().splitlines() == [err.strip()] and err.startswith(why)
     assert nta_namespaces() == []
     assert wait_until(lambda: not tcpreplay_pids(), timeout=5)
+
+
+@pytest.mark.parametrize("extra", [["--replayer", "builtin"],
+                                   ["--replayer", "builtin", "--send", "tx-ring", "--threads", "2"]])
+def test_signal_mid_run_of_the_builtin_replayer(extra):
+    """The built-in replayer's threads stop within a wait slice; sockets, namespaces and XDP go."""
+    proc = long_run("t-bsig", *extra)
+    wait_attached("t-bsig", proc, "builtin")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.startswith("nta: interrupted;")
+    assert nta_namespaces() == []
 
 
 def test_kill_9_then_topo_down():
