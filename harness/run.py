@@ -295,6 +295,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         raise NtaError(f"bad --replayer {cfg.replayer!r}: choose {', '.join(DRIVERS)}")
     if cfg.send not in METHODS:
         raise NtaError(f"bad --send {cfg.send!r}: choose {', '.join(METHODS)}")
+    if not 1 <= cfg.batch <= 1024:
+        raise NtaError(f"bad --batch {cfg.batch}: 1..1024 frames per call")
     cpus = sorted(os.sched_getaffinity(0))
     if cfg.threads > 1 and cfg.replayer != "builtin":
         raise NtaError("--threads is for the built-in replayer (--replayer builtin)")

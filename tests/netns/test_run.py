@@ -271,3 +271,5 @@ def test_threads_are_checked_before_anything_is_made(imix_pcap):
                           "--send, --batch: only with --replayer builtin")
     assert_one_line_error(nta("run", "--pcap", imix_pcap, "--replayer", "builtin", "--threads", "64"),
                           "bad --threads 64")
+    assert_one_line_error(nta("run", "--pcap", imix_pcap, "--replayer", "builtin", "--batch", "4096"),
+                          "bad --batch 4096: 1..1024")
