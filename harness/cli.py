@@ -292,7 +292,8 @@ def cmd_inspect(args) -> int:
               f"  IPv4, IPv6   {n(c.ipv4)}, {n(c.ipv6)}\n"
               f"  truncated    {n(c.truncated)} (captured shorter than on the wire; sent as captured)\n"
               f"  MTU          {c.mtu} ({'given' if args.mtu else 'chosen'}; the frames need {c.mtu_needed})")
-        print(f"  converted    {n(c.converted)} given an Ethernet header")
+        print(f"  converted    {n(c.converted)} given an Ethernet header"
+              + (f"; {n(c.fcs_stripped)} without the FCS the capture kept" if c.fcs_stripped else ""))
         for why, k in sorted(c.skipped.items()):
             print(f"  skipped      {n(k)}: {why}")
     if args.json:

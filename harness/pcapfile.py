@@ -70,6 +70,13 @@ class Record:
     origlen: int
     data: bytes
     offset: int  # of the record (pcap) or block (pcapng)
+    fcs: int = 0  # bytes of frame check sequence at the end of the frame on the wire (0: none)
+
+    def without_fcs(self) -> bytes:
+        """The captured bytes less the FCS, as much of it as was captured (a snap length may have
+        cut it off)."""
+        present = max(0, self.fcs - (self.origlen - self.caplen))
+        return self.data[:len(self.data) - present] if present else self.data
 
 
 @dataclasses.dataclass
@@ -127,7 +134,9 @@ def _pcap(path, buf, size, e, ns_per_unit, fmt: Format) -> Iterator[Record]:
     vmaj, vmin, _zone, _sigfigs, snaplen, network = struct.unpack_from(e + "HHiIII", buf, 4)
     if vmaj != 2:
         raise CaptureError(path, f"unsupported pcap savefile version {vmaj}.{vmin}", offset=4)
-    lt = network & 0x03FFFFFF  # the upper bits carry FCS length and flags
+    lt = network & 0x03FFFFFF
+    # bit 26 says bits 28-31 hold the FCS length, in 16-bit words (pcap-savefile(5), LINKTYPE_ field)
+    fcs = ((network >> 28) & 0xF) * 2 if network & 0x04000000 else 0
     limit = max(snaplen, MAX_CAPLEN)
     off, rec = 24, 0
     hdr = struct.Struct(e + "IIII")
@@ -142,7 +151,7 @@ def _pcap(path, buf, size, e, ns_per_unit, fmt: Format) -> Iterator[Record]:
             raise CaptureError(path, f"record of {caplen} bytes runs past the end of the file "
                                      f"({size - off - 16} bytes left)", off, rec)
         yield Record(rec, lt, sec * 1_000_000_000 + frac * ns_per_unit, caplen, origlen,
-                     buf[off + 16:off + 16 + caplen], off)
+                     buf[off + 16:off + 16 + caplen], off, fcs)
         off += 16 + caplen
 
 
@@ -184,8 +193,8 @@ def _pcapng(path, buf, size, fmt: Format) -> Iterator[Record]:
             if body_len < 8:
                 raise CaptureError(path, "interface description block too short", off)
             lt, _res, snap = struct.unpack_from(e + "HHI", buf, body)
-            units, tsoff = _idb_options(buf, e, body + 8, body + body_len)
-            ifaces.append((lt, snap, units, tsoff))
+            units, tsoff, fcs = _idb_options(buf, e, body + 8, body + body_len)
+            ifaces.append((lt, snap, units, tsoff, fcs))
             fmt.interfaces += 1
         elif btype in (2, 3, 6):
             rec += 1
@@ -214,16 +223,17 @@ def _pcapng(path, buf, size, fmt: Format) -> Iterator[Record]:
             if caplen > MAX_CAPLEN or data + caplen > off + blen - 4:
                 raise CaptureError(path, f"captured length {caplen} does not fit its block of {blen} bytes",
                                    off, rec)
-            lt, _snap, units, tsoff = ifaces[ifid]
+            lt, _snap, units, tsoff, fcs = ifaces[ifid]
             ts = (tsh << 32) | tsl
             ts_ns = (tsoff * 1_000_000_000 + ts * 1_000_000_000 // units) if btype != 3 else 0
-            yield Record(rec, lt, ts_ns, caplen, origlen, buf[data:data + caplen], off)
+            yield Record(rec, lt, ts_ns, caplen, origlen, buf[data:data + caplen], off, fcs)
         off += blen
 
 
-def _idb_options(buf, e, opt, end) -> tuple[int, int]:
-    """if_tsresol (9) as units per second (10**6 when absent) and if_tsoffset (14) in seconds."""
-    units, tsoff = 1_000_000, 0
+def _idb_options(buf, e, opt, end) -> tuple[int, int, int]:
+    """if_tsresol (9) as units per second (10**6 when absent), if_tsoffset (14) in seconds and
+    if_fcslen (13) in bytes."""
+    units, tsoff, fcs = 1_000_000, 0, 0
     while opt + 4 <= end:
         code, olen = struct.unpack_from(e + "HH", buf, opt)
         if code == 0:
@@ -233,8 +243,10 @@ def _idb_options(buf, e, opt, end) -> tuple[int, int]:
             units = 2 ** (v & 0x7F) if v & 0x80 else 10 ** v
         elif code == 14 and olen >= 8:
             tsoff = struct.unpack_from(e + "q", buf, opt + 4)[0]
+        elif code == 13 and olen >= 1:
+            fcs = buf[opt + 4]
         opt += 4 + ((olen + 3) & ~3)
-    return units, tsoff
+    return units, tsoff, fcs
 
 
 @dataclasses.dataclass
@@ -249,6 +261,7 @@ class Capture:
     bytes: int = 0  # sum of their captured lengths
     linktypes: dict[int, int] = dataclasses.field(default_factory=dict)  # linktype -> records
     truncated: int = 0  # records with caplen < origlen; sent at caplen
+    fcs_stripped: int = 0  # records whose captured frame check sequence was cut off
     converted: int = 0  # frames given a synthesized Ethernet header
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # reason -> records
     frames: int = 0  # what a replay of one loop sends
@@ -282,7 +295,7 @@ class Capture:
     @property
     def as_is(self) -> bool:
         """Every record goes out unchanged: a replayer may read the file itself."""
-        return self.frames == self.packets and not self.converted
+        return self.frames == self.packets and not self.converted and not self.fcs_stripped
 
     def linktype_text(self) -> str:
         return ", ".join(f"{linktype.name(lt)} x{n}" for lt, n in sorted(self.linktypes.items()))
@@ -326,10 +339,14 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
         cap.last_ns = r.ts_ns
         if r.caplen < r.origlen:
             cap.truncated += 1
-        if r.linktype == en10mb and r.caplen >= linktype.ETH_HLEN:
-            frame = r.data
+        data = r.data
+        if r.fcs:
+            data = r.without_fcs()
+            cap.fcs_stripped += len(data) < r.caplen
+        if r.linktype == en10mb and len(data) >= linktype.ETH_HLEN:
+            frame = data
         else:
-            frame, why = to_ethernet(r.linktype, r.data)
+            frame, why = to_ethernet(r.linktype, data)
             if frame is None:
                 cap.skipped[why] = cap.skipped.get(why, 0) + 1
                 continue

@@ -452,6 +452,8 @@ def capture_line(c: pcapfile.Capture) -> str:
         parts.append(f"{n(c.converted)} given an Ethernet header")
     if c.truncated:
         parts.append(f"{n(c.truncated)} truncated by the capture's snap length (sent as captured)")
+    if c.fcs_stripped:
+        parts.append(f"{n(c.fcs_stripped)} sent without their captured FCS")
     parts += [f"{n(k)} skipped: {why}" for why, k in sorted(c.skipped.items())]
     return "; ".join(parts)
 

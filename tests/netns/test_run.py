@@ -273,3 +273,18 @@ def test_threads_are_checked_before_anything_is_made(imix_pcap):
                           "bad --threads 64")
     assert_one_line_error(nta("run", "--pcap", imix_pcap, "--replayer", "builtin", "--batch", "4096"),
                           "bad --batch 4096: 1..1024")
+
+
+@pytest.mark.parametrize("driver", ["tcpreplay", "builtin"])
+def test_a_captured_fcs_does_not_reach_xdp(tmp_path, driver):
+    """Frames captured with their FCS (pcap's FCS bits) go out without it, by either replayer."""
+    import struct
+
+    frame = bytes.fromhex("020000000002020000000001") + b"\x88\xb5" + bytes(range(50))  # 64 bytes
+    hdr = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1 | 0x04000000 | (2 << 28))
+    rec = struct.pack("<IIII", 1, 0, 68, 68) + frame + b"\xde\xad\xbe\xef"
+    path = tmp_path / "fcs.pcap"
+    path.write_bytes(hdr + rec * 10)
+    r = replay(str(path), topspeed=True, replayer=driver)
+    assert_sent_seen(r, 10, 640)
+    assert r.capture.fcs_stripped == 10

@@ -328,3 +328,29 @@ def test_load_counts_frames_as_linktype_does(tmp_path, spec):
     assert cap.ipv4 == sum(e == 0x0800 for _, e in facts) and cap.ipv6 == sum(e == 0x86DD for _, e in facts)
     assert cap.mtu_needed == max(lt.mtu_for(f) for f in frames)
     assert sum(cap.sizes_hist.values()) == cap.frames == len(frames)
+
+
+def test_a_captured_fcs_is_not_sent(tmp_path):
+    """pcap's link-type field can say the frames end in an FCS (bit 26, length in bits 28-31, in
+    16-bit words), and so can pcapng's if_fcslen: those bytes are cut off, as much as was captured."""
+    frame = lt.DST_MAC + lt.SRC_MAC + b"\x08\x00" + V4 + bytes(22)  # 64 bytes
+    fcs = b"\xde\xad\xbe\xef"
+    network = 1 | 0x04000000 | (2 << 28)  # Ethernet, FCS of 2 words
+    hdr = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, network)
+    whole = struct.pack("<IIII", 1, 0, 68, 68) + frame + fcs
+    cut = struct.pack("<IIII", 2, 0, 66, 68) + frame + fcs[:2]  # the snap length cut half the FCS
+    path = tmp_path / "fcs.pcap"
+    path.write_bytes(hdr + whole + cut)
+    recs = list(records(str(path)))
+    assert [r.fcs for r in recs] == [4, 4] and [r.without_fcs() for r in recs] == [frame, frame]
+    cap = load(str(path))
+    assert cap.lengths.tolist() == [64, 64] and cap.fcs_stripped == 2 and not cap.as_is
+    assert cap.linktypes == {1: 2}
+    # pcapng: if_fcslen (option 13) of 4 bytes on the interface
+    opts = struct.pack("<HHB3x", 13, 1, 4) + struct.pack("<HH", 0, 0)
+    ng = tmp_path / "fcs.pcapng"
+    idb_fcs = _block("<", 1, struct.pack("<HHI", 1, 0, 0) + opts)
+    ng.write_bytes(shb("<") + idb_fcs + epb("<", 0, 5, frame + fcs))
+    got = load(str(ng))
+    assert got.lengths.tolist() == [64] and got.fcs_stripped == 1
+    assert got.blob == frame
