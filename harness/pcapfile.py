@@ -308,13 +308,9 @@ class Capture:
         return d
 
 
-def _bucket(n: int) -> str:
-    lo = 0
-    for hi in SIZE_BUCKETS:
-        if n <= hi:
-            return f"{lo}-{hi}"
-        lo = hi + 1
-    return f">{SIZE_BUCKETS[-1]}"
+# the histogram's labels, one per bucket of SIZE_BUCKETS and one for what is larger
+SIZE_LABELS = [f"{lo}-{hi}" for lo, hi in zip((0, *(b + 1 for b in SIZE_BUCKETS[:-1])), SIZE_BUCKETS,
+                                              strict=True)] + [f">{SIZE_BUCKETS[-1]}"]
 
 
 def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture:
@@ -332,10 +328,10 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
         cap.packets += 1
         cap.bytes += r.caplen
         cap.linktypes[r.linktype] = cap.linktypes.get(r.linktype, 0) + 1
-        if r.ts_ns < cap.last_ns:
-            cap.ts_backwards += 1
         if cap.packets == 1:
             cap.first_ns = r.ts_ns
+        elif r.ts_ns < cap.last_ns:
+            cap.ts_backwards += 1
         cap.last_ns = r.ts_ns
         if r.caplen < r.origlen:
             cap.truncated += 1
@@ -353,8 +349,6 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
             cap.converted += r.linktype != en10mb
         frames.append(frame)
         stamps.append(r.ts_ns)
-    if cap.packets == 1:
-        cap.ts_backwards = 0
     cap.format, cap.byte_order, cap.interfaces = fmt.name, fmt.byte_order, fmt.interfaces
 
     # per-frame facts, over all frames at once
@@ -364,8 +358,9 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
         np.cumsum(lengths[:-1], out=offsets[1:])
     blob = b"".join(frames)
     del frames
-    tags, etype = _vlan_tags(np.frombuffer(blob, dtype=np.uint8), offsets, lengths)
-    first_type = _u16(np.frombuffer(blob, dtype=np.uint8), offsets + 12)
+    raw = np.frombuffer(blob, dtype=np.uint8)
+    first_type = _u16(raw, offsets + 12)
+    tags, etype = _vlan_tags(raw, offsets, lengths, first_type)
     # what MTU a packet socket needs for the frame (linktype.mtu_for)
     need = lengths.astype(np.int64) - linktype.ETH_HLEN - 4 * (first_type == linktype.ETH_P_8021Q)
     cap.mtu_needed = int(need.max(initial=0))
@@ -385,8 +380,7 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
     cap.ipv6 = int((etype == linktype.ETH_P_IPV6).sum())
     counts = np.bincount(np.searchsorted(np.array(SIZE_BUCKETS), lengths, side="left"),
                          minlength=len(SIZE_BUCKETS) + 1)
-    cap.sizes_hist = {_bucket(SIZE_BUCKETS[k] if k < len(SIZE_BUCKETS) else SIZE_BUCKETS[-1] + 1): int(c)
-                      for k, c in enumerate(counts.tolist()) if c}
+    cap.sizes_hist = {label: int(c) for label, c in zip(SIZE_LABELS, counts.tolist(), strict=True) if c}
     if keep_frames:
         cap.blob, cap.offsets, cap.lengths = blob, offsets, lengths
         # relative to the first record, clamped: captures hold timestamps that run backwards or
@@ -402,12 +396,12 @@ def _u16(b, at):
     return (b[at].astype(np.uint32) << 8) | b[at + 1]
 
 
-def _vlan_tags(b, offsets, lengths):
-    """(VLAN tags, ethertype after them) of each frame (linktype.vlan_tags, vectorised)."""
+def _vlan_tags(b, offsets, lengths, etype):
+    """(VLAN tags, ethertype after them) of each frame whose first ethertype is ``etype``
+    (linktype.vlan_tags, vectorised)."""
     tags = np.zeros(offsets.size, dtype=np.int64)
     pos = offsets.astype(np.int64) + 12
     end = offsets.astype(np.int64) + lengths
-    etype = _u16(b, pos) if offsets.size else np.zeros(0, dtype=np.uint32)
     more = np.isin(etype, linktype.VLAN_TPIDS) & (pos + 6 <= end)
     while more.any():
         tags += more
