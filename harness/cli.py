@@ -74,9 +74,10 @@ def cmd_run(args) -> int:
                             allocator=args.allocator)
         doc = live.run_live(cfg, args.iface, args.netns, args.duration)
         return 0 if doc.get("reconciled", True) else EXIT_UNRECONCILED
-    builtin_only = [f"--{k}" for k in ("send", "threads", "batch") if getattr(args, k) is not None]
-    if builtin_only and args.replayer != "builtin":
-        raise NtaError(f"{', '.join(builtin_only)}: only with --replayer builtin")
+    # the built-in replayer's options, as given (RunConfig holds their defaults)
+    builtin = {k: getattr(args, k) for k in ("send", "threads", "batch") if getattr(args, k) is not None}
+    if builtin and args.replayer != "builtin":
+        raise NtaError(f"{', '.join(f'--{k}' for k in builtin)}: only with --replayer builtin")
     cfg = run.RunConfig(
         pcap=args.pcap,
         replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
@@ -84,8 +85,7 @@ def cmd_run(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, batch=args.batch or 64,
-        send=args.send or "sendmmsg", napi=args.napi, threads=args.threads or 1)
+        allocator=args.allocator, replayer=args.replayer, napi=args.napi, **builtin)
     result = run.run(cfg)
     if result is not None and not result.reconciled:
         print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
@@ -418,9 +418,11 @@ def cmd_bench_replay(args) -> int:
     from harness import bench, report
 
     report.check_writable(args.json)
-    bad = [m for m in args.napi if m not in ("softirq", "threaded")]
+    from harness.run import NAPI_MODES
+
+    bad = [m for m in args.napi if m not in NAPI_MODES]
     if bad:
-        raise NtaError(f"bad --napi {bad[0]!r}: choose softirq, threaded")
+        raise NtaError(f"bad --napi {bad[0]!r}: choose {', '.join(NAPI_MODES)}")
     return _bench_out(args, bench.bench_replay(loops=args.loops, repeats=args.repeats, napi=args.napi,
                                                batch=args.batch))
 

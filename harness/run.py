@@ -291,6 +291,9 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
         topology.check_mtu(cfg.mtu)
     if cfg.napi not in NAPI_MODES:
         raise NtaError(f"bad --napi {cfg.napi!r}: choose {', '.join(NAPI_MODES)}")
+    if cfg.napi == "threaded" and cfg.mode != "native":  # found here rather than after the topology is up
+        raise NtaError(f"threaded NAPI on {topology.DUT_IF}: veth has a NAPI instance only with native XDP: "
+                       "use --mode native")
     if cfg.replayer not in DRIVERS:
         raise NtaError(f"bad --replayer {cfg.replayer!r}: choose {', '.join(DRIVERS)}")
     if cfg.send not in METHODS:
