@@ -199,22 +199,29 @@ PACKET_QDISC_BYPASS = 20
 SNDBUF = 4 << 20
 
 
-def packet_socket(ns: str | None, iface: str, qdisc_bypass: bool = True) -> socket.socket:
-    """An AF_PACKET socket bound to ``iface`` of namespace ``ns`` (it stays in that namespace);
-    protocol 0, so it receives nothing."""
+def packet_socket(ns: str | None, iface: str) -> socket.socket:
+    """An AF_PACKET socket bound to ``iface`` of namespace ``ns`` (it stays in that namespace), with
+    PACKET_QDISC_BYPASS; protocol 0, so it receives nothing."""
     ctx = nsutil.inside(ns) if ns else contextlib.nullcontext()
     with ctx:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             s.bind((iface, 0))
-            if qdisc_bypass:
-                s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
             with contextlib.suppress(OSError):  # SO_SNDBUFFORCE needs CAP_NET_ADMIN
                 s.setsockopt(socket.SOL_SOCKET, 32, SNDBUF)  # SO_SNDBUFFORCE
         except OSError as exc:
             s.close()
             raise NtaError(f"packet socket on {iface}: {exc.strerror}") from None
     return s
+
+
+def check_builtin(batch: int, method: str) -> None:
+    """The built-in replayer's batch and send method, checked (also before anything is made)."""
+    if not 1 <= batch <= 1024:
+        raise NtaError(f"bad --batch {batch}: 1..1024 frames per call")
+    if method not in METHODS:
+        raise NtaError(f"bad --send {method!r}: choose {', '.join(METHODS)}")
 
 
 def flow_split(cap, n: int) -> list:
@@ -277,7 +284,7 @@ class _Sender:
         self.rc = 0
 
     def start(self, rep: "BuiltinReplayer", cpu: int | None) -> None:
-        self.sock = packet_socket(rep.ns, rep.iface, rep._bypass)
+        self.sock = packet_socket(rep.ns, rep.iface)
         self.r.fd = self.sock.fileno()
 
         def body():
@@ -303,20 +310,16 @@ class BuiltinReplayer:
     (Topology(queues=n) and set_xps()), so each sender feeds its own veth ring and NAPI."""
 
     def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int = 64,
-                 qdisc_bypass: bool = True, method: str = "sendmmsg", cpus: list[int] | None = None,
-                 threads: int = 1):
+                 method: str = "sendmmsg", cpus: list[int] | None = None, threads: int = 1):
         from harness.nta import ffi, lib
 
         opts.validate()
-        if not 1 <= batch <= 1024:
-            raise NtaError(f"bad batch {batch}: 1..1024 frames per call")
-        if method not in METHODS:
-            raise NtaError(f"bad send method {method!r}: choose {', '.join(METHODS)}")
+        check_builtin(batch, method)
         if threads < 1 or (cpus is not None and len(cpus) < threads):
             raise NtaError(f"bad sender threads {threads}: 1 or more, one CPU each")
         self.ns, self.iface, self.cap, self.opts = ns, iface, cap, opts
-        self.batch, self.method, self.cpus = batch, method, cpus
-        self._ffi, self._lib, self._bypass = ffi, lib, qdisc_bypass
+        self.batch, self.cpus = batch, cpus
+        self._ffi, self._lib = ffi, lib
         self._method = lib.NTA_REPLAY_TX_RING if method == "tx-ring" else lib.NTA_REPLAY_SENDMMSG
         # the buffers stay referenced by self.cap for as long as the senders run
         keep = [ffi.from_buffer(cap.blob) if cap.frames else ffi.NULL,
@@ -345,12 +348,10 @@ class BuiltinReplayer:
     def running(self) -> bool:
         return any(s.thread is not None and s.thread.is_alive() for s in self.senders)
 
-    def _sum(self, field: str) -> int:
-        return sum(getattr(s.r, field) for s in self.senders)
-
     def counters(self) -> dict:
-        return {k: self._sum(k) for k in ("sent", "bytes", "failed", "retried_enobufs", "retried_eagain",
-                                           "calls")}
+        """The senders' counters, summed (they may be read while the senders run)."""
+        return {k: sum(getattr(s.r, k) for s in self.senders)
+                for k in ("sent", "bytes", "failed", "retried_enobufs", "retried_eagain", "calls")}
 
     def finish(self) -> ReplayResult:
         for s in self.senders:

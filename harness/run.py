@@ -31,7 +31,7 @@ import time
 
 from harness import __version__, pcapfile, topology
 from harness.errors import NeedRoot, NtaError
-from harness.replay import DRIVERS, METHODS, BuiltinReplayer, Replayer, ReplayOptions, ReplayResult
+from harness.replay import DRIVERS, BuiltinReplayer, Replayer, ReplayOptions, ReplayResult, check_builtin
 from harness.report import check_writable, n, table, write_json
 from harness.xdp import MetaProgram, XdpProgram, XdpStats
 
@@ -296,10 +296,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult:
                        "use --mode native")
     if cfg.replayer not in DRIVERS:
         raise NtaError(f"bad --replayer {cfg.replayer!r}: choose {', '.join(DRIVERS)}")
-    if cfg.send not in METHODS:
-        raise NtaError(f"bad --send {cfg.send!r}: choose {', '.join(METHODS)}")
-    if not 1 <= cfg.batch <= 1024:
-        raise NtaError(f"bad --batch {cfg.batch}: 1..1024 frames per call")
+    check_builtin(cfg.batch, cfg.send)
     cpus = sorted(os.sched_getaffinity(0))
     if cfg.threads > 1 and cfg.replayer != "builtin":
         raise NtaError("--threads is for the built-in replayer (--replayer builtin)")
