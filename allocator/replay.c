@@ -124,7 +124,7 @@ static void add(uint64_t *p, uint64_t v)
 	__atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
 }
 
-static int send_mmsg(struct nta_replay *r, struct mmsghdr *msgs, struct iovec *iov, uint32_t k)
+static void send_mmsg(struct nta_replay *r, struct mmsghdr *msgs, struct iovec *iov, uint32_t k)
 {
 	uint32_t off = 0;
 	int refused = 0; /* the frame at off was refused by the last, short, call */
@@ -169,9 +169,8 @@ static int send_mmsg(struct nta_replay *r, struct mmsghdr *msgs, struct iovec *i
 		}
 		refused = 0;
 		if (__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
-			return -EINTR;
+			return;
 	}
-	return 0;
 }
 
 /* --- the TX ring ---------------------------------------------------------- */
@@ -262,15 +261,16 @@ static void ring_reap(struct nta_replay *r, struct txring *t)
 	}
 }
 
-/* Ask the kernel to send what is marked; say what stopped it. */
-static void ring_kick(struct nta_replay *r)
+/* Ask the kernel to send what is marked. 0, or -errno when it refuses for good (a device that is down
+ * or gone): then the marked frames would never go out. */
+static int ring_kick(struct nta_replay *r)
 {
 	for (;;) {
 		ssize_t n = send(r->fd, NULL, 0, MSG_DONTWAIT);
 
 		add(&r->calls, 1);
 		if (n >= 0)
-			return;
+			return 0;
 		if (errno == ENOBUFS) { /* the head frame was dropped and stays queued */
 			add(&r->retried_enobufs, 1);
 			backoff();
@@ -280,21 +280,22 @@ static void ring_kick(struct nta_replay *r)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) { /* socket buffer full: skbs in flight */
 			add(&r->retried_eagain, 1);
-			return;
+			return 0;
 		}
 		__atomic_store_n(&r->last_errno, errno, __ATOMIC_RELAXED);
-		return;
+		return -errno;
 	}
 }
 
-static void ring_wait(struct nta_replay *r, struct txring *t)
+static int ring_wait(struct nta_replay *r, struct txring *t)
 {
 	struct pollfd p = { .fd = r->fd, .events = POLLOUT };
+	int err = ring_kick(r);
 
-	ring_kick(r);
 	ring_reap(r, t);
-	if (t->used == t->frame_nr || (t->used && !__atomic_load_n(&r->stop, __ATOMIC_RELAXED)))
+	if (!err && (t->used == t->frame_nr || (t->used && !__atomic_load_n(&r->stop, __ATOMIC_RELAXED))))
 		poll(&p, 1, 1);
+	return err;
 }
 
 /*
@@ -305,6 +306,8 @@ static void ring_wait(struct nta_replay *r, struct txring *t)
  */
 static int send_ring(struct nta_replay *r, struct txring *t, const struct iovec *iov, uint32_t k)
 {
+	int err;
+
 	if (t->used + k > t->frame_nr / 2)
 		ring_reap(r, t);
 	for (uint32_t j = 0; j < k; j++) {
@@ -312,8 +315,9 @@ static int send_ring(struct nta_replay *r, struct txring *t, const struct iovec 
 
 		while (t->used == t->frame_nr) {
 			if (__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
-				return -EINTR;
-			ring_wait(r, t);
+				return 0;
+			if ((err = ring_wait(r, t)))
+				return err;
 		}
 		h = slot(t, t->head);
 		memcpy((uint8_t *)h + TX_DATA_OFF, iov[j].iov_base, iov[j].iov_len);
@@ -323,8 +327,7 @@ static int send_ring(struct nta_replay *r, struct txring *t, const struct iovec 
 		t->head = (t->head + 1) % t->frame_nr;
 		t->used++;
 	}
-	ring_kick(r);
-	return 0;
+	return ring_kick(r);
 }
 
 int nta_replay_run(struct nta_replay *r)
@@ -376,16 +379,20 @@ int nta_replay_run(struct nta_replay *r)
 			advance(r, &c);
 		} while (k < r->batch && c.seq < total &&
 			 (r->mode == NTA_REPLAY_TOPSPEED || start + due_ns(r, &c, span) <= now));
-		if (r->method == NTA_REPLAY_TX_RING)
-			send_ring(r, &ring, iov, k);
-		else
+		if (r->method != NTA_REPLAY_TX_RING)
 			send_mmsg(r, msgs, iov, k);
+		else if ((err = send_ring(r, &ring, iov, k))) {
+			/* the kernel will send nothing more: what the ring holds and what is left have failed */
+			add(&r->failed, total - c.seq);
+			break;
+		}
 	}
 	if (r->method == NTA_REPLAY_TX_RING) {
 		/* what the ring still holds goes out (or, when stopped, gets a second to) */
 		give_up = mono_ns() + 1000000000ull;
-		while (ring.used && (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED) || mono_ns() < give_up))
-			ring_wait(r, &ring);
+		err = 0;
+		while (ring.used && !err && (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED) || mono_ns() < give_up))
+			err = ring_wait(r, &ring);
 		add(&r->failed, ring.used);
 		ring_close(&ring);
 	}

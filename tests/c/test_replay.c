@@ -319,6 +319,20 @@ static void test_tx_ring_on_loopback(void)
 		sll.sll_protocol = 0;
 		EXPECT_EQ(bind(tx, (struct sockaddr *)&sll, sizeof(sll)), 0);
 	}
+	{ /* lo down: the kernel refuses the ring for good (ENETDOWN); every frame fails, none hangs */
+		struct nta_replay r = base(tx);
+
+		ctl = socket(AF_INET, SOCK_DGRAM, 0);
+		ifr.ifr_flags &= ~IFF_UP;
+		EXPECT_EQ(ioctl(ctl, SIOCSIFFLAGS, &ifr), 0);
+		close(ctl);
+		r.method = NTA_REPLAY_TX_RING;
+		r.loops = 4;
+		EXPECT_EQ(nta_replay_run(&r), 0);
+		EXPECT_EQ(r.sent, 0);
+		EXPECT_EQ(r.failed, 4 * NFRAMES);
+		EXPECT_EQ(r.last_errno, ENETDOWN);
+	}
 	close(tx);
 	close(rx);
 }
