@@ -1,4 +1,10 @@
-"""The Vagrantfile stays valid: 'vagrant validate' from Debian's vagrant."""
+"""The Vagrantfile stays valid: 'vagrant validate --ignore-provider' from Debian's vagrant.
+
+A fresh machine has Debian's vagrant and no provider plugin (VirtualBox and
+libvirt are not in Debian 12's main archive, and 'make setup-test' installs
+without recommends): plain 'vagrant validate' then stops at "No usable default
+provider could be found". --ignore-provider checks the file itself.
+"""
 
 import os
 import shutil
@@ -14,7 +20,7 @@ VAGRANTFILE = os.path.join(ROOT, "vagrant", "Vagrantfile")
 def validate(directory):
     if not shutil.which("vagrant"):
         pytest.skip("vagrant is not installed ('make setup-test' installs it)")
-    return subprocess.run(["vagrant", "validate"], cwd=directory, capture_output=True, text=True,
+    return subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=directory, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
 
 
