@@ -8,10 +8,14 @@ NTA     := $(VENV)/bin/nta
 STAMP   := $(VENV)/.installed
 IMIX    := build/imix.pcap
 DEMO_LOOPS ?= 2500
-NTA_SRC := $(wildcard allocator/*.c allocator/*.h) bpf/nta_shared.h
+NTA_SRC := $(wildcard allocator/*.c allocator/*.h)
+HC_SRC  := $(wildcard harness/csrc/*.c harness/csrc/*.h) bpf/nta_shared.h
+LIBNTA  := build/libnta.so
 NTA_MOD := build/.nta_c.built
+HC_MOD  := build/.harness_c.built
 SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -pthread -Iallocator -Ibpf
+CFLAGS  := -std=gnu11 -O2 -Wall -Wextra -Werror -pthread
+CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -pthread -Iallocator -Iharness/csrc -Ibpf
 
 .PHONY: help setup setup-system setup-test setup-bench build ctest test demo bench lint clean distclean
 
@@ -37,27 +41,44 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-build: $(IMIX) $(NTA_MOD) build/trace build/poolbench ## build the allocator's binding, bench drivers, the IMIX capture
+build: $(IMIX) $(NTA_MOD) $(HC_MOD) build/trace build/poolbench ## build the allocator, the harness's C modules, bench drivers, the IMIX capture
 
-build/trace: $(NTA_SRC) allocator/bench/trace.c
+# the allocator, one shared object: its binding and the controller's module both link it
+$(LIBNTA): $(NTA_SRC)
 	@mkdir -p build
-	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator -Ibpf allocator/*.c allocator/bench/trace.c -lm -o $@
+	@$(CC) $(CFLAGS) -shared -fPIC -fvisibility=hidden allocator/*.c -o $@
 
-# cffi binding of allocator/, declarations generated from allocator/nta.h
-$(NTA_MOD): $(NTA_SRC) allocator/build_cffi.py | $(STAMP)
-	@mkdir -p build
+# cffi modules, declarations generated from the real headers
+$(NTA_MOD): $(LIBNTA) allocator/build_cffi.py | $(STAMP)
 	@$(PY) allocator/build_cffi.py
 	@touch $@
 
-build/test_%: $(NTA_SRC) tests/c/test_%.c tests/c/expect.h
+$(HC_MOD): $(NTA_MOD) $(HC_SRC) harness/csrc/build_cffi.py | $(STAMP)
+	@$(PY) harness/csrc/build_cffi.py
+	@touch $@
+
+build/trace: $(NTA_SRC) allocator/bench/trace.c
 	@mkdir -p build
-	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_$*.c -lm -o $@
+	@$(CC) $(CFLAGS) -Iallocator allocator/*.c allocator/bench/trace.c -lm -o $@
 
 build/poolbench: $(NTA_SRC) allocator/bench/pool.c
 	@mkdir -p build
-	@$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -pthread -Iallocator -Ibpf allocator/*.c allocator/bench/pool.c -lm -o $@
+	@$(CC) $(CFLAGS) -Iallocator allocator/*.c allocator/bench/pool.c -lm -o $@
 
-ctest: build/test_nta build/test_pool build/test_ctl build/test_replay ## C tests of allocator/ under AddressSanitizer and UndefinedBehaviorSanitizer
+# C tests: the allocator's, and the harness's C (with the allocator where it calls it)
+build/test_nta build/test_pool: build/test_%: $(NTA_SRC) tests/c/test_%.c tests/c/expect.h
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_$*.c -lm -o $@
+
+build/test_ctl: $(NTA_SRC) $(HC_SRC) tests/c/test_ctl.c tests/c/expect.h
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) allocator/*.c harness/csrc/ctl.c tests/c/test_ctl.c -lm -o $@
+
+build/test_replay: $(HC_SRC) tests/c/test_replay.c tests/c/expect.h
+	@mkdir -p build
+	$(CC) $(CFLAGS_TEST) harness/csrc/replay.c tests/c/test_replay.c -o $@
+
+ctest: build/test_nta build/test_pool build/test_ctl build/test_replay ## C tests (allocator, controller, replayer) under AddressSanitizer and UndefinedBehaviorSanitizer
 	build/test_nta
 	build/test_pool
 	build/test_ctl
@@ -84,7 +105,7 @@ lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests
 
 clean: ## remove build outputs
-	rm -rf build .pytest_cache harness/_nta_c*.so
+	rm -rf build .pytest_cache harness/_*_c*.so harness/libnta.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## also remove the venv

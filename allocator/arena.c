@@ -34,8 +34,8 @@ static uint64_t align_up(uint64_t x, uint64_t a)
 static int layout(const struct nta_config *cfg, struct nta_hdr *h)
 {
 	uint32_t kind = cfg->kind ? cfg->kind : NTA_KIND_NTA;
-	uint32_t ps = cfg->page_size ? cfg->page_size : 4096;
-	uint32_t cs = cfg->chunk_size ? cfg->chunk_size : 32;
+	uint32_t ps = cfg->page_size ? cfg->page_size : NTA_PAGE_SIZE_DEFAULT;
+	uint32_t cs = cfg->chunk_size ? cfg->chunk_size : NTA_CHUNK_SIZE_DEFAULT;
 	uint32_t depth = cfg->cache_depth == NTA_CACHE_OFF ? 0
 			 : cfg->cache_depth ? cfg->cache_depth : NTA_DEFAULT_CACHE;
 
@@ -180,7 +180,7 @@ fail:
 }
 
 /* Start time of pid (field 22 of /proc/pid/stat), 0 when it is gone or a zombie. */
-uint64_t nta_proc_starttime(uint32_t pid)
+NTA_API uint64_t nta_proc_starttime(uint32_t pid)
 {
 	char path[64], buf[512];
 	int fd;

@@ -309,6 +309,21 @@ static NTA_NOINLINE int64_t small_alloc_slow(struct nta_arena *a, uint32_t n, un
 
 /* -- the public calls --------------------------------------------------------- */
 
+NTA_API uint64_t nta_alloc_size(const struct nta_arena *a, size_t size)
+{
+	uint64_t pages;
+
+	if (size == 0 || size > ((uint64_t)a->h->max_pages << a->page_shift))
+		return 0;
+	if (size <= a->page_size)
+		return a->kind == NTA_KIND_POW2 ? 1ull << nta_pow2_class(a, size)
+						: (uint64_t)chunks_for(a, size) << a->chunk_shift;
+	pages = (size + a->page_size - 1) >> a->page_shift;
+	if (a->kind == NTA_KIND_POW2)
+		pages = 1ull << (64 - __builtin_clzll(pages - 1));
+	return pages <= a->h->max_pages ? pages << a->page_shift : 0;
+}
+
 /*
  * The fast paths below (an allocation the size cache can serve, a free of a
  * small block) load the geometry into locals once: every store to a bitmap

@@ -44,6 +44,9 @@ enum nta_kind {
 	NTA_KIND_POW2 = 2,
 };
 
+#define NTA_PAGE_SIZE_DEFAULT 4096
+#define NTA_CHUNK_SIZE_DEFAULT 32 /* the L1 line, as the NTA's author chose */
+
 /* nta_config.flags */
 #define NTA_ARENA_UNLINK 0x1u /* creator unlinks the path on close */
 
@@ -57,12 +60,14 @@ enum nta_cell {
 	NTA_CELL_USED = 2,   /* in a live small allocation */
 	NTA_CELL_CACHED = 3, /* freed, parked in the size cache */
 	NTA_CELL_LARGE = 4,  /* in a live multi-page block */
+	NTA_CELL_SLACK = 5,  /* never written by a page map: pictures mark with it the chunks a block
+	                      * holds beyond the bytes asked for (see nta_alloc_size) */
 };
 
 struct nta_config {
 	uint32_t kind;          /* enum nta_kind; 0 means NTA_KIND_NTA */
-	uint32_t page_size;     /* power of two, 4096..65536; 0 means 4096 */
-	uint32_t chunk_size;    /* power of two, >= 16, page_size/chunk_size <= 256; 0 means 32 */
+	uint32_t page_size;     /* power of two, 4096..65536; 0 means NTA_PAGE_SIZE_DEFAULT */
+	uint32_t chunk_size;    /* power of two, >= 16, page_size/chunk_size <= 256; 0: NTA_CHUNK_SIZE_DEFAULT */
 	uint32_t max_pages;     /* data pages reserved up front; required */
 	uint32_t reserve_pages; /* of max_pages, only for NTA_F_RESERVE allocations */
 	uint32_t cache_depth;   /* per-size cache entries; 0 means 16; NTA_CACHE_OFF disables */
@@ -112,6 +117,9 @@ long nta_arena_trim(struct nta_arena *a);
 
 /* Allocate size bytes; returns the block's offset (> 0). */
 int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags);
+/* The bytes an allocation of size takes in this arena (chunks, a power of
+ * two, or whole pages, by kind); 0 when it cannot be allocated at all. */
+uint64_t nta_alloc_size(const struct nta_arena *a, size_t size);
 /* Free the block at off, allocated with a size of the same granularity. */
 int nta_free(struct nta_arena *a, uint64_t off, size_t size);
 /* Allocate n blocks; offs[i] gets the offset or 0 when that one failed.
@@ -176,21 +184,30 @@ enum nta_dtor_verdict {
 };
 typedef int (*nta_pool_dtor_fn)(void *ctx, struct nta_pool *pool, uint64_t page);
 
+/* The pool's counters, in groups (as the kernel's page_pool_stats has alloc
+ * and recycle); user space takes the names and groups from this type. */
 struct nta_pool_stats {
-	/* alloc, as the kernel's page_pool_alloc_stats */
-	uint64_t fast, slow, slow_high_order, empty, refill, waive;
-	/* recycle, as page_pool_recycle_stats */
-	uint64_t cached, cache_full, ring, ring_full, released_refcnt;
-	/* mapping model and pages in flight (hold - release) */
-	uint64_t maps, unmaps, hold, release, inflight;
-	uint64_t cache_len, ring_len;
-	uint64_t pages_in_use;        /* handed out as pages or holding live fragments */
-	uint64_t frags, frag_bytes;   /* live fragments and their bytes */
-	uint64_t alloc_fails;         /* allocations refused (arena empty, no reserve allowed) */
-	uint64_t reserve_pages;       /* pages in flight that came from the arena's reserve */
-	uint64_t dtor_calls, dtor_steal, dtor_release, dtor_pending;
-	uint64_t pinned;              /* blocks let go of, their free deferred by a reader's pin */
-	uint64_t readers_reclaimed;   /* readers that died holding pins */
+	struct nta_pool_alloc_stats { /* as the kernel's page_pool_alloc_stats */
+		uint64_t fast, slow, slow_high_order, empty, refill, waive;
+		uint64_t alloc_fails;   /* allocations refused (arena empty, no reserve allowed) */
+	} alloc;
+	struct nta_pool_recycle_stats { /* as page_pool_recycle_stats */
+		uint64_t cached, cache_full, ring, ring_full, released_refcnt;
+	} recycle;
+	struct nta_pool_page_stats { /* the mapping model and pages in flight (hold - release) */
+		uint64_t maps, unmaps, hold, release, inflight;
+		uint64_t pages_in_use;  /* handed out as pages or holding live fragments */
+		uint64_t cache_len, ring_len;
+		uint64_t reserve_pages; /* pages in flight that came from the arena's reserve */
+	} pages;
+	struct nta_pool_frag_stats {
+		uint64_t frags, frag_bytes; /* live fragments and their bytes */
+		uint64_t pinned;            /* blocks let go of, their free deferred by a reader's pin */
+		uint64_t readers_reclaimed; /* readers that died holding pins */
+	} fragments;
+	struct nta_pool_dtor_stats {
+		uint64_t dtor_calls, dtor_steal, dtor_release, dtor_pending;
+	} destructor;
 };
 
 struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_pool_config *cfg);
@@ -258,51 +275,10 @@ int nta_reader_unpin(struct nta_reader *r, uint64_t off); /* -ENOENT: not pinned
  * died. Returns the blocks freed. Runs by itself on refill and destroy. */
 long nta_pool_reap(struct nta_pool *p);
 
-/*
- * The controller's per-packet work, one call per batch (see ctl.c): each
- * metadata record (struct nta_meta, bpf/nta_shared.h) gets a fragment of
- * its frame's length from the pool, held under a lifetime policy.
- */
-struct nta_meta;
-struct nta_ctl;
-enum nta_hold {
-	NTA_HOLD_IMMEDIATE = 0,
-	NTA_HOLD_PACKETS = 1, /* param: N packets */
-	NTA_HOLD_USEC = 2,    /* param: T microseconds (the records' clock); max_held bounds it */
-	NTA_HOLD_FLOW = 3,    /* param: K per flow */
-	NTA_HOLD_RANDOM = 4,  /* param: mean lifetime in packets; max_held bounds it */
-};
-struct nta_ctl_config {
-	uint32_t policy, param, max_held, pad;
-	uint64_t seed;
-};
-struct nta_ctl_stats {
-	uint64_t handled;     /* records processed */
-	uint64_t alloc_fails; /* records that got no memory */
-	uint64_t frees, put_errors;
-	uint64_t held, peak_held;
-	uint64_t early;       /* let go before due: the hold structure was full */
-	uint64_t bytes;       /* bytes allocated */
-	uint64_t bytes_held;  /* bytes the frames held now asked for */
-};
-struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena, const struct nta_ctl_config *cfg);
-long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n);
-/* Put back everything held; returns how many. */
-long nta_ctl_flush(struct nta_ctl *c);
-int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st);
-void nta_ctl_destroy(struct nta_ctl *c);
-
-/*
- * Draining a BPF ring buffer (BPF_MAP_TYPE_RINGBUF, e.g. the XDP program's
- * metadata ring) in C: size is the ring's size in bytes (its max_entries).
- */
-struct nta_ringbuf;
-struct nta_ringbuf *nta_ringbuf_open(int map_fd, size_t size);
-void nta_ringbuf_close(struct nta_ringbuf *rb);
-/* Copy up to max records of exactly rec_size bytes into out (consecutive);
- * records of another size are skipped and counted in *odd. Returns how many. */
-long nta_ringbuf_drain(struct nta_ringbuf *rb, void *out, size_t rec_size, size_t max, uint64_t *odd);
-long nta_ringbuf_avail(const struct nta_ringbuf *rb);
+/* What names a process beside its pid, which the kernel reuses: its start
+ * time (field 22 of /proc/PID/stat, clock ticks since boot), 0 when it is
+ * gone or a zombie. Reader slots record it; so do the harness's topologies. */
+uint64_t nta_proc_starttime(uint32_t pid);
 
 #ifdef __cplusplus
 }

@@ -162,7 +162,6 @@ struct nta_arena {
 void nta_arena_derive(struct nta_arena *a);
 /* Is pid, started at starttime, still running? (arena.c) */
 bool nta_proc_alive(uint32_t pid, uint64_t starttime);
-uint64_t nta_proc_starttime(uint32_t pid);
 struct nta_arena *nta_arena_attach_reader(const char *path);
 /* reader.c: is off pinned by a live reader? (scans the slots; the caller has
  * cleared the block's live byte with a seq_cst store) */

@@ -159,7 +159,7 @@ static bool defer_if_pinned(struct nta_pool *p, uint64_t off)
 		p->deferred_cap = cap;
 	}
 	p->deferred[p->ndeferred++] = (int64_t)off;
-	p->st.pinned++;
+	p->st.fragments.pinned++;
 	return true;
 }
 
@@ -182,10 +182,10 @@ static int64_t page_from_arena(struct nta_pool *p, bool reserve)
 	r->reserve = reserve && (p->a->desc[page_of(p, (uint64_t)off)].flags & PG_RESERVE);
 	r->ref = 0;
 	r->current = 0;
-	p->st.maps++;
-	p->st.hold++;
+	p->st.pages.maps++;
+	p->st.pages.hold++;
 	if (r->reserve)
-		p->st.reserve_pages++;
+		p->st.pages.reserve_pages++;
 	spin_ns(p->cfg.map_cost_ns);
 	return off;
 }
@@ -198,10 +198,10 @@ static void page_to_arena(struct nta_pool *p, uint32_t i)
 	int err = nta_free(p->a, off_of(p, i), (size_t)n << p->a->page_shift);
 
 	(void)err; /* a page of ours: cannot fail but for a bug, which nta_pool_check finds */
-	p->st.unmaps++;
-	p->st.release += n;
+	p->st.pages.unmaps++;
+	p->st.pages.release += n;
 	if (r->reserve)
-		p->st.reserve_pages -= n;
+		p->st.pages.reserve_pages -= n;
 	spin_ns(p->cfg.map_cost_ns);
 	r->state = PP_NONE;
 	r->reserve = 0;
@@ -223,18 +223,18 @@ static void recycle(struct nta_pool *p, uint32_t i, bool direct)
 		if (p->cache_len < p->cfg.cache_size) {
 			r->state = PP_CACHE;
 			p->cache[p->cache_len++] = (int64_t)off_of(p, i);
-			p->st.cached++;
+			p->st.recycle.cached++;
 			return;
 		}
-		p->st.cache_full++;
+		p->st.recycle.cache_full++;
 	}
 	if (ring_count(p) <= p->ring_mask) {
 		r->state = PP_RING;
 		p->ring[p->ring_head++ & p->ring_mask] = (int64_t)off_of(p, i);
-		p->st.ring++;
+		p->st.recycle.ring++;
 		return;
 	}
-	p->st.ring_full++;
+	p->st.recycle.ring_full++;
 	page_to_arena(p, i);
 }
 
@@ -246,12 +246,12 @@ static void apply_verdict(struct nta_pool *p, uint32_t i, int verdict, bool dire
 	case NTA_DTOR_STEAL: /* the destructor keeps it: one reference, whole */
 		r->state = r->state == PP_LARGE ? PP_LARGE : PP_PAGE;
 		r->ref = 1;
-		p->st.dtor_steal++;
-		p->st.pages_in_use += r->state == PP_LARGE ? r->npages : 1;
+		p->st.destructor.dtor_steal++;
+		p->st.pages.pages_in_use += r->state == PP_LARGE ? r->npages : 1;
 		break;
 	case NTA_DTOR_RELEASE:
-		p->st.dtor_release++;
-		p->st.released_refcnt++;
+		p->st.destructor.dtor_release++;
+		p->st.recycle.released_refcnt++;
 		page_to_arena(p, i);
 		break;
 	default:
@@ -264,7 +264,7 @@ static void page_unused(struct nta_pool *p, uint32_t i, bool direct)
 {
 	struct pp_page *r = &p->pg[i];
 
-	p->st.pages_in_use -= r->state == PP_LARGE ? r->npages : 1;
+	p->st.pages.pages_in_use -= r->state == PP_LARGE ? r->npages : 1;
 	if (r->state == PP_FRAG)
 		r->state = PP_PAGE; /* all its fragments are gone: a whole page again */
 	if (p->cfg.flags & NTA_POOL_BATCH_DTOR) {
@@ -282,11 +282,11 @@ static void page_unused(struct nta_pool *p, uint32_t i, bool direct)
 		if (r->state == PP_LARGE)
 			r->ref = 0;
 		p->pending[p->npending++] = (int64_t)off_of(p, i);
-		p->st.dtor_pending++;
+		p->st.destructor.dtor_pending++;
 		return;
 	}
 	if (p->dtor) {
-		p->st.dtor_calls++;
+		p->st.destructor.dtor_calls++;
 		apply_verdict(p, i, p->dtor(p->dtor_ctx, p, off_of(p, i)), direct);
 		return;
 	}
@@ -307,7 +307,7 @@ static NTA_NOINLINE int64_t alloc_slow(struct nta_pool *p, unsigned flags)
 	if (p->cache_len)
 		goto cached;
 	if (!ring_count(p)) {
-		p->st.empty++;
+		p->st.alloc.empty++;
 	} else {
 		uint32_t n = 0;
 		while (n < p->cfg.refill && ring_count(p)) {
@@ -316,7 +316,7 @@ static NTA_NOINLINE int64_t alloc_slow(struct nta_pool *p, unsigned flags)
 			p->cache[p->cache_len++] = off;
 			n++;
 		}
-		p->st.refill++;
+		p->st.alloc.refill++;
 		goto cached;
 	}
 	/* The arena: `refill` pages at once, as the kernel's bulk allocation. */
@@ -324,10 +324,10 @@ static NTA_NOINLINE int64_t alloc_slow(struct nta_pool *p, unsigned flags)
 	if (off < 0 && (flags & NTA_F_RESERVE))
 		off = page_from_arena(p, true);
 	if (off < 0) {
-		p->st.alloc_fails++;
+		p->st.alloc.alloc_fails++;
 		return off;
 	}
-	p->st.slow++;
+	p->st.alloc.slow++;
 	for (uint32_t n = 1; n < p->cfg.refill && p->cache_len < p->cfg.cache_size &&
 			     !p->pg[page_of(p, (uint64_t)off)].reserve; n++) {
 		int64_t more = page_from_arena(p, false);
@@ -343,13 +343,13 @@ cached:
 
 NTA_API int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags)
 {
-	int64_t off = likely(p->cache_len) ? (p->st.fast++, p->cache[--p->cache_len]) : alloc_slow(p, flags);
+	int64_t off = likely(p->cache_len) ? (p->st.alloc.fast++, p->cache[--p->cache_len]) : alloc_slow(p, flags);
 
 	if (off > 0) {
 		struct pp_page *r = &p->pg[page_of(p, (uint64_t)off)];
 		r->state = PP_PAGE;
 		r->ref = 1;
-		p->st.pages_in_use++;
+		p->st.pages.pages_in_use++;
 		set_live(p, (uint64_t)off);
 	}
 	return off;
@@ -410,18 +410,18 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 			reserve = off > 0;
 		}
 		if (off < 0) {
-			p->st.alloc_fails++;
+			p->st.alloc.alloc_fails++;
 			return off;
 		}
 		struct pp_page *r = &p->pg[page_of(p, (uint64_t)off)];
 		*r = (struct pp_page){ .state = PP_LARGE, .ref = 1, .npages = np, .reserve = reserve, .frag = r->frag };
 		set_live(p, (uint64_t)off);
-		p->st.slow_high_order++;
-		p->st.maps++;
-		p->st.hold += np;
-		p->st.pages_in_use += np;
+		p->st.alloc.slow_high_order++;
+		p->st.pages.maps++;
+		p->st.pages.hold += np;
+		p->st.pages.pages_in_use += np;
 		if (reserve)
-			p->st.reserve_pages += np;
+			p->st.pages.reserve_pages += np;
 		spin_ns(p->cfg.map_cost_ns);
 		return off;
 	}
@@ -455,8 +455,8 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 	bit_set(r->frag->start, (uint32_t)c);
 	r->frag->ref[c] = 1;
 	r->ref++;
-	p->st.frags++;
-	p->st.frag_bytes += (uint64_t)n << a->chunk_shift;
+	p->st.fragments.frags++;
+	p->st.fragments.frag_bytes += (uint64_t)n << a->chunk_shift;
 	uint64_t foff = off_of(p, i) + ((uint64_t)c << a->chunk_shift);
 	set_live(p, foff);
 	return (int64_t)foff;
@@ -555,8 +555,8 @@ static void frag_free(struct nta_pool *p, uint32_t i, uint32_t c)
 
 	range_clear(f->used, c, e);
 	bit_clear(f->start, c);
-	p->st.frags--;
-	p->st.frag_bytes -= (uint64_t)(e - c) << p->a->chunk_shift;
+	p->st.fragments.frags--;
+	p->st.fragments.frag_bytes -= (uint64_t)(e - c) << p->a->chunk_shift;
 }
 
 NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
@@ -574,8 +574,8 @@ NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
 		}
 		if (defer_if_pinned(p, off)) { /* the pin holds the page's reference for now */
 			bit_set(r->frag->deferred, (uint32_t)c);
-			p->st.frags--;
-			p->st.frag_bytes -= (uint64_t)frag_len(r->frag, (uint32_t)c, p->a->cpp) << p->a->chunk_shift;
+			p->st.fragments.frags--;
+			p->st.fragments.frag_bytes -= (uint64_t)frag_len(r->frag, (uint32_t)c, p->a->cpp) << p->a->chunk_shift;
 			return 0;
 		}
 		frag_free(p, i, (uint32_t)c);
@@ -592,7 +592,7 @@ NTA_API long nta_pool_reap(struct nta_pool *p)
 {
 	long freed = 0;
 
-	p->st.readers_reclaimed += (uint64_t)nta_readers_reclaim(p->a);
+	p->st.fragments.readers_reclaimed += (uint64_t)nta_readers_reclaim(p->a);
 	for (size_t k = 0; k < p->ndeferred;) {
 		uint64_t off = (uint64_t)p->deferred[k];
 		if (nta_pinned(p->a, off)) {
@@ -600,15 +600,15 @@ NTA_API long nta_pool_reap(struct nta_pool *p)
 			continue;
 		}
 		p->deferred[k] = p->deferred[--p->ndeferred];
-		p->st.pinned--;
+		p->st.fragments.pinned--;
 		freed++;
 		uint32_t i = page_of(p, off);
 		struct pp_page *r = &p->pg[i];
 		if (r->state == PP_FRAG) {
 			uint32_t c = (uint32_t)((off - off_of(p, i)) >> p->a->chunk_shift);
 			bit_clear(r->frag->deferred, c);
-			p->st.frags++; /* frag_free counts it out again */
-			p->st.frag_bytes += (uint64_t)frag_len(r->frag, c, p->a->cpp) << p->a->chunk_shift;
+			p->st.fragments.frags++; /* frag_free counts it out again */
+			p->st.fragments.frag_bytes += (uint64_t)frag_len(r->frag, c, p->a->cpp) << p->a->chunk_shift;
 			frag_free(p, i, c);
 		} else {
 			r->deferred = 0;
@@ -708,8 +708,8 @@ NTA_API int nta_pool_dtor_complete(struct nta_pool *p, const int64_t *pages, con
 		struct pp_page *r = &p->pg[i];
 		if (r->state == PP_PENDING)
 			r->state = PP_PAGE;
-		p->st.dtor_pending--;
-		p->st.dtor_calls++;
+		p->st.destructor.dtor_pending--;
+		p->st.destructor.dtor_calls++;
 		apply_verdict(p, i, verdicts[k], true);
 	}
 	return 0;
@@ -786,7 +786,7 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 		nta_pool_reap(p);
 		frag_page_drop(p, false);
 		empty_caches(p);
-		if (p->st.hold == p->st.release)
+		if (p->st.pages.hold == p->st.pages.release)
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
@@ -826,9 +826,9 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 static void snapshot(const struct nta_pool *p, struct nta_pool_stats *st)
 {
 	*st = p->st;
-	st->inflight = p->st.hold - p->st.release;
-	st->cache_len = p->cache_len;
-	st->ring_len = ring_count(p);
+	st->pages.inflight = p->st.pages.hold - p->st.pages.release;
+	st->pages.cache_len = p->cache_len;
+	st->pages.ring_len = ring_count(p);
 }
 
 /* Copy the counters to our slot in the arena (a sequence lock: readers retry). */
@@ -1012,16 +1012,16 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 	if (p->st.name != (v))                                                                               \
 		return bad(why, len, "counter " #name " is %llu, the pool holds %llu",                      \
 			   (unsigned long long)p->st.name, (unsigned long long)(v))
-	SAME(pages_in_use, in_use);
-	SAME(frags, frags);
-	SAME(frag_bytes, frag_bytes);
-	SAME(reserve_pages, reserve);
-	SAME(dtor_pending, pend);
-	SAME(pinned, deferred);
+	SAME(pages.pages_in_use, in_use);
+	SAME(fragments.frags, frags);
+	SAME(fragments.frag_bytes, frag_bytes);
+	SAME(pages.reserve_pages, reserve);
+	SAME(destructor.dtor_pending, pend);
+	SAME(fragments.pinned, deferred);
 #undef SAME
-	if (p->st.hold - p->st.release != held)
+	if (p->st.pages.hold - p->st.pages.release != held)
 		return bad(why, len, "hold - release is %llu, the pool holds %llu pages",
-			   (unsigned long long)(p->st.hold - p->st.release), (unsigned long long)held);
+			   (unsigned long long)(p->st.pages.hold - p->st.pages.release), (unsigned long long)held);
 	if (cached != p->cache_len || ringed != ring_count(p))
 		return bad(why, len, "cache/ring hold %llu/%llu pages, their lengths say %u/%u",
 			   (unsigned long long)cached, (unsigned long long)ringed, p->cache_len, ring_count(p));

@@ -16,6 +16,12 @@
 
 #define NTA_SHARED_VERSION 2
 
+/* The harness compiles its BPF programs with -DNTA_EXPECT_SHARED_VERSION=<the version its C modules
+ * were built with>: a binding built from another version of this header cannot read these layouts. */
+#if defined(NTA_EXPECT_SHARED_VERSION) && NTA_EXPECT_SHARED_VERSION != NTA_SHARED_VERSION
+#error "bpf/nta_shared.h is not the version the harness's C modules were built from: run 'make build'"
+#endif
+
 /*
  * Verdicts the XDP program can be built with (-DNTA_ACTION=...). The values
  * are the kernel's enum xdp_action, repeated so user space need not include

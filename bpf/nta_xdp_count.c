@@ -6,6 +6,7 @@
  */
 #include <uapi/linux/bpf.h>
 #include "nta_shared.h"
+#include "nta_count.h"
 
 #ifndef NTA_ACTION
 #define NTA_ACTION NTA_ACT_DROP
@@ -16,15 +17,6 @@ BPF_PERCPU_ARRAY(nta_stats, struct nta_xdp_stats, 1);
 int nta_xdp_count(struct xdp_md *ctx)
 {
 	u32 key = NTA_STATS_KEY;
-	struct nta_xdp_stats *st = nta_stats.lookup(&key);
-	u64 now = bpf_ktime_get_ns();
 
-	if (!st)
-		return XDP_ABORTED;
-	if (st->packets == 0)
-		st->first_ns = now;
-	st->last_ns = now;
-	st->packets++;
-	st->bytes += bpf_xdp_get_buff_len(ctx);
-	return NTA_ACTION;
+	return nta_count(ctx, nta_stats.lookup(&key), bpf_ktime_get_ns()) ? NTA_ACTION : XDP_ABORTED;
 }

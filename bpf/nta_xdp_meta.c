@@ -15,6 +15,7 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
 #include "nta_shared.h"
+#include "nta_count.h"
 
 #ifndef NTA_ACTION
 #define NTA_ACTION NTA_ACT_DROP
@@ -49,18 +50,12 @@ int nta_xdp_meta(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	u32 key = NTA_STATS_KEY;
-	struct nta_xdp_stats *st = nta_stats.lookup(&key);
 	struct nta_ring_stats *rs = nta_ring_stats.lookup(&key);
 	u64 now = bpf_ktime_get_ns();
-	u32 len = bpf_xdp_get_buff_len(ctx);
+	u32 len = nta_count(ctx, nta_stats.lookup(&key), now);
 
-	if (!st || !rs)
+	if (!len || !rs)
 		return XDP_ABORTED;
-	if (st->packets == 0)
-		st->first_ns = now;
-	st->last_ns = now;
-	st->packets++;
-	st->bytes += len;
 
 	struct nta_meta *m = nta_meta_ring.ringbuf_reserve(sizeof(struct nta_meta));
 	if (!m) {

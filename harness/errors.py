@@ -1,4 +1,6 @@
-"""The one error type the CLI turns into a one-line message."""
+"""The one error type the CLI turns into a one-line message, and the privilege check."""
+
+import os
 
 
 class NtaError(Exception):
@@ -17,3 +19,9 @@ class NeedRoot(NtaError):
 
     def __init__(self, what: str):
         super().__init__(f"{what} needs root (CAP_NET_ADMIN, CAP_BPF): run it with sudo")
+
+
+def require_root(what: str) -> None:
+    """Raise NeedRoot unless this process is root: for commands that make namespaces or load BPF."""
+    if os.geteuid() != 0:
+        raise NeedRoot(what)

@@ -5,7 +5,8 @@ or --netns NS), never replacing a program already there, and the run lasts
 until --duration seconds or Ctrl-C, then prints its summary, as xdp-bench
 does. Traffic comes from an external generator: the path for users who
 outgrow a VM. The counting points are XDP seen, and with --controller the
-metadata ring and the controller, reconciled as in a replayed run.
+metadata ring and the controller, measured, reconciled and reported as in a
+replayed run (harness.measure, harness.reconcile, harness.report).
 """
 
 from __future__ import annotations
@@ -17,19 +18,12 @@ import time
 
 from pyroute2 import IPRoute
 
-from harness import __version__
-from harness.errors import NtaError
-from harness.report import check_writable, n, table, write_json
-from harness.run import (
-    META_HEAD,
-    Consumer,
-    RunConfig,
-    meta_columns,
-    meta_rows,
-    meta_unaccounted,
-    require_root,
-)
-from harness.xdp import MetaProgram, XdpProgram
+from harness import reconcile, report
+from harness.controller import Consumer
+from harness.errors import NtaError, require_root
+from harness.jsonfile import check_writable, document, write_json
+from harness.measure import Loop
+from harness.run import RunConfig
 
 
 def ifindex_of(iface: str, netns: str | None) -> int:
@@ -54,79 +48,44 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
     if netns and not os.path.exists(os.path.join("/run/netns", netns)):
         raise NtaError(f"no network namespace {netns}")
     ifindex = ifindex_of(iface, netns)
-    say = (lambda *a: None) if cfg.quiet else (lambda *a: print(*a, file=out, flush=True))
+    say = (lambda line: None) if cfg.quiet else (lambda line: print(line, file=out, flush=True))
     interrupted = False
     with contextlib.ExitStack() as stack:
+        prog = stack.enter_context(cfg.program(netns, iface))
+        consumer = None
         if cfg.controller:
-            from harness.nta import parse_hold
-
-            parse_hold(cfg.hold)
-            prog = stack.enter_context(MetaProgram(netns, iface, cfg.action, cfg.mode,
-                                                   ring_pages=cfg.ring_pages))
-            consumer = Consumer(cfg, ifindex)
+            consumer = Consumer(prog.ring_fd, ifindex, cfg.hold, cfg.allocator, cfg.arena_pages)
             stack.callback(consumer.close)
-        else:
-            prog = stack.enter_context(XdpProgram(netns, iface, cfg.action, cfg.mode))
-            consumer = None
         where = f"{iface} [{netns}]" if netns else iface
         say(f"nta run: {where} (ifindex {ifindex}), no replay, XDP {cfg.mode}, action {cfg.action}"
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else "")
             + (f"; {duration:g} s" if duration else "; Ctrl-C ends the run"))
-        say(f"{'time':>9} {'rx/s':>12} {'rx':>13}" + (META_HEAD if consumer else ""))
+        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, say=say)
+        say(loop.header())
         t0 = time.monotonic()
-        next_tick, prev_t, prev_seen = t0 + cfg.interval, t0, 0
-        prev_meta = {"meta": 0, "lost": 0, "alloc": 0, "free": 0}
-        intervals = []
         try:
-            while duration is None or time.monotonic() - t0 < duration:
-                if consumer:
-                    consumer.pump(prog)
-                    time.sleep(cfg.drain_us / 1e6)
-                else:
-                    time.sleep(min(0.05, max(0.0, next_tick - time.monotonic())))
-                now = time.monotonic()
-                if now >= next_tick:
-                    seen, dt = prog.stats().packets, now - prev_t
-                    row = {"t": round(now - t0, 3), "rx_pps": (seen - prev_seen) / dt, "rx_total": seen}
-                    line = f"{now - t0:8.3f}s {n(row['rx_pps']):>12} {n(seen):>13}"
-                    if consumer:
-                        m = consumer.snapshot(prog)
-                        line += meta_columns(row, m, prev_meta, dt)
-                        prev_meta = m
-                    intervals.append(row)
-                    say(line)
-                    prev_t, prev_seen, next_tick = now, seen, next_tick + cfg.interval
+            loop.run(lambda: duration is None or time.monotonic() - t0 < duration)
         except KeyboardInterrupt:
             interrupted = True  # the end of the measurement, not an error: the summary follows
-        wall = time.monotonic() - t0
+        wall = loop.read().t
+        ring = figures = None
+        if consumer:
+            loop.settle()
+            ring = prog.ring_stats()
+            figures, _ = consumer.finish()
         xdp = prog.stats()
-        doc = {"tool": "nta", "version": __version__, "command": "run", "iface": iface, "netns": netns,
-               "ifindex": ifindex, "mode": cfg.mode, "action": cfg.action, "wall_seconds": wall,
-               "interrupted": interrupted,
-               "points": {"xdp": {"packets": xdp.packets, "bytes": xdp.bytes, "seconds": xdp.seconds,
-                                  "pps": xdp.pps}},
-               "intervals": intervals}
-        if consumer:
-            deadline = time.monotonic() + 2.0
-            while consumer.drained < prog.ring_stats()["submitted"] and time.monotonic() < deadline:
-                consumer.pump(prog)
-            ring, figures, _ = consumer.finish(prog)
-            xdp = prog.stats()
-            doc["points"]["xdp"]["packets"] = xdp.packets
-            reconciled = meta_unaccounted(xdp.packets, ring, figures["controller"]["handled"]) == 0
-            doc.update(ring=ring, controller={"hold": cfg.hold, **figures}, reconciled=reconciled)
+    meta = reconcile.metadata(xdp.packets, ring, figures["controller"]["handled"]) if ring else None
+    doc = document("run", iface=iface, netns=netns, ifindex=ifindex, mode=cfg.mode, action=cfg.action,
+                   xdp={"mode": cfg.mode}, wall_seconds=wall, interrupted=interrupted,
+                   points={"xdp": {"packets": xdp.packets, "bytes": xdp.bytes, "seconds": xdp.seconds,
+                                   "pps": xdp.pps}},
+                   intervals=loop.intervals, ring=ring,
+                   controller=None if figures is None else
+                   {"hold": cfg.hold, "allocator": cfg.allocator, "drain_us": cfg.drain_us, **figures},
+                   reconciliation={"metadata": meta},
+                   reconciled=meta["reconciled"] if meta else True)
     if not cfg.quiet:
-        print(f"\nSummary: {where}, {n(xdp.packets)} packets in {wall:.3f} s "
-              f"(XDP {cfg.mode}, action {cfg.action})", file=out)
-        rows = [[f"XDP seen ({cfg.mode})", n(xdp.packets), n(xdp.bytes), f"{xdp.seconds:.3f}", n(xdp.pps)]]
-        if consumer:
-            rows += meta_rows(ring, doc["controller"]["controller"])
-        table(rows, ["counting point", "packets", "bytes", "seconds", "pps"], out)
-        if consumer:
-            verdict = "reconciled" if doc["reconciled"] else "NOT reconciled"
-            handled = doc["controller"]["controller"]["handled"]
-            print(f"  metadata {verdict}: XDP seen {n(xdp.packets)}, ring submitted {n(ring['submitted'])} + "
-                  f"lost {n(ring['lost'])}, handled {n(handled)}", file=out)
+        report.live_summary(doc, out)
     if cfg.json_path:
         write_json(cfg.json_path, doc)
     return doc

@@ -28,17 +28,17 @@ import os
 
 import numpy as np
 
+from harness import cmodule
 from harness.errors import NtaError
 
-try:
-    from harness._nta_c import ffi, lib
-except ImportError as exc:  # pragma: no cover - the build step makes it
-    raise NtaError(f"the allocator's binding is not built ({exc}): run 'make build'") from None
+ffi, lib = cmodule.load("_nta_c")
 
 KINDS = {"nta": lib.NTA_KIND_NTA, "pow2": lib.NTA_KIND_POW2}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
-CELLS = {"untouched": lib.NTA_CELL_UNTOUCHED, "free": lib.NTA_CELL_FREE, "used": lib.NTA_CELL_USED,
-         "cached": lib.NTA_CELL_CACHED, "large": lib.NTA_CELL_LARGE}
+# one cell per chunk in a page map (enum nta_cell); "slack" is drawn by pictures only
+CELLS = {name: getattr(lib, f"NTA_CELL_{name.upper()}")
+         for name in ("untouched", "free", "used", "cached", "large", "slack")}
+PAGE_SIZE, CHUNK_SIZE = lib.NTA_PAGE_SIZE_DEFAULT, lib.NTA_CHUNK_SIZE_DEFAULT
 
 _FREE_WHY = {
     E.EALREADY: "double free: the block at offset {off} is already free",
@@ -69,8 +69,27 @@ def _raise(rc: int, message: str):
 
 
 def _as_dict(cdata, ctype: str) -> dict:
-    """A C struct of counters as a dict, field by field (names from the real header)."""
-    return {name: getattr(cdata, name) for name, _ in ffi.typeof(ctype).fields}
+    """A C struct of counters as a flat dict, field by field, the fields of nested groups inlined (names
+    from the real header)."""
+    out = {}
+    for name, field in ffi.typeof(ctype).fields:
+        if field.type.kind == "struct":
+            out.update(_as_dict(getattr(cdata, name), field.type.cname))
+        else:
+            out[name] = getattr(cdata, name)
+    return out
+
+
+def counter_groups(ctype: str) -> list[tuple[str, list[str]]]:
+    """The groups of a C struct of counters and the names in each, as the header lays them out."""
+    return [(name, [n for n, _ in field.type.fields]) for name, field in ffi.typeof(ctype).fields
+            if field.type.kind == "struct"]
+
+
+def proc_starttime(pid: int) -> int:
+    """The start time of process ``pid`` in clock ticks since boot, 0 when it is gone or a zombie: with the
+    pid, what names a process (nta_proc_starttime, which the reader slots use too)."""
+    return lib.nta_proc_starttime(pid)
 
 
 def _view(mm: mmap.mmap, data_off: int, total: int, off: int, size: int) -> np.ndarray:
@@ -82,9 +101,9 @@ def _view(mm: mmap.mmap, data_off: int, total: int, off: int, size: int) -> np.n
 class Arena:
     """One shared-memory arena and its allocator (NTA or the pow2 baseline)."""
 
-    def __init__(self, path: str | None = None, *, max_pages: int, kind: str = "nta", page_size: int = 4096,
-                 chunk_size: int = 32, reserve_pages: int = 0, cache_depth: int | None = None,
-                 unlink: bool = True):
+    def __init__(self, path: str | None = None, *, max_pages: int, kind: str = "nta",
+                 page_size: int = PAGE_SIZE, chunk_size: int = CHUNK_SIZE, reserve_pages: int = 0,
+                 cache_depth: int | None = None, unlink: bool = True):
         if kind not in KINDS:
             raise ArenaError(E.EINVAL, f"unknown allocator {kind!r}: choose {', '.join(KINDS)}")
         cfg = ffi.new("struct nta_config *")
@@ -225,6 +244,10 @@ class Arena:
         return rc
 
     # -- looking ---------------------------------------------------------------
+
+    def alloc_size(self, size: int) -> int:
+        """The bytes an allocation of ``size`` takes here (chunks, a power of two, or pages); 0: none."""
+        return lib.nta_alloc_size(self._h(), size)
 
     def view(self, off: int, size: int) -> np.ndarray:
         """The bytes [off, off + size) as a numpy uint8 array over the shared memory (no copy)."""
@@ -520,66 +543,6 @@ class Reader:
         self._r = None
 
     def __enter__(self) -> "Reader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-# -- the controller's per-packet work --------------------------------------------------
-
-HOLDS = {"immediate": lib.NTA_HOLD_IMMEDIATE, "packets": lib.NTA_HOLD_PACKETS, "usec": lib.NTA_HOLD_USEC,
-         "flow": lib.NTA_HOLD_FLOW, "random": lib.NTA_HOLD_RANDOM}
-
-
-def parse_hold(text: str) -> tuple[str, int]:
-    """'immediate', 'packets:N', 'usec:T', 'flow:K' or 'random:N' -> (policy, parameter)."""
-    name, _, arg = text.partition(":")
-    if name not in HOLDS:
-        raise NtaError(f"bad hold policy {text!r}: use immediate, packets:N, usec:T, flow:K or random:N")
-    if name == "immediate":
-        if arg:
-            raise NtaError(f"bad hold policy {text!r}: 'immediate' takes no number")
-        return name, 0
-    if not arg.isdigit() or int(arg) < 1:
-        raise NtaError(f"bad hold policy {text!r}: {name} needs a positive number, as {name}:64")
-    return name, int(arg)
-
-
-class Controller:
-    """Metadata records in, pool fragments held and freed, in C, one call per batch (allocator/ctl.c)."""
-
-    def __init__(self, pool: Pool, hold: str = "immediate", max_held: int = 1 << 20, seed: int = 1):
-        self.policy, self.param = parse_hold(hold)
-        cfg = ffi.new("struct nta_ctl_config *")
-        cfg.policy, cfg.param, cfg.max_held, cfg.seed = HOLDS[self.policy], self.param, max_held, seed
-        c = lib.nta_ctl_create(pool._h(), pool.arena._h(), cfg)
-        if c == ffi.NULL:
-            raise ArenaError(ffi.errno, f"creating the controller ({hold}): {os.strerror(ffi.errno)}")
-        self._c, self.pool, self.hold = c, pool, hold
-
-    def handle(self, records) -> int:
-        """Process a numpy array of struct nta_meta records; returns how many got memory."""
-        if not len(records):
-            return 0
-        recs = ffi.cast("struct nta_meta *", ffi.from_buffer(records))
-        return lib.nta_ctl_handle(self._c, recs, len(records))
-
-    def flush(self) -> int:
-        return lib.nta_ctl_flush(self._c)
-
-    def stats(self) -> dict:
-        st = ffi.new("struct nta_ctl_stats *")
-        lib.nta_ctl_stats(self._c, st)
-        return _as_dict(st, "struct nta_ctl_stats")
-
-    def close(self) -> None:
-        if self._c is not None:
-            self.flush()
-            lib.nta_ctl_destroy(self._c)
-            self._c = None
-
-    def __enter__(self) -> "Controller":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -283,6 +283,10 @@ class Capture:
     offsets: object = None
     lengths: object = None
     rel_ns: object = None  # ns since the first record
+    # and per frame what the one parse of its headers found: the ethertype after any VLAN tags, and
+    # where in the frame the L3 header starts (14 + 4 per tag)
+    etype: object = None
+    l3: object = None
 
     @property
     def duration(self) -> float:
@@ -302,8 +306,8 @@ class Capture:
 
     def as_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name not in ("blob", "offsets", "lengths", "rel_ns")}
-        d["linktypes"] = {linktype.name(k): v for k, v in self.linktypes.items()}
+             if f.name not in ("blob", "offsets", "lengths", "rel_ns", "etype", "l3")}
+        d["linktypes"] = {linktype.name(k): v for k, v in sorted(self.linktypes.items())}
         d["duration"] = self.duration
         return d
 
@@ -373,8 +377,8 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
         stamps = [ts for ts, ok in zip(stamps, fits.tolist(), strict=True) if ok]
     cap.frames = int(lengths.size)
     cap.frame_bytes = int(lengths.sum())
-    cap.min_frame = int(lengths.min(initial=0)) if cap.frames else 0
-    cap.max_frame = int(lengths.max(initial=0))
+    cap.min_frame = int(lengths.min()) if cap.frames else 0
+    cap.max_frame = int(lengths.max()) if cap.frames else 0
     cap.vlan, cap.qinq = int((tags > 0).sum()), int((tags > 1).sum())
     cap.ipv4 = int((etype == linktype.ETH_P_IP).sum())
     cap.ipv6 = int((etype == linktype.ETH_P_IPV6).sum())
@@ -383,6 +387,7 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
     cap.sizes_hist = {label: int(c) for label, c in zip(SIZE_LABELS, counts.tolist(), strict=True) if c}
     if keep_frames:
         cap.blob, cap.offsets, cap.lengths = blob, offsets, lengths
+        cap.etype, cap.l3 = etype.astype(np.uint16), (linktype.ETH_HLEN + 4 * tags).astype(np.uint16)
         # relative to the first record, clamped: captures hold timestamps that run backwards or
         # past 64 bits of nanoseconds (pcpp-pcapng-example.pcapng has a tshigh of 0xffffffff)
         first = cap.first_ns

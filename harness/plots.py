@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from harness.nta import CELLS
+
 
 def _plt():
     import matplotlib
@@ -16,10 +18,11 @@ def _plt():
     return plt
 
 
-def plot_run(result, out_dir: str, page_map: np.ndarray | None = None) -> list[str]:
-    """Write the run's pictures into out_dir; return their paths."""
+def plot_run(doc: dict, out_dir: str, page_map: np.ndarray | None = None) -> list[str]:
+    """Write the pictures of a run (its document, harness.run.RunResult.as_dict) into out_dir; return
+    their paths."""
     plt = _plt()
-    rows = result.intervals
+    rows = doc["intervals"]
     t = [r["t"] for r in rows]
     paths = []
 
@@ -31,7 +34,7 @@ def plot_run(result, out_dir: str, page_map: np.ndarray | None = None) -> list[s
             ax.plot(t, [r[key] for r in rows], marker=".", label=label)
     ax.set_xlabel("seconds")
     ax.set_ylabel("packets per second")
-    ax.set_title(f"{os.path.basename(result.config.pcap)}: rate at each counting point")
+    ax.set_title(f"{os.path.basename(doc['config']['pcap'])}: rate at each counting point")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -39,8 +42,9 @@ def plot_run(result, out_dir: str, page_map: np.ndarray | None = None) -> list[s
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
-    if result.consumer is None:
+    if doc["controller"] is None:
         return paths
+    hold = doc["controller"]["hold"]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.plot(t, [r["pages"] for r in rows], marker=".", label="pages held by fragments or handed out")
     ax.plot(t, [r["inflight"] for r in rows], marker=".",
@@ -50,7 +54,7 @@ def plot_run(result, out_dir: str, page_map: np.ndarray | None = None) -> list[s
     ax2.set_ylabel("fragmentation %")
     ax.set_xlabel("seconds")
     ax.set_ylabel("pages")
-    ax.set_title(f"page pool, hold {result.config.hold}")
+    ax.set_title(f"page pool, hold {hold}")
     ax.legend(loc="upper left", fontsize=8)
     ax2.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -60,15 +64,51 @@ def plot_run(result, out_dir: str, page_map: np.ndarray | None = None) -> list[s
     plt.close(fig)
 
     if page_map is not None:
-        from harness.bench import plot_page_maps
-
         touched = np.flatnonzero((page_map != 0).any(axis=1))
         last = int(touched[-1]) + 1 if touched.size else 1
         paths.append(os.path.join(out_dir, "pagemap.png"))
         shown = page_map[:max(last, 64)]
-        held = (shown == 2).sum()
-        note = f"{held:,} chunks held by live fragments in {int((shown == 2).any(axis=1).sum()):,} pages"
+        used = shown == CELLS["used"]
+        note = f"{used.sum():,} chunks held by live fragments in {int(used.any(axis=1).sum()):,} pages"
         plot_page_maps({"pool": shown}, paths[-1], page_map.shape[1], {"pool": note},
-                       title=f"the page pool at the end of the run, hold {result.config.hold} "
+                       title=f"the page pool at the end of the run, hold {hold} "
                              f"({shown.shape[0]} pages, each a tile of 8 x {page_map.shape[1] // 8} chunks)")
     return paths
+
+
+def plot_page_maps(maps: dict[str, np.ndarray], path: str, chunks_per_page: int,
+                   notes: dict | None = None, title: str | None = None) -> None:
+    """Each page a tile of 8 rows of chunks, 64 pages across; one panel per map."""
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    cells = {"untouched": ("#ffffff", "untouched"), "free": ("#f3e3c3", "free"),
+             "used": ("#1f3b73", "used (asked for)"), "cached": ("#7fb3d5", "cached, in the ring, or pinned"),
+             "large": ("#6c3483", "large block"), "slack": ("#d9534f", "slack (handed out, not asked for)")}
+    colours, names = ["#ffffff"] * (max(CELLS.values()) + 1), [""] * (max(CELLS.values()) + 1)
+    for name, value in CELLS.items():
+        colours[value], names[value] = cells[name]
+    fig, axes = plt.subplots(1, len(maps), figsize=(max(6 * len(maps), 9), 7.5), squeeze=False)
+    for ax, (name, m) in zip(axes[0], maps.items(), strict=True):
+        pages, cols = m.shape[0], 64
+        rows = -(-pages // cols)
+        th, tw = 8, chunks_per_page // 8
+        img = np.zeros((rows * th, cols * tw), dtype=np.uint8)
+        for p in range(pages):
+            r, c = divmod(p, cols)
+            img[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = m[p].reshape(th, tw)
+        ax.imshow(img, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, interpolation="nearest",
+                  aspect="auto")
+        ax.set_title(f"{name}: {(notes or {}).get(name, '')}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    seen = set().union(*(np.unique(m).tolist() for m in maps.values()))
+    shown = [Patch(color=colours[v], label=names[v]) for v in sorted(seen) if v < len(names)]
+    fig.legend(handles=shown, loc="lower center", ncol=3, frameon=False)
+    pages = maps[next(iter(maps))].shape[0]
+    fig.suptitle(title or f"page maps ({pages} pages, each a tile of 8 x {chunks_per_page // 8} chunks)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

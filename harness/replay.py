@@ -7,9 +7,10 @@ manager) and one result, ``ReplayResult``:
   ``Actual:`` and ``Rated:`` lines and the per-device block (successful,
   failed, truncated, retried) are parsed.
 * ``BuiltinReplayer``: the frames already in memory (harness.pcapfile.load),
-  sent by allocator/replay.c with sendmmsg(2) on an AF_PACKET socket opened in
-  the gen namespace, with PACKET_QDISC_BYPASS, from a thread of this process
-  (the C loop runs without the GIL). Its counters are read live.
+  sent by harness/csrc/replay.c with sendmmsg(2) or a PACKET_TX_RING on an
+  AF_PACKET socket opened in the gen namespace, with PACKET_QDISC_BYPASS, from
+  threads of this process (the C loop runs without the GIL). Its counters are
+  read live.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import socket
 import subprocess
 import threading
 
-from harness import nsutil
+import numpy as np
+
+from harness import cmodule, linktype, nsutil
 from harness.errors import NtaError
 
 
@@ -65,7 +68,8 @@ class ReplayOptions:
 
 @dataclasses.dataclass
 class ReplayResult:
-    """tcpreplay's own account of the replay."""
+    """A replayer's own account of the replay: tcpreplay's closing statistics, or the built-in
+    replayer's counters, in the same fields."""
 
     packets: int = 0  # Actual: N packets
     bytes: int = 0
@@ -80,7 +84,7 @@ class ReplayResult:
     retried_eagain: int | None = None
     output: str = ""
     driver: str = "tcpreplay"
-    calls: int | None = None  # sendmmsg calls (built-in)
+    calls: int | None = None  # send calls (built-in)
 
     @property
     def sent(self) -> int:
@@ -224,34 +228,51 @@ def check_builtin(batch: int, method: str) -> None:
         raise NtaError(f"bad --send {method!r}: choose {', '.join(METHODS)}")
 
 
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, on a numpy uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
 def flow_split(cap, n: int) -> list:
     """Split ``cap``'s frames over ``n`` senders by conversation: a hash of the two IP addresses and
     the two ports (in either order, so both directions go together), or of the two MACs for what is
-    not IP. Each sender's frames keep their capture order. Returns n arrays of frame indices."""
-    import zlib
+    not IP. It reads what pcapfile.load found of each frame's headers (its ethertype after VLAN tags,
+    where L3 starts) rather than parsing the frames again. Each sender's frames keep their capture
+    order. Returns n arrays of frame indices."""
+    blob = np.frombuffer(cap.blob, dtype=np.uint8)
+    off, size = cap.offsets.astype(np.int64), cap.lengths.astype(np.int64)
+    l3 = off + cap.l3.astype(np.int64)
+    end = off + size
+    keys = np.zeros((2, cap.frames, 24), dtype=np.uint8)  # per side: address (16) and port (2), padded
 
-    import numpy as np
+    def gather(rows, start, width):
+        return blob[start[rows, None] + np.arange(width)]
 
-    from harness import linktype
-
-    owner = np.empty(cap.frames, dtype=np.uint32)
-    blob = memoryview(cap.blob)
-    for k, (off, size) in enumerate(zip(cap.offsets.tolist(), cap.lengths.tolist(), strict=True)):
-        frame = blob[off:off + size]
-        tags, etype = linktype.vlan_tags(frame)
-        l3 = 14 + 4 * tags
-        if etype == linktype.ETH_P_IP and size >= l3 + 20:
-            ihl = (frame[l3] & 0xF) * 4
-            a, b = bytes(frame[l3 + 12:l3 + 16]), bytes(frame[l3 + 16:l3 + 20])
-            proto, l4 = frame[l3 + 9], l3 + ihl
-        elif etype == linktype.ETH_P_IPV6 and size >= l3 + 40:
-            a, b = bytes(frame[l3 + 8:l3 + 24]), bytes(frame[l3 + 24:l3 + 40])
-            proto, l4 = frame[l3 + 6], l3 + 40
-        else:
-            a, b, proto, l4 = bytes(frame[0:6]), bytes(frame[6:12]), 0, 0
-        if proto in (6, 17, 132) and size >= l4 + 4:
-            a, b = a + bytes(frame[l4:l4 + 2]), b + bytes(frame[l4 + 2:l4 + 4])
-        owner[k] = zlib.crc32(min(a, b) + max(a, b)) % n
+    v4 = (cap.etype == linktype.ETH_P_IP) & (l3 + 20 <= end)
+    v6 = (cap.etype == linktype.ETH_P_IPV6) & (l3 + 40 <= end)
+    other = ~(v4 | v6)
+    proto = np.zeros(cap.frames, dtype=np.int64)
+    l4 = np.zeros(cap.frames, dtype=np.int64)
+    for rows, a, b, width, p, hdr in ((v4, 12, 16, 4, 9, None), (v6, 8, 24, 16, 6, 40)):
+        if rows.any():
+            keys[0, rows, :width] = gather(rows, l3 + a, width)
+            keys[1, rows, :width] = gather(rows, l3 + b, width)
+            proto[rows] = blob[l3[rows] + p]
+            l4[rows] = l3[rows] + (40 if hdr else (blob[l3[rows]] & 0xF).astype(np.int64) * 4)
+    if other.any():
+        keys[0, other, :6] = gather(other, off, 6)
+        keys[1, other, :6] = gather(other, off + 6, 6)
+    ports = np.isin(proto, (6, 17, 132)) & (l4 + 4 <= end) & ~other
+    if ports.any():
+        keys[0, ports, 16:18] = gather(ports, l4, 2)
+        keys[1, ports, 16:18] = gather(ports, l4 + 2, 2)
+    words = keys.view(np.uint64)  # (2, frames, 3)
+    side = _mix64(words[..., 0] ^ _mix64(words[..., 1] ^ _mix64(words[..., 2])))
+    lo, hi = np.minimum(side[0], side[1]), np.maximum(side[0], side[1])  # either direction alike
+    owner = _mix64(lo ^ _mix64(hi)) % np.uint64(n)
     return [np.flatnonzero(owner == i).astype(np.uint32) for i in range(n)]
 
 
@@ -311,12 +332,11 @@ class BuiltinReplayer:
 
     def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int = 64,
                  method: str = "sendmmsg", cpus: list[int] | None = None, threads: int = 1):
-        from harness.nta import ffi, lib
-
+        ffi, lib = cmodule.load("_traffic_c")
         opts.validate()
         check_builtin(batch, method)
-        if threads < 1 or (cpus is not None and len(cpus) < threads):
-            raise NtaError(f"bad sender threads {threads}: 1 or more, one CPU each")
+        if cpus is not None and len(cpus) < threads:
+            raise ValueError(f"{threads} senders need a CPU each, not {cpus}")
         self.ns, self.iface, self.cap, self.opts = ns, iface, cap, opts
         self.batch, self.cpus = batch, cpus
         self._ffi, self._lib = ffi, lib

@@ -1,13 +1,13 @@
-"""Output for people (interval lines, summary tables) and for machines (JSON)."""
+"""Output for people: counts, tables, interval lines and the summaries of ``nta run``.
+
+A summary is printed from the run's document, the same one ``--json`` writes
+(harness.jsonfile), so the two cannot disagree.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
-
-from harness.errors import NtaError
 
 
 def n(x) -> str:
@@ -23,32 +23,149 @@ def table(rows: list[list[str]], header: list[str], out=sys.stdout) -> None:
         print("  " + "  ".join(cells).rstrip(), file=out)
 
 
-def check_writable(path: str | None, what: str = "--json") -> None:
-    """Fail before any work if ``path`` cannot be written later."""
-    if path is None or path == "-":
-        return
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise NtaError(f"{what} {path}: directory {d} does not exist")
-    if os.path.isdir(path):
-        raise NtaError(f"{what} {path}: is a directory")
-    if not os.access(d, os.W_OK):
-        raise NtaError(f"{what} {path}: directory {d} is not writable")
+# -- interval lines -------------------------------------------------------------
+
+META_HEAD = (f" {'meta/s':>11} {'lost/s':>8} {'alloc/s':>11} {'free/s':>11} {'pages':>7} {'recycle':>7} "
+             f"{'frag':>6}")
 
 
-def write_json(path: str, doc: dict) -> None:
-    """Write ``doc`` to ``path`` atomically ('-' is standard output)."""
-    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
-    if path == "-":
-        sys.stdout.write(text)
-        return
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".nta-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def interval_header(replayed: bool, meta: bool) -> str:
+    head = (f"{'time':>9} {'veth tx/s':>12} {'rx/s':>12} {'drop/s':>10} {'rx':>13}" if replayed
+            else f"{'time':>9} {'rx/s':>12} {'rx':>13}")
+    return head + (META_HEAD if meta else "")
+
+
+def interval_line(row: dict, done_pct: float | None = None) -> str:
+    """One interval (a row of measure.Loop.intervals); ``done_pct``: how far the run is, on a terminal."""
+    if "sent_pps" in row:
+        line = (f"{row['t']:8.3f}s {n(row['sent_pps']):>12} {n(row['rx_pps']):>12} "
+                f"{n(row['drop_pps']):>10} {n(row['rx_total']):>13}")
+    else:
+        line = f"{row['t']:8.3f}s {n(row['rx_pps']):>12} {n(row['rx_total']):>13}"
+    if "meta_pps" in row:
+        line += (f" {n(row['meta_pps']):>11} {n(row['lost_pps']):>8} {n(row['alloc_pps']):>11} "
+                 f"{n(row['free_pps']):>11} {n(row['pages']):>7} {row['recycle_pct']:>6.1f}% "
+                 f"{row['frag_pct']:>5.1f}%")
+    if done_pct is not None:
+        line += f"  [{done_pct:5.1f}%]"
+    return line
+
+
+# -- summaries ----------------------------------------------------------------------
+
+COLUMNS = ["counting point", "packets", "bytes", "seconds", "pps"]
+
+
+def capture_line(c: dict) -> str:
+    """What of the capture goes on the wire: frames, conversions, truncations, skips by reason."""
+    types = ", ".join(f"{name} x{k}" for name, k in c["linktypes"].items())
+    parts = [f"capture: {n(c['packets'])} packets ({types or 'none'}) -> {n(c['frames'])} frames "
+             f"at MTU {c['mtu']}"]
+    if c["converted"]:
+        parts.append(f"{n(c['converted'])} given an Ethernet header")
+    if c["truncated"]:
+        parts.append(f"{n(c['truncated'])} truncated by the capture's snap length (sent as captured)")
+    if c["fcs_stripped"]:
+        parts.append(f"{n(c['fcs_stripped'])} sent without their captured FCS")
+    parts += [f"{n(k)} skipped: {why}" for why, k in sorted(c["skipped"].items())]
+    return "; ".join(parts)
+
+
+def _xdp_row(doc: dict) -> list[str]:
+    x = doc["points"]["xdp"]
+    return [f"XDP seen ({doc['xdp']['mode']})", n(x["packets"]), n(x["bytes"]), f"{x['seconds']:.3f}",
+            n(x["pps"])]
+
+
+def _meta_rows(doc: dict) -> list[list[str]]:
+    ring, c = doc["ring"], doc["controller"]["controller"]
+    return [["metadata ring: submitted", n(ring["submitted"]), "", "", ""],
+            ["metadata ring: lost (full)", n(ring["lost"]), "", "", ""],
+            ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""],
+            ["  of which no memory", n(c["alloc_fails"]), "", "", ""]]
+
+
+def _controller_lines(doc: dict, out) -> None:
+    ctl = doc["controller"]
+    p, c, arena = ctl["pool"], ctl["controller"], ctl["arena"]
+    print(f"  controller: hold {ctl['hold']}, peak {n(c['peak_held'])} fragments held; pool: "
+          f"{n(p['hold'])} pages mapped, alloc fast {n(p['fast'])} slow {n(p['slow'])} refill "
+          f"{n(p['refill'])}, recycle cached {n(p['cached'])} ring {n(p['ring'])} ring_full "
+          f"{n(p['ring_full'])}; at the end {n(p['frags'])} fragments live, {n(p['inflight'])} pages "
+          f"in flight (the pool's own cache and ring)", file=out)
+    frag = [row["frag_pct"] for row in doc["intervals"] if "frag_pct" in row]
+    print(f"  memory ({ctl['allocator']}): arena peak {n(arena['peak_pages_in_use'])} pages "
+          f"({arena['peak_pages_in_use'] * ctl['page_size'] / 1048576:.1f} MiB) for at most "
+          f"{n(c['peak_held'])} fragments held; pages' bytes no frame asked for, mean over intervals: "
+          + (f"{sum(frag) / len(frag):.1f}%" if frag else "-"), file=out)
+    lat = ctl["latency_us"]
+    if lat["samples"]:
+        print(f"  latency XDP -> controller: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, "
+              f"max {lat['max']:.0f} us ({n(lat['samples'])} samples; drained every "
+              f"{ctl['drain_us']} us)", file=out)
+
+
+def _metadata_verdict(doc: dict) -> str:
+    ring, handled = doc["ring"], doc["controller"]["controller"]["handled"]
+    seen = doc["points"]["xdp"]["packets"]
+    if doc["reconciliation"]["metadata"]["reconciled"]:
+        return (f"  metadata reconciled: XDP seen {n(seen)} = ring submitted {n(ring['submitted'])} + lost "
+                f"{n(ring['lost'])}; handled {n(handled)} = submitted")
+    return (f"  metadata NOT reconciled: XDP seen {n(seen)}, ring submitted {n(ring['submitted'])} + lost "
+            f"{n(ring['lost'])}, controller handled {n(handled)}")
+
+
+def run_summary(doc: dict, out=sys.stdout) -> None:
+    """The summary of a replayed run, from its document (harness.run.RunResult.as_dict)."""
+    cfg, pts = doc["config"], doc["points"]
+    rp, veth, acct = pts["replayer"], pts["veth_sender_drops"], doc["reconciliation"]["traffic"]
+    print(f"\nSummary: {os.path.basename(cfg['pcap'])}, {n(rp['packets'])} packets in "
+          f"{doc['wall_seconds']:.3f} s "
+          f"(XDP {doc['xdp']['mode']}, action {cfg['action']})", file=out)
+    print("  " + capture_line(doc["capture"]), file=out)
+    rows = [[f"replayer ({rp['driver']})", n(rp["packets"]), n(rp["bytes"]), f"{rp['seconds']:.3f}",
+             n(rp["pps"])],
+            ["veth sender drops", n(veth["packets"]), "", "", ""],
+            *([["  of which sent again", n(veth["resent"]), "", "", ""]] if veth["resent"] else []),
+            _xdp_row(doc)]
+    if doc["ring"] is not None:
+        rows += _meta_rows(doc)
+    table(rows, COLUMNS, out)
+    if doc["ring"] is not None:
+        _controller_lines(doc, out)
+        print(_metadata_verdict(doc), file=out)
+    if rp["failed"]:
+        print(f"  replayer failures: {n(rp['failed'])} packets {rp['driver']} could not send"
+              + (f" ({rp['error']})" if rp.get("error") else ""), file=out)
+    if rp["retried_enobufs"] or rp["retried_eagain"]:
+        print(f"  replayer retries (device or socket queue full, nothing lost): ENOBUFS "
+              f"{n(rp['retried_enobufs'] or 0)}, EAGAIN {n(rp['retried_eagain'] or 0)}", file=out)
+    exp = doc["expected_packets"]
+    exp_text = (f"expected {n(exp)} = {n(doc['capture']['frames'])} frames x {cfg['loops']} loops"
+                if exp is not None else "expected: cut by --duration/--limit")
+    seen = pts["xdp"]["packets"]
+    if acct["unaccounted"] == 0:
+        verdict = (f"reconciled: sent {n(rp['packets'])} = XDP seen {n(seen)} + veth drops {n(veth['lost'])}"
+                   + (" not sent again" if veth["resent"] else "") + f"; {exp_text}")
+    else:
+        verdict = (f"NOT reconciled: {n(acct['unaccounted'])} packets unaccounted for "
+                   f"(sent {n(rp['packets'])}, "
+                   f"XDP seen {n(seen)}, veth drops {n(veth['packets'])}, of which sent again "
+                   f"{n(veth['resent'])}); {exp_text}")
+    if not acct["as_expected"]:
+        verdict += f"; the replayer sent {n(rp['packets'])}, not {n(exp)}"
+    print("  " + verdict, file=out)
+
+
+def live_summary(doc: dict, out=sys.stdout) -> None:
+    """The summary of a run on a named interface (harness.live), from its document."""
+    where = f"{doc['iface']} [{doc['netns']}]" if doc["netns"] else doc["iface"]
+    x = doc["points"]["xdp"]
+    print(f"\nSummary: {where}, {n(x['packets'])} packets in {doc['wall_seconds']:.3f} s "
+          f"(XDP {doc['xdp']['mode']}, action {doc['action']})", file=out)
+    rows = [_xdp_row(doc)]
+    if doc["ring"] is not None:
+        rows += _meta_rows(doc)
+    table(rows, COLUMNS, out)
+    if doc["ring"] is not None:
+        print(_metadata_verdict(doc), file=out)

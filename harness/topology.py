@@ -32,6 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from harness import nsutil
 from harness.errors import NtaError
+from harness.nta import proc_starttime
 
 GEN_PREFIX = "nta-gen-"
 DUT_PREFIX = "nta-dut-"
@@ -46,20 +47,6 @@ TAG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 XDP_ATTACHED = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi",
                 "none": None, "xdp": "native", "xdpgeneric": "generic",
                 "xdpoffload": "offload", "xdpmulti": "multi"}
-
-
-def _proc_starttime(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None if gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):  # killed, not yet reaped: its topology is already orphaned
-        return None
-    return int(fields[19])
 
 
 def check_tag(tag: str) -> str:
@@ -247,7 +234,7 @@ class Topology:
         record = {
             "tag": self.tag,
             "pid": None if self.persistent else pid,
-            "starttime": None if self.persistent else _proc_starttime(pid),
+            "starttime": None if self.persistent else proc_starttime(pid),
             "persistent": self.persistent,
             "mtu": self.mtu,
             "created": time.time(),
@@ -329,7 +316,8 @@ def list_topologies(probe: bool = True) -> list[TopoInfo]:
             state, pid = "persistent", None
         else:
             pid = owner.get("pid")
-            alive = pid is not None and _proc_starttime(pid) == owner.get("starttime")
+            started = proc_starttime(pid) if pid is not None else 0
+            alive = started != 0 and started == owner.get("starttime")
             state = "live" if alive else "stale"
         info = TopoInfo(tag=tag, state=state, owner_pid=pid, namespaces=names,
                         mtu=(owner or {}).get("mtu"))

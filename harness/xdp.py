@@ -1,8 +1,14 @@
-"""Compile, attach and read the XDP program on the dut end, with BCC.
+"""Compile, attach and read the XDP programs on the dut end, with BCC.
 
-The program lives in bpf/ and is configured with -D flags, never by string
-templating (as bcc's own examples do). ``XdpProgram`` is a context manager:
-it attaches on entry and always detaches on exit.
+The programs live in bpf/ and are configured with -D flags, never by string
+templating (as bcc's own examples do). BCC compiles them and relocates their
+maps; harness._traffic_c loads the result frags-aware (BPF_F_XDP_HAS_FRAGS,
+which BCC cannot ask for), so native XDP on veth takes jumbo MTUs. An
+``XdpProgram`` is a context manager: it attaches on entry and always detaches
+on exit.
+
+Every program and map of the harness is named ``nta_*`` (the leak checks of
+the tests rely on it).
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import os
 import sys
 import tempfile
 
-from harness import nsutil
+from harness import cmodule, nsutil
 from harness.errors import NtaError
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+PREFIX = "nta_"  # of every program and map name
 
 ACTIONS = {"drop": "NTA_ACT_DROP", "pass": "NTA_ACT_PASS"}
 MODES = ("native", "generic")
@@ -48,7 +55,7 @@ class XdpStats:
         return (self.packets - 1) / self.seconds if self.seconds > 0 else 0.0
 
 
-def program_source(name: str = "nta_xdp_count") -> str:
+def program_source(name: str) -> str:
     with open(os.path.join(BPF_DIR, f"{name}.c")) as f:
         return f.read()
 
@@ -56,14 +63,10 @@ def program_source(name: str = "nta_xdp_count") -> str:
 def cflags(action: str, defines: dict | None = None) -> list[str]:
     if action not in ACTIONS:
         raise NtaError(f"bad XDP action {action!r}: choose {', '.join(ACTIONS)}")
+    _, lib = cmodule.load("_traffic_c")
     extra = [f"-D{k}={v}" for k, v in (defines or {}).items()]
-    return [f"-I{BPF_DIR}", f"-DNTA_ACTION={ACTIONS[action]}", *extra]
-
-
-def describe(action: str, name: str = "nta_xdp_count", defines: dict | None = None) -> str:
-    """The program exactly as BCC compiles it, with its flags: for --ebpf."""
-    flags = " ".join(cflags(action, defines))
-    return f"/* {name}.c, compiled by BCC with: {flags} */\n" + program_source(name)
+    return [f"-I{BPF_DIR}", f"-DNTA_ACTION={ACTIONS[action]}",
+            f"-DNTA_EXPECT_SHARED_VERSION={lib.NTA_SHARED_VERSION}", *extra]
 
 
 @contextlib.contextmanager
@@ -88,44 +91,17 @@ def _why(exc: Exception, lines: list[str]) -> str:
     return errors[0] if errors else (lines[-1] if lines else str(exc))
 
 
-# BPF_PROG_LOAD with BPF_F_XDP_HAS_FRAGS, which BCC's load_func cannot ask for. With it, native
-# XDP on veth takes MTUs past 3506 (one page less headroom): veth_xdp_set() lets a frags-aware
-# program see multi-buffer frames, and the programs count bytes with bpf_xdp_get_buff_len().
-NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP, BPF_F_XDP_HAS_FRAGS = 321, 5, 6, 1 << 5
-
-
-class _ProgLoadAttr(ctypes.Structure):
-    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
-                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
-                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32), ("log_buf", ctypes.c_uint64),
-                ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
-                ("prog_name", ctypes.c_char * 16), ("prog_ifindex", ctypes.c_uint32),
-                ("expected_attach_type", ctypes.c_uint32), ("_rest", ctypes.c_uint8 * 80)]
-
-
 def load_xdp_frags(bpf, name: str) -> int:
     """Load BCC's compiled (map-relocated) instructions of ``name`` as a frags-aware XDP program;
     return its fd. Raises NtaError with the verifier's last line."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    ffi, lib = cmodule.load("_traffic_c")
     insns = bpf.dump_func(name.encode())
-    code = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(1 << 20)
-    for log_level in (0, 1):
-        a = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_XDP, insn_cnt=len(insns) // 8,
-                          insns=ctypes.addressof(code), license=ctypes.addressof(lic),
-                          prog_flags=BPF_F_XDP_HAS_FRAGS, prog_name=name[:15].encode())
-        if log_level:
-            a.log_level, a.log_size, a.log_buf = 1, len(log), ctypes.addressof(log)
-        fd = libc.syscall(NR_BPF, BPF_PROG_LOAD, ctypes.byref(a), ctypes.sizeof(a))
-        if fd >= 0:
-            return fd
-        err = ctypes.get_errno()
-        if not log_level:
-            first_err = err
-    lines = [ln for ln in log.value.decode(errors="replace").splitlines() if ln.strip()]
-    raise NtaError(f"loading {name} (XDP, frags): {os.strerror(first_err)}"
-                   + (f": {lines[-1]}" if lines else ""))
+    log = ffi.new("char[]", 4096)
+    fd = lib.nta_xdp_load_frags(insns, len(insns), name[:15].encode(), log, 4096)
+    if fd < 0:
+        last = ffi.string(log).decode(errors="replace").strip().splitlines()
+        raise NtaError(f"loading {name} (XDP, frags): {os.strerror(-fd)}" + (f": {last[-1]}" if last else ""))
+    return fd
 
 
 def _bcc():
@@ -137,17 +113,25 @@ def _bcc():
 
 
 class XdpProgram:
-    """The counting XDP program attached to ``ifname`` in namespace ``ns`` (None: this one)."""
+    """The counting XDP program (bpf/nta_xdp_count.c) attached to ``ifname`` in namespace ``ns`` (None:
+    this one). Subclasses name another program and its -D flags."""
+
+    NAME = "nta_xdp_count"
 
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
-                 name: str = "nta_xdp_count", defines: dict | None = None):
+                 defines: dict | None = None):
         if mode not in MODES:
             raise NtaError(f"bad XDP mode {mode!r}: choose {', '.join(MODES)}")
-        self.ns, self.ifname, self.action, self.mode, self.name = ns, ifname, action, mode, name
+        self.ns, self.ifname, self.action, self.mode, self.name = ns, ifname, action, mode, self.NAME
         self._cflags = cflags(action, defines)
         self.bpf = None
         self._prog_fd = -1
         self._creator = os.getpid()
+
+    def describe(self) -> str:
+        """The program exactly as BCC compiles it, with its flags: for --ebpf."""
+        flags = " ".join(self._cflags)
+        return f"/* {self.name}.c, compiled by BCC with: {flags} */\n" + program_source(self.name)
 
     def __enter__(self) -> "XdpProgram":
         bcc = _bcc()
@@ -209,9 +193,11 @@ class XdpProgram:
                 self.bpf.cleanup()
             self.bpf = None
 
+    def _per_cpu(self, table: str):
+        return self.bpf[table.encode()][ctypes.c_int(0)]
+
     def stats(self) -> XdpStats:
-        table = self.bpf[b"nta_stats"]
-        per_cpu = table[ctypes.c_int(0)]
+        per_cpu = self._per_cpu("nta_stats")
         out = XdpStats()
         firsts = [c.first_ns for c in per_cpu if c.packets]
         out.packets = sum(c.packets for c in per_cpu)
@@ -221,74 +207,23 @@ class XdpProgram:
         return out
 
 
-def meta_dtype():
-    """numpy dtype of struct nta_meta, from the real header (bpf/nta_shared.h) through cffi."""
-    import numpy as np
-
-    from harness.nta import ffi
-
-    kinds = {"uint8_t": "u1", "uint16_t": "u2", "uint32_t": "u4", "uint64_t": "u8",
-             "__u8": "u1", "__u16": "u2", "__u32": "u4", "__u64": "u8"}
-    names, formats, offsets = [], [], []
-    for name, f in ffi.typeof("struct nta_meta").fields:
-        t = f.type
-        if t.kind == "array":
-            formats.append((np.dtype("<" + kinds[t.item.cname]), (t.length,)))
-        else:
-            formats.append(np.dtype("<" + kinds[t.cname]))
-        names.append(name)
-        offsets.append(f.offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": ffi.sizeof("struct nta_meta")})
-
-
 class MetaProgram(XdpProgram):
     """nta_xdp_meta: counts, parses L2-L4 and writes a struct nta_meta per frame into a BPF ring
-    buffer, which drain() copies out in C, a batch at a time, into a numpy structured array."""
+    buffer (``ring_fd``), which the controller drains (harness.controller.MetaRing)."""
+
+    NAME = "nta_xdp_meta"
 
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
                  ring_pages: int = 256, wakeup_every: int = 64):
         if ring_pages < 1 or ring_pages & (ring_pages - 1):
             raise NtaError(f"bad ring size {ring_pages} pages: a power of two")
-        super().__init__(ns, ifname, action, mode, name="nta_xdp_meta",
+        super().__init__(ns, ifname, action, mode,
                          defines={"NTA_RING_PAGES": ring_pages, "NTA_WAKEUP_EVERY": wakeup_every})
-        self.ring_bytes = ring_pages * os.sysconf("SC_PAGE_SIZE")
-        self._rb = None
-        self.dtype = meta_dtype()
 
-    def __enter__(self) -> "MetaProgram":
-        super().__enter__()
-        from harness.nta import ffi, lib
-
-        fd = self.bpf[b"nta_meta_ring"].map_fd
-        self._rb = lib.nta_ringbuf_open(fd, self.ring_bytes)
-        if self._rb == ffi.NULL:
-            err = ffi.errno
-            self.detach()
-            raise NtaError(f"mapping the metadata ring: {os.strerror(err)}")
-        return self
-
-    def detach(self) -> None:
-        if self._rb is not None and os.getpid() == self._creator:
-            from harness.nta import lib
-
-            lib.nta_ringbuf_close(self._rb)
-            self._rb = None
-        super().detach()
-
-    def drain(self, max_records: int = 65536):
-        """Records written since the last drain (up to max_records), oldest first."""
-        import numpy as np
-
-        from harness.nta import ffi, lib
-
-        out = np.empty(max_records, dtype=self.dtype)
-        odd = ffi.new("uint64_t *")
-        n = lib.nta_ringbuf_drain(self._rb, ffi.from_buffer(out), self.dtype.itemsize, max_records, odd)
-        if odd[0]:
-            raise NtaError(f"the metadata ring held {odd[0]} records of another size than struct nta_meta")
-        return out[:n]
+    @property
+    def ring_fd(self) -> int:
+        return self.bpf[b"nta_meta_ring"].map_fd
 
     def ring_stats(self) -> dict:
-        per_cpu = self.bpf[b"nta_ring_stats"][ctypes.c_int(0)]
+        per_cpu = self._per_cpu("nta_ring_stats")
         return {"submitted": sum(c.submitted for c in per_cpu), "lost": sum(c.lost for c in per_cpu)}

@@ -85,9 +85,9 @@ int main(int argc, char **argv)
 	nta_pool_stats(p, &s);
 	printf("], \"stats\": {\"fast\": %llu, \"slow\": %llu, \"refill\": %llu, \"cached\": %llu, \"ring\": %llu, "
 	       "\"maps\": %llu, \"unmaps\": %llu}}\n",
-	       (unsigned long long)s.fast, (unsigned long long)s.slow, (unsigned long long)s.refill,
-	       (unsigned long long)s.cached, (unsigned long long)s.ring, (unsigned long long)s.maps,
-	       (unsigned long long)s.unmaps);
+	       (unsigned long long)s.alloc.fast, (unsigned long long)s.alloc.slow, (unsigned long long)s.alloc.refill,
+	       (unsigned long long)s.recycle.cached, (unsigned long long)s.recycle.ring, (unsigned long long)s.pages.maps,
+	       (unsigned long long)s.pages.unmaps);
 	char why[256];
 	if (nta_pool_check(p, why, sizeof(why))) {
 		fprintf(stderr, "poolbench: %s\n", why);

@@ -11,8 +11,7 @@
 #include <string.h>
 
 #include "expect.h"
-#include "nta.h"
-#include "nta_shared.h"
+#include "ctl.h"
 
 static void clean(struct nta_pool *p, struct nta_arena *a, int line)
 {
@@ -60,8 +59,8 @@ static void run(uint32_t policy, uint32_t param, uint32_t max_held, uint64_t max
 	EXPECT_EQ(st.alloc_fails, 0);
 	EXPECT_EQ(st.frees + st.held, st.handled);
 	nta_pool_stats(p, &ps);
-	EXPECT_EQ(ps.frags, st.held); /* every held packet is one live fragment */
-	EXPECT(st.bytes_held <= ps.frag_bytes); /* what frames asked for fits in what they got */
+	EXPECT_EQ(ps.fragments.frags, st.held); /* every held packet is one live fragment */
+	EXPECT(st.bytes_held <= ps.fragments.frag_bytes); /* what frames asked for fits in what they got */
 	if (policy == NTA_HOLD_PACKETS)
 		EXPECT_EQ(st.held, param);
 	EXPECT_EQ(nta_ctl_flush(c), (long)st.held);
@@ -71,7 +70,7 @@ static void run(uint32_t policy, uint32_t param, uint32_t max_held, uint64_t max
 	EXPECT_EQ(st.put_errors, 0);
 	EXPECT_EQ(st.bytes_held, 0);
 	nta_pool_stats(p, &ps);
-	EXPECT_EQ(ps.frags, 0);
+	EXPECT_EQ(ps.fragments.frags, 0);
 	clean(p, a, __LINE__);
 	nta_ctl_destroy(c);
 	size_t n;

@@ -89,17 +89,17 @@ static void test_defaults_and_fast_path(void)
 
 	EXPECT(x > 0 && x % 4096 == 0);
 	struct nta_pool_stats s = pst(p);
-	EXPECT_EQ(s.slow, 1);      /* the arena, 64 pages at once (refill) */
-	EXPECT_EQ(s.maps, 64);
-	EXPECT_EQ(s.hold, 64);
-	EXPECT_EQ(s.cache_len, 63);
-	EXPECT_EQ(s.pages_in_use, 1);
+	EXPECT_EQ(s.alloc.slow, 1);      /* the arena, 64 pages at once (refill) */
+	EXPECT_EQ(s.pages.maps, 64);
+	EXPECT_EQ(s.pages.hold, 64);
+	EXPECT_EQ(s.pages.cache_len, 63);
+	EXPECT_EQ(s.pages.pages_in_use, 1);
 	CLEAN();
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).cached, 1);
+	EXPECT_EQ(pst(p).recycle.cached, 1);
 	EXPECT_EQ(nta_pool_alloc_page(p, 0), x); /* LIFO */
-	EXPECT_EQ(pst(p).fast, 1);
-	EXPECT_EQ(pst(p).maps, 64);              /* recycled pages stay mapped */
+	EXPECT_EQ(pst(p).alloc.fast, 1);
+	EXPECT_EQ(pst(p).pages.maps, 64);              /* recycled pages stay mapped */
 	CLEAN();
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
 	destroy(p);
@@ -116,26 +116,26 @@ static void test_ring_refill_and_full(void)
 	for (int i = 0; i < 12; i++)
 		pg[i] = nta_pool_alloc_page(p, 0);
 	struct nta_pool_stats s = pst(p);
-	EXPECT_EQ(s.fast + s.slow, 12);
-	EXPECT_EQ(s.hold, 12);
+	EXPECT_EQ(s.alloc.fast + s.alloc.slow, 12);
+	EXPECT_EQ(s.pages.hold, 12);
 	CLEAN();
 	/* not the fast context: into the ring; a full ring releases to the arena */
 	for (int i = 0; i < 6; i++)
 		EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[i], 0), 0);
 	s = pst(p);
-	EXPECT_EQ(s.ring, 4);
-	EXPECT_EQ(s.ring_full, 2);
-	EXPECT_EQ(s.release, 2);
-	EXPECT_EQ(s.unmaps, 2);
-	EXPECT_EQ(s.ring_len, 4);
+	EXPECT_EQ(s.recycle.ring, 4);
+	EXPECT_EQ(s.recycle.ring_full, 2);
+	EXPECT_EQ(s.pages.release, 2);
+	EXPECT_EQ(s.pages.unmaps, 2);
+	EXPECT_EQ(s.pages.ring_len, 4);
 	CLEAN();
 	/* fast context: cache (4), then cache_full -> ring is full -> ring_full */
 	for (int i = 6; i < 12; i++)
 		EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[i], NTA_POOL_DIRECT), 0);
 	s = pst(p);
-	EXPECT_EQ(s.cached, 4);
-	EXPECT_EQ(s.cache_full, 2);
-	EXPECT_EQ(s.ring_full, 4);
+	EXPECT_EQ(s.recycle.cached, 4);
+	EXPECT_EQ(s.recycle.cache_full, 2);
+	EXPECT_EQ(s.recycle.ring_full, 4);
 	CLEAN();
 	/* empty the cache, then the next allocation refills 2 from the ring */
 	for (int i = 0; i < 4; i++)
@@ -143,9 +143,9 @@ static void test_ring_refill_and_full(void)
 	int64_t r = nta_pool_alloc_page(p, 0);
 	s = pst(p);
 	EXPECT(r > 0);
-	EXPECT_EQ(s.refill, 1);
-	EXPECT_EQ(s.ring_len, 2);
-	EXPECT_EQ(s.cache_len, 1);
+	EXPECT_EQ(s.alloc.refill, 1);
+	EXPECT_EQ(s.pages.ring_len, 2);
+	EXPECT_EQ(s.pages.cache_len, 1);
 	CLEAN();
 	nta_pool_put(p, (uint64_t)r, NTA_POOL_DIRECT);
 	for (int i = 0; i < 4; i++)
@@ -166,9 +166,9 @@ static void test_fragments(void)
 	EXPECT_EQ(f2 - f1, 48 * 32); /* exact: ceil(1514/32) chunks, not 2048 */
 	EXPECT_EQ(f3 - f2, 64);
 	struct nta_pool_stats s = pst(p);
-	EXPECT_EQ(s.frags, 3);
-	EXPECT_EQ(s.frag_bytes, (48 + 2 + 47) * 32);
-	EXPECT_EQ(s.pages_in_use, 1);
+	EXPECT_EQ(s.fragments.frags, 3);
+	EXPECT_EQ(s.fragments.frag_bytes, (48 + 2 + 47) * 32);
+	EXPECT_EQ(s.pages.pages_in_use, 1);
 	CLEAN();
 	/* a freed fragment's chunks take the next one that fits */
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT), 0);
@@ -178,9 +178,9 @@ static void test_fragments(void)
 	/* holders: one more get needs one more put; the page stays while any live */
 	EXPECT_EQ(nta_pool_get(p, (uint64_t)f1), 0);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).frags, 3);
+	EXPECT_EQ(pst(p).fragments.frags, 3);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).frags, 2);
+	EXPECT_EQ(pst(p).fragments.frags, 2);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), -EALREADY); /* below zero */
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)f3 + 32, NTA_POOL_DIRECT), -ENOENT); /* inside a fragment */
 	EXPECT_EQ(nta_pool_put(p, 16, NTA_POOL_DIRECT), -EINVAL);
@@ -189,18 +189,18 @@ static void test_fragments(void)
 	int64_t big = nta_pool_alloc_frag(p, 3000, 0);
 	EXPECT(big > 0 && big / 4096 != f1 / 4096);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).cached, 0);
+	EXPECT_EQ(pst(p).recycle.cached, 0);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)f3, NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).cached, 1); /* the first page, all its fragments gone */
+	EXPECT_EQ(pst(p).recycle.cached, 1); /* the first page, all its fragments gone */
 	CLEAN();
 	/* jumbo: a combined block from the arena, released when done */
 	int64_t j = nta_pool_alloc_frag(p, 9000, 0);
 	EXPECT(j > 0);
-	EXPECT_EQ(pst(p).slow_high_order, 1);
+	EXPECT_EQ(pst(p).alloc.slow_high_order, 1);
 	memset((char *)nta_arena_base(a) + j, 7, 9000);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)j + 4096, 0), -ENOENT);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)j, 0), 0);
-	EXPECT_EQ(pst(p).release, 3);
+	EXPECT_EQ(pst(p).pages.release, 3);
 	CLEAN();
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)big, NTA_POOL_DIRECT), 0);
 	destroy(p);
@@ -233,21 +233,21 @@ static void test_destructors(void)
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
 	struct nta_pool_stats s = pst(p);
 	EXPECT_EQ(t.calls, 1);
-	EXPECT_EQ(s.dtor_steal, 1);
-	EXPECT_EQ(s.cached, 0);
-	EXPECT_EQ(s.pages_in_use, 1); /* the destructor kept it, with one reference */
+	EXPECT_EQ(s.destructor.dtor_steal, 1);
+	EXPECT_EQ(s.recycle.cached, 0);
+	EXPECT_EQ(s.pages.pages_in_use, 1); /* the destructor kept it, with one reference */
 	CLEAN();
 	t.verdict = NTA_DTOR_RELEASE;
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
 	s = pst(p);
-	EXPECT_EQ(s.dtor_release, 1);
-	EXPECT_EQ(s.release, 1);
-	EXPECT_EQ(s.inflight, 0);
+	EXPECT_EQ(s.destructor.dtor_release, 1);
+	EXPECT_EQ(s.pages.release, 1);
+	EXPECT_EQ(s.pages.inflight, 0);
 	CLEAN();
 	t.verdict = NTA_DTOR_RECYCLE;
 	x = nta_pool_alloc_page(p, 0);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).cached, 1);
+	EXPECT_EQ(pst(p).recycle.cached, 1);
 	destroy(p);
 	nta_arena_close(a);
 }
@@ -263,20 +263,20 @@ static void test_batch_destructor(void)
 		pg[i] = nta_pool_alloc_page(p, 0);
 	for (int i = 0; i < 3; i++)
 		EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[i], NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).dtor_pending, 3);
+	EXPECT_EQ(pst(p).destructor.dtor_pending, 3);
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[0], NTA_POOL_DIRECT), -EALREADY); /* waiting: nobody holds it */
 	CLEAN();
 	EXPECT_EQ(nta_pool_dtor_take(p, got, 8), 3);
 	EXPECT_EQ(got[0], pg[0]);
 	int32_t bad[3] = { 0, 7, 0 };
 	EXPECT_EQ(nta_pool_dtor_complete(p, got, bad, 3), -EINVAL); /* nothing changed */
-	EXPECT_EQ(pst(p).dtor_pending, 3);
+	EXPECT_EQ(pst(p).destructor.dtor_pending, 3);
 	EXPECT_EQ(nta_pool_dtor_complete(p, got, verdicts, 3), 0);
 	struct nta_pool_stats s = pst(p);
-	EXPECT_EQ(s.dtor_pending, 0);
-	EXPECT_EQ(s.cached, 1);
-	EXPECT_EQ(s.dtor_steal, 1);
-	EXPECT_EQ(s.dtor_release, 1);
+	EXPECT_EQ(s.destructor.dtor_pending, 0);
+	EXPECT_EQ(s.recycle.cached, 1);
+	EXPECT_EQ(s.destructor.dtor_steal, 1);
+	EXPECT_EQ(s.destructor.dtor_release, 1);
 	EXPECT_EQ(nta_pool_dtor_complete(p, got, verdicts, 1), -EINVAL); /* judged already */
 	CLEAN();
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)pg[1], NTA_POOL_DIRECT), 0); /* the stolen one, again pending */
@@ -328,15 +328,15 @@ static void test_reserve(void)
 		n++;
 	EXPECT_EQ(n, 4);
 	EXPECT_EQ(pg[n], -ENOMEM);
-	EXPECT_EQ(pst(p).alloc_fails, 1);
+	EXPECT_EQ(pst(p).alloc.alloc_fails, 1);
 	int64_t r = nta_pool_alloc_page(p, NTA_F_RESERVE);
 	EXPECT(r > 0);
-	EXPECT_EQ(pst(p).reserve_pages, 1);
+	EXPECT_EQ(pst(p).pages.reserve_pages, 1);
 	CLEAN();
 	/* done with it: straight back to the arena, never into the cache */
 	EXPECT_EQ(nta_pool_put(p, (uint64_t)r, NTA_POOL_DIRECT), 0);
-	EXPECT_EQ(pst(p).cache_len, 0);
-	EXPECT_EQ(pst(p).reserve_pages, 0);
+	EXPECT_EQ(pst(p).pages.cache_len, 0);
+	EXPECT_EQ(pst(p).pages.reserve_pages, 0);
 	EXPECT_EQ(ast(a).reserve_pages_in_use, 0);
 	EXPECT_EQ(nta_pool_alloc_page(p, 0), -ENOMEM); /* an ordinary allocation never gets it */
 	CLEAN();
@@ -402,7 +402,7 @@ static void test_random(int steps)
 			EXPECT_EQ(nta_pool_put(p, (uint64_t)off[i], NTA_POOL_DIRECT), 0);
 	nta_pool_drain_remote(p);
 	CLEAN();
-	EXPECT_EQ(pst(p).frags, 0);
+	EXPECT_EQ(pst(p).fragments.frags, 0);
 	destroy(p);
 	EXPECT_EQ(arena_pages_in_use(a), 0);
 	nta_arena_close(a);
@@ -449,7 +449,7 @@ static void test_reader(void)
 		EXPECT_EQ(c, 'p');
 		/* the owner lets go: the free is deferred, the bytes stay */
 		EXPECT_EQ(nta_pool_put(p, (uint64_t)f, NTA_POOL_DIRECT), 0);
-		EXPECT_EQ(pst(p).pinned, 1);
+		EXPECT_EQ(pst(p).fragments.pinned, 1);
 		EXPECT_EQ(nta_pool_put(p, (uint64_t)f, NTA_POOL_DIRECT), -EALREADY);
 		int64_t h = nta_pool_alloc_frag(p, 100, 0);
 		EXPECT(h != f);
@@ -464,8 +464,8 @@ static void test_reader(void)
 		waitpid(pid, &status, 0);
 		EXPECT_EQ(round == 1 ? WIFSIGNALED(status) : WIFEXITED(status), 1);
 		EXPECT_EQ(nta_pool_reap(p), 1); /* unpinned, or its reader is dead: freed */
-		EXPECT_EQ(pst(p).pinned, 0);
-		EXPECT_EQ(pst(p).readers_reclaimed, round == 1 ? 1 : 0);
+		EXPECT_EQ(pst(p).fragments.pinned, 0);
+		EXPECT_EQ(pst(p).fragments.readers_reclaimed, round == 1 ? 1 : 0);
 		CLEAN();
 		nta_pool_put(p, (uint64_t)h, NTA_POOL_DIRECT);
 		f = nta_pool_alloc_frag(p, 100, 0); /* the next round's fragment */
@@ -495,9 +495,9 @@ static void test_pow2_fragments(void)
 
 	EXPECT_EQ(f2 - f1, 2048); /* 1514 -> 2048 */
 	EXPECT_EQ(f3 - f2, 128);  /* 65 -> 128 */
-	EXPECT_EQ(pst(p).frag_bytes, 2048 + 128 + 32);
+	EXPECT_EQ(pst(p).fragments.frag_bytes, 2048 + 128 + 32);
 	int64_t j = nta_pool_alloc_frag(p, 9000, 0); /* 3 pages -> 4 */
-	EXPECT_EQ(pst(p).hold, 1 + 4);
+	EXPECT_EQ(pst(p).pages.hold, 1 + 4);
 	nta_pool_put(p, (uint64_t)j, 0);
 	nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT);
 	nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT);

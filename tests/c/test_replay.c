@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "expect.h"
-#include "nta_replay.h"
+#include "traffic.h"
 
 #define NFRAMES 37
 #define MAXF 1600

@@ -1,12 +1,15 @@
 """netns tests: root, real namespaces, real veth pairs, real XDP programs.
 
 Each test must leave the machine as it found it: no nta-* namespace, no owner
-record, no nta XDP program loaded. The autouse fixture checks that after
-every test (and cleans up, so one failure does not cascade).
+record, no BPF program or map of the harness loaded (every one is named
+nta_*: harness.xdp.PREFIX). The autouse fixture checks that after every test
+(and cleans up, so one failure does not cascade). ``tag`` hands each test a
+topology name of its own.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -16,9 +19,10 @@ import time
 import pytest
 
 from harness import topology
+from harness.xdp import PREFIX
 
 pytestmark = pytest.mark.netns
-PROG_NAMES = {"nta_xdp_count"}
+_tags = itertools.count(1)
 
 
 def nta_namespaces() -> list[str]:
@@ -28,10 +32,19 @@ def nta_namespaces() -> list[str]:
         return []
 
 
+def _ours(kind: str) -> list[dict]:
+    out = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True, check=True).stdout
+    return [x for x in json.loads(out or "[]") if x.get("name", "").startswith(PREFIX)]
+
+
 def nta_programs() -> list[dict]:
-    """XDP programs of ours loaded in the kernel (bpftool truncates names to 15 characters)."""
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
-    return [p for p in json.loads(out or "[]") if p.get("name") in PROG_NAMES]
+    """BPF programs of ours loaded in the kernel (bpftool truncates names to 15 characters)."""
+    return _ours("prog")
+
+
+def nta_maps() -> list[dict]:
+    """BPF maps of ours (their programs' counters and rings)."""
+    return _ours("map")
 
 
 def owner_records() -> list[str]:
@@ -70,6 +83,12 @@ def root_and_clean():
         topology.remove_namespaces(rec[:-5])
     for ns in nta_namespaces():
         topology.remove_namespaces(ns.split("-", 2)[2])
-    progs = wait_until(lambda: not nta_programs(), timeout=5.0) or nta_programs()
+    gone = wait_until(lambda: not nta_programs() and not nta_maps(), timeout=5.0)
     assert left == ([], []), f"left behind: namespaces {left[0]}, owner records {left[1]}"
-    assert progs is True or progs == [], f"XDP programs left loaded: {progs}"
+    assert gone, f"BPF left loaded: programs {nta_programs()}, maps {nta_maps()}"
+
+
+@pytest.fixture
+def tag() -> str:
+    """A topology name no other test uses (in this run or a concurrent one)."""
+    return f"t{os.getpid() % 100000}-{next(_tags)}"

@@ -53,7 +53,7 @@ def imix_built(imix_pcap, monkeypatch):
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
-def test_exception_mid_run(pcaps, monkeypatch, exc):
+def test_exception_mid_run(pcaps, monkeypatch, exc, tag):
     seen = {}
 
     def stats(self):  # the first interval sample, with tcpreplay mid-way through 179,000 packets
@@ -65,7 +65,7 @@ def test_exception_mid_run(pcaps, monkeypatch, exc):
     monkeypatch.setattr(harness.run.XdpProgram, "stats", stats)
     with pytest.raises(type(exc)):
         run(RunConfig(pcap=os.path.join(pcaps, "tcpreplay-test.pcap"), interval=0.2,
-                      replay=ReplayOptions(loops=1000, pps=20000), quiet=True, tag="t-raise"))
+                      replay=ReplayOptions(loops=1000, pps=20000), quiet=True, tag=tag))
     # It was all there when the exception struck ...
     assert seen["tcpreplay"] and len(seen["namespaces"]) == 2 and len(seen["programs"]) == 1
     # ... and none of it is now (the fixture also checks the programs are unloaded).
@@ -75,9 +75,9 @@ def test_exception_mid_run(pcaps, monkeypatch, exc):
 
 @pytest.mark.parametrize("sig, why", [(signal.SIGINT, "nta: interrupted;"),
                                       (signal.SIGTERM, "nta: interrupted by SIGTERM;")])
-def test_signal_mid_run_cleans_up(sig, why):
-    proc = long_run("t-sig")
-    wait_attached("t-sig", proc)
+def test_signal_mid_run_cleans_up(sig, why, tag):
+    proc = long_run(tag)
+    wait_attached(tag, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
@@ -88,51 +88,51 @@ def test_signal_mid_run_cleans_up(sig, why):
 
 @pytest.mark.parametrize("extra", [["--replayer", "builtin"],
                                    ["--replayer", "builtin", "--send", "tx-ring", "--threads", "2"]])
-def test_signal_mid_run_of_the_builtin_replayer(extra):
+def test_signal_mid_run_of_the_builtin_replayer(extra, tag):
     """The built-in replayer's threads stop within a wait slice; sockets, namespaces and XDP go."""
-    proc = long_run("t-bsig", *extra)
-    wait_attached("t-bsig", proc, "builtin")
+    proc = long_run(tag, *extra)
+    wait_attached(tag, proc, "builtin")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err.startswith("nta: interrupted;")
     assert nta_namespaces() == []
 
 
-def test_kill_9_then_topo_down():
-    proc = long_run("t-kill")
-    wait_attached("t-kill", proc)
+def test_kill_9_then_topo_down(tag):
+    proc = long_run(tag)
+    wait_attached(tag, proc)
     proc.kill()
     proc.communicate(timeout=30)
     # The replayer dies with its parent (PR_SET_PDEATHSIG) ...
     assert wait_until(lambda: not tcpreplay_pids(), timeout=5), "tcpreplay outlived its killed parent"
     # ... but the namespaces, and the XDP program attached in one, are left: a stale topology.
     (info,) = list_topologies()
-    assert (info.tag, info.state, info.xdp) == ("t-kill", "stale", "native")
+    assert (info.tag, info.state, info.xdp) == (tag, "stale", "native")
     assert "stale" in nta("topo", "status", check=True).stdout
     out = nta("topo", "down", check=True).stdout
-    assert "removed t-kill (stale): nta-gen-t-kill, nta-dut-t-kill" in out
+    assert f"removed {tag} (stale): nta-gen-{tag}, nta-dut-{tag}" in out
     assert nta_namespaces() == []
     assert wait_until(lambda: not nta_programs(), timeout=5)
 
 
-def test_kill_9_then_the_next_run_cleans_up(pcaps):
-    proc = long_run("t-kill2")
-    wait_attached("t-kill2", proc)
+def test_kill_9_then_the_next_run_cleans_up(pcaps, tag):
+    proc = long_run(tag)
+    wait_attached(tag, proc)
     proc.kill()
     proc.communicate(timeout=30)
     assert len(nta_namespaces()) == 2
     nxt = nta("run", "--pcap", os.path.join(pcaps, "tcpreplay-test.pcap"), "--topspeed", check=True)
-    assert "nta: removed stale topology t-kill2 (owner pid" in nxt.stderr
+    assert f"nta: removed stale topology {tag} (owner pid" in nxt.stderr
     assert "reconciled: sent 179" in nxt.stdout
     assert nta_namespaces() == []
     assert wait_until(lambda: not nta_programs(), timeout=5)
 
 
-def test_topo_down_spares_a_live_run_unless_forced():
-    proc = long_run("t-live")
+def test_topo_down_spares_a_live_run_unless_forced(tag):
+    proc = long_run(tag)
     try:
-        wait_attached("t-live", proc)
-        assert_one_line_error(nta("topo", "down"), "skipped t-live: in use by pid")
+        wait_attached(tag, proc)
+        assert_one_line_error(nta("topo", "down"), f"skipped {tag}: in use by pid")
         assert len(nta_namespaces()) == 2 and proc.poll() is None
     finally:
         proc.send_signal(signal.SIGINT)

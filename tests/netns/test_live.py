@@ -27,8 +27,8 @@ def start_live(t, tmp_path, *extra):
     return proc, out
 
 
-def test_external_traffic_counted_until_ctrl_c(pcaps, tmp_path):
-    with Topology("t-live") as t:
+def test_external_traffic_counted_until_ctrl_c(pcaps, tmp_path, tag):
+    with Topology(tag) as t:
         proc, out = start_live(t, tmp_path, "--controller", "--hold", "flow:4")
         result = Replayer(t.gen_ns, t.gen_if, os.path.join(pcaps, "tcpreplay-test.pcap"),
                           ReplayOptions(pps=5000)).start().finish()
@@ -40,12 +40,12 @@ def test_external_traffic_counted_until_ctrl_c(pcaps, tmp_path):
         assert result.sent == doc["points"]["xdp"]["packets"] == 179
         assert doc["ring"] == {"submitted": 179, "lost": 0}
         assert doc["controller"]["controller"]["handled"] == 179 and doc["reconciled"] is True
-        assert doc["interrupted"] is True and "Summary: veth-dut [nta-dut-t-live]" in stdout
+        assert doc["interrupted"] is True and f"Summary: veth-dut [nta-dut-{tag}]" in stdout
         assert t.xdp_attached() == (None, None)  # detached on the way out
 
 
-def test_duration_ends_the_run(tmp_path):
-    with Topology("t-live2") as t:
+def test_duration_ends_the_run(tmp_path, tag):
+    with Topology(tag) as t:
         t0 = time.monotonic()
         proc = nta("run", "--iface", t.dut_if, "--netns", t.dut_ns, "--no-replay", "--duration", "1",
                    "--mode", "generic", check=True)
@@ -54,10 +54,10 @@ def test_duration_ends_the_run(tmp_path):
         assert t.xdp_attached() == (None, None)
 
 
-def test_bad_live_usage():
+def test_bad_live_usage(tag):
     assert_one_line_error(nta("run", "--iface", "veth-x", "--netns", "nta-no-such-ns", "--no-replay"),
                           "no network namespace nta-no-such-ns")
     assert_one_line_error(nta("run", "--no-replay"), "--iface and --no-replay go together")
-    with Topology("t-live3") as t:
+    with Topology(tag) as t:
         assert_one_line_error(nta("run", "--iface", "nope0", "--netns", t.dut_ns, "--no-replay"),
                               "no interface nope0")

@@ -11,6 +11,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import rdpcap
 
+from harness.controller import MetaRing
 from harness.replay import Replayer, ReplayOptions
 from harness.topology import Topology
 from harness.xdp import MetaProgram
@@ -46,10 +47,16 @@ def expected(pkt):
 
 
 def replay_and_drain(pcap, ring_pages=256, pps=20000):
-    with Topology("t-meta") as t, MetaProgram(t.dut_ns, t.dut_if, ring_pages=ring_pages) as m:
-        rp = Replayer(t.gen_ns, t.gen_if, pcap, ReplayOptions(pps=pps)).start()
-        result = rp.finish()
-        records = m.drain()
+    tag = f"t{os.getpid() % 100000}-meta"
+    with Topology(tag) as t, MetaProgram(t.dut_ns, t.dut_if, ring_pages=ring_pages) as m:
+        ring = MetaRing(m.ring_fd)
+        try:
+            assert ring.size == ring_pages * 4096  # as the kernel made the map
+            rp = Replayer(t.gen_ns, t.gen_if, pcap, ReplayOptions(pps=pps)).start()
+            result = rp.finish()
+            records = ring.drain()
+        finally:
+            ring.close()
         return result, m.stats(), m.ring_stats(), records, t.link(t.dut_ns, t.dut_if).get("index")
 
 

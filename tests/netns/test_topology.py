@@ -13,10 +13,10 @@ from tests.conftest import assert_one_line_error, nta
 from tests.netns.conftest import nta_namespaces, owner_records
 
 
-def test_up_and_down():
-    with Topology("t-basic", mtu=1400) as t:
-        assert nta_namespaces() == ["nta-dut-t-basic", "nta-gen-t-basic"]
-        assert owner_records() == ["t-basic.json"]
+def test_up_and_down(tag):
+    with Topology(tag, mtu=1400) as t:
+        assert nta_namespaces() == [f"nta-dut-{tag}", f"nta-gen-{tag}"]
+        assert owner_records() == [f"{tag}.json"]
         for ns, ifname in ((t.gen_ns, t.gen_if), (t.dut_ns, t.dut_if)):
             link = t.link(ns, ifname)
             assert link.get("IFLA_MTU") == 1400
@@ -27,49 +27,49 @@ def test_up_and_down():
             assert [lk.get("IFLA_IFNAME") for lk in t.ipr(ns).get_links()] == ["lo", ifname]
         assert t.xdp_attached() == (None, None)
         (info,) = list_topologies()
-        assert (info.tag, info.state, info.mtu) == ("t-basic", "live", 1400)
+        assert (info.tag, info.state, info.mtu) == (tag, "live", 1400)
     assert nta_namespaces() == [] and owner_records() == []
 
 
-def test_an_idle_pair_carries_no_packets():
+def test_an_idle_pair_carries_no_packets(tag):
     """With IPv6 off and no addresses, the kernel sends nothing of its own: counts can be exact."""
-    with Topology("t-quiet") as t:
+    with Topology(tag) as t:
         time.sleep(2.0)  # router solicitations and MLD reports would go out within this time
         gen, dut = t.link_stats("gen"), t.link_stats("dut")
         assert (gen["tx_packets"], gen["rx_packets"], dut["tx_packets"], dut["rx_packets"]) == (0, 0, 0, 0)
 
 
-def test_exception_inside_removes_everything():
+def test_exception_inside_removes_everything(tag):
     with pytest.raises(RuntimeError, match="boom"):
-        with Topology("t-boom"):
+        with Topology(tag):
             assert len(nta_namespaces()) == 2
             raise RuntimeError("boom")
     assert nta_namespaces() == []
 
 
-def test_keyboard_interrupt_inside_removes_everything():
+def test_keyboard_interrupt_inside_removes_everything(tag):
     with pytest.raises(KeyboardInterrupt):
-        with Topology("t-intr"):
+        with Topology(tag):
             raise KeyboardInterrupt
     assert nta_namespaces() == []
 
 
-def test_same_name_twice_is_refused_and_the_first_survives():
-    with Topology("t-twice"):
+def test_same_name_twice_is_refused_and_the_first_survives(tag):
+    with Topology(tag):
         with pytest.raises(NtaError, match="already exists"):
-            Topology("t-twice").create()
-        assert nta_namespaces() == ["nta-dut-t-twice", "nta-gen-t-twice"]
+            Topology(tag).create()
+        assert nta_namespaces() == [f"nta-dut-{tag}", f"nta-gen-{tag}"]
 
 
-def test_cli_up_status_down():
-    out = nta("topo", "up", "--name", "t-cli", "--mtu", "9000", check=True).stdout
-    assert "nta-gen-t-cli:veth-gen <=> nta-dut-t-cli:veth-dut, mtu 9000" in out
-    assert_one_line_error(nta("topo", "up", "--name", "t-cli"), "already exists")
+def test_cli_up_status_down(tag):
+    out = nta("topo", "up", "--name", tag, "--mtu", "9000", check=True).stdout
+    assert f"nta-gen-{tag}:veth-gen <=> nta-dut-{tag}:veth-dut, mtu 9000" in out
+    assert_one_line_error(nta("topo", "up", "--name", tag), "already exists")
     status = nta("topo", "status", check=True).stdout
-    assert "t-cli" in status and "persistent" in status and "9000" in status
-    assert "removed t-cli (persistent)" in nta("topo", "down", "t-cli", check=True).stdout
+    assert tag in status and "persistent" in status and "9000" in status
+    assert f"removed {tag} (persistent)" in nta("topo", "down", tag, check=True).stdout
     assert nta_namespaces() == []
-    assert_one_line_error(nta("topo", "down", "t-cli"), "no topology named t-cli")
+    assert_one_line_error(nta("topo", "down", tag), f"no topology named {tag}")
     assert nta("topo", "status", check=True).stdout.strip() == "no nta topologies"
 
 
@@ -96,11 +96,11 @@ def _fork(child):
     return pid
 
 
-def test_a_forked_child_never_tears_down_its_parents_topology(cli_signal_handlers):
+def test_a_forked_child_never_tears_down_its_parents_topology(cli_signal_handlers, tag):
     """pyroute2 forks helpers and stops them with SIGTERM; they must not run our clean-up."""
     import signal
 
-    with Topology("t-fork") as t:
+    with Topology(tag) as t:
         # 1. A child told to stop dies of the signal instead of unwinding through our frames.
         pid = _fork(lambda: time.sleep(30))
         time.sleep(0.2)
@@ -110,7 +110,7 @@ def test_a_forked_child_never_tears_down_its_parents_topology(cli_signal_handler
         # 2. Even a child that does unwind (or calls destroy) leaves the parent's topology alone.
         pid = _fork(t.destroy)
         assert os.waitpid(pid, 0)[1] == 0
-        assert nta_namespaces() == ["nta-dut-t-fork", "nta-gen-t-fork"]
-        assert owner_records() == ["t-fork.json"]
+        assert nta_namespaces() == [f"nta-dut-{tag}", f"nta-gen-{tag}"]
+        assert owner_records() == [f"{tag}.json"]
         assert t.link_stats("gen")["tx_packets"] == 0  # the parent's netlink sockets still answer
     assert nta_namespaces() == []

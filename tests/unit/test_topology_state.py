@@ -29,9 +29,9 @@ def dead_pid():
 
 def test_states(state_dir):
     me = os.getpid()
-    write(state_dir, "mine", pid=me, starttime=topology._proc_starttime(me), persistent=False, mtu=1500)
+    write(state_dir, "mine", pid=me, starttime=topology.proc_starttime(me), persistent=False, mtu=1500)
     write(state_dir, "gone", pid=dead_pid(), starttime=1, persistent=False, mtu=1500)
-    write(state_dir, "reused", pid=me, starttime=topology._proc_starttime(me) - 1, persistent=False)
+    write(state_dir, "reused", pid=me, starttime=topology.proc_starttime(me) - 1, persistent=False)
     write(state_dir, "kept", pid=None, starttime=None, persistent=True, mtu=9000)
     (state_dir / "junk.json").write_text("{not json")
     states = {t.tag: t.state for t in topology.list_topologies(probe=False)}
@@ -48,8 +48,8 @@ def test_remove_stale_removes_only_stale_records(state_dir):
 
 
 def test_proc_starttime():
-    assert topology._proc_starttime(os.getpid()) > 0
-    assert topology._proc_starttime(dead_pid()) is None
+    assert topology.proc_starttime(os.getpid()) > 0
+    assert topology.proc_starttime(dead_pid()) == 0
 
 
 @pytest.mark.parametrize("tag", ["", "-x", "A", "a b", "x" * 32, "../etc"])

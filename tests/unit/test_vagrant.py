@@ -20,8 +20,8 @@ VAGRANTFILE = os.path.join(ROOT, "vagrant", "Vagrantfile")
 def validate(directory):
     if not shutil.which("vagrant"):
         pytest.skip("vagrant is not installed ('make setup-test' installs it)")
-    return subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=directory, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
+    return subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=directory, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
 
 
 def test_vagrantfile_validates():

@@ -9,23 +9,24 @@
  * (producer_pos) and the data, mapped twice in a row so a record that wraps
  * reads as one piece. Each record starts with an 8-byte header: a 32-bit
  * length with a busy bit (being written: stop there) and a discard bit
- * (skip it), and is padded to 8 bytes. Positions are read with acquire and
- * the consumer position is published with release, as libbpf does.
- *
- * Besides arena.c, the only file that maps memory: the kernel's ring.
+ * (skip it), and is padded to 8 bytes (BPF_RINGBUF_* in <linux/bpf.h>).
+ * Positions are read with acquire and the consumer position is published
+ * with release, as libbpf does. The ring's size comes from the map.
  */
 #define _GNU_SOURCE
+#include <bpf/bpf.h>
 #include <errno.h>
+#include <linux/bpf.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "nta_internal.h"
+#include "ctl.h"
 
-#define RB_BUSY (1u << 31)
-#define RB_DISCARD (1u << 30)
-#define RB_HDR 8u
+#define RB_BUSY BPF_RINGBUF_BUSY_BIT
+#define RB_DISCARD BPF_RINGBUF_DISCARD_BIT
+#define RB_HDR BPF_RINGBUF_HDR_SZ
 
 struct nta_ringbuf {
 	unsigned long *consumer;
@@ -34,15 +35,18 @@ struct nta_ringbuf {
 	size_t size, page;
 };
 
-NTA_API struct nta_ringbuf *nta_ringbuf_open(int map_fd, size_t size)
+struct nta_ringbuf *nta_ringbuf_open(int map_fd)
 {
+	struct bpf_map_info info = { 0 };
+	uint32_t len = sizeof(info);
 	struct nta_ringbuf *rb;
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), size;
 
-	if (map_fd < 0 || !size || (size & (size - 1)) || size % page) {
+	if (map_fd < 0 || bpf_obj_get_info_by_fd(map_fd, &info, &len) || info.type != BPF_MAP_TYPE_RINGBUF) {
 		errno = EINVAL;
 		return NULL;
 	}
+	size = info.max_entries; /* the kernel took it only as a power-of-two multiple of the page */
 	rb = calloc(1, sizeof(*rb));
 	if (!rb)
 		return NULL;
@@ -68,7 +72,7 @@ NTA_API struct nta_ringbuf *nta_ringbuf_open(int map_fd, size_t size)
 	return rb;
 }
 
-NTA_API void nta_ringbuf_close(struct nta_ringbuf *rb)
+void nta_ringbuf_close(struct nta_ringbuf *rb)
 {
 	if (!rb)
 		return;
@@ -77,15 +81,20 @@ NTA_API void nta_ringbuf_close(struct nta_ringbuf *rb)
 	free(rb);
 }
 
+size_t nta_ringbuf_size(const struct nta_ringbuf *rb)
+{
+	return rb->size;
+}
+
 /* Bytes written and not yet consumed. */
-NTA_API long nta_ringbuf_avail(const struct nta_ringbuf *rb)
+long nta_ringbuf_avail(const struct nta_ringbuf *rb)
 {
 	unsigned long prod = __atomic_load_n(rb->producer, __ATOMIC_ACQUIRE);
 
 	return (long)(prod - __atomic_load_n(rb->consumer, __ATOMIC_ACQUIRE));
 }
 
-NTA_API long nta_ringbuf_drain(struct nta_ringbuf *rb, void *out, size_t rec_size, size_t max, uint64_t *odd)
+long nta_ringbuf_drain(struct nta_ringbuf *rb, void *out, size_t rec_size, size_t max, uint64_t *odd)
 {
 	unsigned long cons = __atomic_load_n(rb->consumer, __ATOMIC_ACQUIRE);
 	unsigned long prod = __atomic_load_n(rb->producer, __ATOMIC_ACQUIRE);

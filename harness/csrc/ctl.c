@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nta_internal.h"
+#include "ctl.h"
 #include "nta_shared.h"
 
 #define FLOW_BUCKETS 4096
@@ -101,7 +101,7 @@ static struct held heap_pop(struct nta_ctl *c)
 	return top;
 }
 
-NTA_API struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena,
+struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena,
 				       const struct nta_ctl_config *cfg)
 {
 	struct nta_ctl *c = calloc(1, sizeof(*c));
@@ -210,7 +210,7 @@ static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_
 		c->st.peak_held = c->st.held;
 }
 
-NTA_API long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
+long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
 {
 	uint8_t *base = nta_arena_base(c->arena);
 	long ok = 0;
@@ -234,7 +234,7 @@ NTA_API long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size
 	return ok;
 }
 
-NTA_API long nta_ctl_flush(struct nta_ctl *c)
+long nta_ctl_flush(struct nta_ctl *c)
 {
 	long n = 0;
 
@@ -254,13 +254,13 @@ NTA_API long nta_ctl_flush(struct nta_ctl *c)
 	return n;
 }
 
-NTA_API int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st)
+int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st)
 {
 	*st = c->st;
 	return 0;
 }
 
-NTA_API void nta_ctl_destroy(struct nta_ctl *c)
+void nta_ctl_destroy(struct nta_ctl *c)
 {
 	if (!c)
 		return;

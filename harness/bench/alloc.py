@@ -1,4 +1,4 @@
-"""Benchmarks of the allocator: ``nta bench alloc``, ``nta bench frag``, ``nta bench bulk``.
+"""Benchmarks of the allocator that need no root: ``nta bench alloc``, ``frag``, ``bulk``, ``pool``.
 
 alloc: speed and space on packet-size traces. A trace is a sequence of
   sizes and, for each, the slot of a window of live blocks it replaces (a
@@ -20,9 +20,7 @@ frag: the NTA author's test. Fill an arena of 4094 pages with pseudo-random
 
 bulk: allocations and frees per second through the numpy bulk calls.
 
-pool, e2e: the page pool's shapes, and the whole path against bare XDP.
-
-replay: tcpreplay against the built-in replayer, counted at the XDP hook.
+pool: the page pool in the shapes of the kernel's bench_page_pool_simple.
 """
 
 from __future__ import annotations
@@ -39,10 +37,13 @@ import numpy as np
 
 from harness.errors import NtaError
 from harness.imix import IMIX
+from harness.nta import CELLS, Arena, ArenaError
+from harness.pcapfile import load
+from harness.plots import plot_page_maps
 from harness.report import n as fmt_n
 from harness.report import table
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRACE_BIN = os.path.join(ROOT, "build", "trace")
 TRACE_MAGIC = 0x4E544154
 DEFAULT_PCAP = os.path.join(os.path.dirname(ROOT), "shared", "pcaps", "tcpreplay-test.pcap")
@@ -75,9 +76,7 @@ def trace_sizes(kind: str, n: int, seed: int, pcap: str | None = None) -> np.nda
     if kind == "uniform":
         return rng.integers(64, 1519, size=n, dtype=np.uint32)
     if kind == "pcap":
-        from harness.pcapfile import load
-
-        # the capture's frame sizes as a replay sends them, in order, repeated
+            # the capture's frame sizes as a replay sends them, in order, repeated
         return np.resize(load(pcap or DEFAULT_PCAP).lengths, n).astype(np.uint32)
     raise NtaError(f"unknown trace {kind!r}: choose imix, uniform, pcap")
 
@@ -172,7 +171,6 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
 
 # -- the author's fragmentation test -----------------------------------------------
 
-SLACK = 5  # a picture-only cell: inside a block, beyond the bytes asked for
 
 
 def frag_test(kind: str, pages: int = 4094, page_size: int = 4096, chunk_size: int = 32, seed: int = 1,
@@ -180,8 +178,6 @@ def frag_test(kind: str, pages: int = 4094, page_size: int = 4096, chunk_size: i
     """The author's test. Returns (failures, picture, stats): each failure records the maximum then,
     the size that failed and the utilisation (bytes requested / arena bytes) at that moment; the
     picture is the page map with SLACK where a block holds chunks beyond the bytes asked for."""
-    from harness.nta import CELLS, Arena, ArenaError
-
     rng = np.random.default_rng(seed)
     stop = min_size or chunk_size
     failures, blocks = [], []
@@ -203,60 +199,13 @@ def frag_test(kind: str, pages: int = 4094, page_size: int = 4096, chunk_size: i
         a.check()
         stats, picture = a.stats(), a.page_map(pages)
         flat = picture.reshape(-1)
-        cpp = page_size // chunk_size
         for off, size in blocks:  # chunks handed out beyond ceil(size / chunk): waste made visible
             first = (off - a.data_off) // chunk_size
-            asked = -(-size // chunk_size)
-            if size > page_size:
-                npages = -(-size // page_size)
-                held = (1 << (npages - 1).bit_length() if kind == "pow2" else npages) * cpp
-            else:
-                held = asked
-                if kind == "pow2":
-                    held = max(1 << (size - 1).bit_length(), chunk_size) // chunk_size
+            asked, held = -(-size // chunk_size), a.alloc_size(size) // chunk_size
             if held > asked:
                 cells = flat[first + asked:first + held]
-                cells[cells != CELLS["untouched"]] = SLACK
+                cells[cells != CELLS["untouched"]] = CELLS["slack"]
         return failures, picture, stats
-
-
-def plot_page_maps(maps: dict[str, np.ndarray], path: str, chunks_per_page: int,
-                   notes: dict | None = None, title: str | None = None) -> None:
-    """Each page a tile of 8 rows of chunks, 64 pages across; one panel per map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    # untouched, free, used, cached, large, slack
-    colours = ["#ffffff", "#f3e3c3", "#1f3b73", "#7fb3d5", "#6c3483", "#d9534f"]
-    names = ["untouched", "free", "used (asked for)", "cached, in the ring, or pinned", "large block",
-             "slack (handed out, not asked for)"]
-    fig, axes = plt.subplots(1, len(maps), figsize=(max(6 * len(maps), 9), 7.5), squeeze=False)
-    for ax, (name, m) in zip(axes[0], maps.items(), strict=True):
-        pages, cols = m.shape[0], 64
-        rows = -(-pages // cols)
-        th, tw = 8, chunks_per_page // 8
-        img = np.zeros((rows * th, cols * tw), dtype=np.uint8)
-        for p in range(pages):
-            r, c = divmod(p, cols)
-            img[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = m[p].reshape(th, tw)
-        ax.imshow(img, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, interpolation="nearest",
-                  aspect="auto")
-        ax.set_title(f"{name}: {(notes or {}).get(name, '')}")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    seen = set().union(*(np.unique(m).tolist() for m in maps.values()))
-    shown = [Patch(color=colours[v], label=names[v]) for v in sorted(seen) if v < len(names)]
-    fig.legend(handles=shown, loc="lower center", ncol=3, frameon=False)
-    pages = maps[next(iter(maps))].shape[0]
-    fig.suptitle(title or f"page maps ({pages} pages, each a tile of 8 x {chunks_per_page // 8} chunks)",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def bench_frag(pages=4094, seed=1, plot_dir=None, out=print) -> dict:
@@ -284,7 +233,7 @@ def bench_frag(pages=4094, seed=1, plot_dir=None, out=print) -> dict:
         os.makedirs(plot_dir, exist_ok=True)
         path = os.path.join(plot_dir, "frag-page-maps.png")
         notes = {k: f"{100 * r['final_utilisation']:.1f}% of the arena asked for, slack "
-                    f"{100 * (maps[k] == SLACK).mean():.1f}% of chunks" for k, r in results.items()}
+                    f"{100 * (maps[k] == CELLS['slack']).mean():.1f}% of chunks" for k, r in results.items()}
         plot_page_maps(maps, path, 4096 // 32, notes,
                        title=f"page maps at the end of the fragmentation test ({pages} pages, each a tile "
                              "of 8 x 16 chunks of 32 bytes)")
@@ -294,8 +243,6 @@ def bench_frag(pages=4094, seed=1, plot_dir=None, out=print) -> dict:
 
 
 def bench_bulk(batch=1024, seconds=2.0, out=print) -> dict:
-    from harness.nta import Arena
-
     rng = np.random.default_rng(1)
     sizes = rng.choice(np.array([s for s, k in IMIX for _ in range(k)], dtype=np.uint32), size=batch)
     runs = []
@@ -321,7 +268,8 @@ def bench_bulk(batch=1024, seconds=2.0, out=print) -> dict:
 # -- the page pool ------------------------------------------------------------
 
 POOL_BIN = os.path.join(ROOT, "build", "poolbench")
-# Brouer's bench_page_pool_simple on a Xeon E5-1650 v4 (DESIGN.md): ns per alloc + recycle
+# Brouer's bench_page_pool_simple on a Xeon E5-1650 v4 (his page_pool benchmarks, 2017): ns per alloc
+# and recycle
 POOL_ANCHORS = {"fast_path": 4.0, "ptr_ring": 13.6, "slow": 45.0, "frag": None}
 
 
@@ -348,114 +296,3 @@ def bench_pool(loops=2_000_000, repeats=5, processes=3, out=print) -> dict:
     return {"tool": "nta", "command": "bench pool", "loops": loops, "repeats": repeats,
             "processes": processes,
             "results": rows}
-
-
-
-# -- end to end ---------------------------------------------------------------------
-
-def bench_e2e(loops: int = 2500, hold: str = "flow:16", pcap: str | None = None, out=print) -> dict:
-    """One run each, on the same generator and capture: bare XDP_DROP counting at top speed; the
-    full harness (metadata, ring, controller, pool) at top speed; the full harness at half the bare
-    rate, for latency."""
-    from harness.imix import write_imix
-    from harness.replay import ReplayOptions
-    from harness.run import RunConfig, require_root, run
-
-    require_root("nta bench e2e")
-    if pcap is None:
-        pcap = os.path.join(ROOT, "build", "imix.pcap")
-        if not os.path.exists(pcap):
-            write_imix(pcap)
-
-    def once(**kw):
-        opts = {k: kw.pop(k) for k in ("pps", "topspeed") if k in kw}
-        return run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, **opts), quiet=True, **kw))
-
-    bare = once(topspeed=True)
-    full = once(topspeed=True, controller=True, hold=hold)
-    half_rate = max(1, int(bare.xdp.pps / 2))
-    half = once(pps=half_rate, controller=True, hold=hold)
-    rows, doc = [], {"tool": "nta", "command": "bench e2e", "pcap": pcap, "loops": loops, "hold": hold,
-                     "results": {}}
-    for name, r in (("bare XDP_DROP", bare), ("full harness", full), (f"full, {half_rate:,} pps", half)):
-        c = r.consumer["controller"] if r.consumer else None
-        lat = r.consumer["latency_us"] if r.consumer else {"samples": 0}
-        entry = {"replayer_pps": r.replay.rated_pps, "xdp_pps": r.xdp.pps, "seen": r.xdp.packets,
-                 "vs_bare": r.xdp.pps / bare.xdp.pps if bare.xdp.pps else None,
-                 "handled_share": c["handled"] / r.xdp.packets if c else None,
-                 "ring_lost": r.ring["lost"] if r.ring else None, "latency_us": lat,
-                 "reconciled": r.reconciled}
-        doc["results"][name] = entry
-        rows.append([name, fmt_n(entry["xdp_pps"]), f"{entry['vs_bare']:.3f}",
-                     f"{entry['handled_share']:.4f}" if c else "-", fmt_n(entry["ring_lost"]) if c else "-",
-                     f"{lat['p50']:.0f} / {lat['p99']:.0f}" if lat["samples"] else "-"])
-    out(f"\nend to end: {os.path.basename(pcap)} x{loops}, hold {hold}, one run each on the same generator")
-    table(rows, ["configuration", "XDP pps", "x bare", "handled/seen", "ring lost", "latency p50/p99 us"])
-    return doc
-
-
-def replayers(napi: str) -> dict[str, dict]:
-    """name -> RunConfig fields. With softirq NAPI, also one sendmmsg sender per CPU (each CPU then
-    sends and runs XDP for its conversations); with threaded NAPI the other CPU is the NAPI thread's."""
-    out = {"tcpreplay -K": {"replayer": "tcpreplay"},
-           "builtin sendmmsg": {"replayer": "builtin", "send": "sendmmsg"},
-           "builtin tx-ring": {"replayer": "builtin", "send": "tx-ring"}}
-    ncpu = len(os.sched_getaffinity(0))
-    if napi == "softirq" and ncpu > 1:
-        out[f"builtin sendmmsg x{ncpu}"] = {"replayer": "builtin", "send": "sendmmsg", "threads": ncpu}
-    return out
-
-
-def replay_captures() -> dict[str, str]:
-    """The two captures of 'bench replay': 1,200 64-byte UDP frames, and the bundled IMIX."""
-    from harness.imix import write_frames, write_imix
-
-    build = os.path.join(ROOT, "build")
-    paths = {"64-byte": os.path.join(build, "min64.pcap"), "IMIX": os.path.join(build, "imix.pcap")}
-    if not os.path.exists(paths["64-byte"]):
-        write_frames(paths["64-byte"], [64] * 1200)
-    if not os.path.exists(paths["IMIX"]):
-        write_imix(paths["IMIX"])
-    return paths
-
-
-def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded"), batch: int = 64,
-                 out=print) -> dict:
-    """tcpreplay -K --topspeed against the built-in replayer (sendmmsg, the TX ring, and a sender per
-    CPU) on the same capture, counted by the XDP program on the dut end: the median of ``repeats``
-    runs each, the runs of the replayers interleaved, for each capture and NAPI mode. The ratio is
-    the median of a replayer over tcpreplay's median in the same capture and mode."""
-    from harness.replay import ReplayOptions
-    from harness.run import RunConfig, require_root, run
-
-    require_root("nta bench replay")
-    caps = replay_captures()
-    doc = {"tool": "nta", "command": "bench replay", "loops": loops, "repeats": repeats, "batch": batch,
-           "captures": caps, "results": []}
-    rows = []
-    for cap_name, path in caps.items():
-        for mode in napi:
-            which = replayers(mode)
-            runs: dict[str, list[dict]] = {name: [] for name in which}
-            for _ in range(repeats):
-                for name, fields in which.items():
-                    r = run(RunConfig(pcap=path, replay=ReplayOptions(loops=loops, topspeed=True), quiet=True,
-                                      napi=mode, batch=batch, **fields))
-                    if not r.reconciled:
-                        raise NtaError(f"bench replay: {name} on {cap_name} did not reconcile")
-                    runs[name].append({"xdp_pps": r.xdp.pps, "replayer_pps": r.replay.rated_pps,
-                                       "packets": r.xdp.packets, "veth_drops_resent": r.resent})
-            base = statistics.median(x["xdp_pps"] for x in runs["tcpreplay -K"])
-            for name, xs in runs.items():
-                pps = [x["xdp_pps"] for x in xs]
-                med = statistics.median(pps)
-                entry = {"capture": cap_name, "napi": mode, "replayer": name, "xdp_pps_median": med,
-                         "xdp_pps_min": min(pps), "xdp_pps_max": max(pps), "vs_tcpreplay": med / base,
-                         "runs": xs}
-                doc["results"].append(entry)
-                rows.append([cap_name, mode, name, fmt_n(med), f"{fmt_n(min(pps))}..{fmt_n(max(pps))}",
-                             f"{med / base:.2f}"])
-    out(f"\nreplay: {loops} loops of 1,200 frames per run, top speed, XDP_DROP on the dut end; median of "
-        f"{repeats} interleaved runs; batch {batch}")
-    table(rows, ["capture", "NAPI", "replayer", "XDP pps", "range", "x tcpreplay"])
-    return doc

@@ -1,20 +1,35 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * nta_replay.h - the built-in replayer: frames preloaded in memory, sent on
- * an AF_PACKET socket with sendmmsg(2) in batches, paced or at top speed.
+ * traffic.h - the harness's C on the traffic path, built into
+ * harness._traffic_c (no allocator in it): the built-in replayer's send loop
+ * (replay.c) and loading the XDP programs frags-aware (bpfload.c).
  *
- * The caller (harness/replay.py) opens and binds the socket in the sender's
- * namespace and fills the "in" half; nta_replay_run() sends until the loops,
- * the packet limit or the duration are done, or until ->stop is set from
- * another thread. The "out" half may be read while it runs.
+ * Error rule: int functions return >= 0 or a negative errno.
  */
-#ifndef NTA_REPLAY_H
-#define NTA_REPLAY_H
+#ifndef NTA_TRAFFIC_H
+#define NTA_TRAFFIC_H
 
 #ifndef NTA_CDEF
+#include <stddef.h>
 #include <stdint.h>
-#endif
+#endif /* NTA_TRAFFIC_H */
 
+/*
+ * Load an XDP program from BCC's compiled, map-relocated instructions with
+ * BPF_F_XDP_HAS_FRAGS (which BCC cannot ask for): native XDP on veth then
+ * takes MTUs past 3506. Returns the program's fd, or -errno with the
+ * verifier's log (its last lines) in log.
+ */
+int nta_xdp_load_frags(const void *insns, size_t insn_bytes, const char *name, char *log, size_t log_len);
+
+/*
+ * The built-in replayer: frames preloaded in memory, sent on an AF_PACKET
+ * socket with sendmmsg(2) or a PACKET_TX_RING in batches, paced or at top
+ * speed. The caller (harness/replay.py) opens and binds the socket in the
+ * sender's namespace and fills the "in" half; nta_replay_run() sends until
+ * the loops, the packet limit or the duration are done, or until ->stop is
+ * set from another thread. The "out" half may be read while it runs.
+ */
 #define NTA_REPLAY_TOPSPEED 0u /* as fast as the socket takes them */
 #define NTA_REPLAY_PPS 1u      /* rate = packets per second */
 #define NTA_REPLAY_MBPS 2u     /* rate = Mbit/s of frame bytes */
@@ -55,4 +70,4 @@ struct nta_replay {
 /* Send; returns 0, or -errno when it could not start (a bad argument). */
 int nta_replay_run(struct nta_replay *r);
 
-#endif
+#endif /* NTA_TRAFFIC_H */

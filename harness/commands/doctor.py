@@ -1,10 +1,13 @@
-"""``nta doctor``: can this machine run the harness?"""
+"""``nta doctor``: can this machine run the harness? (root, BCC, kernel headers, BPF, tcpreplay)"""
 
 from __future__ import annotations
 
 import os
 import platform
 import shutil
+import sys
+
+from harness.commands import parser
 
 
 def _checks():
@@ -34,7 +37,7 @@ def _checks():
             b = bcc.BPF(src_file=os.path.join(xdp.BPF_DIR, "nta_xdp_count.c").encode(),
                         cflags=xdp.cflags("drop"))
             try:
-                b.load_func(b"nta_xdp_count", bcc.BPF.XDP)
+                os.close(xdp.load_xdp_frags(b, "nta_xdp_count"))  # as every run loads it: frags-aware
             finally:
                 b.cleanup()
         except ImportError:
@@ -61,3 +64,18 @@ def check(verbose: bool = True) -> list[str]:
         if verbose:
             print(f"  {'ok  ' if not msg else 'FAIL'}  {name}{': ' + msg if msg else ''}")
     return failures
+
+
+def handle(args) -> int:
+    failures = check(verbose=not args.quiet)
+    if failures and args.quiet:
+        print(f"nta: error: {failures[0]}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def add(sub) -> None:
+    p = parser(sub, "doctor", "check root, BCC, kernel headers, BPF and tcpreplay",
+               "Check that this machine can run the harness: root, BCC's Python module, the kernel-headers "
+               "link BCC compiles against, loading an XDP program, tcpreplay.")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the first failure, on one line")
+    p.set_defaults(func=handle)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * replay.c - the built-in replayer's send loop (see nta_replay.h).
+ * replay.c - the built-in replayer's send loop (see traffic.h).
  *
  * Paced modes send, at each wake-up, every frame whose time has come (at most
  * a batch), then sleep until the next one is due: clock_nanosleep to within
@@ -39,7 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nta_replay.h"
+#include "traffic.h"
 
 #define MAX_BATCH 1024
 #define SPIN_NS 50000ull

@@ -1,0 +1,125 @@
+"""Benchmarks on real traffic that need root: ``nta bench e2e`` and ``nta bench replay``.
+
+e2e: the whole path against bare XDP on the same generator and capture.
+replay: tcpreplay against the built-in replayer, counted at the XDP hook.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+
+from harness import cpus
+from harness.errors import NtaError, require_root
+from harness.imix import write_frames, write_imix
+from harness.replay import ReplayOptions
+from harness.report import n as fmt_n
+from harness.report import table
+from harness.run import NAPI_MODES, RunConfig, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# -- end to end ---------------------------------------------------------------------
+
+def bench_e2e(loops: int = 2500, hold: str = "flow:16", pcap: str | None = None, out=print) -> dict:
+    """One run each, on the same generator and capture: bare XDP_DROP counting at top speed; the
+    full harness (metadata, ring, controller, pool) at top speed; the full harness at half the bare
+    rate, for latency."""
+
+    require_root("nta bench e2e")
+    if pcap is None:
+        pcap = os.path.join(ROOT, "build", "imix.pcap")
+        if not os.path.exists(pcap):
+            write_imix(pcap)
+
+    def once(**kw):
+        opts = {k: kw.pop(k) for k in ("pps", "topspeed") if k in kw}
+        return run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, **opts), quiet=True, **kw))
+
+    bare = once(topspeed=True)
+    full = once(topspeed=True, controller=True, hold=hold)
+    half_rate = max(1, int(bare.xdp.pps / 2))
+    half = once(pps=half_rate, controller=True, hold=hold)
+    rows, doc = [], {"tool": "nta", "command": "bench e2e", "pcap": pcap, "loops": loops, "hold": hold,
+                     "results": {}}
+    for name, r in (("bare XDP_DROP", bare), ("full harness", full), (f"full, {half_rate:,} pps", half)):
+        c = r.consumer["controller"] if r.consumer else None
+        lat = r.consumer["latency_us"] if r.consumer else {"samples": 0}
+        entry = {"replayer_pps": r.replay.rated_pps, "xdp_pps": r.xdp.pps, "seen": r.xdp.packets,
+                 "vs_bare": r.xdp.pps / bare.xdp.pps if bare.xdp.pps else None,
+                 "handled_share": c["handled"] / r.xdp.packets if c else None,
+                 "ring_lost": r.ring["lost"] if r.ring else None, "latency_us": lat,
+                 "reconciled": r.reconciled}
+        doc["results"][name] = entry
+        rows.append([name, fmt_n(entry["xdp_pps"]), f"{entry['vs_bare']:.3f}",
+                     f"{entry['handled_share']:.4f}" if c else "-", fmt_n(entry["ring_lost"]) if c else "-",
+                     f"{lat['p50']:.0f} / {lat['p99']:.0f}" if lat["samples"] else "-"])
+    out(f"\nend to end: {os.path.basename(pcap)} x{loops}, hold {hold}, one run each on the same generator")
+    table(rows, ["configuration", "XDP pps", "x bare", "handled/seen", "ring lost", "latency p50/p99 us"])
+    return doc
+
+
+def replayers(napi: str) -> dict[str, dict]:
+    """name -> RunConfig fields. With softirq NAPI, also one sendmmsg sender per CPU (each CPU then
+    sends and runs XDP for its conversations); with threaded NAPI the other CPU is the NAPI thread's."""
+    out = {"tcpreplay -K": {"replayer": "tcpreplay"},
+           "builtin sendmmsg": {"replayer": "builtin", "send": "sendmmsg"},
+           "builtin tx-ring": {"replayer": "builtin", "send": "tx-ring"}}
+    ncpu = len(cpus.usable())
+    if napi == "softirq" and ncpu > 1:
+        out[f"builtin sendmmsg x{ncpu}"] = {"replayer": "builtin", "send": "sendmmsg", "threads": ncpu}
+    return out
+
+
+def replay_captures() -> dict[str, str]:
+    """The two captures of 'bench replay': 1,200 64-byte UDP frames, and the bundled IMIX."""
+    build = os.path.join(ROOT, "build")
+    paths = {"64-byte": os.path.join(build, "min64.pcap"), "IMIX": os.path.join(build, "imix.pcap")}
+    if not os.path.exists(paths["64-byte"]):
+        write_frames(paths["64-byte"], [64] * 1200)
+    if not os.path.exists(paths["IMIX"]):
+        write_imix(paths["IMIX"])
+    return paths
+
+
+def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded"), batch: int = 64,
+                 out=print) -> dict:
+    """tcpreplay -K --topspeed against the built-in replayer (sendmmsg, the TX ring, and a sender per
+    CPU) on the same capture, counted by the XDP program on the dut end: the median of ``repeats``
+    runs each, the runs of the replayers interleaved, for each capture and NAPI mode. The ratio is
+    the median of a replayer over tcpreplay's median in the same capture and mode."""
+
+    bad = [m for m in napi if m not in NAPI_MODES]
+    if bad:
+        raise NtaError(f"bad --napi {bad[0]!r}: choose {', '.join(NAPI_MODES)}")
+    require_root("nta bench replay")
+    caps = replay_captures()
+    doc = {"tool": "nta", "command": "bench replay", "loops": loops, "repeats": repeats, "batch": batch,
+           "captures": caps, "results": []}
+    rows = []
+    for cap_name, path in caps.items():
+        for mode in napi:
+            which = replayers(mode)
+            runs: dict[str, list[dict]] = {name: [] for name in which}
+            for _ in range(repeats):
+                for name, fields in which.items():
+                    r = run(RunConfig(pcap=path, replay=ReplayOptions(loops=loops, topspeed=True), quiet=True,
+                                      napi=mode, batch=batch, **fields))
+                    if not r.reconciled:
+                        raise NtaError(f"bench replay: {name} on {cap_name} did not reconcile")
+                    runs[name].append({"xdp_pps": r.xdp.pps, "replayer_pps": r.replay.rated_pps,
+                                       "packets": r.xdp.packets, "veth_drops_resent": r.resent})
+            base = statistics.median(x["xdp_pps"] for x in runs["tcpreplay -K"])
+            for name, xs in runs.items():
+                pps = [x["xdp_pps"] for x in xs]
+                med = statistics.median(pps)
+                entry = {"capture": cap_name, "napi": mode, "replayer": name, "xdp_pps_median": med,
+                         "xdp_pps_min": min(pps), "xdp_pps_max": max(pps), "vs_tcpreplay": med / base,
+                         "runs": xs}
+                doc["results"].append(entry)
+                rows.append([cap_name, mode, name, fmt_n(med), f"{fmt_n(min(pps))}..{fmt_n(max(pps))}",
+                             f"{med / base:.2f}"])
+    out(f"\nreplay: {loops} loops of 1,200 frames per run, top speed, XDP_DROP on the dut end; median of "
+        f"{repeats} interleaved runs; batch {batch}")
+    table(rows, ["capture", "NAPI", "replayer", "XDP pps", "range", "x tcpreplay"])
+    return doc

@@ -1,0 +1,139 @@
+"""``nta bench``: the allocator against the ones people use (no root), and real traffic (root).
+
+The work is in harness.bench.alloc and harness.bench.traffic; this module is the parsers and handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from harness import jsonfile
+from harness.commands import csv, examples, positive_float, positive_int, write_doc
+from harness.errors import NtaError
+
+
+def _out(args, doc) -> int:
+    write_doc(args, doc)
+    return 0
+
+
+def cmd_bench_alloc(args) -> int:
+    jsonfile.check_writable(args.json)
+    bad = [t for t in args.traces if t not in ("imix", "uniform", "pcap")]
+    if bad:
+        raise NtaError(f"unknown trace {bad[0]!r}: choose imix, uniform, pcap")
+    from harness.bench import alloc
+    from harness.pcapfile import check_replayable, load
+
+    bad = [a for a in args.allocators if a not in ("nta", "pow2", *alloc.PEERS)]
+    if bad:
+        raise NtaError(f"unknown allocator {bad[0]!r}: choose nta, pow2, {', '.join(alloc.PEERS)}")
+    if any(w < 1 for w in args.windows):
+        raise NtaError(f"bad --windows {','.join(map(str, args.windows))}: each must be 1 or more")
+    if "pcap" in args.traces:
+        check_replayable(load(args.pcap or alloc.DEFAULT_PCAP, keep_frames=False))  # fails here, in one line
+    doc = alloc.bench_alloc(traces=args.traces, windows=args.windows, steps=args.steps, repeats=args.repeats,
+                            allocators=args.allocators, pcap=args.pcap, seed=args.seed,
+                            processes=args.processes)
+    return _out(args, doc)
+
+
+def cmd_bench_frag(args) -> int:
+    from harness.bench import alloc
+
+    jsonfile.check_writable(args.json)
+    return _out(args, alloc.bench_frag(pages=args.pages, seed=args.seed, plot_dir=args.plot))
+
+
+def cmd_bench_bulk(args) -> int:
+    from harness.bench import alloc
+
+    jsonfile.check_writable(args.json)
+    return _out(args, alloc.bench_bulk(batch=args.batch, seconds=args.seconds))
+
+
+def cmd_bench_pool(args) -> int:
+    from harness.bench import alloc
+
+    jsonfile.check_writable(args.json)
+    return _out(args, alloc.bench_pool(loops=args.loops, repeats=args.repeats))
+
+
+def cmd_bench_e2e(args) -> int:
+    from harness.bench import traffic
+
+    jsonfile.check_writable(args.json)
+    return _out(args, traffic.bench_e2e(loops=args.loops, hold=args.hold))
+
+
+def cmd_bench_replay(args) -> int:
+    from harness.bench import traffic
+
+    jsonfile.check_writable(args.json)
+    return _out(args, traffic.bench_replay(loops=args.loops, repeats=args.repeats, napi=args.napi,
+                                               batch=args.batch))
+
+
+def add(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="allocator benchmarks: speed and space, fragmentation, bulk calls, page pool",
+        description="Benchmarks print a table and, with --json FILE, write the same figures. "
+                    "'make bench' runs them all.",
+        epilog=examples("""
+            nta bench alloc                          # NTA vs pow2, glibc, jemalloc, tcmalloc, mimalloc
+            nta bench alloc --traces imix --windows 1024 --steps 200000
+            nta bench frag --plot build              # the NTA author's test, with page maps
+            nta bench bulk --json bulk.json
+            nta bench pool                           # the kernel's bench_page_pool_simple shapes
+            nta bench e2e                            # root: XDP alone vs the whole harness"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e,replay}", required=True)
+    a = bsub.add_parser("alloc", help="ns per alloc+free and space on packet-size traces, against peers")
+    a.add_argument("--traces", type=csv(str), default=["imix", "uniform", "pcap"],
+                   help="comma list of imix, uniform, pcap (default all)")
+    a.add_argument("--windows", type=csv(int), default=[1024, 16384],
+                   help="live blocks (default 1024,16384)")
+    a.add_argument("--steps", type=positive_int, default=2_000_000,
+                   help="timed steps per trace (default 2M)")
+    a.add_argument("--repeats", type=positive_int, default=7, help="timed slices a process (default 7)")
+    a.add_argument("--processes", type=positive_int, default=3,
+                   help="processes per allocator and trace; medians are shown (default 3)")
+    a.add_argument("--allocators", type=csv(str), default=["nta", "pow2", "glibc", "jemalloc", "tcmalloc",
+                                                             "mimalloc"])
+    a.add_argument("--pcap", metavar="FILE", help="capture whose frame sizes make the pcap trace "
+                                                  "(default ../shared/pcaps/tcpreplay-test.pcap)")
+    a.add_argument("--seed", type=int, default=1)
+    a.add_argument("--json", metavar="FILE")
+    a.set_defaults(func=cmd_bench_alloc)
+    f = bsub.add_parser("frag", help="fill 4094 pages with random sizes, halving the maximum at each failure")
+    f.add_argument("--pages", type=positive_int, default=4094)
+    f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--plot", metavar="DIR", help="write the page maps as DIR/frag-page-maps.png")
+    f.add_argument("--json", metavar="FILE")
+    f.set_defaults(func=cmd_bench_frag)
+    b = bsub.add_parser("bulk", help="allocations and frees per second through the numpy bulk calls")
+    b.add_argument("--batch", type=positive_int, default=1024)
+    b.add_argument("--seconds", type=positive_float, default=3.0)
+    b.add_argument("--json", metavar="FILE")
+    b.set_defaults(func=cmd_bench_bulk)
+    pp = bsub.add_parser("pool",
+                         help="page pool: fast path, ring, slow path, fragments (the kernel's shapes)")
+    pp.add_argument("--loops", type=positive_int, default=2_000_000)
+    pp.add_argument("--repeats", type=positive_int, default=5)
+    pp.add_argument("--json", metavar="FILE")
+    pp.set_defaults(func=cmd_bench_pool)
+    e = bsub.add_parser("e2e", help="bare XDP_DROP pps vs the full harness, and latency at half rate (root)")
+    e.add_argument("--loops", type=positive_int, default=2500,
+                   help="loops of the IMIX capture (default 2500)")
+    e.add_argument("--hold", default="flow:16", help="the controller's hold policy (default flow:16)")
+    e.add_argument("--json", metavar="FILE")
+    e.set_defaults(func=cmd_bench_e2e)
+    rp = bsub.add_parser("replay", help="tcpreplay vs the built-in replayer, pps at the XDP hook (root)")
+    rp.add_argument("--loops", type=positive_int, default=1000,
+                    help="loops of 1,200 frames per run (default 1000)")
+    rp.add_argument("--repeats", type=positive_int, default=3, help="runs per replayer (default 3)")
+    rp.add_argument("--napi", type=csv(str), default=["softirq", "threaded"],
+                    help="NAPI modes to measure, comma-separated (default softirq,threaded)")
+    rp.add_argument("--batch", type=positive_int, default=64, help="built-in replayer batch (default 64)")
+    rp.add_argument("--json", metavar="FILE")
+    rp.set_defaults(func=cmd_bench_replay)

@@ -1,0 +1,130 @@
+"""``nta run``: replay a capture over a veth pair into XDP and count it; or measure a named interface."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.commands import EXIT_UNRECONCILED, examples, positive_float, positive_int
+from harness.errors import NtaError
+
+EXIT_USAGE = 2
+
+
+def handle(args) -> int:
+    from harness import live, run
+    from harness.replay import ReplayOptions
+    from harness.run import RunConfig
+    from harness.topology import DUT_IF
+
+    if args.no_replay or args.iface:
+        if not (args.no_replay and args.iface):
+            raise NtaError("--iface and --no-replay go together: measure what arrives on a named interface")
+        if args.pcap:
+            raise NtaError("--pcap has nothing to do with --no-replay")
+    elif not args.pcap and not args.ebpf:
+        args.parser.exit(EXIT_USAGE, "nta run: error: the following arguments are required: --pcap "
+                                     "(see 'nta run --help')\n")
+    # the built-in replayer's options, as given (RunConfig holds their defaults)
+    builtin = {k: getattr(args, k) for k in ("send", "threads", "batch") if getattr(args, k) is not None}
+    if builtin and args.replayer != "builtin":
+        raise NtaError(f"{', '.join(f'--{k}' for k in builtin)}: only with --replayer builtin")
+    cfg = RunConfig(
+        pcap=args.pcap or "",
+        replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
+                             multiplier=args.multiplier, duration=args.duration, limit=args.limit),
+        mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
+        json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
+        ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
+        allocator=args.allocator, replayer=args.replayer, napi=args.napi, **builtin)
+    if args.ebpf:
+        print(cfg.program(args.netns, args.iface or DUT_IF).describe())
+        return 0
+    if args.no_replay:
+        doc = live.run_live(cfg, args.iface, args.netns, args.duration)
+        return 0 if doc.get("reconciled", True) else EXIT_UNRECONCILED
+    result = run.run(cfg)
+    if result is not None and not result.reconciled:
+        print("nta: error: counts did not reconcile (see the summary)", file=sys.stderr)
+        return EXIT_UNRECONCILED
+    return 0
+
+
+def add(sub) -> None:
+    p = sub.add_parser(
+        "run", help="replay a capture over a veth pair into an XDP program and count it",
+        description="Bring up a veth pair between two new namespaces, attach the counting XDP program "
+                    "on the dut end, replay FILE with tcpreplay from the gen end, print one line per "
+                    "interval and a summary that reconciles every counting point, then tear it all down.",
+        epilog=examples("""
+            nta run --pcap build/imix.pcap --loops 2000 --topspeed
+            nta run --pcap capture.pcap --pps 100000 --mode generic --json out.json
+            nta run --pcap capture.pcapng --replayer builtin --topspeed --loops 100
+            nta run --pcap build/imix.pcap --loops 2000 --topspeed --napi threaded --replayer builtin \\
+                    --send tx-ring
+            nta run --pcap build/imix.pcap --loops 500 --pps 200000 --controller --hold flow:16
+            nta run --iface eth1 --no-replay --mode generic --controller --duration 30
+            nta run --ebpf                     # print the XDP program and its flags
+            exit status: 0 ok, 1 error, 2 bad usage or a malformed capture, 3 counts did not reconcile"""),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture to replay: pcap or pcapng; Ethernet, or a link type given an Ethernet "
+                        "header (Linux cooked, raw IP, BSD loopback); see 'nta inspect FILE'")
+    p.add_argument("--replayer", choices=("tcpreplay", "builtin"), default="tcpreplay",
+                   help="tcpreplay, or the built-in sendmmsg replayer (default tcpreplay)")
+    p.add_argument("--send", choices=("sendmmsg", "tx-ring"), default=None,
+                   help="with --replayer builtin: a sendmmsg call per batch (default), or a PACKET_TX_RING "
+                        "and a send call per batch (faster with --napi threaded, slower without)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="with --replayer builtin: N senders, each on its own CPU and veth queue, each "
+                        "with whole conversations of the capture (default 1)")
+    p.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                   help="with --replayer builtin: frames per call, 1..1024 (default 64)")
+    p.add_argument("--loops", type=positive_int, default=1, help="replay the capture N times (default 1)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--topspeed", action="store_true", help="replay as fast as possible")
+    rate.add_argument("--pps", type=positive_float, help="replay at R packets per second")
+    rate.add_argument("--mbps", type=positive_float, help="replay at R Mbit/s")
+    rate.add_argument("--multiplier", type=positive_float, help="replay at X times the capture's timing")
+    p.add_argument("--duration", type=positive_int, metavar="S",
+                   help="stop the replay (or with --no-replay, the measurement) after S seconds")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="stop the replay after N packets")
+    p.add_argument("--mode", choices=("native", "generic"), default="native",
+                   help="XDP attach mode (default native)")
+    p.add_argument("--napi", choices=("softirq", "threaded"), default="softirq",
+                   help="where the dut veth runs XDP: in the softirq of the sending CPU (default), or in a "
+                        "NAPI kernel thread the scheduler may put on another CPU (native mode)")
+    p.add_argument("--action", choices=("drop", "pass"), default="drop", help="XDP verdict (default drop)")
+    p.add_argument("--mtu", type=int, default=None,
+                   help="veth MTU; larger frames are skipped and counted (default: the smallest that "
+                        "carries every frame, at least 1500)")
+    p.add_argument("--interval", type=positive_float, default=1.0, help="seconds between lines (default 1)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write pps.png (and with --controller pool.png, pagemap.png) into DIR")
+    p.add_argument("--name", metavar="TAG", help="topology name (default: this process id)")
+    p.add_argument("--iface", metavar="IFACE",
+                   help="with --no-replay: attach to this interface (a real NIC, or any you name)")
+    p.add_argument("--netns", metavar="NS", help="with --iface: the interface's network namespace")
+    p.add_argument("--no-replay", action="store_true",
+                   help="no topology, no replay: measure traffic from an external generator until "
+                        "--duration or Ctrl-C")
+    p.add_argument("--controller", action="store_true",
+                   help="XDP hands each frame's metadata through a ring buffer to the controller, which "
+                        "allocates it from the dut's page pool on an NTA arena and holds it (--hold)")
+    p.add_argument("--hold", default="immediate", metavar="POLICY",
+                   help="with --controller: immediate, packets:N, usec:T, flow:K or random:N")
+    p.add_argument("--allocator", choices=("nta", "pow2"), default="nta",
+                   help="with --controller: fragments at exact size (nta) or rounded to a power of two "
+                        "(pow2)")
+    p.add_argument("--ring-pages", type=positive_int, default=256, metavar="N",
+                   help="metadata ring size in pages, a power of two (default 256)")
+    p.add_argument("--arena-pages", type=positive_int, default=65536, metavar="N",
+                   help="arena size in 4 KiB pages, reserved, committed as used (default 65536)")
+    p.add_argument("--drain-us", type=positive_int, default=200, metavar="US",
+                   help="drain the metadata ring every US microseconds (default 200)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no interval lines or summary")
+    p.add_argument("--ebpf", action="store_true",
+                   help="print the XDP program this run would load (with --controller, the metadata one) and "
+                        "its flags, then exit")
+    p.set_defaults(func=handle, parser=p)

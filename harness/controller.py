@@ -1,0 +1,202 @@
+"""The controller: XDP's metadata records in, page-pool fragments held and let go, in C (harness._ctl_c).
+
+``Consumer`` is what a run uses: an arena (memfd), the dut's page pool on it,
+the controller's per-packet work (``Controller``) and the XDP program's
+metadata ring (``MetaRing``); ``pump()`` moves what the ring holds into the
+controller a batch at a time, with no call per packet into Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import numpy as np
+
+from harness import cmodule
+from harness.errors import NtaError
+from harness.nta import Arena, ArenaError, Pool
+
+ffi, lib = cmodule.load("_ctl_c")
+
+HOLDS = {"immediate": lib.NTA_HOLD_IMMEDIATE, "packets": lib.NTA_HOLD_PACKETS, "usec": lib.NTA_HOLD_USEC,
+         "flow": lib.NTA_HOLD_FLOW, "random": lib.NTA_HOLD_RANDOM}
+ALLOCATORS = ("nta", "pow2")
+
+
+def parse_hold(text: str) -> tuple[str, int]:
+    """'immediate', 'packets:N', 'usec:T', 'flow:K' or 'random:N' -> (policy, parameter)."""
+    name, _, arg = text.partition(":")
+    if name not in HOLDS:
+        raise NtaError(f"bad hold policy {text!r}: use immediate, packets:N, usec:T, flow:K or random:N")
+    if name == "immediate":
+        if arg:
+            raise NtaError(f"bad hold policy {text!r}: 'immediate' takes no number")
+        return name, 0
+    if not arg.isdigit() or int(arg) < 1:
+        raise NtaError(f"bad hold policy {text!r}: {name} needs a positive number, as {name}:64")
+    return name, int(arg)
+
+
+def check_allocator(name: str) -> str:
+    if name not in ALLOCATORS:
+        raise NtaError(f"bad --allocator {name!r}: choose {' or '.join(ALLOCATORS)}")
+    return name
+
+
+def meta_dtype() -> np.dtype:
+    """numpy dtype of struct nta_meta, from the real header (bpf/nta_shared.h) through cffi."""
+    kinds = {"uint8_t": "u1", "uint16_t": "u2", "uint32_t": "u4", "uint64_t": "u8",
+             "__u8": "u1", "__u16": "u2", "__u32": "u4", "__u64": "u8"}
+    names, formats, offsets = [], [], []
+    for name, f in ffi.typeof("struct nta_meta").fields:
+        t = f.type
+        if t.kind == "array":
+            formats.append((np.dtype("<" + kinds[t.item.cname]), (t.length,)))
+        else:
+            formats.append(np.dtype("<" + kinds[t.cname]))
+        names.append(name)
+        offsets.append(f.offset)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": ffi.sizeof("struct nta_meta")})
+
+
+META = meta_dtype()
+
+
+class MetaRing:
+    """The XDP program's BPF ring buffer of struct nta_meta, mapped here and drained in C."""
+
+    def __init__(self, map_fd: int):
+        self._rb = lib.nta_ringbuf_open(map_fd)
+        if self._rb == ffi.NULL:
+            raise NtaError(f"mapping the metadata ring: {os.strerror(ffi.errno)}")
+        self.size = lib.nta_ringbuf_size(self._rb)  # bytes, as the kernel made the map
+
+    def drain(self, max_records: int = 65536) -> np.ndarray:
+        """Records written since the last drain (up to max_records), oldest first."""
+        out = np.empty(max_records, dtype=META)
+        odd = ffi.new("uint64_t *")
+        n = lib.nta_ringbuf_drain(self._rb, ffi.from_buffer(out), META.itemsize, max_records, odd)
+        if odd[0]:
+            raise NtaError(f"the metadata ring held {odd[0]} records of another size than struct nta_meta")
+        return out[:n]
+
+    def close(self) -> None:
+        if self._rb is not None:
+            lib.nta_ringbuf_close(self._rb)
+            self._rb = None
+
+
+class Controller:
+    """Metadata records in, pool fragments held and freed, in C, one call per batch (harness/csrc/ctl.c)."""
+
+    def __init__(self, pool: Pool, hold: str = "immediate", max_held: int = 1 << 20, seed: int = 1):
+        self.policy, self.param = parse_hold(hold)
+        cfg = ffi.new("struct nta_ctl_config *")
+        cfg.policy, cfg.param, cfg.max_held, cfg.seed = HOLDS[self.policy], self.param, max_held, seed
+        c = lib.nta_ctl_create(pool._h(), pool.arena._h(), cfg)
+        if c == ffi.NULL:
+            raise ArenaError(ffi.errno, f"creating the controller ({hold}): {os.strerror(ffi.errno)}")
+        self._c, self.pool, self.hold = c, pool, hold
+
+    def handle(self, records: np.ndarray) -> int:
+        """Process an array of struct nta_meta records (dtype META); returns how many got memory."""
+        if records.dtype != META:
+            raise NtaError(f"controller: records of dtype {records.dtype}, not struct nta_meta's")
+        if not len(records):
+            return 0
+        recs = ffi.cast("struct nta_meta *", ffi.from_buffer(np.ascontiguousarray(records)))
+        return lib.nta_ctl_handle(self._c, recs, len(records))
+
+    def flush(self) -> int:
+        return lib.nta_ctl_flush(self._c)
+
+    def stats(self) -> dict:
+        st = ffi.new("struct nta_ctl_stats *")
+        lib.nta_ctl_stats(self._c, st)
+        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_ctl_stats").fields}
+
+    def close(self) -> None:
+        if self._c is not None:
+            self.flush()
+            lib.nta_ctl_destroy(self._c)
+            self._c = None
+
+    def __enter__(self) -> "Controller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Consumer:
+    """The controller side of a run: an arena (memfd), the dut's page pool on it, the controller, the
+    metadata ring; ``pump()`` moves what the ring holds into the controller, a batch at a time."""
+
+    def __init__(self, ring_fd: int, ifindex: int, hold: str, allocator: str = "nta",
+                 arena_pages: int = 65536, queue: int = 0):
+        parse_hold(hold)
+        check_allocator(allocator)
+        self.hold, self.allocator = hold, allocator
+        self._stack = contextlib.ExitStack()
+        try:
+            self.arena = self._stack.enter_context(Arena(max_pages=arena_pages))
+            self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=queue,
+                                                       frag_pow2=allocator == "pow2"))
+            self.ctl = self._stack.enter_context(Controller(self.pool, hold))
+            self.ring = MetaRing(ring_fd)
+            self._stack.callback(self.ring.close)
+        except BaseException:
+            self._stack.close()
+            raise
+        self.drained = 0
+        self._latency: list = []  # ns from XDP's timestamp to the drain, a sample per batch
+
+    def pump(self) -> int:
+        total = 0
+        while True:
+            recs = self.ring.drain(65536)
+            if not len(recs):
+                return total
+            # bpf_ktime_get_ns() and time.monotonic_ns() are both CLOCK_MONOTONIC
+            self._latency.append(time.monotonic_ns() - recs["ts_ns"][::max(1, len(recs) // 256)].astype("i8"))
+            self.ctl.handle(recs)
+            total += len(recs)
+            self.drained += len(recs)
+
+    def snapshot(self, ring_stats: dict) -> dict:
+        """Cumulative counts for an interval line."""
+        c, p = self.ctl.stats(), self.pool.stats()
+        back = p["cached"] + p["ring"]
+        gone = back + p["ring_full"] + p["released_refcnt"]
+        held_bytes = p["pages_in_use"] * self.arena.page_size
+        return {"meta": self.drained, "lost": ring_stats["lost"], "alloc": c["handled"] - c["alloc_fails"],
+                "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
+                "recycle_pct": 100.0 * back / gone if gone else 0.0,
+                # of the bytes of pages the pool has given to fragments, the share no frame asked for
+                "frag_pct": 100.0 * (1 - c["bytes_held"] / held_bytes) if held_bytes else 0.0}
+
+    def latency_us(self) -> dict:
+        if not self._latency:
+            return {"samples": 0}
+        lat = np.concatenate(self._latency) / 1000.0
+        return {"samples": int(lat.size), "p50": float(np.percentile(lat, 50)),
+                "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
+
+    def finish(self, page_map: bool = False):
+        """The end of a run: (the pool's picture while the policy still holds its fragments,) what it held
+        put back, pool and arena checked. Returns (figures, map)."""
+        picture = self.pool.page_map() if page_map else None
+        self.ctl.flush()  # what the policy still held goes back: the pool must balance
+        self.pool.check()
+        self.arena.check()
+        return self.figures(), picture
+
+    def figures(self) -> dict:
+        return {"page_size": self.arena.page_size, "controller": self.ctl.stats(), "pool": self.pool.stats(),
+                "arena": self.arena.stats(), "latency_us": self.latency_us()}
+
+    def close(self) -> None:
+        self._stack.close()

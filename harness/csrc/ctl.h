@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * ctl.h - the controller's C: drain the XDP program's metadata ring and do
+ * the per-packet work against a page pool of the allocator (allocator/nta.h).
+ * Built into harness._ctl_c, which links libnta.so; harness/controller.py is
+ * its Python side.
+ *
+ * Error rule (the allocator's): int and long functions return >= 0 or a
+ * negative errno; pointer functions return NULL and set errno.
+ */
+#ifndef NTA_CTL_H
+#define NTA_CTL_H
+
+#ifndef NTA_CDEF
+#include <stddef.h>
+#include <stdint.h>
+#endif
+
+#ifndef NTA_CDEF /* the binding takes these from harness._nta_c and harness._traffic_c */
+#include "nta.h"
+#include "nta_shared.h"
+#endif
+
+/*
+ * Draining a BPF ring buffer (BPF_MAP_TYPE_RINGBUF: the XDP program's
+ * metadata ring) in C. Its size is read from the map itself.
+ */
+struct nta_ringbuf;
+struct nta_ringbuf *nta_ringbuf_open(int map_fd); /* errno EINVAL: not a ring buffer map */
+void nta_ringbuf_close(struct nta_ringbuf *rb);
+/* The ring's size in bytes (the map's max_entries). */
+size_t nta_ringbuf_size(const struct nta_ringbuf *rb);
+/* Copy up to max records of exactly rec_size bytes into out (consecutive);
+ * records of another size are skipped and counted in *odd. Returns how many. */
+long nta_ringbuf_drain(struct nta_ringbuf *rb, void *out, size_t rec_size, size_t max, uint64_t *odd);
+long nta_ringbuf_avail(const struct nta_ringbuf *rb);
+
+/*
+ * The controller's per-packet work, one call per batch (ctl.c): each
+ * metadata record (struct nta_meta, bpf/nta_shared.h) gets a fragment of
+ * its frame's length from the pool, held under a lifetime policy.
+ */
+struct nta_ctl;
+enum nta_hold {
+	NTA_HOLD_IMMEDIATE = 0,
+	NTA_HOLD_PACKETS = 1, /* param: N packets */
+	NTA_HOLD_USEC = 2,    /* param: T microseconds (the records' clock); max_held bounds it */
+	NTA_HOLD_FLOW = 3,    /* param: K per flow */
+	NTA_HOLD_RANDOM = 4,  /* param: mean lifetime in packets; max_held bounds it */
+};
+struct nta_ctl_config {
+	uint32_t policy, param, max_held, pad;
+	uint64_t seed;
+};
+struct nta_ctl_stats {
+	uint64_t handled;     /* records processed */
+	uint64_t alloc_fails; /* records that got no memory */
+	uint64_t frees, put_errors;
+	uint64_t held, peak_held;
+	uint64_t early;       /* let go before due: the hold structure was full */
+	uint64_t bytes;       /* bytes allocated */
+	uint64_t bytes_held;  /* bytes the frames held now asked for */
+};
+struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena, const struct nta_ctl_config *cfg);
+long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n);
+/* Put back everything held; returns how many. */
+long nta_ctl_flush(struct nta_ctl *c);
+int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st);
+void nta_ctl_destroy(struct nta_ctl *c);
+
+#endif /* NTA_CTL_H */

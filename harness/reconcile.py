@@ -1,0 +1,40 @@
+"""Where every frame went: the one place the counting points are reconciled.
+
+Counting points, in the order a frame meets them:
+
+* the capture: its records, the frames made of them, and the records skipped,
+  by reason (harness.pcapfile.load): ``expected = frames x loops``;
+* the replayer's own count of frames it handed to the kernel, and of those it
+  gave up on (harness.replay);
+* veth sender drops: frames the gen end dropped (the peer's ring was full),
+  its tx_dropped. The sender is told (ENOBUFS) and both replayers send such a
+  frame again and count it, so only drops beyond those retries are lost;
+* XDP seen: the per-CPU counters of the XDP program on the dut end.
+
+With a controller, two more: the metadata ring (records submitted, and lost
+when it was full) and the controller (records handled).
+
+A replayed run reconciles when ``sent = XDP seen + veth drops not sent
+again``, the replayer sent (or failed) what the capture calls for, and with a
+controller ``XDP seen = submitted + ring lost`` and ``handled = submitted``.
+"""
+
+from __future__ import annotations
+
+
+def traffic(sent: int, failed: int | None, seen: int, veth_dropped: int, retried_enobufs: int | None,
+            expected: int | None) -> dict:
+    """The replayed frames' account: how many veth drops were sent again, how many lost, how many
+    frames are unaccounted for, and whether the replayer sent what the capture calls for."""
+    resent = min(veth_dropped, retried_enobufs or 0)
+    lost = veth_dropped - resent
+    unaccounted = sent - seen - lost
+    as_expected = expected is None or expected == sent + (failed or 0)
+    return {"resent": resent, "veth_lost": lost, "unaccounted": unaccounted, "as_expected": as_expected,
+            "reconciled": unaccounted == 0 and as_expected}
+
+
+def metadata(seen: int, ring: dict, handled: int) -> dict:
+    """The metadata path's account: XDP seen - ring submitted - ring lost, and submitted - handled."""
+    unaccounted = abs(seen - ring["submitted"] - ring["lost"]) + abs(ring["submitted"] - handled)
+    return {"unaccounted": unaccounted, "reconciled": unaccounted == 0}
