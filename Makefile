@@ -100,6 +100,7 @@ bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk
 	$(NTA) bench pool --json build/bench-pool.json
 	$(NTA) bench e2e --json build/bench-e2e.json
 	$(NTA) bench replay --json build/bench-replay.json
+	$(NTA) bench real --plot build --json build/bench-real.json
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests

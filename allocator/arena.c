@@ -67,12 +67,16 @@ static int layout(const struct nta_config *cfg, struct nta_hdr *h)
 	h->desc_off = align_up(sizeof(struct nta_hdr), 64);
 	h->bmp_off = align_up(h->desc_off + (uint64_t)h->max_pages * sizeof(struct nta_page), 64);
 	h->cache_off = align_up(h->bmp_off + (uint64_t)h->max_pages * 3 * h->words * 8, 64);
-	h->live_off = align_up(h->cache_off + (uint64_t)(h->cpp + 1) * depth * 4, 64);
+	h->live_off = align_up(h->cache_off + (uint64_t)NTA_MAX_HEAPS * (h->cpp + 1) * depth * 4, 64);
 	h->readers_off = align_up(h->live_off + (uint64_t)h->max_pages * h->cpp, 4096);
 	h->data_off = align_up(h->readers_off + NTA_READERS_BYTES, ps);
 	h->total_size = h->data_off + ((uint64_t)h->max_pages << h->page_shift);
 	if ((h->total_size >> h->chunk_shift) > UINT32_MAX) /* chunk indices are 32-bit */
 		return -E2BIG;
+	h->heaps[HEAP_ARENA].kind = kind;
+	h->heaps[HEAP_ARENA].cache_limit = kind == NTA_KIND_NTA ? depth : 0;
+	h->heaps[HEAP_ARENA_RESERVE].kind = kind;
+	h->heaps[HEAP_ARENA_RESERVE].flags = HEAP_RESERVE;
 	h->st.pages_max = h->max_pages;
 	h->st.reserve_pages = h->reserve_pages;
 	h->st.arena_bytes = h->total_size;
@@ -88,11 +92,11 @@ void nta_arena_derive(struct nta_arena *a)
 	a->desc = (struct nta_page *)(a->base + h->desc_off);
 	a->bmp = (uint64_t *)(a->base + h->bmp_off);
 	a->cache = (uint32_t *)(a->base + h->cache_off);
-	a->cache_count = h->cache_count;
 	a->live = a->base + h->live_off;
 	a->rd = (struct nta_readers *)(a->base + h->readers_off);
 	a->readers = (struct nta_reader_slot *)(a->base + h->readers_off + sizeof(struct nta_readers));
 	a->st = &h->st;
+	a->heaps = h->heaps;
 	a->kind = h->kind;
 	a->page_size = h->page_size;
 	a->page_shift = h->page_shift;

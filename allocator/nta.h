@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 3
+#define NTA_VERSION 4
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,
@@ -147,12 +147,24 @@ long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_t nbins,
 
 /*
  * The page pool: per device and RX queue, over an arena, after the kernel's
- * page_pool. Pages stay "mapped" while they recycle through a LIFO alloc
- * cache (owner side) and a recycle ring (any side); fragments are carved at
- * exact size (chunks) from pool pages; a page's refcount counts its holders,
- * and when it reaches zero the page's destructor runs: recycle (default),
- * steal (the destructor keeps the page: it comes back with one reference)
- * or release (back to the arena, unmapped).
+ * page_pool. The pool owns pages: it maps them once, and they recycle,
+ * mapped, through a LIFO alloc cache (owner side) and a recycle ring (any
+ * side); a page's destructor runs when nothing holds it any more: recycle
+ * (default), steal (the destructor keeps the page: it comes back with one
+ * holder) or release (back to the arena, unmapped).
+ *
+ * Where a fragment goes inside the pool's pages is its allocator's (the
+ * config's `allocator`), over a heap of the pool's own: pages come to it from
+ * the pool's cache, ring or the arena, and a page it empties goes back to
+ * the pool's cache or ring, still mapped:
+ *   NTA_POOL_NTA    exact size in chunks, in any partly used page of the
+ *                   pool, combined with its free neighbours when freed;
+ *   NTA_POOL_SLAB   the power-of-two baseline (pages of one size class);
+ *   NTA_POOL_PPFRAG the kernel's page_pool_alloc_frag: carved from the
+ *                   current page only, nothing reused until a page is empty;
+ *   NTA_POOL_PAGE   one page per frame (drivers without the frag API).
+ * Fragments larger than a page are combined blocks of whole pages (a power of
+ * two of them with SLAB). A fragment's holders are counted (get/put).
  *
  * Concurrency: one thread owns a pool and makes every call on it, except
  * nta_pool_put_remote(), which any thread may call: it queues the put to
@@ -161,6 +173,13 @@ long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_t nbins,
  */
 struct nta_pool;
 
+enum nta_pool_alloc {
+	NTA_POOL_NTA = 0,
+	NTA_POOL_SLAB = 1,
+	NTA_POOL_PPFRAG = 2,
+	NTA_POOL_PAGE = 3,
+};
+
 struct nta_pool_config {
 	uint32_t cache_size;  /* LIFO alloc cache; 0 means 128 */
 	uint32_t refill;      /* pages moved ring -> cache, or taken from the arena, at once; 0 means 64 */
@@ -168,10 +187,9 @@ struct nta_pool_config {
 	uint32_t map_cost_ns; /* modelled cost of one DMA map or unmap (an IOMMU); 0 means free */
 	uint32_t ifindex, queue;
 	uint32_t flags;       /* NTA_POOL_BATCH_DTOR */
-	uint32_t pad;
+	uint32_t allocator;   /* enum nta_pool_alloc: who places fragments */
 };
-#define NTA_POOL_BATCH_DTOR 0x1u /* pages at refcount 0 wait for nta_pool_dtor_take() */
-#define NTA_POOL_FRAG_POW2 0x2u  /* fragments rounded up to a power of two (kmalloc's shape): the baseline */
+#define NTA_POOL_BATCH_DTOR 0x1u /* pages nobody holds wait for nta_pool_dtor_take() */
 
 /* nta_pool_put flags */
 #define NTA_POOL_DIRECT 0x1u /* the owner's context: may recycle into the alloc cache */
@@ -196,12 +214,14 @@ struct nta_pool_stats {
 	} recycle;
 	struct nta_pool_page_stats { /* the mapping model and pages in flight (hold - release) */
 		uint64_t maps, unmaps, hold, release, inflight;
-		uint64_t pages_in_use;  /* handed out as pages or holding live fragments */
+		uint64_t pages_in_use;  /* handed out whole, or holding live fragments */
+		uint64_t peak_pages_in_use;
 		uint64_t cache_len, ring_len;
+		uint64_t peak_idle;     /* most pages mapped and idle (cache + ring) at once */
 		uint64_t reserve_pages; /* pages in flight that came from the arena's reserve */
 	} pages;
 	struct nta_pool_frag_stats {
-		uint64_t frags, frag_bytes; /* live fragments and their bytes */
+		uint64_t frags, frag_bytes; /* live fragments and the bytes they were handed */
 		uint64_t pinned;            /* blocks let go of, their free deferred by a reader's pin */
 		uint64_t readers_reclaimed; /* readers that died holding pins */
 	} fragments;
@@ -210,6 +230,7 @@ struct nta_pool_stats {
 	} destructor;
 };
 
+/* errno EUSERS: the arena has NTA_MAX_POOLS pools already; EINVAL: a bad config. */
 struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_pool_config *cfg);
 /* Free the pool: empties cache and ring into the arena, then refuses with
  * -EBUSY while pages are in flight, waiting up to timeout_ms for them (puts
@@ -218,10 +239,13 @@ struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_pool_conf
 int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages, size_t n, size_t *count);
 int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags);
 int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned flags);
+/* The bytes a fragment of size takes in this pool (chunks, a power of two, a page or pages, by its
+ * allocator); 0 for a size it cannot take. */
+uint64_t nta_pool_frag_size(const struct nta_pool *p, size_t size);
 /* Allocate n fragments; offs[i] = 0 where one failed. Returns the number allocated. */
 long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,
 			      unsigned flags);
-/* One more holder of the page or fragment at off. */
+/* One more holder of the page or fragment at off (-EOVERFLOW past 255). */
 int nta_pool_get(struct nta_pool *p, uint64_t off);
 /* One holder fewer. -EALREADY when nothing holds it (a put below zero). */
 int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags);
@@ -237,6 +261,9 @@ long nta_pool_dtor_take(struct nta_pool *p, int64_t *pages, size_t n);
 /* ... and give each its verdict. */
 int nta_pool_dtor_complete(struct nta_pool *p, const int64_t *pages, const int32_t *verdicts, size_t n);
 int nta_pool_stats(const struct nta_pool *p, struct nta_pool_stats *st);
+/* The counters as the pool keeps them, read in place by its owner's thread (no copy, nothing
+ * published; inflight, cache_len and ring_len are filled in only by nta_pool_stats). */
+const struct nta_pool_stats *nta_pool_counters(const struct nta_pool *p);
 /* The pool's picture of pages [0, npages): one enum nta_cell per chunk (map
  * holds npages * chunks per page bytes): USED for live fragments and pages
  * handed out, FREE for free chunks of fragment pages, CACHED for pages in the

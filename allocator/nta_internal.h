@@ -5,11 +5,11 @@
  *
  * Layout of an arena (all offsets from the start of the region):
  *
- *   0          struct nta_hdr     magic, version, geometry, allocator state, counters
+ *   0          struct nta_hdr     magic, version, geometry, page runs, the heaps, counters
  *   desc_off   struct nta_page[max_pages]
  *   bmp_off    uint64_t[max_pages][3][words]   used, start, cached bits per chunk
- *   cache_off  uint32_t[cpp + 1][cache_depth]  per-size cache (chunk indices)
- *   live_off   uint8_t[max_pages * cpp]        page pool: 1 where a handed-out block starts
+ *   cache_off  uint32_t[NTA_MAX_HEAPS][cpp + 1][cache_depth]  per heap, per size: parked blocks
+ *   live_off   uint8_t[max_pages * cpp]        page pool: holders of the block starting there
  *   readers_off struct nta_readers, then struct nta_reader_slot[NTA_MAX_READERS]
  *              (page aligned, the only part a reader maps writable)
  *   data_off   data pages (page aligned)
@@ -17,6 +17,13 @@
  * A block is named by its offset; inside the allocator, chunks are named by
  * their global index (offset >> chunk_shift), which is never 0 for a data
  * chunk because the header occupies offset 0. Index 0 therefore means "none".
+ *
+ * Heaps. Placement inside pages belongs to a heap: its size-indexed free
+ * lists (NTA), its partial slabs (pow2) or its current page (ppfrag), and
+ * its size cache. Heap 0 is the arena's own (nta_alloc), heap 1 its reserve;
+ * each page pool has two more (ordinary and reserve pages), whose pages come
+ * from, and go back to, that pool rather than pages.c (a feeder, below).
+ * Every page names the one heap it belongs to.
  */
 #ifndef NTA_INTERNAL_H
 #define NTA_INTERNAL_H
@@ -29,6 +36,7 @@
 
 #define NTA_API __attribute__((visibility("default")))
 #define NTA_NOINLINE __attribute__((noinline))
+#define NTA_INLINE static inline __attribute__((always_inline))
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
@@ -41,6 +49,24 @@
 #define NTA_NODE_MAGIC 0x4e544146u         /* "NTAF" */
 #define NTA_DEFAULT_CACHE 16
 
+/* The heaps: the arena's two, then two per pool slot. */
+#define NTA_MAX_HEAPS (2 + 2 * NTA_MAX_POOLS)
+#define HEAP_ARENA 0u
+#define HEAP_ARENA_RESERVE 1u
+static inline uint32_t pool_heap(uint32_t slot, int reserve)
+{
+	return 2 + 2 * slot + (reserve ? 1 : 0);
+}
+
+enum nta_heap_kind {
+	HEAP_NONE = 0,
+	HEAP_NTA = NTA_KIND_NTA,   /* exact chunks, free lists by length, combined on free */
+	HEAP_SLAB = NTA_KIND_POW2, /* power-of-two classes, a page per class */
+	HEAP_PPFRAG = 3,           /* the kernel's page_pool_alloc_frag: carve the current page only */
+	HEAP_WHOLE = 4,            /* whole pages only (a pool's NTA_POOL_PAGE): names the pages, places nothing */
+};
+#define HEAP_RESERVE 0x1 /* its pages come from the arena's reserve */
+
 enum nta_page_kind {
 	PG_UNTOUCHED = 0, /* at or above top: never used */
 	PG_FREE,          /* in a free run of pages */
@@ -48,6 +74,8 @@ enum nta_page_kind {
 	PG_LARGE,         /* first page of a multi-page block */
 	PG_LARGE_TAIL,    /* the other pages of it */
 	PG_SLAB,          /* pow2: objects of one size class */
+	PG_CARVE,         /* ppfrag: fragments carved in order, nothing reused until it is empty */
+	PG_POOL,          /* a whole page a pool holds: its cache, its ring, handed out, or awaiting its destructor */
 };
 
 #define PG_RESERVE 0x1     /* taken under the reserve */
@@ -57,15 +85,16 @@ struct nta_page {
 	uint8_t kind;
 	uint8_t flags;
 	uint8_t cls;      /* PG_SLAB: log2 of the object size */
-	uint8_t pad;
-	uint16_t nfree;   /* PG_SMALL: free chunks; PG_SLAB: free objects */
-	uint16_t live;    /* PG_SMALL/PG_SLAB: blocks in use or cached */
+	uint8_t heap;     /* every page in use: the heap it belongs to (a pool's pages: its heaps) */
+	uint16_t nfree;   /* PG_SMALL, PG_CARVE: free chunks; PG_SLAB: free objects */
+	uint16_t live;    /* PG_SMALL/PG_SLAB/PG_CARVE: blocks in use or cached */
 	uint32_t run;     /* PG_FREE: run length (at both ends); PG_LARGE: pages in the block */
 	uint32_t next;    /* list links, page index + 1, 0 = none */
 	uint32_t prev;
-	uint32_t aux;     /* PG_SLAB: first free object index + 1, 0 = none */
+	uint32_t aux;     /* PG_SLAB: first free object index + 1, 0 = none; PG_SMALL: blocks parked in the cache */
 };
 _Static_assert(sizeof(struct nta_page) == 24, "nta_page layout");
+_Static_assert(NTA_MAX_HEAPS <= 256, "a page names its heap in a byte");
 
 /* A free region's first chunk holds this node (in-band, NTA only). */
 struct nta_node {
@@ -79,6 +108,23 @@ struct nta_classes {
 	uint64_t nonempty[NTA_CLASS_WORDS];  /* bit k: heads[k] != 0 */
 	uint32_t slabs[NTA_POW2_CLASSES];    /* pow2: partial slabs by class, page index + 1 */
 	uint32_t pad;
+};
+
+/* A heap: where blocks go inside the pages it holds (see the layout above). */
+struct nta_heap {
+	uint32_t kind;          /* enum nta_heap_kind; HEAP_NONE: a free slot */
+	uint32_t flags;         /* HEAP_RESERVE */
+	uint32_t owner;         /* the pid of the pool's process; 0: the arena's own */
+	uint32_t pages;         /* pages holding its blocks now (PG_SMALL, PG_SLAB or PG_CARVE) */
+	uint32_t peak_pages;
+	uint32_t cur;           /* HEAP_PPFRAG: the current page + 1, 0 = none */
+	uint32_t cursor;        /* HEAP_PPFRAG: its first chunk not yet carved */
+	uint32_t cache_limit;   /* HEAP_NTA: blocks its cache parks per length (0 for a reserve heap) */
+	uint64_t live;          /* blocks taken from it: in use, or parked in its cache */
+	uint64_t handed;        /* their bytes (chunks or objects) */
+	uint64_t free_chunks;   /* free chunks in its pages */
+	struct nta_classes lists;
+	uint32_t cache_count[NTA_MAX_CPP + 1]; /* blocks parked, by length in chunks */
 };
 
 struct nta_hdr {
@@ -95,9 +141,7 @@ struct nta_hdr {
 	uint32_t pad;
 	uint32_t run_heads[NTA_RUN_CLASSES];
 	uint64_t run_nonempty[NTA_RUN_CLASSES / 64];
-	/* small blocks: [0] ordinary pages, [1] reserve pages */
-	struct nta_classes pool[2];
-	uint32_t cache_count[NTA_MAX_CPP + 1];
+	struct nta_heap heaps[NTA_MAX_HEAPS];
 	struct nta_stats st;            /* live counters; largest_free computed on demand */
 };
 
@@ -133,6 +177,17 @@ _Static_assert(sizeof(struct nta_readers) == 4096, "readers page");
 #define NTA_READERS_BYTES (sizeof(struct nta_readers) + NTA_MAX_READERS * sizeof(struct nta_reader_slot))
 
 /*
+ * Where a heap's pages come from and go back to, in this process: a pool
+ * hands its heaps pages from its cache, its ring or the arena, and takes
+ * back the pages they empty. The arena's own heaps have none (pages.c).
+ */
+struct nta_feed {
+	int64_t (*get)(void *ctx, bool reserve); /* a page index, or -errno */
+	void (*put)(void *ctx, uint32_t page);   /* a page the heap no longer uses */
+	void *ctx;
+};
+
+/*
  * The process-local handle. Besides the mapping it caches the geometry and
  * the addresses derived from the header's offsets (never stored in shared
  * memory): the fast paths read these instead of the header, whose 64-bit
@@ -148,14 +203,15 @@ struct nta_arena {
 	/* derived, read-only after open */
 	struct nta_page *desc;
 	uint64_t *bmp;
-	uint32_t *cache;        /* [cpp + 1][depth] */
-	uint32_t *cache_count;  /* h->cache_count */
+	uint32_t *cache;        /* [NTA_MAX_HEAPS][cpp + 1][depth] */
 	uint8_t *live;          /* by global chunk index - data_off / chunk */
 	struct nta_readers *rd;
 	struct nta_reader_slot *readers;
 	struct nta_stats *st;   /* h->st */
+	struct nta_heap *heaps; /* h->heaps */
 	uint32_t kind, page_size, page_shift, chunk_shift, chunk_mask, cpp, words, depth;
 	uint32_t gpage0;        /* global chunk index >> (page_shift - chunk_shift) of page 0 */
+	struct nta_feed feed[NTA_MAX_HEAPS];
 };
 
 /* Fill in the derived fields of a from its header (arena.c, after mapping). */
@@ -210,9 +266,15 @@ static inline struct nta_node *node(const struct nta_arena *a, uint32_t g)
 	return (struct nta_node *)(a->base + ((uint64_t)g << a->h->chunk_shift));
 }
 
-static inline uint32_t *cache_slot(const struct nta_arena *a, uint32_t n)
+static inline struct nta_heap *heap(const struct nta_arena *a, uint32_t h)
 {
-	return a->cache + (size_t)n * a->depth;
+	return &a->h->heaps[h];
+}
+
+/* The parked blocks of n chunks in heap h. */
+static inline uint32_t *cache_slot(const struct nta_arena *a, uint32_t h, uint32_t n)
+{
+	return a->cache + ((size_t)h * (a->cpp + 1) + n) * a->depth;
 }
 
 /* -- bitmaps (at most NTA_MAX_WORDS words) --------------------------------- */
@@ -315,6 +377,12 @@ static inline uint32_t bit_next_set(const uint64_t *w, uint32_t i, uint32_t n)
 
 #define PEAK(st, field, peak) do { if ((st)->field > (st)->peak) (st)->peak = (st)->field; } while (0)
 
+/* A pool's heap keeps its last page when it empties (the arena's give every empty page back). */
+static inline bool nta_heap_keeps(const struct nta_arena *a, uint32_t h)
+{
+	return a->feed[h].put && a->heaps[h].pages == 1;
+}
+
 /* -- across files ---------------------------------------------------------- */
 
 /* pages.c: whole pages. */
@@ -323,16 +391,47 @@ void nta_pages_put(struct nta_arena *a, uint32_t p, uint32_t n);
 uint32_t nta_run_class(uint32_t n);
 uint64_t nta_pages_budget(const struct nta_arena *a, bool reserve);
 
-/* nta.c: shared by pow2.c */
-int64_t nta_large_alloc(struct nta_arena *a, uint32_t npages, size_t size, unsigned flags);
-int nta_large_free(struct nta_arena *a, uint32_t p, size_t size, uint32_t npages);
+/* heap.c: a heap's pages (from its feeder or pages.c), its blocks whatever its kind. */
+int64_t nta_heap_page_get(struct nta_arena *a, uint32_t h, uint8_t kind);
+void nta_heap_page_put(struct nta_arena *a, uint32_t h, uint32_t p);
+int nta_heap_open(struct nta_arena *a, uint32_t h, uint32_t kind, uint32_t flags, const struct nta_feed *feed);
+/* Give back what the heap holds for nothing (its cache, the empty pages it keeps, an empty current
+ * page); returns how many pages still hold its blocks. */
+long nta_heap_drain(struct nta_arena *a, uint32_t h);
+/* Close a heap none of whose pages remain anywhere (the caller knows): 0, or -EBUSY. */
+int nta_heap_close(struct nta_arena *a, uint32_t h);
+/* A small block (size <= page) from heap h; its offset or -errno. */
+int64_t nta_heap_alloc(struct nta_arena *a, uint32_t h, size_t size);
+/* Free the live block at off in heap h, its length read from the bitmaps; *handed gets its bytes.
+ * 0, or -errno and nothing changed. */
+int nta_heap_free_block(struct nta_arena *a, uint32_t h, uint64_t off, uint64_t *handed);
+/* Is off the start of a live block of a heap page, 0; else -ENOENT, -EALREADY (free or parked). */
+int nta_heap_block_at(const struct nta_arena *a, uint32_t p, uint32_t c);
+
+/* nta.c: the NTA's small blocks on a heap. */
+int64_t nta_small_alloc(struct nta_arena *a, uint32_t h, uint32_t n);
+int nta_small_free(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n);
 int nta_check_small_free(const struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n);
+void nta_small_flush(struct nta_arena *a, uint32_t h);
+void nta_small_release_empty(struct nta_arena *a, uint32_t h);
+
+/* pow2.c: the slab baseline on a heap. */
+int64_t nta_slab_alloc(struct nta_arena *a, uint32_t h, size_t size);
+int nta_slab_free(struct nta_arena *a, uint32_t p, uint64_t off, size_t size);
+uint32_t nta_pow2_class(const struct nta_arena *a, size_t size);
+uint32_t nta_pow2_pages(uint64_t npages);
+void nta_slab_release_empty(struct nta_arena *a, uint32_t h);
+
+/* ppfrag.c: the kernel's page_pool_alloc_frag on a heap. */
+int64_t nta_ppfrag_alloc(struct nta_arena *a, uint32_t h, uint32_t n);
+int nta_ppfrag_free(struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n);
+void nta_ppfrag_drop(struct nta_arena *a, uint32_t h);
+
+/* alloc.c: the front door's accounting and blocks of whole pages. */
 void nta_account_alloc(struct nta_arena *a, size_t size, uint64_t handed);
 void nta_account_free(struct nta_arena *a, size_t size, uint64_t handed);
-
-/* pow2.c */
-int64_t nta_pow2_alloc(struct nta_arena *a, size_t size, unsigned flags);
-int nta_pow2_free(struct nta_arena *a, uint64_t off, size_t size);
-uint32_t nta_pow2_class(const struct nta_arena *a, size_t size);
+/* npages whole pages as one block of heap h (a reserve heap's from the reserve); the first page or -errno. */
+int64_t nta_large_get(struct nta_arena *a, uint32_t h, uint32_t npages);
+void nta_large_put(struct nta_arena *a, uint32_t p);
 
 #endif /* NTA_INTERNAL_H */

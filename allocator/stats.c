@@ -15,9 +15,10 @@ static uint64_t largest_free(const struct nta_arena *a)
 	uint64_t small = 0, run = 0, budget = nta_pages_budget(a, false);
 
 	if (h->kind == NTA_KIND_NTA) {
+		const uint64_t *nonempty = h->heaps[HEAP_ARENA].lists.nonempty;
 		for (int w = NTA_CLASS_WORDS - 1; w >= 0; w--)
-			if (h->pool[0].nonempty[w]) {
-				small = (uint64_t)(w * 64 + 63 - __builtin_clzll(h->pool[0].nonempty[w])) << h->chunk_shift;
+			if (nonempty[w]) {
+				small = (uint64_t)(w * 64 + 63 - __builtin_clzll(nonempty[w])) << h->chunk_shift;
 				break;
 			}
 	}
@@ -40,8 +41,9 @@ NTA_API int nta_stats(const struct nta_arena *a, struct nta_stats *st)
 	memcpy(st, &a->h->st, sizeof(*st));
 	st->live_allocs = st->allocs - st->frees;
 	st->cached_blocks = 0;
-	for (uint32_t n = 1; n <= a->cpp && a->depth; n++)
-		st->cached_blocks += a->cache_count[n];
+	for (uint32_t h = 0; h < NTA_MAX_HEAPS; h++)
+		for (uint32_t n = 1; n <= a->cpp && a->depth; n++)
+			st->cached_blocks += a->heaps[h].cache_count[n];
 	st->largest_free = largest_free(a);
 	return 0;
 }
@@ -61,7 +63,8 @@ NTA_API long nta_page_map(const struct nta_arena *a, uint8_t *map, size_t npages
 			memset(row, (d->flags & PG_DECOMMITTED) ? NTA_CELL_UNTOUCHED : NTA_CELL_FREE, cpp);
 			break;
 		case PG_SMALL:
-		case PG_SLAB: {
+		case PG_SLAB:
+		case PG_CARVE: {
 			const uint64_t *used = bmp(a, p, BMP_USED), *start = bmp(a, p, BMP_START);
 			const uint64_t *cached = bmp(a, p, BMP_CACHED);
 			uint8_t cell = NTA_CELL_FREE;
@@ -77,6 +80,9 @@ NTA_API long nta_page_map(const struct nta_arena *a, uint8_t *map, size_t npages
 		case PG_LARGE:
 		case PG_LARGE_TAIL:
 			memset(row, NTA_CELL_LARGE, cpp);
+			break;
+		case PG_POOL: /* held whole by a pool: its own page map says how */
+			memset(row, NTA_CELL_USED, cpp);
 			break;
 		default:
 			memset(row, NTA_CELL_UNTOUCHED, cpp);
@@ -95,7 +101,7 @@ NTA_API long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_
 	memset(hist, 0, nbins * sizeof(*hist));
 	for (uint32_t p = 0; p < h->top; p++) {
 		const struct nta_page *d = pg(a, p);
-		if (d->kind != PG_SMALL && d->kind != PG_SLAB)
+		if (d->kind != PG_SMALL && d->kind != PG_SLAB && d->kind != PG_CARVE)
 			continue;
 		const uint64_t *used = bmp(a, p, BMP_USED);
 		for (uint32_t c = 0; c < h->cpp;) {

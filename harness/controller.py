@@ -16,13 +16,12 @@ import numpy as np
 
 from harness import cmodule
 from harness.errors import NtaError
-from harness.nta import Arena, ArenaError, Pool
+from harness.nta import CELLS, Arena, ArenaError, Pool, pool_allocator
 
 ffi, lib = cmodule.load("_ctl_c")
 
 HOLDS = {"immediate": lib.NTA_HOLD_IMMEDIATE, "packets": lib.NTA_HOLD_PACKETS, "usec": lib.NTA_HOLD_USEC,
          "flow": lib.NTA_HOLD_FLOW, "random": lib.NTA_HOLD_RANDOM}
-ALLOCATORS = ("nta", "pow2")
 
 
 def parse_hold(text: str) -> tuple[str, int]:
@@ -37,12 +36,6 @@ def parse_hold(text: str) -> tuple[str, int]:
     if not arg.isdigit() or int(arg) < 1:
         raise NtaError(f"bad hold policy {text!r}: {name} needs a positive number, as {name}:64")
     return name, int(arg)
-
-
-def check_allocator(name: str) -> str:
-    if name not in ALLOCATORS:
-        raise NtaError(f"bad --allocator {name!r}: choose {' or '.join(ALLOCATORS)}")
-    return name
 
 
 def meta_dtype() -> np.dtype:
@@ -113,6 +106,14 @@ class Controller:
     def flush(self) -> int:
         return lib.nta_ctl_flush(self._c)
 
+    def held(self) -> tuple[np.ndarray, np.ndarray]:
+        """What it holds now: the fragments' offsets, and the bytes their frames asked for."""
+        n = self.stats()["held"]
+        offs, lens = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint32)
+        k = lib.nta_ctl_held(self._c, ffi.from_buffer("int64_t[]", offs), ffi.from_buffer("uint32_t[]", lens),
+                             n)
+        return offs[:k], lens[:k]
+
     def stats(self) -> dict:
         st = ffi.new("struct nta_ctl_stats *")
         lib.nta_ctl_stats(self._c, st)
@@ -136,15 +137,14 @@ class Consumer:
     metadata ring; ``pump()`` moves what the ring holds into the controller, a batch at a time."""
 
     def __init__(self, ring_fd: int, ifindex: int, hold: str, allocator: str = "nta",
-                 arena_pages: int = 65536, queue: int = 0):
+                 arena_pages: int = 65536, queue: int = 0, peak_map: bool = False):
         parse_hold(hold)
-        check_allocator(allocator)
-        self.hold, self.allocator = hold, allocator
+        self.hold, self.allocator = hold, pool_allocator(allocator)
         self._stack = contextlib.ExitStack()
         try:
             self.arena = self._stack.enter_context(Arena(max_pages=arena_pages))
             self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=queue,
-                                                       frag_pow2=allocator == "pow2"))
+                                                       allocator=self.allocator))
             self.ctl = self._stack.enter_context(Controller(self.pool, hold))
             self.ring = MetaRing(ring_fd)
             self._stack.callback(self.ring.close)
@@ -153,10 +153,42 @@ class Consumer:
             raise
         self.drained = 0
         self._latency: list = []  # ns from XDP's timestamp to the drain, a sample per batch
+        self._util: list[float] = []  # bytes asked / bytes of pages in use, a sample every UTIL_EVERY_NS
+        self._util_next = 0
+        # the pool's page map at the sample with the most pages in use
+        self.peak_map: np.ndarray | None = None
+        self._want_map, self._map_pages = peak_map, 0
+
+    UTIL_EVERY_NS = 10_000_000
+
+    def _sample_util(self) -> None:
+        pages = self.pool.pages_in_use()
+        if pages:
+            self._util.append(self.ctl.stats()["bytes_held"] / (pages * self.arena.page_size))
+        if self._want_map and pages > self._map_pages:
+            self._map_pages, self.peak_map = pages, self.page_map()
+
+    def page_map(self) -> np.ndarray:
+        """The pool's page map over the pages the arena has used, with the chunks each held fragment was
+        handed beyond what its frame asked for marked as slack (CELLS["slack"])."""
+        top = self.arena.stats()["peak_pages_committed"]
+        picture = self.pool.page_map(max(top, 1))
+        flat, chunk = picture.reshape(-1), self.arena.chunk_size
+        offs, lens = self.ctl.held()
+        for off, size in zip(offs.tolist(), lens.tolist(), strict=True):
+            first = (off - self.arena.data_off) // chunk
+            asked, handed = -(-max(size, 1) // chunk), self.pool.frag_size(max(size, 1)) // chunk
+            if handed > asked:
+                flat[first + asked:first + handed] = CELLS["slack"]
+        return picture
 
     def pump(self) -> int:
         total = 0
         while True:
+            now = time.monotonic_ns()
+            if now >= self._util_next:
+                self._sample_util()
+                self._util_next = now + self.UTIL_EVERY_NS
             recs = self.ring.drain(65536)
             if not len(recs):
                 return total
@@ -185,18 +217,32 @@ class Consumer:
         return {"samples": int(lat.size), "p50": float(np.percentile(lat, 50)),
                 "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
 
-    def finish(self, page_map: bool = False):
-        """The end of a run: (the pool's picture while the policy still holds its fragments,) what it held
-        put back, pool and arena checked. Returns (figures, map)."""
-        picture = self.pool.page_map() if page_map else None
-        self.ctl.flush()  # what the policy still held goes back: the pool must balance
+    def finish(self) -> dict:
+        """The end of a run: what the policy still holds put back, pool and arena checked; the figures."""
+        self._sample_util()
+        self.ctl.flush()  # the pool must balance
         self.pool.check()
         self.arena.check()
-        return self.figures(), picture
+        return self.figures()
+
+    def memory(self, ctl: dict, pool: dict) -> dict:
+        """What the frames' fragments took: the pool's pages holding them at their peak, the bytes the frames
+        asked for then and at their own peak, utilisation (asked / bytes of those pages) at that moment and
+        on average while the run went, and apart from those, the pages mapped and idle in the cache and
+        ring at their peak."""
+        page, peak = self.arena.page_size, ctl["peak_pages"]
+        return {"allocator": self.allocator, "page_size": page, "peak_pages": peak,
+                "peak_fragments": ctl["peak_held"], "peak_bytes_asked": ctl["peak_bytes_held"],
+                "bytes_asked_at_peak_pages": ctl["bytes_at_peak_pages"],
+                "utilisation_at_peak": ctl["bytes_at_peak_pages"] / (peak * page) if peak else None,
+                "utilisation_mean": float(np.mean(self._util)) if self._util else None,
+                "utilisation_samples": len(self._util), "idle_mapped_pages_peak": pool["peak_idle"]}
 
     def figures(self) -> dict:
-        return {"page_size": self.arena.page_size, "controller": self.ctl.stats(), "pool": self.pool.stats(),
-                "arena": self.arena.stats(), "latency_us": self.latency_us()}
+        ctl, pool = self.ctl.stats(), self.pool.stats()
+        return {"page_size": self.arena.page_size, "controller": ctl, "pool": pool,
+                "arena": self.arena.stats(), "memory": self.memory(ctl, pool),
+                "latency_us": self.latency_us()}
 
     def close(self) -> None:
         self._stack.close()

@@ -72,7 +72,7 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
         if consumer:
             loop.settle()
             ring = prog.ring_stats()
-            figures, _ = consumer.finish()
+            figures = consumer.finish()
         xdp = prog.stats()
     meta = reconcile.metadata(xdp.packets, ring, figures["controller"]["handled"]) if ring else None
     doc = document("run", iface=iface, netns=netns, ifindex=ifindex, mode=cfg.mode, action=cfg.action,

@@ -314,8 +314,27 @@ class PoolBusy(ArenaError):
         self.pages, self.count = pages, count
 
 
+# who places a pool's fragments (enum nta_pool_alloc); "pow2" is the old name of "slab"
+POOL_ALLOCATORS = {"nta": lib.NTA_POOL_NTA, "slab": lib.NTA_POOL_SLAB, "ppfrag": lib.NTA_POOL_PPFRAG,
+                   "page": lib.NTA_POOL_PAGE}
+ALLOCATOR_ALIASES = {"pow2": "slab"}
+
+
+def pool_allocator(name: str) -> str:
+    """The canonical name of a pool allocator (an alias resolved); NtaError for an unknown one."""
+    name = ALLOCATOR_ALIASES.get(name, name)
+    if name not in POOL_ALLOCATORS:
+        raise NtaError(f"bad --allocator {name!r}: choose {', '.join(POOL_ALLOCATORS)} (pow2 = slab)")
+    return name
+
+
 class Pool:
     """A page pool over an arena, per device and RX queue (see allocator/pool.c).
+
+    ``allocator`` places its fragments: "nta" (exact chunks, in any partly used
+    page, combined on free), "slab" (powers of two, a page per class), "ppfrag"
+    (the kernel's page_pool_alloc_frag: the current page only) or "page" (a
+    page each).
 
     Destructors reach Python only in batches: with ``batch_destructor=True``
     pages whose last holder let go wait; ``destructed()`` takes them as a numpy
@@ -324,17 +343,19 @@ class Pool:
 
     def __init__(self, arena: Arena, *, cache_size: int = 128, refill: int = 64, ring_size: int = 1024,
                  map_cost_ns: int = 0, ifindex: int = 0, queue: int = 0, batch_destructor: bool = False,
-                 frag_pow2: bool = False):
+                 allocator: str = "nta"):
+        self.allocator = pool_allocator(allocator)
         cfg = ffi.new("struct nta_pool_config *")
         cfg.cache_size, cfg.refill, cfg.ring_size = cache_size, refill, ring_size
         cfg.map_cost_ns, cfg.ifindex, cfg.queue = map_cost_ns, ifindex, queue
-        cfg.flags = (lib.NTA_POOL_BATCH_DTOR if batch_destructor else 0) | \
-            (lib.NTA_POOL_FRAG_POW2 if frag_pow2 else 0)
+        cfg.flags = lib.NTA_POOL_BATCH_DTOR if batch_destructor else 0
+        cfg.allocator = POOL_ALLOCATORS[self.allocator]
         p = lib.nta_pool_create(arena._h(), cfg)
         if p == ffi.NULL:
-            raise ArenaError(ffi.errno, "creating a pool: ring_size must be a power of two, "
-                                        "refill <= cache_size, "
-                                        "and the arena writable and of kind 'nta'")
+            err = ffi.errno
+            why = (f"all {lib.NTA_MAX_POOLS} pool slots of the arena are taken" if err == E.EUSERS else
+                   "ring_size must be a power of two, refill <= cache_size, and the arena writable")
+            raise ArenaError(err, f"creating a pool: {why}")
         self._p, self.arena = p, arena
         self.ifindex, self.queue = ifindex, queue
         arena._pools.add(id(self))
@@ -450,6 +471,14 @@ class Pool:
         st = ffi.new("struct nta_pool_stats *")
         lib.nta_pool_stats(self._h(), st)
         return _as_dict(st, "struct nta_pool_stats")
+
+    def frag_size(self, size: int) -> int:
+        """The bytes a fragment of ``size`` takes in this pool, by its allocator (0: it cannot take one)."""
+        return lib.nta_pool_frag_size(self._h(), size)
+
+    def pages_in_use(self) -> int:
+        """Pages handed out whole or holding fragments now, read in place (no copy, nothing published)."""
+        return lib.nta_pool_counters(self._h()).pages.pages_in_use
 
     def page_map(self, npages: int | None = None) -> np.ndarray:
         """The pool's picture (see nta_pool_page_map), shape (npages, chunks per page)."""

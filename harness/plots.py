@@ -71,7 +71,8 @@ def plot_run(doc: dict, out_dir: str, page_map: np.ndarray | None = None) -> lis
         used = shown == CELLS["used"]
         note = f"{used.sum():,} chunks held by live fragments in {int(used.any(axis=1).sum()):,} pages"
         plot_page_maps({"pool": shown}, paths[-1], page_map.shape[1], {"pool": note},
-                       title=f"the page pool at the end of the run, hold {hold} "
+                       title=f"the page pool at its peak, hold {hold}, allocator "
+                             f"{doc['controller']['allocator']} "
                              f"({shown.shape[0]} pages, each a tile of 8 x {page_map.shape[1] // 8} chunks)")
     return paths
 

@@ -87,22 +87,31 @@ def _meta_rows(doc: dict) -> list[list[str]]:
 
 def _controller_lines(doc: dict, out) -> None:
     ctl = doc["controller"]
-    p, c, arena = ctl["pool"], ctl["controller"], ctl["arena"]
+    p, c = ctl["pool"], ctl["controller"]
     print(f"  controller: hold {ctl['hold']}, peak {n(c['peak_held'])} fragments held; pool: "
           f"{n(p['hold'])} pages mapped, alloc fast {n(p['fast'])} slow {n(p['slow'])} refill "
           f"{n(p['refill'])}, recycle cached {n(p['cached'])} ring {n(p['ring'])} ring_full "
           f"{n(p['ring_full'])}; at the end {n(p['frags'])} fragments live, {n(p['inflight'])} pages "
           f"in flight (the pool's own cache and ring)", file=out)
-    frag = [row["frag_pct"] for row in doc["intervals"] if "frag_pct" in row]
-    print(f"  memory ({ctl['allocator']}): arena peak {n(arena['peak_pages_in_use'])} pages "
-          f"({arena['peak_pages_in_use'] * ctl['page_size'] / 1048576:.1f} MiB) for at most "
-          f"{n(c['peak_held'])} fragments held; pages' bytes no frame asked for, mean over intervals: "
-          + (f"{sum(frag) / len(frag):.1f}%" if frag else "-"), file=out)
+    print("  " + memory_line(ctl["memory"]), file=out)
     lat = ctl["latency_us"]
     if lat["samples"]:
         print(f"  latency XDP -> controller: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, "
               f"max {lat['max']:.0f} us ({n(lat['samples'])} samples; drained every "
               f"{ctl['drain_us']} us)", file=out)
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def memory_line(m: dict) -> str:
+    """The memory the frames' fragments took (harness.controller.Consumer.memory)."""
+    return (f"memory ({m['allocator']}): peak {n(m['peak_pages'])} pages holding fragments "
+            f"({m['peak_pages'] * m['page_size'] / 1048576:.1f} MiB) for at most {n(m['peak_fragments'])} "
+            f"fragments ({m['peak_bytes_asked'] / 1048576:.1f} MiB asked for); utilisation at the peak "
+            f"{pct(m['utilisation_at_peak'])}, mean {pct(m['utilisation_mean'])}; mapped and idle (cache, "
+            f"ring) at most {n(m['idle_mapped_pages_peak'])} pages")
 
 
 def _metadata_verdict(doc: dict) -> str:

@@ -17,10 +17,11 @@ import os
 import sys
 
 from harness import cpus, pcapfile, reconcile, report, topology
-from harness.controller import Consumer, check_allocator, parse_hold
+from harness.controller import Consumer, parse_hold
 from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop
+from harness.nta import pool_allocator
 from harness.replay import DRIVERS, BuiltinReplayer, Replayer, ReplayOptions, ReplayResult, check_builtin
 from harness.xdp import MetaProgram, XdpProgram, XdpStats
 
@@ -45,12 +46,13 @@ class RunConfig:
     arena_pages: int = 65536
     drain_us: int = 200  # how often the ring is drained
     plot_dir: str | None = None
-    allocator: str = "nta"  # fragments at exact size (nta) or rounded to a power of two (pow2)
+    allocator: str = "nta"  # who places fragments in the pool: nta, slab (alias pow2), ppfrag or page
     replayer: str = "tcpreplay"  # or "builtin"
     napi: str = "softirq"  # or "threaded": the dut veth polls in a kernel thread (see Topology)
     batch: int = 64  # frames per sendmmsg or TX ring send (builtin)
     send: str = "sendmmsg"  # or "tx-ring" (builtin)
     threads: int = 1  # builtin senders, each on its own CPU and veth queue
+    peak_map: bool = False  # keep the pool's page map at its peak (RunResult.peak_map; --plot does too)
 
     def check(self) -> None:
         """Everything about the options that can be checked before anything is made."""
@@ -72,7 +74,7 @@ class RunConfig:
         cpus.check_threads(self.threads)
         if self.controller:
             parse_hold(self.hold)
-            check_allocator(self.allocator)
+            self.allocator = pool_allocator(self.allocator)
         if self.plot_dir is not None and not os.path.isdir(self.plot_dir):
             raise NtaError(f"--plot {self.plot_dir}: not a directory")
         if self.tag is not None:
@@ -106,6 +108,7 @@ class RunResult:
     intervals: list[dict]
     ring: dict | None = None  # submitted, lost
     consumer: dict | None = None  # controller, pool, arena figures at the end (held ones flushed)
+    peak_map: object = None  # the pool's page map at its peak (numpy; with --plot or peak_map)
 
     @property
     def expected(self) -> int | None:
@@ -252,7 +255,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
         consumer = None
         if cfg.controller:
             consumer = Consumer(prog.ring_fd, topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
-                                cfg.arena_pages)
+                                cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir))
             stack.callback(consumer.close)
         sender_cpus = _place_threads(cfg, topo)
         mode, prog_id = topo.xdp_attached()
@@ -275,21 +278,21 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
         loop.settle(lambda s: s.seen + max(0, s.dropped - (replay.retried_enobufs or 0)) >= replay.sent)
         wall = loop.read().t
         veth_tx = loop.link_delta("tx_packets", "tx_bytes", "tx_dropped")
-        ring = figures = page_map = None
+        ring = figures = None
         if consumer:
             ring = prog.ring_stats()
-            figures, page_map = consumer.finish(page_map=bool(cfg.plot_dir))
+            figures = consumer.finish()
         result = RunResult(config=cfg, capture=info, topology=topo.tag, xdp_mode=mode, xdp_prog_id=prog_id,
                            replay=replay, xdp=prog.stats(), veth_tx=veth_tx,
                            veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=loop.intervals,
-                           ring=ring, consumer=figures)
+                           ring=ring, consumer=figures, peak_map=consumer.peak_map if consumer else None)
     doc = result.as_dict()
     if not cfg.quiet:
         report.run_summary(doc, out)
     if cfg.plot_dir:
         from harness.plots import plot_run
 
-        for path in plot_run(doc, cfg.plot_dir, page_map):
+        for path in plot_run(doc, cfg.plot_dir, result.peak_map):
             say(f"  plot: {path}")
     if cfg.json_path:
         write_json(cfg.json_path, doc)

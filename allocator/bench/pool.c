@@ -8,9 +8,10 @@
  *              cache refills from the ring, `refill` pages at a time)
  *   slow       alloc a page, release it to the arena (no recycling: every
  *              allocation takes a page from the arena, maps and unmaps it)
- *   frag       alloc an IMIX-sized fragment, put it back
+ *   frag       alloc an IMIX-sized fragment, put it back (placed by ALLOCATOR:
+ *              nta, slab, ppfrag or page; default nta)
  *
- *   poolbench MODE LOOPS REPEATS   ->  one line of JSON: ns per alloc+put, per repeat
+ *   poolbench MODE LOOPS REPEATS [ALLOCATOR]  ->  one line of JSON: ns per alloc+put, per repeat
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -37,8 +38,10 @@ static int release_all(void *ctx, struct nta_pool *p, uint64_t page)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4) {
-		fprintf(stderr, "usage: %s fast_path|ptr_ring|slow|frag LOOPS REPEATS\n", argv[0]);
+	static const char *const allocators[] = { [NTA_POOL_NTA] = "nta", [NTA_POOL_SLAB] = "slab",
+						  [NTA_POOL_PPFRAG] = "ppfrag", [NTA_POOL_PAGE] = "page" };
+	if (argc != 4 && argc != 5) {
+		fprintf(stderr, "usage: %s fast_path|ptr_ring|slow|frag LOOPS REPEATS [nta|slab|ppfrag|page]\n", argv[0]);
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -48,6 +51,14 @@ int main(int argc, char **argv)
 	struct nta_arena *a = nta_arena_create(NULL, &cfg);
 	struct nta_pool_config pc = { 0 };
 	int direct = 1;
+
+	for (pc.allocator = 0; argc == 5 && pc.allocator <= NTA_POOL_PAGE; pc.allocator++)
+		if (!strcmp(argv[4], allocators[pc.allocator]))
+			break;
+	if (pc.allocator > NTA_POOL_PAGE) {
+		fprintf(stderr, "poolbench: unknown allocator %s\n", argv[4]);
+		return 2;
+	}
 
 	if (!strcmp(mode, "slow"))
 		pc.refill = 1; /* one page from the arena per allocation, no bulk */
@@ -67,7 +78,8 @@ int main(int argc, char **argv)
 	int frag = !strcmp(mode, "frag");
 	static const uint32_t imix[12] = { 64, 576, 64, 1500, 64, 576, 64, 64, 576, 64, 576, 64 };
 
-	printf("{\"mode\": \"%s\", \"loops\": %ld, \"ns_per_op\": [", mode, loops);
+	printf("{\"mode\": \"%s\", \"allocator\": \"%s\", \"loops\": %ld, \"ns_per_op\": [", mode,
+	       allocators[pc.allocator], loops);
 	for (int r = 0; r < repeats + 1; r++) { /* the first round warms up */
 		double t0 = now_ns();
 		for (long i = 0; i < loops; i++) {

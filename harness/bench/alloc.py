@@ -273,26 +273,31 @@ POOL_BIN = os.path.join(ROOT, "build", "poolbench")
 POOL_ANCHORS = {"fast_path": 4.0, "ptr_ring": 13.6, "slow": 45.0, "frag": None}
 
 
-def bench_pool(loops=2_000_000, repeats=5, processes=3, out=print) -> dict:
+def bench_pool(loops=2_000_000, repeats=5, processes=3, allocators=("nta", "slab", "ppfrag", "page"),
+               out=print) -> dict:
+    """The kernel's bench_page_pool_simple shapes, and the frag shape under each allocator."""
     if not os.access(POOL_BIN, os.X_OK):
         raise NtaError(f"{POOL_BIN} is missing: run 'make build'")
+    shapes = [(m, None) for m in POOL_ANCHORS if m != "frag"] + [("frag", al) for al in allocators]
     rows = {}
-    for mode in POOL_ANCHORS:
+    for mode, allocator in shapes:
         runs = []
         for _ in range(processes):
-            proc = subprocess.run([POOL_BIN, mode, str(loops), str(repeats)], capture_output=True, text=True,
-                                  timeout=600)
+            cmd = [POOL_BIN, mode, str(loops), str(repeats)] + ([allocator] if allocator else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if proc.returncode != 0:
-                raise NtaError(f"poolbench {mode} failed: {proc.stderr.strip()}")
+                raise NtaError(f"poolbench {' '.join(cmd[1:])} failed: {proc.stderr.strip()}")
             runs.append(json.loads(proc.stdout))
         ns = statistics.median(statistics.median(r["ns_per_op"]) for r in runs)
-        rows[mode] = {"ns_per_op": ns, "runs": [statistics.median(r["ns_per_op"]) for r in runs],
+        name = mode if allocator is None else f"{mode} ({allocator})"
+        rows[name] = {"mode": mode, "allocator": allocator, "ns_per_op": ns,
+                      "runs": [statistics.median(r["ns_per_op"]) for r in runs],
                       "kernel_ns": POOL_ANCHORS[mode], "stats": runs[0]["stats"]}
     out(f"\npage pool: alloc + put, {fmt_n(loops)} loops, median of {repeats} rounds x {processes} processes")
     table([[m, f"{r['ns_per_op']:.1f}", f"{r['kernel_ns']:.1f}" if r["kernel_ns"] else "-",
             f"{r['ns_per_op'] / r['kernel_ns']:.2f}" if r["kernel_ns"] else "-"] for m, r in rows.items()],
           ["test", "ns/op", "kernel ns/op", "x kernel"])
-    out("  (kernel: bench_page_pool_simple on a Xeon E5-1650 v4, not measured here)")
+    out("  (kernel: bench_page_pool_simple on a Xeon E5-1650 v4, not measured here; frag: IMIX fragments "
+        "placed by each allocator)")
     return {"tool": "nta", "command": "bench pool", "loops": loops, "repeats": repeats,
-            "processes": processes,
-            "results": rows}
+            "processes": processes, "results": rows}

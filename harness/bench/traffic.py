@@ -1,7 +1,9 @@
-"""Benchmarks on real traffic that need root: ``nta bench e2e`` and ``nta bench replay``.
+"""Benchmarks on real traffic that need root: ``nta bench e2e``, ``replay`` and ``real``.
 
 e2e: the whole path against bare XDP on the same generator and capture.
 replay: tcpreplay against the built-in replayer, counted at the XDP hook.
+real: the pool's four allocators on the same replayed capture and lifetimes: the pages their fragments
+  took at the peak, how much of those pages the frames asked for, and the page maps at the peak.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import os
 import statistics
 
+import numpy as np
+
 from harness import cpus
 from harness.errors import NtaError, require_root
 from harness.imix import write_frames, write_imix
+from harness.nta import CELLS, POOL_ALLOCATORS, pool_allocator
+from harness.plots import plot_page_maps
 from harness.replay import ReplayOptions
 from harness.report import n as fmt_n
-from harness.report import table
+from harness.report import pct, table
 from harness.run import NAPI_MODES, RunConfig, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -123,3 +129,68 @@ def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded
         f"{repeats} interleaved runs; batch {batch}")
     table(rows, ["capture", "NAPI", "replayer", "XDP pps", "range", "x tcpreplay"])
     return doc
+
+
+REAL_HOLDS = ("flow:16", "packets:3000", "random:3000")
+
+
+def bench_real(loops: int = 300, pps: float = 200_000, holds=REAL_HOLDS, allocators=tuple(POOL_ALLOCATORS),
+               pcap: str | None = None, plot_dir: str | None = None, out=print) -> dict:
+    """Each allocator places the fragments of the same capture, replayed at the same rate, held under the
+    same policies (seeded lifetimes: the same frames held for the same packets): one run each. For each,
+    the pool's pages holding fragments at their peak, the utilisation then and on average, and the ratio
+    of its pages to the NTA's; with ``plot_dir``, the page maps of nta and slab at their peak under the
+    last policy."""
+    require_root("nta bench real")
+    allocators = list(dict.fromkeys(pool_allocator(a) for a in allocators))
+    if pcap is None:
+        pcap = replay_captures()["IMIX"]
+    doc = {"tool": "nta", "command": "bench real", "pcap": pcap, "loops": loops, "pps": pps, "results": []}
+    rows, maps = [], {}
+    for hold in holds:
+        runs = {}
+        for al in allocators:
+            r = run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, pps=pps), quiet=True,
+                              controller=True, hold=hold, allocator=al, replayer="builtin",
+                              peak_map=plot_dir is not None))
+            c = r.consumer["controller"]
+            if not r.reconciled or c["handled"] != r.xdp.packets or c["alloc_fails"]:
+                raise NtaError(f"bench real: {al} under {hold} did not handle every frame (see 'nta run')")
+            runs[al] = r
+            if hold == holds[-1] and al in ("nta", "slab"):
+                maps[al] = r.peak_map
+        base = runs["nta"].consumer["memory"]["peak_pages"] if "nta" in runs else None
+        for al, r in runs.items():
+            m = r.consumer["memory"]
+            entry = {"hold": hold, "allocator": al, "frames": r.xdp.packets, **m,
+                     "pages_vs_nta": m["peak_pages"] / base if base else None}
+            doc["results"].append(entry)
+            rows.append([hold, al, fmt_n(m["peak_pages"]), fmt_n(m["peak_fragments"]),
+                         pct(m["utilisation_at_peak"]), pct(m["utilisation_mean"]),
+                         fmt_n(m["idle_mapped_pages_peak"]), f"{entry['pages_vs_nta']:.2f}" if base else "-"])
+    out(f"\nreal traffic: {os.path.basename(pcap)} x{loops} at {fmt_n(pps)} pps through XDP, the metadata "
+        "ring and the controller; the pool's pages holding fragments at their peak")
+    table(rows, ["hold", "allocator", "peak pages", "fragments", "util at peak", "util mean", "idle pages",
+                 "x nta pages"])
+    if plot_dir and maps:
+        path = os.path.join(plot_dir, "real-page-maps.png")
+        shown = {al: _trim(m) for al, m in maps.items() if m is not None}
+        notes = {al: _map_note(m) for al, m in shown.items()}
+        plot_page_maps(shown, path, next(iter(shown.values())).shape[1], notes,
+                       title=f"the pool's pages at their peak, hold {holds[-1]}, {os.path.basename(pcap)} at "
+                             f"{fmt_n(pps)} pps (each page a tile of 8 x 16 chunks of 32 bytes)")
+        doc["plot"] = path
+        out(f"\npage maps: {path}")
+    return doc
+
+
+def _map_note(m) -> str:
+    used, slack = int((m == CELLS["used"]).sum()), int((m == CELLS["slack"]).sum())
+    pages = int(((m == CELLS["used"]) | (m == CELLS["slack"])).any(axis=1).sum())
+    return f"{pages:,} pages hold fragments; slack {100 * slack / max(1, used + slack):.1f}% of their chunks"
+
+
+def _trim(page_map):
+    """The map's pages up to the last one the pool touched (at least a row of 64)."""
+    touched = np.flatnonzero((page_map != CELLS["untouched"]).any(axis=1))
+    return page_map[:max(int(touched[-1]) + 1 if touched.size else 1, 64)]

@@ -6,6 +6,7 @@ The work is in harness.bench.alloc and harness.bench.traffic; this module is the
 from __future__ import annotations
 
 import argparse
+import os
 
 from harness import jsonfile
 from harness.commands import csv, examples, positive_float, positive_int, write_doc
@@ -56,7 +57,10 @@ def cmd_bench_pool(args) -> int:
     from harness.bench import alloc
 
     jsonfile.check_writable(args.json)
-    return _out(args, alloc.bench_pool(loops=args.loops, repeats=args.repeats))
+    from harness.nta import pool_allocator
+
+    allocators = list(dict.fromkeys(pool_allocator(x) for x in args.allocators))
+    return _out(args, alloc.bench_pool(loops=args.loops, repeats=args.repeats, allocators=allocators))
 
 
 def cmd_bench_e2e(args) -> int:
@@ -74,9 +78,19 @@ def cmd_bench_replay(args) -> int:
                                                batch=args.batch))
 
 
+def cmd_bench_real(args) -> int:
+    from harness.bench import traffic
+
+    jsonfile.check_writable(args.json)
+    if args.plot is not None and not os.path.isdir(args.plot):
+        raise NtaError(f"--plot {args.plot}: not a directory")
+    return _out(args, traffic.bench_real(loops=args.loops, pps=args.pps, holds=args.holds,
+                                         allocators=args.allocators, pcap=args.pcap, plot_dir=args.plot))
+
+
 def add(sub) -> None:
     p = sub.add_parser(
-        "bench", help="allocator benchmarks: speed and space, fragmentation, bulk calls, page pool",
+        "bench", help="benchmarks: allocators against peers, the page pool, and real traffic (root)",
         description="Benchmarks print a table and, with --json FILE, write the same figures. "
                     "'make bench' runs them all.",
         epilog=examples("""
@@ -85,9 +99,11 @@ def add(sub) -> None:
             nta bench frag --plot build              # the NTA author's test, with page maps
             nta bench bulk --json bulk.json
             nta bench pool                           # the kernel's bench_page_pool_simple shapes
-            nta bench e2e                            # root: XDP alone vs the whole harness"""),
+            nta bench e2e                            # root: XDP alone vs the whole harness
+            nta bench replay                         # root: tcpreplay vs the built-in replayer
+            nta bench real --plot build              # root: the pool's four allocators on real traffic"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e,replay}", required=True)
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e,replay,real}", required=True)
     a = bsub.add_parser("alloc", help="ns per alloc+free and space on packet-size traces, against peers")
     a.add_argument("--traces", type=csv(str), default=["imix", "uniform", "pcap"],
                    help="comma list of imix, uniform, pcap (default all)")
@@ -120,6 +136,8 @@ def add(sub) -> None:
                          help="page pool: fast path, ring, slow path, fragments (the kernel's shapes)")
     pp.add_argument("--loops", type=positive_int, default=2_000_000)
     pp.add_argument("--repeats", type=positive_int, default=5)
+    pp.add_argument("--allocators", type=csv(str), default=["nta", "slab", "ppfrag", "page"],
+                    help="who places the frag shape's fragments, comma-separated (default all four)")
     pp.add_argument("--json", metavar="FILE")
     pp.set_defaults(func=cmd_bench_pool)
     e = bsub.add_parser("e2e", help="bare XDP_DROP pps vs the full harness, and latency at half rate (root)")
@@ -137,3 +155,17 @@ def add(sub) -> None:
     rp.add_argument("--batch", type=positive_int, default=64, help="built-in replayer batch (default 64)")
     rp.add_argument("--json", metavar="FILE")
     rp.set_defaults(func=cmd_bench_replay)
+    rl = bsub.add_parser("real", help="the pool's four allocators on the same replayed traffic: pages and "
+                                      "utilisation at the peak, page maps (root)")
+    rl.add_argument("--pcap", metavar="FILE", help="capture to replay (default the bundled IMIX)")
+    rl.add_argument("--loops", type=positive_int, default=300,
+                    help="loops of the capture per run (default 300)")
+    rl.add_argument("--pps", type=positive_float, default=200_000, help="replay rate (default 200000)")
+    rl.add_argument("--holds", type=csv(str), default=["flow:16", "packets:3000", "random:3000"],
+                    help="hold policies, comma-separated (default flow:16,packets:3000,random:3000)")
+    rl.add_argument("--allocators", type=csv(str), default=["nta", "slab", "ppfrag", "page"],
+                    help="comma-separated (default nta,slab,ppfrag,page)")
+    rl.add_argument("--plot", metavar="DIR", help="write the page maps of nta and slab at their peak as "
+                                                  "DIR/real-page-maps.png")
+    rl.add_argument("--json", metavar="FILE")
+    rl.set_defaults(func=cmd_bench_real)

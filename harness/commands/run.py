@@ -114,9 +114,11 @@ def add(sub) -> None:
                         "allocates it from the dut's page pool on an NTA arena and holds it (--hold)")
     p.add_argument("--hold", default="immediate", metavar="POLICY",
                    help="with --controller: immediate, packets:N, usec:T, flow:K or random:N")
-    p.add_argument("--allocator", choices=("nta", "pow2"), default="nta",
-                   help="with --controller: fragments at exact size (nta) or rounded to a power of two "
-                        "(pow2)")
+    p.add_argument("--allocator", choices=("nta", "slab", "ppfrag", "page", "pow2"), default="nta",
+                   help="with --controller: who places each frame's fragment in the pool's pages: nta (exact "
+                        "size in chunks, any partly used page, combined on free; the default), slab (powers "
+                        "of two, a page per size class; pow2 is its old name), ppfrag (the kernel's "
+                        "page_pool_alloc_frag: the current page only) or page (a page per frame)")
     p.add_argument("--ring-pages", type=positive_int, default=256, metavar="N",
                    help="metadata ring size in pages, a power of two (default 256)")
     p.add_argument("--arena-pages", type=positive_int, default=65536, metavar="N",

@@ -32,6 +32,7 @@ struct held {
 
 struct nta_ctl {
 	struct nta_pool *pool;
+	const struct nta_pool_stats *pc; /* the pool's counters, in place */
 	struct nta_arena *arena;
 	struct nta_ctl_config cfg;
 	struct nta_ctl_stats st;
@@ -104,11 +105,16 @@ static struct held heap_pop(struct nta_ctl *c)
 struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena,
 				       const struct nta_ctl_config *cfg)
 {
-	struct nta_ctl *c = calloc(1, sizeof(*c));
+	struct nta_ctl *c;
 
-	if (!c)
+	if (!pool || !arena || !cfg) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!(c = calloc(1, sizeof(*c))))
 		return NULL;
 	c->pool = pool;
+	c->pc = nta_pool_counters(pool);
 	c->arena = arena;
 	c->cfg = *cfg;
 	c->rng = cfg->seed ? cfg->seed : 0x9e3779b97f4a7c15ull;
@@ -206,8 +212,15 @@ static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_
 		break;
 	}
 	}
-	if (c->st.held > c->st.peak_held) /* after the policy let go of what fell due */
+	/* peaks after the policy let go of what fell due: memory grows only when a frame gets some */
+	if (c->st.held > c->st.peak_held)
 		c->st.peak_held = c->st.held;
+	if (c->st.bytes_held > c->st.peak_bytes_held)
+		c->st.peak_bytes_held = c->st.bytes_held;
+	if (c->pc->pages.pages_in_use > c->st.peak_pages) {
+		c->st.peak_pages = c->pc->pages.pages_in_use;
+		c->st.bytes_at_peak_pages = c->st.bytes_held;
+	}
 }
 
 long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
@@ -252,6 +265,28 @@ long nta_ctl_flush(struct nta_ctl *c)
 		n++;
 	}
 	return n;
+}
+
+long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t max)
+{
+	size_t n = 0;
+
+#define TAKE(h)                          \
+	do {                             \
+		if (n == max)            \
+			return (long)n;  \
+		offs[n] = (h).off;       \
+		lens[n++] = (h).len;     \
+	} while (0)
+	for (size_t i = c->tail; i < c->head; i++)
+		TAKE(c->fifo[i % c->cap]);
+	for (uint32_t b = 0; c->flows && b < FLOW_BUCKETS; b++)
+		for (uint32_t j = 0; j < c->flow_len[b]; j++)
+			TAKE(c->flows[(size_t)b * c->cfg.param + (c->flow_head[b] + j) % c->cfg.param]);
+	for (size_t i = 0; i < c->nheap; i++)
+		TAKE(c->heap[i]);
+#undef TAKE
+	return (long)n;
 }
 
 int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st)

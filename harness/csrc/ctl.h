@@ -60,11 +60,17 @@ struct nta_ctl_stats {
 	uint64_t early;       /* let go before due: the hold structure was full */
 	uint64_t bytes;       /* bytes allocated */
 	uint64_t bytes_held;  /* bytes the frames held now asked for */
+	uint64_t peak_bytes_held;
+	uint64_t peak_pages;          /* the most pages the pool had in use (holding fragments) */
+	uint64_t bytes_at_peak_pages; /* bytes the frames held asked for when pages first reached it */
 };
 struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena, const struct nta_ctl_config *cfg);
 long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n);
 /* Put back everything held; returns how many. */
 long nta_ctl_flush(struct nta_ctl *c);
+/* What it holds now: up to max fragments' offsets and the bytes their frames asked for. Returns how
+ * many it wrote. */
+long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t max);
 int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st);
 void nta_ctl_destroy(struct nta_ctl *c);
 

@@ -367,7 +367,7 @@ static void test_check_sees_corruption(void)
 	struct {
 		const char *what, *says;
 	} cases[] = {
-		{ "used bit", "free region" }, { "start bit", "blocks" }, { "counter", "counter live_allocs" },
+		{ "used bit", "used chunk outside any block" }, { "start bit", "blocks" }, { "counter", "counter live_allocs" },
 		{ "node", "node" }, { "nonempty", "non-empty" }, { "cache", "cache" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -386,8 +386,8 @@ static void test_check_sees_corruption(void)
 		case 1: bit_set(bmp(a, p, BMP_START), 1); break;     /* a block split in two */
 		case 2: h->st.allocs++; break;
 		case 3: node(a, (uint32_t)((y + 64) >> h->chunk_shift))->magic = 0; break;
-		case 4: h->pool[0].nonempty[0] |= 1ull << 7; break;
-		case 5: cache_slot(a, 2)[0] += 1; break;
+		case 4: h->heaps[0].lists.nonempty[0] |= 1ull << 7; break;
+		case 5: cache_slot(a, 0, 2)[0] += 1; break;
 		}
 		char why[256];
 		EXPECT_EQ(nta_check(a, why, sizeof(why)), -EUCLEAN);

@@ -357,10 +357,11 @@ static uint64_t next(void)
 	return rng;
 }
 
-static void test_random(int steps)
+static void test_random(int steps, uint32_t allocator)
 {
 	struct nta_arena *a = arena(512, 8);
-	struct nta_pool *p = pool(a, 16, 8, 32, 0);
+	struct nta_pool_config cfg = { .cache_size = 16, .refill = 8, .ring_size = 32, .allocator = allocator };
+	struct nta_pool *p = nta_pool_create(a, &cfg);
 	enum { MAX = 400 };
 	int64_t off[MAX];
 	int refs[MAX], live = 0;
@@ -486,22 +487,133 @@ static void test_reader(void)
 	EXPECT_EQ(access(path, F_OK), -1);
 }
 
-static void test_pow2_fragments(void)
+static void test_slab_fragments(void)
 {
 	struct nta_arena *a = arena(64, 0);
-	struct nta_pool_config c = { .cache_size = 8, .refill = 1, .ring_size = 8, .flags = NTA_POOL_FRAG_POW2 };
+	struct nta_pool_config c = { .cache_size = 8, .refill = 1, .ring_size = 8, .allocator = NTA_POOL_SLAB };
 	struct nta_pool *p = nta_pool_create(a, &c);
-	int64_t f1 = nta_pool_alloc_frag(p, 1514, 0), f2 = nta_pool_alloc_frag(p, 65, 0), f3 = nta_pool_alloc_frag(p, 1, 0);
+	int64_t f1 = nta_pool_alloc_frag(p, 1514, 0), f2 = nta_pool_alloc_frag(p, 1500, 0);
+	int64_t f3 = nta_pool_alloc_frag(p, 65, 0), f4 = nta_pool_alloc_frag(p, 1, 0);
 
-	EXPECT_EQ(f2 - f1, 2048); /* 1514 -> 2048 */
-	EXPECT_EQ(f3 - f2, 128);  /* 65 -> 128 */
-	EXPECT_EQ(pst(p).fragments.frag_bytes, 2048 + 128 + 32);
+	EXPECT_EQ(f2 - f1, 2048);                /* 1514 -> 2048, two to a page */
+	EXPECT(f3 / 4096 != f1 / 4096);          /* 65 -> 128: a slab of its own class */
+	EXPECT(f4 / 4096 != f3 / 4096);          /* 1 -> 32: another */
+	EXPECT_EQ(pst(p).fragments.frag_bytes, 2048 + 2048 + 128 + 32);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 3);
+	CLEAN();
 	int64_t j = nta_pool_alloc_frag(p, 9000, 0); /* 3 pages -> 4 */
-	EXPECT_EQ(pst(p).pages.hold, 1 + 4);
+	EXPECT_EQ(pst(p).pages.hold, 3 + 4);
 	nta_pool_put(p, (uint64_t)j, 0);
+	int64_t f5 = nta_pool_alloc_frag(p, 2000, 0); /* a second 2048 slab */
+	EXPECT(f5 / 4096 != f1 / 4096);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 4);
 	nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 4); /* its slab still holds f2 */
 	nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 3); /* an empty slab goes back to the pool ... */
+	nta_pool_put(p, (uint64_t)f5, NTA_POOL_DIRECT);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 3); /* ... but the class's last one is kept */
 	nta_pool_put(p, (uint64_t)f3, NTA_POOL_DIRECT);
+	nta_pool_put(p, (uint64_t)f4, NTA_POOL_DIRECT);
+	CLEAN();
+	destroy(p);
+	nta_arena_close(a);
+}
+
+static struct nta_pool *pool_of(struct nta_arena *a, uint32_t allocator)
+{
+	struct nta_pool_config c = { .cache_size = 8, .refill = 1, .ring_size = 8, .allocator = allocator };
+	struct nta_pool *p = nta_pool_create(a, &c);
+	if (!p) {
+		perror("pool");
+		exit(2);
+	}
+	return p;
+}
+
+/* The kernel's page_pool_alloc_frag: in order from the current page; nothing reused while the page holds a
+ * fragment; a page that fills with all its fragments gone starts again at its beginning. */
+static void test_ppfrag_fragments(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool_of(a, NTA_POOL_PPFRAG);
+	int64_t f1 = nta_pool_alloc_frag(p, 1500, 0), f2 = nta_pool_alloc_frag(p, 64, 0);
+	int64_t f3 = nta_pool_alloc_frag(p, 1500, 0);
+
+	EXPECT_EQ(f2 - f1, 47 * 32);
+	EXPECT_EQ(f3 - f2, 64);
+	CLEAN();
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT), 0);
+	int64_t f4 = nta_pool_alloc_frag(p, 64, 0); /* not into f2's hole: after f3 */
+	EXPECT_EQ(f4 - f3, 47 * 32);
+	int64_t f5 = nta_pool_alloc_frag(p, 1500, 0); /* 98 of 128 chunks used: a new page */
+	EXPECT(f5 / 4096 != f1 / 4096);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 2);
+	nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT);
+	nta_pool_put(p, (uint64_t)f3, NTA_POOL_DIRECT);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 2);
+	nta_pool_put(p, (uint64_t)f4, NTA_POOL_DIRECT);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 1); /* the old page, its last fragment gone, back to the pool */
+	EXPECT_EQ(pst(p).recycle.cached, 1);
+	CLEAN();
+	nta_pool_put(p, (uint64_t)f5, NTA_POOL_DIRECT);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 1); /* the current page stays current, empty */
+	int64_t f6 = nta_pool_alloc_frag(p, 3000, 0); /* does not fit after the cursor, the page is empty: */
+	EXPECT_EQ(f6, f5);                            /* it starts again at its beginning */
+	int64_t f7 = nta_pool_alloc_frag(p, 3000, 0); /* does not fit, the page holds f6: a new one */
+	EXPECT(f7 / 4096 != f6 / 4096);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 2);
+	nta_pool_put(p, (uint64_t)f6, NTA_POOL_DIRECT);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 1);
+	nta_pool_put(p, (uint64_t)f7, NTA_POOL_DIRECT);
+	CLEAN();
+	destroy(p);
+	EXPECT_EQ(arena_pages_in_use(a), 0);
+	nta_arena_close(a);
+}
+
+/* One page per frame: a 64-byte fragment takes a whole page, and gives it back whole. */
+static void test_page_fragments(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool_of(a, NTA_POOL_PAGE);
+	int64_t f1 = nta_pool_alloc_frag(p, 64, 0), f2 = nta_pool_alloc_frag(p, 1500, 0);
+
+	EXPECT(f1 % 4096 == f2 % 4096 && f1 != f2);
+	EXPECT_EQ(pst(p).fragments.frag_bytes, 2 * 4096);
+	EXPECT_EQ(nta_pool_frag_size(p, 64), 4096);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1 + 64, NTA_POOL_DIRECT), -ENOENT);
+	EXPECT_EQ(nta_pool_get(p, (uint64_t)f1), 0);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).recycle.cached, 1);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f1, NTA_POOL_DIRECT), -EALREADY);
+	nta_pool_put(p, (uint64_t)f2, NTA_POOL_DIRECT);
+	CLEAN();
+	destroy(p);
+	EXPECT_EQ(arena_pages_in_use(a), 0);
+	nta_arena_close(a);
+}
+
+/* A page of the pool's heap is the pool's alone: the front door refuses it, and slots run out. */
+static void test_heaps_apart(void)
+{
+	struct nta_arena *a = arena(64, 0);
+	struct nta_pool *p = pool_of(a, NTA_POOL_NTA), *more[NTA_MAX_POOLS];
+	int64_t f = nta_pool_alloc_frag(p, 100, 0), o = nta_alloc(a, 100, 0);
+
+	EXPECT(f > 0 && o > 0 && f / 4096 != o / 4096); /* the arena's own blocks are in pages of its own */
+	EXPECT_EQ(nta_free(a, (uint64_t)f, 100), -ENOENT);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)o, 0), -ENOENT);
+	int k = 0;
+	while (k < NTA_MAX_POOLS && (more[k] = nta_pool_create(a, NULL)))
+		k++;
+	EXPECT_EQ(k, NTA_MAX_POOLS - 1);
+	EXPECT(errno == EUSERS);
+	while (k--)
+		destroy(more[k]);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)f, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(nta_free(a, (uint64_t)o, 100), 0);
 	CLEAN();
 	destroy(p);
 	nta_arena_close(a);
@@ -509,7 +621,10 @@ static void test_pow2_fragments(void)
 
 int main(void)
 {
-	test_pow2_fragments();
+	test_ppfrag_fragments();
+	test_page_fragments();
+	test_heaps_apart();
+	test_slab_fragments();
 	test_reader();
 	test_defaults_and_fast_path();
 	test_ring_refill_and_full();
@@ -518,7 +633,8 @@ int main(void)
 	test_batch_destructor();
 	test_destroy_in_flight();
 	test_reserve();
-	test_random(20000);
+	for (uint32_t al = NTA_POOL_NTA; al <= NTA_POOL_PAGE; al++)
+		test_random(al == NTA_POOL_NTA ? 20000 : 8000, al);
 	printf("%d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }

@@ -80,12 +80,40 @@ def test_bench_e2e_runs_all_three_and_reconciles(tmp_path):
     assert "latency p50/p99 us" in proc.stdout
 
 
-def test_nta_holds_less_memory_than_pow2_for_the_same_traffic(imix_pcap):
+def test_nta_holds_less_memory_than_the_others_for_the_same_traffic(imix_pcap):
     runs = {al: controlled(imix_pcap, hold="random:2000", loops=50, pps=200000, allocator=al)
-            for al in ("nta", "pow2")}
+            for al in ("nta", "pow2", "ppfrag", "page")}
     for r in runs.values():
         assert r.reconciled and r.consumer["controller"]["handled"] == 60000
-    peak = {al: r.consumer["arena"]["peak_pages_in_use"] for al, r in runs.items()}
-    assert peak["nta"] < peak["pow2"], peak  # 576 -> 1024 and 1500 -> 2048 under pow2
-    held = {al: r.consumer["controller"]["peak_held"] for al, r in runs.items()}
-    assert held["nta"] == held["pow2"]  # the same traffic and the same seeded lifetimes
+    mem = {al: r.consumer["memory"] for al, r in runs.items()}
+    assert mem["pow2"]["allocator"] == "slab"  # pow2 is slab's old name
+    for other in ("pow2", "ppfrag", "page"):  # 576 -> 1024 and 1500 -> 2048 under slab; holes under ppfrag
+        assert mem["nta"]["peak_pages"] < mem[other]["peak_pages"], mem
+        assert mem["nta"]["utilisation_at_peak"] > mem[other]["utilisation_at_peak"], mem
+    held = {al: m["peak_fragments"] for al, m in mem.items()}
+    assert len(set(held.values())) == 1  # the same traffic and the same seeded lifetimes
+    assert mem["page"]["peak_pages"] == held["page"]  # a page a frame
+
+
+@pytest.mark.parametrize("allocator", ["nta", "slab", "ppfrag", "page"])
+def test_each_allocator_on_a_real_capture(pcaps, pcap_manifest, allocator, tmp_path):
+    """Every frame of a capture with GRO frames of up to 5,858 bytes (combined blocks) gets a fragment
+    from each allocator, all go back, the pool balances, and the memory figures are there."""
+    name = "suricata-smb2-gro-frames.pcap"
+    out = tmp_path / "run.json"
+    proc = nta("run", "--pcap", os.path.join(pcaps, name), "--pps", "20000", "--controller", "--hold",
+               "flow:8", "--allocator", allocator, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    packets = int(pcap_manifest[name]["packet_count"])
+    ctl, pool, mem = doc["controller"]["controller"], doc["controller"]["pool"], doc["controller"]["memory"]
+    assert doc["points"]["xdp"]["packets"] == ctl["handled"] == ctl["frees"] == packets
+    assert ctl["alloc_fails"] == 0 and ctl["held"] == 0 and doc["reconciled"] is True
+    assert pool["frags"] == 0 and pool["frag_bytes"] == 0 and pool["pinned"] == 0
+    assert pool["inflight"] == pool["cache_len"] + pool["ring_len"] + pool["pages_in_use"]
+    # what the heaps keep for the next frame: the NTA's last page, ppfrag's current one, a slab a class
+    assert pool["pages_in_use"] <= {"nta": 1, "ppfrag": 1, "slab": 8, "page": 0}[allocator]
+    assert pool["slow_high_order"] > 0  # the frames over a page took combined blocks
+    assert mem["allocator"] == allocator and mem["peak_pages"] >= 1 and mem["peak_fragments"] >= 1
+    assert 0 < mem["utilisation_at_peak"] <= 1 and 0 < mem["utilisation_mean"] <= 1
+    assert f"memory ({allocator}): peak {mem['peak_pages']:,} pages holding fragments" in proc.stdout

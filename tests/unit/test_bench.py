@@ -111,8 +111,12 @@ def test_pool_bench_runs_every_shape(tmp_path):
     out = tmp_path / "pool.json"
     proc = nta("bench", "pool", "--loops", "20000", "--repeats", "2", "--json", str(out), check=True)
     doc = json.loads(out.read_text())
-    assert set(doc["results"]) == {"fast_path", "ptr_ring", "slow", "frag"}
+    frags = {f"frag ({al})" for al in ("nta", "slab", "ppfrag", "page")}
+    assert set(doc["results"]) == {"fast_path", "ptr_ring", "slow", *frags}
     r = doc["results"]
+    assert {r[f"frag ({al})"]["allocator"] for al in ("nta", "slab", "ppfrag", "page")} == \
+        {"nta", "slab", "ppfrag", "page"}
+    assert r["frag (page)"]["stats"]["cached"] > 0  # each fragment a page, back into the cache
     assert r["fast_path"]["stats"]["cached"] > 0 and r["fast_path"]["stats"]["unmaps"] == 0
     assert r["ptr_ring"]["stats"]["ring"] > 0 and r["ptr_ring"]["stats"]["refill"] > 0
     assert r["slow"]["stats"]["maps"] == r["slow"]["stats"]["unmaps"] > 20000  # every op maps and unmaps

@@ -101,17 +101,41 @@ def test_frags_hold_packet_bytes():
 
 
 SIZES = st.one_of(st.sampled_from([64, 576, 1500, 1514, 60]), st.integers(1, 4096), st.integers(4097, 20000))
+PAGE = 4096
+# pages a pool's two heaps may keep with nothing in them: the NTA its last page, ppfrag its current one,
+# slab an empty slab a class (32 to 4096 bytes: 8 classes)
+KEPT = {"nta": 2, "ppfrag": 2, "slab": 16, "page": 0}
+
+
+def handed(allocator: str, size: int) -> int:
+    """The bytes a fragment of ``size`` takes under each allocator (0: a whole page from alloc_page)."""
+    if size == 0:
+        return PAGE
+    if size > PAGE:
+        pages = -(-size // PAGE)
+        return (1 << (pages - 1).bit_length() if allocator == "slab" else pages) * PAGE
+    if allocator == "slab":
+        return max(1 << (size - 1).bit_length(), 32)
+    if allocator == "page":
+        return PAGE
+    return -(-size // 32) * 32  # nta, ppfrag: exact chunks
 
 
 class PoolModel(RuleBasedStateMachine):
-    """Holders per offset, as the model sees them; the pool's books checked after every step."""
+    """Holders per offset, as the model sees them, under each of the four allocators; after every step
+    the pool's and the arena's books checked, the fragments' counts and bytes as the allocator hands them
+    out, no two live fragments overlapping, each one's bytes as written, and the pages in use exact."""
 
-    @initialize(cache=st.sampled_from([2, 8, 128]), ring=st.sampled_from([2, 16, 1024]))
-    def make(self, cache, ring):
+    @initialize(cache=st.sampled_from([2, 8, 128]), ring=st.sampled_from([2, 16, 1024]),
+                allocator=st.sampled_from(["nta", "slab", "ppfrag", "page"]))
+    def make(self, cache, ring, allocator):
+        self.allocator = allocator
         self.arena = Arena(max_pages=160, reserve_pages=8)
-        self.pool = Pool(self.arena, cache_size=cache, refill=min(cache, 4), ring_size=ring)
+        self.pool = Pool(self.arena, cache_size=cache, refill=min(cache, 4), ring_size=ring,
+                         allocator=allocator)
         self.refs: dict[int, int] = {}
-        self.sizes: dict[int, int] = {}  # fragment -> size (0 for whole pages)
+        self.sizes: dict[int, int] = {}  # offset -> size asked (0 for whole pages)
+        self.fill: dict[int, int] = {}  # offset -> the byte written over it
 
     def teardown(self):
         if hasattr(self, "pool"):
@@ -119,8 +143,18 @@ class PoolModel(RuleBasedStateMachine):
             for off, n in list(self.refs.items()):
                 for _ in range(n):
                     self.pool.put(off)
+            self.pool.check()
+            self.arena.check()
+            assert self.pool.stats()["pages_in_use"] <= KEPT[self.allocator]
             self.pool.destroy()
+            assert self.arena.stats()["pages_in_use"] == 0  # every page back in the arena
             self.arena.close()
+
+    def _took(self, off, size):
+        assert off not in self.refs
+        self.refs[off], self.sizes[off] = 1, size
+        self.fill[off] = (off // 32) & 0xFF
+        self.arena.view(off, max(size, 1) if size else PAGE)[:] = self.fill[off]
 
     @rule(size=SIZES, reserve=st.booleans())
     def alloc_frag(self, size, reserve):
@@ -129,8 +163,7 @@ class PoolModel(RuleBasedStateMachine):
         except ArenaError as e:
             assert e.errno == errno.ENOMEM
             return
-        assert off not in self.refs
-        self.refs[off], self.sizes[off] = 1, size
+        self._took(off, size)
 
     @rule(reserve=st.booleans())
     def alloc_page(self, reserve):
@@ -139,8 +172,8 @@ class PoolModel(RuleBasedStateMachine):
         except ArenaError as e:
             assert e.errno == errno.ENOMEM
             return
-        assert off % 4096 == self.arena.data_off % 4096 and off not in self.refs
-        self.refs[off], self.sizes[off] = 1, 0
+        assert off % PAGE == self.arena.data_off % PAGE
+        self._took(off, 0)
 
     @precondition(lambda self: self.refs)
     @rule(data=st.data())
@@ -153,6 +186,8 @@ class PoolModel(RuleBasedStateMachine):
     @rule(data=st.data(), direct=st.booleans(), remote=st.booleans())
     def put(self, data, direct, remote):
         off = data.draw(st.sampled_from(sorted(self.refs)))
+        size = self.sizes[off]
+        assert (self.arena.view(off, size or PAGE) == self.fill[off]).all(), "a live fragment was overwritten"
         if remote:
             self.pool.put_remote(off)
             self.pool.drain_remote()
@@ -160,7 +195,7 @@ class PoolModel(RuleBasedStateMachine):
             self.pool.put(off, direct=direct)
         self.refs[off] -= 1
         if not self.refs[off]:
-            del self.refs[off], self.sizes[off]
+            del self.refs[off], self.sizes[off], self.fill[off]
 
     @rule(data=st.data())
     def put_below_zero(self, data):
@@ -182,19 +217,23 @@ class PoolModel(RuleBasedStateMachine):
         self.pool.check()
         self.arena.check()
         s = self.pool.stats()
-        frags = {o: z for o, z in self.sizes.items() if 0 < z <= 4096}
+        frags = {o: handed(self.allocator, z) for o, z in self.sizes.items() if z}
         assert s["frags"] == len(frags)
-        assert s["frag_bytes"] == sum(-(-z // 32) * 32 for z in frags.values())
+        assert s["frag_bytes"] == sum(frags.values())
+        spans = sorted((o, o + handed(self.allocator, z)) for o, z in self.sizes.items())
+        overlap = [(x, y) for x, y in zip(spans, spans[1:], strict=False) if x[1] > y[0]]
+        assert not overlap, f"fragments overlap: {overlap[:3]}"
         assert s["inflight"] == s["hold"] - s["release"]
-        held_pages = {(o - self.arena.data_off) // 4096 for o, z in self.sizes.items() if z <= 4096}
-        large = sum(-(-z // 4096) for z in self.sizes.values() if z > 4096)
-        # plus, perhaps, the current fragment page with no live fragment in it
-        assert s["pages_in_use"] - large in (len(held_pages), len(held_pages) + 1)
+        small = {(o - self.arena.data_off) // PAGE for o, z in self.sizes.items() if z <= PAGE}
+        large = sum(handed(self.allocator, z) // PAGE for z in self.sizes.values() if z > PAGE)
+        # what the heaps (ordinary and reserve) keep for the next fragment, with no fragment left in it
+        extra = s["pages_in_use"] - large - len(small)
+        assert 0 <= extra <= KEPT[self.allocator], (extra, self.allocator)
         assert s["reserve_pages"] <= 8
 
 
 TestPoolModel = PoolModel.TestCase
-TestPoolModel.settings = settings(max_examples=int(os.environ.get("NTA_HYPOTHESIS_EXAMPLES", 150)),
+TestPoolModel.settings = settings(max_examples=int(os.environ.get("NTA_HYPOTHESIS_EXAMPLES", 200)),
                                   stateful_step_count=60, deadline=None,
                                   suppress_health_check=[HealthCheck.too_slow])
 

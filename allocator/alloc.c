@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * alloc.c - the front door: nta_alloc() and nta_free() on the arena's own
+ * heaps (heap 0, and heap 1 for the reserve), by the arena's kind; blocks of
+ * whole pages; and the accounting of what was asked for and handed out.
+ *
+ * Small blocks (up to a page) go to the heap's allocator: nta.c for
+ * NTA_KIND_NTA, whose fast paths are inline (nta_small.h), pow2.c for
+ * NTA_KIND_POW2. Larger ones are runs of whole pages ("combined" blocks):
+ * exactly as many as the size needs for the NTA, a power of two for pow2.
+ *
+ * An ordinary allocation never takes the reserve: with NTA_F_RESERVE, one
+ * that ordinary memory cannot hold comes from the reserve heap instead, and
+ * is counted; without, one refused while the reserve had room is counted.
+ */
+#include <errno.h>
+
+#include "nta_small.h"
+
+/* -- accounting ------------------------------------------------------------
+ * live blocks = allocs - frees and cached blocks = the sum of cache_count are
+ * derived when read (stats.c), not counted on the fast paths.
+ */
+
+static inline void account_alloc(struct nta_stats *st, size_t size, uint64_t handed)
+{
+	uint64_t req = st->bytes_requested + size, got = st->bytes_handed + handed;
+
+	st->allocs++;
+	st->bytes_requested = req;
+	st->bytes_handed = got;
+	if (req > st->peak_bytes_requested)
+		st->peak_bytes_requested = req;
+	if (got > st->peak_bytes_handed)
+		st->peak_bytes_handed = got;
+}
+
+static inline void account_free(struct nta_stats *st, size_t size, uint64_t handed)
+{
+	st->frees++;
+	st->bytes_requested -= size;
+	st->bytes_handed -= handed;
+}
+
+void nta_account_alloc(struct nta_arena *a, size_t size, uint64_t handed)
+{
+	account_alloc(a->st, size, handed);
+}
+
+void nta_account_free(struct nta_arena *a, size_t size, uint64_t handed)
+{
+	account_free(a->st, size, handed);
+}
+
+/* -- blocks of whole pages -------------------------------------------------------- */
+
+int64_t nta_large_get(struct nta_arena *a, uint32_t h, uint32_t npages)
+{
+	int64_t p = nta_pages_get(a, npages, heap(a, h)->flags & HEAP_RESERVE);
+
+	if (p < 0)
+		return p;
+	pg(a, (uint32_t)p)->kind = PG_LARGE;
+	pg(a, (uint32_t)p)->run = npages;
+	for (uint32_t i = 0; i < npages; i++)
+		pg(a, (uint32_t)p + i)->heap = (uint8_t)h;
+	for (uint32_t i = 1; i < npages; i++)
+		pg(a, (uint32_t)p + i)->kind = PG_LARGE_TAIL;
+	a->st->large_pages += npages;
+	return p;
+}
+
+void nta_large_put(struct nta_arena *a, uint32_t p)
+{
+	uint32_t n = pg(a, p)->run;
+
+	a->st->large_pages -= n;
+	nta_pages_put(a, p, n);
+}
+
+static uint32_t large_pages(const struct nta_arena *a, size_t size)
+{
+	uint64_t n = (size + a->page_size - 1) >> a->page_shift;
+	return a->kind == NTA_KIND_POW2 ? nta_pow2_pages(n) : (uint32_t)n;
+}
+
+static int64_t large_alloc(struct nta_arena *a, size_t size, unsigned flags)
+{
+	uint32_t npages = large_pages(a, size);
+	int64_t p = npages <= a->h->max_pages ? nta_large_get(a, HEAP_ARENA, npages) : -ENOMEM;
+	bool reserve = false;
+
+	if (p < 0 && (flags & NTA_F_RESERVE) && npages <= a->h->max_pages) {
+		p = nta_large_get(a, HEAP_ARENA_RESERVE, npages);
+		reserve = p >= 0;
+	}
+	if (p < 0) {
+		if (!(flags & NTA_F_RESERVE) && nta_pages_budget(a, true) >= npages)
+			a->st->reserve_denied++;
+		return p;
+	}
+	if (reserve)
+		a->st->reserve_allocs++;
+	account_alloc(a->st, size, (uint64_t)npages << a->page_shift);
+	return (int64_t)page_off(a, (uint32_t)p);
+}
+
+static int large_free(struct nta_arena *a, uint32_t p, uint64_t off, size_t size)
+{
+	if (off != page_off(a, p))
+		return -ENOENT;
+	if (size <= a->page_size || pg(a, p)->run != large_pages(a, size))
+		return -ERANGE;
+	account_free(a->st, size, (uint64_t)pg(a, p)->run << a->page_shift);
+	nta_large_put(a, p);
+	return 0;
+}
+
+/* -- small blocks ----------------------------------------------------------------- */
+
+/* Heap 0; with NTA_F_RESERVE, heap 1 when heap 0 cannot. */
+static NTA_NOINLINE int64_t small_alloc(struct nta_arena *a, size_t size, unsigned flags)
+{
+	bool nta = a->kind == NTA_KIND_NTA;
+	uint32_t n = (uint32_t)((size + a->chunk_mask) >> a->chunk_shift);
+	int64_t off = nta ? nta_small_alloc(a, HEAP_ARENA, n) : nta_slab_alloc(a, HEAP_ARENA, size);
+
+	if (off < 0 && (flags & NTA_F_RESERVE)) {
+		off = nta ? nta_small_alloc(a, HEAP_ARENA_RESERVE, n) : nta_slab_alloc(a, HEAP_ARENA_RESERVE, size);
+		if (off > 0)
+			a->st->reserve_allocs++;
+	} else if (off < 0) {
+		const struct nta_classes *R = &a->heaps[HEAP_ARENA_RESERVE].lists;
+		bool room = nta_pages_budget(a, true) > 0;
+		for (uint32_t k = n; nta && !room && k <= a->cpp; k++)
+			room = R->heads[k] != 0;
+		if (!nta && !room)
+			room = R->slabs[nta_pow2_class(a, size) - a->chunk_shift] != 0;
+		if (room)
+			a->st->reserve_denied++;
+	}
+	if (off > 0)
+		account_alloc(a->st, size, nta ? (uint64_t)n << a->chunk_shift : 1ull << nta_pow2_class(a, size));
+	return off;
+}
+
+/* -- the public calls --------------------------------------------------------------- */
+
+NTA_API uint64_t nta_alloc_size(const struct nta_arena *a, size_t size)
+{
+	if (size == 0 || size > ((uint64_t)a->h->max_pages << a->page_shift))
+		return 0;
+	if (size <= a->page_size)
+		return a->kind == NTA_KIND_POW2 ? 1ull << nta_pow2_class(a, size)
+						: ((size + a->chunk_mask) >> a->chunk_shift) << a->chunk_shift;
+	uint32_t n = large_pages(a, size);
+	return n <= a->h->max_pages ? (uint64_t)n << a->page_shift : 0;
+}
+
+NTA_API int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags)
+{
+	int64_t off;
+
+	if (unlikely(!a->writable))
+		return -EROFS;
+	if (likely(a->kind == NTA_KIND_NTA && size - 1 < a->page_size)) {
+		const uint32_t n = (uint32_t)((size + a->chunk_mask) >> a->chunk_shift);
+		off = nta_small_cache_pop(a, HEAP_ARENA, n); /* a block of exactly this length, freed a moment ago */
+		if (likely(off)) {
+			a->st->cache_hits++;
+			account_alloc(a->st, size, (uint64_t)n << a->chunk_shift);
+			return off;
+		}
+	}
+	if (unlikely(size == 0 || size > ((uint64_t)a->h->max_pages << a->page_shift))) {
+		a->st->alloc_fails++;
+		return size ? -ENOMEM : -EINVAL;
+	}
+	off = size <= a->page_size ? small_alloc(a, size, flags) : large_alloc(a, size, flags);
+	if (off < 0)
+		a->st->alloc_fails++;
+	return off;
+}
+
+NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
+{
+	const uint64_t data_off = (uint64_t)a->gpage0 << a->page_shift;
+	const uint32_t ps = a->page_shift;
+	int err;
+
+	if (unlikely(!a->writable))
+		return -EROFS;
+	if (unlikely(off < data_off || off >= data_off + ((uint64_t)a->h->top << ps) || (off & a->chunk_mask) ||
+		     size == 0)) {
+		err = -EINVAL;
+		goto bad;
+	}
+	const uint32_t p = (uint32_t)((off - data_off) >> ps);
+	const struct nta_page *d = a->desc + p;
+	if (unlikely(d->heap > HEAP_ARENA_RESERVE && d->kind != PG_FREE)) {
+		err = -ENOENT; /* a pool's: not a block of the front door */
+		goto bad;
+	}
+	switch (d->kind) {
+	case PG_SMALL: {
+		const uint32_t c = (uint32_t)(off >> a->chunk_shift) & (a->cpp - 1);
+		if (likely(size <= a->page_size)) {
+			const uint32_t n = (uint32_t)((size + a->chunk_mask) >> a->chunk_shift);
+			err = nta_small_free_fast(a, d->heap, p, c, n);
+			if (likely(!err))
+				account_free(a->st, size, (uint64_t)n << a->chunk_shift);
+		} else { /* too big for a small block, but say "already free" or "not a block" first */
+			err = nta_check_small_free(a, p, c, 0);
+		}
+		break;
+	}
+	case PG_SLAB: {
+		uint32_t k = d->cls;
+		err = nta_slab_free(a, p, off, size);
+		if (!err)
+			account_free(a->st, size, 1ull << k);
+		break;
+	}
+	case PG_LARGE:
+		err = large_free(a, p, off, size);
+		break;
+	case PG_FREE:
+		err = -EALREADY;
+		break;
+	default:
+		err = -ENOENT;
+	}
+	if (likely(!err))
+		return 0;
+bad:
+	a->st->bad_frees++;
+	return err;
+}
+
+NTA_API long nta_alloc_bulk(struct nta_arena *a, const uint32_t *sizes, int64_t *offs, size_t n,
+			    unsigned flags)
+{
+	long ok = 0;
+
+	if (!a->writable)
+		return -EROFS;
+	for (size_t i = 0; i < n; i++) {
+		int64_t off = nta_alloc(a, sizes[i], flags);
+		offs[i] = off > 0 ? off : 0;
+		ok += off > 0;
+	}
+	return ok;
+}
+
+NTA_API long nta_free_bulk(struct nta_arena *a, const int64_t *offs, const uint32_t *sizes, size_t n,
+			   size_t *first_bad)
+{
+	long first = 0;
+
+	if (!a->writable)
+		return -EROFS;
+	for (size_t i = 0; i < n; i++) {
+		int err = offs[i] > 0 ? nta_free(a, (uint64_t)offs[i], sizes[i]) : -EINVAL;
+		if (err && !first) {
+			first = err;
+			if (first_bad)
+				*first_bad = i;
+		}
+	}
+	return first;
+}
+
+NTA_API int nta_cache_flush(struct nta_arena *a)
+{
+	if (!a->writable)
+		return -EROFS;
+	for (uint32_t h = 0; h < NTA_MAX_HEAPS; h++)
+		if (a->heaps[h].kind == HEAP_NTA)
+			nta_small_flush(a, h);
+	a->st->cache_flushes++;
+	return 0;
+}

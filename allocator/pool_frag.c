@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * pool_frag.c - fragments of the pool's pages, and their holders.
+ *
+ * A fragment of up to a page is placed by the pool's heap (its allocator's:
+ * nta.c, pow2.c or ppfrag.c), in pages the pool feeds it; with NTA_POOL_PAGE
+ * it is a whole page. A larger one is a combined block of whole pages. The
+ * holders of a block are counted in its live byte in the arena (a reader
+ * sees "handed out" where it is not 0): get adds one, put takes one, and the
+ * last put lets the block go: its chunks back to the heap (which hands the
+ * pool back a page it empties), or the page to its destructor.
+ *
+ * A block a reader pins is not let go: the last put only marks it, and
+ * nta_pool_reap() lets it go once no live reader pins it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "nta_small.h"
+#include "pool_internal.h"
+
+/* -- placing ---------------------------------------------------------------------- */
+
+static uint32_t large_pages(const struct nta_pool *p, size_t size)
+{
+	uint64_t np = (size + p->a->page_size - 1) >> p->pshift;
+	return p->cfg.allocator == NTA_POOL_SLAB ? nta_pow2_pages(np) : (uint32_t)np;
+}
+
+NTA_API uint64_t nta_pool_frag_size(const struct nta_pool *p, size_t size)
+{
+	if (size == 0 || size > ((uint64_t)p->npg << p->pshift))
+		return 0;
+	if (size > p->a->page_size)
+		return (uint64_t)large_pages(p, size) << p->pshift;
+	switch (p->cfg.allocator) {
+	case NTA_POOL_SLAB:
+		return 1ull << nta_pow2_class(p->a, size);
+	case NTA_POOL_PAGE:
+		return p->a->page_size;
+	default:
+		return ((size + p->cmask) >> p->cshift) << p->cshift;
+	}
+}
+
+NTA_INLINE void held_one(struct nta_pool *p, uint64_t off, uint64_t bytes)
+{
+	p->st.fragments.frags++;
+	p->st.fragments.frag_bytes += bytes;
+	__atomic_store_n(live_byte(p, off), 1, __ATOMIC_RELEASE);
+}
+
+static NTA_NOINLINE int64_t alloc_large(struct nta_pool *p, size_t size, unsigned flags)
+{
+	struct nta_arena *a = p->a;
+	uint32_t n = large_pages(p, size);
+	bool reserve = false;
+	int64_t i = n <= a->h->max_pages ? nta_large_get(a, p->heap, n) : -ENOMEM;
+
+	if (i < 0 && (flags & NTA_F_RESERVE) && n <= a->h->max_pages) {
+		i = nta_large_get(a, p->rheap, n);
+		reserve = i >= 0;
+	}
+	if (i < 0) {
+		p->st.alloc.alloc_fails++;
+		return i;
+	}
+	p->pg[i] = (struct pp_page){ .state = PP_LARGE, .reserve = reserve, .frag = 1, .npages = n };
+	p->st.alloc.slow_high_order++;
+	p->st.pages.maps++;
+	p->st.pages.hold += n;
+	p->st.pages.pages_in_use += n;
+	if (p->st.pages.pages_in_use > p->st.pages.peak_pages_in_use)
+		p->st.pages.peak_pages_in_use = p->st.pages.pages_in_use;
+	if (reserve)
+		p->st.pages.reserve_pages += n;
+	uint64_t off = off_of(p, (uint32_t)i);
+	held_one(p, off, (uint64_t)n << a->page_shift);
+	return (int64_t)off;
+}
+
+NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned flags)
+{
+	struct nta_arena *a = p->a;
+	int64_t off;
+
+	if (unlikely(size == 0))
+		return -EINVAL;
+	if (unlikely(size > a->page_size))
+		return alloc_large(p, size, flags);
+	if (p->cfg.allocator == NTA_POOL_PAGE) {
+		off = nta_pool_alloc_page(p, flags);
+		if (off > 0) {
+			p->pg[page_of(p, (uint64_t)off)].frag = 1;
+			p->st.fragments.frags++;
+			p->st.fragments.frag_bytes += nta_pool_frag_size(p, size);
+		}
+		return off;
+	}
+	if (likely(p->heap_kind == HEAP_NTA)) { /* the NTA: a block of exactly this length, freed a moment ago */
+		const uint32_t n = (uint32_t)((size + p->cmask) >> p->cshift);
+		off = nta_small_cache_pop(a, p->heap, n);
+		if (likely(off)) {
+			held_one(p, (uint64_t)off, (uint64_t)n << p->cshift);
+			return off;
+		}
+	}
+	p->direct = true; /* an empty page the heap meets on the way goes to the cache */
+	off = nta_heap_alloc(a, p->heap, size);
+	if (unlikely(off < 0) && (flags & NTA_F_RESERVE))
+		off = nta_heap_alloc(a, p->rheap, size);
+	if (unlikely(off < 0)) {
+		p->st.alloc.alloc_fails += off == -ENOMEM;
+		return off;
+	}
+	held_one(p, (uint64_t)off, nta_pool_frag_size(p, size));
+	return off;
+}
+
+NTA_API long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,
+				      unsigned flags)
+{
+	long ok = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		int64_t off = nta_pool_alloc_frag(p, sizes[k], flags);
+		offs[k] = off > 0 ? off : 0;
+		ok += off > 0;
+	}
+	return ok;
+}
+
+/* -- holders ------------------------------------------------------------------- */
+
+/* Which page does off name, and is it the start of a block the pool handed out? */
+NTA_INLINE int resolve(const struct nta_pool *p, uint64_t off, uint32_t *page)
+{
+	if (unlikely(off < p->data_off || off >= p->data_end || (off & p->cmask)))
+		return -EINVAL;
+	const uint32_t i = page_of(p, off);
+	const uint8_t state = p->pg[i].state;
+	*page = i;
+	if (likely(state == PP_FRAG)) { /* a live block starts here: used, start, not parked */
+		const uint32_t c = (uint32_t)(off >> p->cshift) & (p->cpp - 1);
+		const uint64_t *w = p->bmp + (size_t)i * 3 * p->words + (c >> 6), bit = 1ull << (c & 63);
+		if (likely((w[0] & bit) && (w[p->words] & bit) && !(w[2 * p->words] & bit)))
+			return 0;
+		return nta_heap_block_at(p->a, i, c);
+	}
+	switch (state) {
+	case PP_PAGE:
+	case PP_LARGE:
+		return off == off_of(p, i) ? 0 : -ENOENT;
+	case PP_NONE:
+		return -ENOENT;
+	default: /* in the cache, the ring, or waiting for its destructor: nobody holds it */
+		return off == off_of(p, i) ? -EALREADY : -ENOENT;
+	}
+}
+
+/* resolve(), and refuse what nobody holds (a pinned block let go of only waits for its reader). */
+NTA_INLINE int held(const struct nta_pool *p, uint64_t off, uint32_t *page)
+{
+	int err = resolve(p, off, page);
+
+	if (unlikely(err))
+		return err;
+	return __atomic_load_n(live_byte(p, off), __ATOMIC_RELAXED) ? 0 : -EALREADY;
+}
+
+/* The bytes the block at off was handed (for the fragment counters). */
+static uint64_t block_bytes(const struct nta_pool *p, uint32_t i, uint64_t off)
+{
+	const struct nta_arena *a = p->a;
+	const struct pp_page *r = &p->pg[i];
+	const struct nta_page *d = pg(a, i);
+
+	if (r->state == PP_LARGE)
+		return (uint64_t)r->npages << a->page_shift;
+	if (r->state == PP_PAGE)
+		return a->page_size;
+	if (d->kind == PG_SLAB)
+		return 1ull << d->cls;
+	uint32_t c = (uint32_t)(off >> a->chunk_shift) & (a->cpp - 1);
+	return (uint64_t)(nta_block_end(a, i, c) - c) << a->chunk_shift;
+}
+
+NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
+{
+	uint32_t i;
+	int err = held(p, off, &i);
+
+	if (err)
+		return err;
+	uint8_t *lb = live_byte(p, off), n = *lb;
+	if (n == UINT8_MAX)
+		return -EOVERFLOW;
+	__atomic_store_n(lb, n + 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/*
+ * Last holder of off let go: if a reader pins it, keep it for nta_pool_reap.
+ *
+ * Clearing the live byte and then reading the pins needs a StoreLoad fence
+ * against a reader that stores a pin and then reads the byte (reader.c).
+ * The fence is asymmetric: this process registered for
+ * MEMBARRIER_CMD_GLOBAL_EXPEDITED, and a reader issues that membarrier
+ * between its store and its load, which runs a full barrier on our CPUs; so
+ * here a compiler barrier is enough. Without the registration, a seq_cst
+ * store.
+ */
+static bool defer_if_pinned(struct nta_pool *p, uint64_t off)
+{
+	if (likely(p->light_fences)) {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_RELAXED);
+		__asm__ __volatile__("" ::: "memory");
+	} else {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_SEQ_CST);
+	}
+	if (likely(!nta_readers_attached(p->a)) || likely(!nta_pinned(p->a, off)))
+		return false;
+	if (p->ndeferred == p->deferred_cap) {
+		size_t cap = p->deferred_cap ? p->deferred_cap * 2 : 64;
+		int64_t *nd = realloc(p->deferred, cap * sizeof(*nd));
+		if (!nd)
+			return false; /* cannot remember it: free it now (the reader's data may change) */
+		p->deferred = nd;
+		p->deferred_cap = cap;
+	}
+	p->deferred[p->ndeferred++] = (int64_t)off;
+	p->st.fragments.pinned++;
+	return true;
+}
+
+/* Nobody holds the block at off any more (its live byte is 0): let it go. */
+NTA_INLINE void let_go(struct nta_pool *p, uint32_t i, uint64_t off, bool direct)
+{
+	struct pp_page *r = &p->pg[i];
+
+	if (likely(r->state == PP_FRAG)) {
+		uint64_t bytes = 0;
+		p->direct = direct;
+		if (likely(p->heap_kind == HEAP_NTA)) {
+			const uint32_t c = (uint32_t)(off >> p->cshift) & (p->cpp - 1);
+			bytes = (uint64_t)nta_small_free_block(p->a, p->a->desc[i].heap, i, c) << p->cshift;
+		} else {
+			int err = nta_heap_free_block(p->a, pg(p->a, i)->heap, off, &bytes);
+			(void)err; /* held() saw a live block: only a bug fails here, which nta_pool_check finds */
+		}
+		p->st.fragments.frags--;
+		p->st.fragments.frag_bytes -= bytes;
+		return;
+	}
+	if (r->frag) {
+		p->st.fragments.frags--;
+		p->st.fragments.frag_bytes -= block_bytes(p, i, off);
+	}
+	p->st.pages.pages_in_use -= pp_pages(r);
+	pool_page_unused(p, i, direct);
+}
+
+NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
+{
+	uint32_t i;
+	int err = held(p, off, &i);
+
+	if (unlikely(err))
+		return err;
+	uint8_t *lb = live_byte(p, off), n = *lb;
+	if (n > 1) { /* other holders remain */
+		__atomic_store_n(lb, n - 1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	if (unlikely(defer_if_pinned(p, off))) { /* the reader's pin keeps it for now */
+		p->st.fragments.frags -= p->pg[i].state == PP_FRAG || p->pg[i].frag;
+		if (p->pg[i].state == PP_FRAG || p->pg[i].frag)
+			p->st.fragments.frag_bytes -= block_bytes(p, i, off);
+		return 0;
+	}
+	let_go(p, i, off, flags & NTA_POOL_DIRECT);
+	return 0;
+}
+
+NTA_API long nta_pool_reap(struct nta_pool *p)
+{
+	long freed = 0;
+
+	p->st.fragments.readers_reclaimed += (uint64_t)nta_readers_reclaim(p->a);
+	for (size_t k = 0; k < p->ndeferred;) {
+		uint64_t off = (uint64_t)p->deferred[k];
+		if (nta_pinned(p->a, off)) {
+			k++;
+			continue;
+		}
+		p->deferred[k] = p->deferred[--p->ndeferred];
+		p->st.fragments.pinned--;
+		freed++;
+		uint32_t i = page_of(p, off);
+		struct pp_page *r = &p->pg[i];
+		if (r->state == PP_FRAG || r->frag) { /* let_go counts it out again */
+			p->st.fragments.frags++;
+			p->st.fragments.frag_bytes += block_bytes(p, i, off);
+		}
+		let_go(p, i, off, false);
+	}
+	return freed;
+}
+
+NTA_API long nta_pool_put_bulk(struct nta_pool *p, const int64_t *offs, size_t n, unsigned flags,
+			       size_t *first_bad)
+{
+	long first = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		int err = offs[k] > 0 ? nta_pool_put(p, (uint64_t)offs[k], flags) : -EINVAL;
+		if (err && !first) {
+			first = err;
+			if (first_bad)
+				*first_bad = k;
+		}
+	}
+	return first;
+}

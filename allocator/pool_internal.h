@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * pool_internal.h - the page pool's state and the calls between its files:
+ *
+ *   pool.c          life cycle; pages in and out of the arena; the alloc cache
+ *                   and the recycle ring; whole pages; feeding the pool's heaps
+ *   pool_frag.c     fragments: placed by the pool's heap, held, let go, pinned
+ *   pool_dtor.c     a page whose last holder let go: its destructor's verdict
+ *   pool_remote.c   puts from other threads, queued to the owner
+ *   pool_publish.c  the counters, as the owner keeps them and as it publishes them
+ *   pool_check.c    nta_pool_check() and the pool's page map
+ *
+ * One thread owns a pool and makes every call on it but nta_pool_put_remote().
+ */
+#ifndef NTA_POOL_INTERNAL_H
+#define NTA_POOL_INTERNAL_H
+
+#include <pthread.h>
+
+#include "nta_internal.h"
+
+enum pp_state {
+	PP_NONE = 0, /* not the pool's */
+	PP_CACHE,    /* idle, in the alloc cache */
+	PP_RING,     /* idle, in the recycle ring */
+	PP_PAGE,     /* handed out whole */
+	PP_FRAG,     /* in one of the pool's heaps, holding fragments */
+	PP_LARGE,    /* a combined block for a fragment larger than a page */
+	PP_PENDING,  /* nobody holds it: waiting for a batch destructor */
+};
+
+struct pp_page {
+	uint8_t state;
+	uint8_t reserve; /* taken under the arena's reserve: never cached or ringed */
+	uint8_t frag;    /* PP_PAGE, PP_LARGE: handed out as a fragment (nta_pool_alloc_frag) */
+	uint8_t pad;
+	uint32_t npages; /* PP_LARGE, or PP_PENDING of one */
+};
+
+struct nta_pool {
+	struct nta_arena *a;
+	/* the arena's geometry, read on the fast paths without going through a */
+	uintptr_t live_base;       /* the live byte of the block at off is at live_base + (off >> cshift) */
+	uint64_t data_off, data_end;
+	uint32_t cshift, pshift, cmask, cpp, words;
+	uint32_t heap_kind;        /* of the pool's heaps (enum nta_heap_kind) */
+	uint64_t *bmp;
+	struct nta_pool_config cfg;
+	uint32_t slot;             /* in the arena's published pools; its heaps follow from it */
+	uint32_t heap, rheap;      /* the pool's heaps: ordinary and reserve pages (not with NTA_POOL_PAGE) */
+	struct pp_page *pg;        /* by arena page index */
+	uint32_t npg;
+	int64_t *cache;
+	uint32_t cache_len;
+	int64_t *ring;             /* owner-only: pages recycled outside the fast context */
+	uint32_t ring_head, ring_tail, ring_mask;
+	bool direct;               /* the put in progress is in the owner's fast context */
+	nta_pool_dtor_fn dtor;
+	void *dtor_ctx;
+	int64_t *pending;
+	size_t npending, pending_cap;
+	int64_t *deferred;         /* blocks whose free waits for readers to unpin */
+	size_t ndeferred, deferred_cap;
+	struct nta_pool_pub *pub;  /* our slot in the arena */
+	bool light_fences;         /* registered for readers' membarrier: no fence of our own */
+	pthread_mutex_t remote_lock;
+	int64_t *remote;
+	size_t nremote, remote_cap;
+	struct nta_pool_stats st;
+};
+
+static inline uint32_t page_of(const struct nta_pool *p, uint64_t off)
+{
+	return (uint32_t)((off - p->data_off) >> p->pshift);
+}
+
+static inline uint64_t off_of(const struct nta_pool *p, uint32_t page)
+{
+	return p->data_off + ((uint64_t)page << p->pshift);
+}
+
+/* The holders of the block starting at off (0: not handed out): what a reader's pin checks. */
+static inline uint8_t *live_byte(const struct nta_pool *p, uint64_t off)
+{
+	return (uint8_t *)(p->live_base + (uintptr_t)(off >> p->cshift));
+}
+
+static inline uint32_t ring_count(const struct nta_pool *p)
+{
+	return p->ring_head - p->ring_tail;
+}
+
+static inline uint32_t pp_pages(const struct pp_page *r)
+{
+	return r->state == PP_LARGE || r->npages > 1 ? r->npages : 1;
+}
+
+/* pool.c */
+void pool_recycle(struct nta_pool *p, uint32_t i, bool direct);
+void pool_page_to_arena(struct nta_pool *p, uint32_t i);
+
+/* pool_dtor.c: page i (its pages no longer counted in use) has no holder left. */
+void pool_page_unused(struct nta_pool *p, uint32_t i, bool direct);
+
+/* pool_publish.c */
+void pool_publish(struct nta_pool *p);
+void pool_snapshot(const struct nta_pool *p, struct nta_pool_stats *st);
+
+#endif /* NTA_POOL_INTERNAL_H */
