@@ -36,6 +36,12 @@ from harness import linktype
 from harness.errors import NtaError
 
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
+# The longest pcapng block of each kind that can be real: one claiming more is a corrupt length, not the
+# last block of a file cut short. A packet block: the largest packet and its fields; an interface: its
+# options; anything else (name resolution, secrets, custom blocks): generous.
+MAX_PACKET_BLOCK = MAX_CAPLEN + 64
+MAX_IDB = 64 << 10
+MAX_BLOCK = 64 << 20
 VETH_MTU_MAX = 65535  # ETH_MAX_MTU
 PCAP_MAGICS = {0xA1B2C3D4: 1_000, 0xA1B23C4D: 1}  # ns per timestamp fraction unit
 PCAPNG_SHB = 0x0A0D0D0A
@@ -84,6 +90,16 @@ class Format:
     name: str = ""  # "pcap", "pcap-ns" or "pcapng"
     byte_order: str = ""  # "little", "big", or "little+big" for a pcapng with both
     interfaces: int = 0  # pcapng interface description blocks (1 for pcap)
+    # the file ends inside its last record (its writer was interrupted): where, and the bytes left unread
+    cut_short: dict | None = None
+
+
+def _cut_short(path: str, fmt: Format, what: str, offset: int, record: int, size: int, strict: bool):
+    """The file ends inside its last record: refuse it (strict), or note where and stop there, as tcpdump
+    and Wireshark read every complete record of such a file."""
+    if strict:
+        raise CaptureError(path, what, offset, record)
+    fmt.cut_short = {"record": record, "offset": offset, "bytes_ignored": size - offset, "what": what}
 
 
 def _open(path: str):
@@ -106,8 +122,9 @@ def _open(path: str):
         os.close(fd)
 
 
-def records(path: str, fmt: Format | None = None) -> Iterator[Record]:
-    """Every packet record of ``path``, in order; raises CaptureError on anything malformed.
+def records(path: str, fmt: Format | None = None, strict: bool = False) -> Iterator[Record]:
+    """Every packet record of ``path``, in order; raises CaptureError on anything malformed. A file that
+    ends inside its last record is read up to it, and ``fmt.cut_short`` says where (``strict``: refused).
     ``fmt``, when given, is filled in with what the file is."""
     fmt = fmt if fmt is not None else Format()
     buf = _open(path)
@@ -115,18 +132,18 @@ def records(path: str, fmt: Format | None = None) -> Iterator[Record]:
         size = len(buf)
         magic_le, magic_be = struct.unpack_from("<I", buf, 0)[0], struct.unpack_from(">I", buf, 0)[0]
         if magic_le == PCAPNG_SHB:
-            yield from _pcapng(path, buf, size, fmt)
+            yield from _pcapng(path, buf, size, fmt, strict)
             return
         for endian, magic in (("<", magic_le), (">", magic_be)):
             if magic in PCAP_MAGICS:
-                yield from _pcap(path, buf, size, endian, PCAP_MAGICS[magic], fmt)
+                yield from _pcap(path, buf, size, endian, PCAP_MAGICS[magic], fmt, strict)
                 return
         raise CaptureError(path, f"not a pcap or pcapng file (magic 0x{magic_be:08x})", offset=0)
     finally:
         buf.close()
 
 
-def _pcap(path, buf, size, e, ns_per_unit, fmt: Format) -> Iterator[Record]:
+def _pcap(path, buf, size, e, ns_per_unit, fmt: Format, strict: bool) -> Iterator[Record]:
     fmt.name = "pcap" if ns_per_unit == 1_000 else "pcap-ns"
     fmt.byte_order, fmt.interfaces = "little" if e == "<" else "big", 1
     if size < 24:
@@ -143,19 +160,21 @@ def _pcap(path, buf, size, e, ns_per_unit, fmt: Format) -> Iterator[Record]:
     while off < size:
         rec += 1
         if size - off < 16:
-            raise CaptureError(path, f"truncated record header ({size - off} of 16 bytes)", off, rec)
+            _cut_short(path, fmt, f"truncated record header ({size - off} of 16 bytes)", off, rec, size, strict)
+            return
         sec, frac, caplen, origlen = hdr.unpack_from(buf, off)
-        if caplen > limit:
+        if caplen > limit:  # not a record cut short: a header that cannot be one
             raise CaptureError(path, f"captured length {caplen} is larger than the maximum {limit}", off, rec)
         if off + 16 + caplen > size:
-            raise CaptureError(path, f"record of {caplen} bytes runs past the end of the file "
-                                     f"({size - off - 16} bytes left)", off, rec)
+            _cut_short(path, fmt, f"record of {caplen} bytes runs past the end of the file "
+                                  f"({size - off - 16} bytes left)", off, rec, size, strict)
+            return
         yield Record(rec, lt, sec * 1_000_000_000 + frac * ns_per_unit, caplen, origlen,
                      buf[off + 16:off + 16 + caplen], off, fcs)
         off += 16 + caplen
 
 
-def _pcapng(path, buf, size, fmt: Format) -> Iterator[Record]:
+def _pcapng(path, buf, size, fmt: Format, strict: bool) -> Iterator[Record]:
     fmt.name = "pcapng"
     off, rec, block = 0, 0, 0
     e = "<"
@@ -163,6 +182,10 @@ def _pcapng(path, buf, size, fmt: Format) -> Iterator[Record]:
     ifaces: list[tuple[int, int, int, int]] = []  # (linktype, snaplen, units per second, offset s)
     while off < size:
         block += 1
+        if size - off < 12 and block > 1:
+            _cut_short(path, fmt, f"truncated pcapng block header ({size - off} bytes left)", off, rec + 1,
+                       size, strict)
+            return
         if size - off < 12:
             raise CaptureError(path, f"truncated pcapng block header ({size - off} bytes left)", off)
         btype = struct.unpack_from(e + "I", buf, off)[0]
@@ -183,9 +206,14 @@ def _pcapng(path, buf, size, fmt: Format) -> Iterator[Record]:
         elif block == 1:
             raise CaptureError(path, "pcapng file does not start with a section header block", off)
         blen = struct.unpack_from(e + "I", buf, off + 4)[0]
-        if blen < 12 or blen % 4 or off + blen > size:
+        plausible = blen <= (MAX_PACKET_BLOCK if btype in (2, 3, 6) else MAX_IDB if btype == 1 else MAX_BLOCK)
+        if blen < 12 or blen % 4 or (off + blen > size and (block == 1 or not plausible)):
             raise CaptureError(path, f"pcapng block {block} has bad length {blen} "
                                      f"({size - off} bytes left)", off)
+        if off + blen > size:
+            _cut_short(path, fmt, f"pcapng block {block} of {blen} bytes runs past the end of the file "
+                                  f"({size - off} bytes left)", off, rec + 1, size, strict)
+            return
         if struct.unpack_from(e + "I", buf, off + blen - 4)[0] != blen:
             raise CaptureError(path, f"pcapng block {block}: trailing length does not match {blen}", off)
         body, body_len = off + 8, blen - 12
@@ -278,6 +306,7 @@ class Capture:
     first_ns: int = 0
     last_ns: int = 0
     ts_backwards: int = 0  # records stamped earlier than the one before
+    cut_short: dict | None = None  # the file ends inside its last record: {record, offset, bytes_ignored, what}
     # the frames, when loaded: one buffer, and per frame its offset, length and timestamp
     blob: bytes = b""
     offsets: object = None
@@ -317,18 +346,20 @@ SIZE_LABELS = [f"{lo}-{hi}" for lo, hi in zip((0, *(b + 1 for b in SIZE_BUCKETS[
                                               strict=True)] + [f">{SIZE_BUCKETS[-1]}"]
 
 
-def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture:
+def load(path: str, mtu: int | None = None, keep_frames: bool = True, strict: bool = False) -> Capture:
     """Read ``path`` and make its frames: converted to Ethernet where needed, skipped (and
     counted by reason) where that cannot be done or a frame exceeds ``mtu``. Without ``mtu``,
     the MTU is the smallest that carries every frame, at least 1500 and at most 65535.
-    ``keep_frames=False`` (nta inspect) counts the same and drops the frames at the end."""
+    A file cut short (it ends inside its last record) gives its complete records and says so in
+    ``cut_short``; ``strict`` refuses it. ``keep_frames=False`` (nta inspect) counts the same and drops
+    the frames at the end."""
     fmt = Format()
     cap = Capture(path=path)
     frames: list[bytes] = []
     stamps: list[int] = []
     to_ethernet, en10mb = linktype.to_ethernet, linktype.EN10MB
 
-    for r in records(path, fmt):
+    for r in records(path, fmt, strict):
         cap.packets += 1
         cap.bytes += r.caplen
         cap.linktypes[r.linktype] = cap.linktypes.get(r.linktype, 0) + 1
@@ -354,6 +385,7 @@ def load(path: str, mtu: int | None = None, keep_frames: bool = True) -> Capture
         frames.append(frame)
         stamps.append(r.ts_ns)
     cap.format, cap.byte_order, cap.interfaces = fmt.name, fmt.byte_order, fmt.interfaces
+    cap.cut_short = fmt.cut_short
 
     # per-frame facts, over all frames at once
     lengths = np.fromiter(map(len, frames), dtype=np.uint32, count=len(frames))
@@ -425,6 +457,16 @@ def write_pcap(cap: Capture, f) -> None:
         sec, nsec = divmod(max(cap.first_ns + rel, 0), 1_000_000_000)
         f.write(hdr.pack(sec & 0xFFFFFFFF, nsec, n, n))
         f.write(cap.blob[off:off + n])
+
+
+def cut_short_warning(cap: Capture) -> str | None:
+    """The one line that says a file was cut short, where, and what of it was not read."""
+    c = cap.cut_short
+    if not c:
+        return None
+    return (f"nta: warning: {cap.path} is cut short: record {c['record']} at byte {c['offset']} is incomplete "
+            f"({c['what']}); its {c['bytes_ignored']:,} bytes were ignored, the {cap.packets:,} complete records "
+            "are used (--strict refuses such a file)")
 
 
 def check_replayable(cap: Capture) -> None:

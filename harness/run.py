@@ -53,6 +53,7 @@ class RunConfig:
     send: str = "sendmmsg"  # or "tx-ring" (builtin)
     threads: int = 1  # builtin senders, each on its own CPU and veth queue
     peak_map: bool = False  # keep the pool's page map at its peak (RunResult.peak_map; --plot does too)
+    strict: bool = False  # refuse a capture cut short instead of replaying its complete records
 
     def check(self) -> None:
         """Everything about the options that can be checked before anything is made."""
@@ -226,8 +227,10 @@ def _place_threads(cfg: RunConfig, topo) -> list[int] | None:
 def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
     """Check everything, then bring up, measure and tear down. Raises NtaError."""
     cfg.check()
-    info = pcapfile.load(cfg.pcap, mtu=cfg.mtu)
+    info = pcapfile.load(cfg.pcap, mtu=cfg.mtu, strict=cfg.strict)
     pcapfile.check_replayable(info)
+    if info.cut_short:
+        print(pcapfile.cut_short_warning(info), file=sys.stderr)
     if not info.packets:
         if not cfg.quiet:
             print(f"nta run: {cfg.pcap} holds no packets: nothing to replay", file=out)

@@ -19,13 +19,15 @@ def cmd_inspect(args) -> int:
     human = args.json != "-"
     for path in args.files:
         try:
-            c = pcapfile.load(path, mtu=args.mtu, keep_frames=False)
+            c = pcapfile.load(path, mtu=args.mtu, keep_frames=False, strict=args.strict)
         except pcapfile.CaptureError as exc:
             print(f"nta: error: {exc}", file=sys.stderr)
             docs.append({"path": path, "error": str(exc)})
             failed += 1
             continue
         docs.append(c.as_dict())
+        if c.cut_short:
+            print(pcapfile.cut_short_warning(c), file=sys.stderr)
         if human:
             print(describe(c, mtu_given=args.mtu is not None))
     write_doc(args, jsonfile.document("inspect", captures=docs))
@@ -68,6 +70,9 @@ def _inspect_args(p) -> None:
     p.add_argument("--mtu", type=int, default=None,
                    help="the veth MTU to plan for (default: the smallest that carries every frame)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout only)")
+    p.add_argument("--strict", action="store_true",
+                   help="a file that ends inside its last record is an error (default: its complete records, "
+                        "and a warning)")
     p.set_defaults(func=cmd_inspect)
 
 

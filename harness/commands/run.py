@@ -36,7 +36,7 @@ def handle(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, napi=args.napi, **builtin)
+        allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict, **builtin)
     if args.ebpf:
         print(cfg.program(args.netns, args.iface or DUT_IF).describe())
         return 0
@@ -70,6 +70,9 @@ def add(sub) -> None:
     p.add_argument("--pcap", metavar="FILE",
                    help="capture to replay: pcap or pcapng; Ethernet, or a link type given an Ethernet "
                         "header (Linux cooked, raw IP, BSD loopback); see 'nta inspect FILE'")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a capture that ends inside its last record (default: replay its complete "
+                        "records, with a warning, as tcpdump reads them)")
     p.add_argument("--replayer", choices=("tcpreplay", "builtin"), default="tcpreplay",
                    help="tcpreplay, or the built-in sendmmsg replayer (default tcpreplay)")
     p.add_argument("--send", choices=("sendmmsg", "tx-ring"), default=None,

@@ -288,3 +288,21 @@ def test_a_captured_fcs_does_not_reach_xdp(tmp_path, driver):
     r = replay(str(path), topspeed=True, replayer=driver)
     assert_sent_seen(r, 10, 640)
     assert r.capture.fcs_stripped == 10
+
+
+@pytest.mark.parametrize("driver", ["tcpreplay", "builtin"])
+def test_a_capture_cut_short_replays_its_complete_records(pcaps, tmp_path, driver):
+    """Its writer was interrupted: XDP sees exactly the complete records, one warning line, exit 0."""
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(open(os.path.join(pcaps, "tcpreplay-test.pcap"), "rb").read()[:5000])
+    out = tmp_path / "run.json"
+    proc = nta("run", "--pcap", str(cut), "--replayer", driver, "--topspeed", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is cut short: record 22 at byte 3788" in lines[0]
+    doc = json.loads(out.read_text())
+    plan = load(str(cut))
+    assert plan.packets == 21
+    assert doc["points"]["xdp"]["packets"] == doc["expected_packets"] == 21
+    assert doc["points"]["xdp"]["bytes"] == plan.frame_bytes and doc["reconciled"] is True
+    assert doc["capture"]["cut_short"]["bytes_ignored"] == 1212

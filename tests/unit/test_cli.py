@@ -62,11 +62,17 @@ def test_bad_captures_are_refused_before_anything_is_made(pcaps, tmp_path, nothi
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(open(os.path.join(pcaps, "tcpreplay-test.pcap"), "rb").read()[:5000])
     cases = [
+        (str(cut), "runs past the end of the file", "--strict"),
+    ]
+    for path, needle, flag in cases:
+        for driver in ("tcpreplay", "builtin"):
+            line = assert_one_line_error(nta("run", "--pcap", path, "--replayer", driver, flag), needle, code=2)
+            assert line.startswith(f"nta: error: {path}")
+    cases = [
         (str(tmp_path / "missing.pcap"), "no such file"),
         (str(notcap), "not a pcap or pcapng file"),
         (os.path.join(pcaps, "libpcap-invalid-version-1.pcap"), "unsupported pcap savefile version 1.4"),
         (os.path.join(pcaps, "suricata-bug6875-fuzz.pcap"), "record 2, byte 228"),
-        (str(cut), "runs past the end of the file"),
         (str(radiotap), "none of its 2 packets can be replayed on a veth: 2 link type "
                         "IEEE802_11_RADIOTAP(127)"),
     ]
@@ -160,3 +166,29 @@ def test_a_timestamp_jump_is_refused_at_capture_timing(pcaps, nothing_left_behin
     """pcpp-pcapng-example.pcapng's last record is stamped ~584,000 years after its first."""
     proc = nta("run", "--pcap", os.path.join(pcaps, "pcpp-pcapng-example.pcapng"))
     assert_one_line_error(proc, "one loop would take", "replay it with --topspeed")
+
+
+def test_inspect_a_file_cut_short(pcaps, tmp_path):
+    """One warning line, exit 0, the complete records; --strict: the one-line error and exit 2."""
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(open(os.path.join(pcaps, "tcpreplay-test.pcap"), "rb").read()[:5000])
+    proc = nta("inspect", str(cut), "--json", str(tmp_path / "i.json"), check=True)
+    warning = proc.stderr.strip().splitlines()
+    assert len(warning) == 1 and warning[0].startswith(f"nta: warning: {cut} is cut short: record 22 at byte 3788")
+    assert "1,212 bytes were ignored, the 21 complete records are used" in warning[0]
+    doc = json.loads((tmp_path / "i.json").read_text())["captures"][0]
+    assert doc["packets"] == 21 and doc["cut_short"]["bytes_ignored"] == 1212
+    assert_one_line_error(nta("inspect", "--strict", str(cut)), "record 22, byte 3788", code=2)
+
+
+def test_inspect_the_smallest_frame(pcaps):
+    text = nta("inspect", os.path.join(pcaps, "ndpi-synscan.pcap"), check=True).stdout
+    assert "2,011 frames, 116,672 bytes, 58..60 bytes each" in text  # the smallest is not 0
+
+
+def test_ebpf_prints_the_program_the_run_would_load():
+    plain = nta("run", "--ebpf", check=True).stdout
+    meta = nta("run", "--ebpf", "--controller", "--ring-pages", "8", check=True).stdout
+    assert plain.startswith("/* nta_xdp_count.c, compiled by BCC with: ") and "int nta_xdp_count(" in plain
+    assert meta.startswith("/* nta_xdp_meta.c, compiled by BCC with: ") and "int nta_xdp_meta(" in meta
+    assert "-DNTA_RING_PAGES=8" in meta.splitlines()[0] and "-DNTA_EXPECT_SHARED_VERSION=" in meta

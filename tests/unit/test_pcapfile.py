@@ -149,16 +149,47 @@ def test_big_endian_pcap_reads_the_same(pcaps, tmp_path):
     assert load(str(tmp_path / "be.pcap")).byte_order == "big"
 
 
-@pytest.mark.parametrize("cut, needle", [
-    (10, "truncated pcap file header"),
-    (24 + 8, "truncated record header"),
-    (24 + 16 + 10, "runs past the end of the file"),
-])
-def test_truncated_files(pcaps, tmp_path, cut, needle):
-    data = open(os.path.join(pcaps, "tcpreplay-test.pcap"), "rb").read()
+def test_a_cut_file_header_is_refused(pcaps, tmp_path):
     p = tmp_path / "cut.pcap"
+    p.write_bytes(open(os.path.join(pcaps, "tcpreplay-test.pcap"), "rb").read()[:10])
+    with pytest.raises(CaptureError, match="truncated pcap file header"):
+        load(str(p))
+
+
+def _offsets(path):
+    return [r.offset for r in records(path)]
+
+
+@pytest.mark.parametrize("name", ["tcpreplay-test.pcap", "pcpp-pcapng-example.pcapng"])
+@pytest.mark.parametrize("where", ["in a header", "in the data"])
+def test_a_file_cut_short_gives_its_complete_records(pcaps, tmp_path, name, where):
+    """A file whose last record is incomplete (its writer was interrupted) is read up to it, as tcpdump
+    does; the capture says where it was cut and how much was ignored; strict refuses it."""
+    path = os.path.join(pcaps, name)
+    data, offs = open(path, "rb").read(), _offsets(path)
+    keep = 17  # complete records
+    start = offs[keep]
+    cut = start + (5 if where == "in a header" else 30)
+    p = tmp_path / f"cut-{name}"
     p.write_bytes(data[:cut])
-    with pytest.raises(CaptureError, match=needle):
+    cap = load(str(p))
+    whole = load(path)
+    assert cap.packets == cap.frames == keep
+    assert cap.blob == whole.blob[:int(whole.offsets[keep])]  # the complete records, byte for byte
+    assert cap.cut_short == {"record": keep + 1, "offset": start, "bytes_ignored": cut - start,
+                             "what": cap.cut_short["what"]}
+    assert cap.as_dict()["cut_short"]["offset"] == start
+    with pytest.raises(CaptureError) as ei:
+        load(str(p), strict=True)
+    assert ei.value.offset == start and ei.value.record == keep + 1
+
+
+def test_corruption_before_the_end_is_still_refused(pcaps, tmp_path):
+    data = bytearray(open(os.path.join(pcaps, "tcpreplay-test.pcap"), "rb").read())
+    data[24 + 8:24 + 12] = (1 << 30).to_bytes(4, "little")  # record 1 claims a gigabyte
+    p = tmp_path / "bad.pcap"
+    p.write_bytes(bytes(data))
+    with pytest.raises(CaptureError, match="captured length 1073741824 is larger than the maximum"):
         load(str(p))
 
 
