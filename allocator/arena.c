@@ -84,28 +84,33 @@ static int layout(const struct nta_config *cfg, struct nta_hdr *h)
 	return 0;
 }
 
-void nta_arena_derive(struct nta_arena *a)
+void nta_arena_derive(struct nta_arena *a, const struct nta_hdr *g)
 {
 	struct nta_hdr *h = (struct nta_hdr *)a->base;
 
 	a->h = h;
-	a->desc = (struct nta_page *)(a->base + h->desc_off);
-	a->bmp = (uint64_t *)(a->base + h->bmp_off);
-	a->cache = (uint32_t *)(a->base + h->cache_off);
-	a->live = a->base + h->live_off;
-	a->rd = (struct nta_readers *)(a->base + h->readers_off);
-	a->readers = (struct nta_reader_slot *)(a->base + h->readers_off + sizeof(struct nta_readers));
+	a->desc = (struct nta_page *)(a->base + g->desc_off);
+	a->bmp = (uint64_t *)(a->base + g->bmp_off);
+	a->cache = (uint32_t *)(a->base + g->cache_off);
+	a->live = a->base + g->live_off;
+	a->rd = (struct nta_readers *)(a->base + g->readers_off);
+	a->readers = (struct nta_reader_slot *)(a->base + g->readers_off + sizeof(struct nta_readers));
 	a->st = &h->st;
 	a->heaps = h->heaps;
-	a->kind = h->kind;
-	a->page_size = h->page_size;
-	a->page_shift = h->page_shift;
-	a->chunk_shift = h->chunk_shift;
-	a->chunk_mask = h->chunk_size - 1;
-	a->cpp = h->cpp;
-	a->words = h->words;
-	a->depth = h->cache_depth;
-	a->gpage0 = (uint32_t)(h->data_off >> h->page_shift);
+	a->kind = g->kind;
+	a->page_size = g->page_size;
+	a->page_shift = g->page_shift;
+	a->chunk_shift = g->chunk_shift;
+	a->chunk_size = g->chunk_size;
+	a->chunk_mask = g->chunk_size - 1;
+	a->cpp = g->cpp;
+	a->words = g->words;
+	a->depth = g->cache_depth;
+	a->max_pages = g->max_pages;
+	a->reserve_pages = g->reserve_pages;
+	a->cfg_flags = g->flags;
+	a->data_off = g->data_off;
+	a->gpage0 = (uint32_t)(g->data_off >> g->page_shift);
 }
 
 static void arena_free(struct nta_arena *a)
@@ -164,7 +169,7 @@ NTA_API struct nta_arena *nta_arena_create(const char *path, const struct nta_co
 	if (a->base == MAP_FAILED)
 		goto fail_unlink;
 	memcpy(a->base, &h, sizeof(h));
-	nta_arena_derive(a);
+	nta_arena_derive(a, &h);
 	a->h->owner_pid = (uint32_t)getpid();
 	/* The magic goes in last: a reader never validates a half-made arena. */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
@@ -275,7 +280,9 @@ static struct nta_arena *attach(const char *path, int writable, bool reader)
 	    want.live_off != h.live_off || want.readers_off != h.readers_off ||
 	    want.cache_off != h.cache_off || want.data_off != h.data_off ||
 	    want.total_size != h.total_size || (uint64_t)stb.st_size != h.total_size ||
-	    h.hdr_size != sizeof(struct nta_hdr) || h.top > h.max_pages) {
+	    want.page_size != h.page_size || want.chunk_size != h.chunk_size || want.page_shift != h.page_shift ||
+	    want.chunk_shift != h.chunk_shift || want.cpp != h.cpp || want.words != h.words ||
+	    want.cache_depth != h.cache_depth || h.hdr_size != sizeof(struct nta_hdr) || h.top > h.max_pages) {
 		err = EBADMSG;
 		goto fail;
 	}
@@ -293,7 +300,7 @@ static struct nta_arena *attach(const char *path, int writable, bool reader)
 			goto fail;
 		}
 	}
-	nta_arena_derive(a);
+	nta_arena_derive(a, &want); /* the geometry validated above, not what the mapping holds now */
 	return a;
 fail:
 	arena_free(a);
@@ -305,7 +312,7 @@ NTA_API void nta_arena_close(struct nta_arena *a)
 {
 	if (!a)
 		return;
-	if (a->creator && a->path && (a->h->flags & NTA_ARENA_UNLINK))
+	if (a->creator && a->path && (a->cfg_flags & NTA_ARENA_UNLINK))
 		unlink(a->path);
 	arena_free(a);
 }
@@ -314,14 +321,14 @@ NTA_API int nta_arena_config(const struct nta_arena *a, struct nta_config *cfg)
 {
 	if (!a || !cfg)
 		return -EINVAL;
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->kind = a->h->kind;
-	cfg->page_size = a->h->page_size;
-	cfg->chunk_size = a->h->chunk_size;
-	cfg->max_pages = a->h->max_pages;
-	cfg->reserve_pages = a->h->reserve_pages;
-	cfg->cache_depth = a->h->cache_depth ? a->h->cache_depth : NTA_CACHE_OFF;
-	cfg->flags = a->h->flags;
+	memset(cfg, 0, sizeof(*cfg)); /* the validated geometry: a reader sizes its buffers by it */
+	cfg->kind = a->kind;
+	cfg->page_size = a->page_size;
+	cfg->chunk_size = a->chunk_size;
+	cfg->max_pages = a->max_pages;
+	cfg->reserve_pages = a->reserve_pages;
+	cfg->cache_depth = a->depth ? a->depth : NTA_CACHE_OFF;
+	cfg->flags = a->cfg_flags;
 	return 0;
 }
 

@@ -217,12 +217,10 @@ static bool check_owner(const struct nta_arena *a, struct ck *k, uint32_t p)
 
 static bool check_pages(const struct nta_arena *a, struct ck *k, struct totals *t)
 {
-	const struct nta_hdr *h = a->h;
-
-	for (uint32_t p = h->top; p < h->max_pages; p++)
-		if (!CHECK(k, pg(a, p)->kind == PG_UNTOUCHED, "page %u above top %u is not untouched", p, h->top))
+	for (uint32_t p = nta_top(a); p < a->max_pages; p++)
+		if (!CHECK(k, pg(a, p)->kind == PG_UNTOUCHED, "page %u above top %u is not untouched", p, nta_top(a)))
 			return false;
-	for (uint32_t p = 0; p < h->top;) {
+	for (uint32_t p = 0; p < nta_top(a);) {
 		const struct nta_page *d = pg(a, p);
 		struct heap_totals *ht = &t->heap[d->heap < NTA_MAX_HEAPS ? d->heap : 0];
 		if (!(d->flags & PG_DECOMMITTED))
@@ -239,7 +237,7 @@ static bool check_pages(const struct nta_arena *a, struct ck *k, struct totals *
 		switch (d->kind) {
 		case PG_FREE: {
 			uint32_t run = d->run;
-			if (!CHECK(k, run >= 1 && p + run <= h->top && pg(a, p + run - 1)->run == run,
+			if (!CHECK(k, run >= 1 && p + run <= nta_top(a) && pg(a, p + run - 1)->run == run,
 				   "free run at page %u: bad length %u", p, run))
 				return false;
 			for (uint32_t i = p + 1; i < p + run; i++) {
@@ -248,7 +246,7 @@ static bool check_pages(const struct nta_arena *a, struct ck *k, struct totals *
 				if (!(pg(a, i)->flags & PG_DECOMMITTED))
 					t->committed++;
 			}
-			if (!CHECK(k, p + run == h->top || pg(a, p + run)->kind != PG_FREE,
+			if (!CHECK(k, p + run == nta_top(a) || pg(a, p + run)->kind != PG_FREE,
 				   "free runs at pages %u and %u were not combined", p, p + run))
 				return false;
 			t->runs++;
@@ -268,7 +266,7 @@ static bool check_pages(const struct nta_arena *a, struct ck *k, struct totals *
 			break;
 		case PG_LARGE: {
 			uint32_t run = d->run;
-			if (!CHECK(k, run >= 1 && p + run <= h->top, "large block at page %u: bad length %u", p, run))
+			if (!CHECK(k, run >= 1 && p + run <= nta_top(a), "large block at page %u: bad length %u", p, run))
 				return false;
 			for (uint32_t i = p + 1; i < p + run; i++) {
 				const struct nta_page *e = pg(a, i);
@@ -313,7 +311,7 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, uint32_t h, con
 		for (uint32_t g = L->heads[n]; g; g = node(a, g)->next) {
 			uint32_t p = gchunk_page(a, g), c = gchunk_index(a, g);
 			const struct nta_page *d = pg(a, p);
-			if (!CHECK(k, p < a->h->top && d->kind == PG_SMALL && d->heap == h,
+			if (!CHECK(k, p < nta_top(a) && d->kind == PG_SMALL && d->heap == h,
 				   "heap %u class %u: region at page %u is not in a small page of this heap", h, n, p))
 				return false;
 			const struct nta_node *nd = node(a, g);
@@ -335,13 +333,14 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, uint32_t h, con
 		return false;
 	uint64_t cached = 0;
 	for (uint32_t n = 0; n <= a->cpp && a->depth; n++) {
-		if (!CHECK(k, hp->cache_count[n] <= hp->cache_limit && (n || !hp->cache_count[n]) &&
-				      (hp->kind == HEAP_NTA || !hp->cache_count[n]),
-			   "heap %u: cache of %u-chunk blocks holds %u", h, n, hp->cache_count[n]))
+		uint32_t count = __atomic_load_n(&hp->cache_count[n], __ATOMIC_RELAXED); /* once: it may change */
+		if (!CHECK(k, count <= hp->cache_limit && count <= a->depth && (n || !count) &&
+				      (hp->kind == HEAP_NTA || !count),
+			   "heap %u: cache of %u-chunk blocks holds %u", h, n, count))
 			return false;
-		for (uint32_t i = 0; i < hp->cache_count[n]; i++) {
+		for (uint32_t i = 0; i < count; i++) {
 			uint32_t g = cache_slot(a, h, n)[i], p = gchunk_page(a, g), c = gchunk_index(a, g);
-			if (!CHECK(k, p < a->h->top && pg(a, p)->kind == PG_SMALL && pg(a, p)->heap == h &&
+			if (!CHECK(k, p < nta_top(a) && pg(a, p)->kind == PG_SMALL && pg(a, p)->heap == h &&
 					      bit_test(bmp(a, p, BMP_CACHED), c),
 				   "heap %u: cache of %u-chunk blocks: entry %u is not a parked block of it", h, n, i))
 				return false;
@@ -360,9 +359,9 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, uint32_t h, con
 			return false;
 		for (uint32_t q = L->slabs[ci]; q; q = pg(a, q - 1)->next) {
 			const struct nta_page *d = pg(a, q - 1);
-			if (!CHECK(k, q - 1 < a->h->top && d->kind == PG_SLAB && d->heap == h &&
+			if (!CHECK(k, q - 1 < nta_top(a) && d->kind == PG_SLAB && d->heap == h &&
 					      d->cls == ci + a->chunk_shift && d->nfree > 0 && d->prev == prev &&
-					      ++steps <= a->h->top,
+					      ++steps <= nta_top(a),
 				   "heap %u slab class %u: page %u is a bad member", h, ci, q - 1))
 				return false;
 			empty += d->nfree == a->page_size >> d->cls;
@@ -374,7 +373,7 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, uint32_t h, con
 	}
 	if (hp->kind == HEAP_PPFRAG && hp->cur) {
 		const struct nta_page *d = pg(a, hp->cur - 1);
-		if (!CHECK(k, hp->cur - 1 < a->h->top && d->kind == PG_CARVE && d->heap == h,
+		if (!CHECK(k, hp->cur - 1 < nta_top(a) && d->kind == PG_CARVE && d->heap == h,
 			   "heap %u: its current page %u is not a carved page of it", h, hp->cur - 1))
 			return false;
 	}
@@ -394,7 +393,7 @@ static bool check_runs(const struct nta_arena *a, struct ck *k, const struct tot
 		uint32_t prev = 0;
 		for (uint32_t q = h->run_heads[c]; q; q = pg(a, q - 1)->next) {
 			const struct nta_page *d = pg(a, q - 1);
-			if (!CHECK(k, q - 1 < h->top && d->kind == PG_FREE && nta_run_class(d->run) == c && d->prev == prev,
+			if (!CHECK(k, q - 1 < nta_top(a) && d->kind == PG_FREE && nta_run_class(d->run) == c && d->prev == prev,
 				   "page-run class %u: page %u is a bad member", c, q - 1))
 				return false;
 			if (!CHECK(k, ++runs <= t->runs, "page-run lists hold more runs than the arena"))
@@ -465,7 +464,7 @@ NTA_API int nta_check(const struct nta_arena *a, char *why, size_t whylen)
 			     (unsigned long long)(h->st.allocs - h->st.frees), (unsigned long long)live) &&
 		       SAME(&k, bytes_handed, handed) &&
 		       CHECK(&k, h->st.reserve_pages_in_use <= h->reserve_pages, "reserve over its budget") &&
-		       CHECK(&k, h->st.pages_in_use - h->st.reserve_pages_in_use <= h->max_pages - h->reserve_pages,
+		       CHECK(&k, h->st.pages_in_use - h->st.reserve_pages_in_use <= a->max_pages - h->reserve_pages,
 			     "ordinary pages over their budget"));
 	}
 	err = k.err;

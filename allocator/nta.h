@@ -275,12 +275,16 @@ int nta_pool_check(const struct nta_pool *p, char *why, size_t whylen);
 
 /* What a pool publishes in its arena for others to read (nta pool PATH). */
 struct nta_pool_info {
-	uint32_t pid, ifindex, queue, pad; /* pid 0: no pool */
+	uint32_t pid, ifindex, queue; /* pid 0: no pool */
+	uint32_t flags;               /* NTA_POOL_INFO_TORN, as nta_arena_pools read it */
 	struct nta_pool_stats st;
 };
+#define NTA_POOL_INFO_TORN 0x1u /* the owner was writing it the whole time it was read: counters may disagree */
 #define NTA_MAX_POOLS 8
 /* The pools of an arena, as last published (on every nta_pool_stats, refill,
- * reap and destroy). Returns how many were written to out. */
+ * reap and destroy). A slot its owner is writing is read again, a bounded
+ * number of times, then handed out marked NTA_POOL_INFO_TORN. Returns how
+ * many were written to out. */
 long nta_arena_pools(const struct nta_arena *a, struct nta_pool_info *out, size_t n);
 
 /*

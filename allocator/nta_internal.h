@@ -209,13 +209,25 @@ struct nta_arena {
 	struct nta_reader_slot *readers;
 	struct nta_stats *st;   /* h->st */
 	struct nta_heap *heaps; /* h->heaps */
+	/* the geometry as validated when the arena was created or attached: what every bound a reader
+	 * takes is checked against (the header in shared memory may change under it) */
 	uint32_t kind, page_size, page_shift, chunk_shift, chunk_mask, cpp, words, depth;
+	uint32_t chunk_size, max_pages, reserve_pages, cfg_flags;
+	uint64_t data_off;
 	uint32_t gpage0;        /* global chunk index >> (page_shift - chunk_shift) of page 0 */
 	struct nta_feed feed[NTA_MAX_HEAPS];
 };
 
-/* Fill in the derived fields of a from its header (arena.c, after mapping). */
-void nta_arena_derive(struct nta_arena *a);
+/* Fill in the derived fields of a from the geometry of g, a header validated (or made) before
+ * mapping (arena.c). */
+void nta_arena_derive(struct nta_arena *a, const struct nta_hdr *g);
+
+/* The pages a reader may walk: the header's top, never past the validated geometry. */
+static inline uint32_t nta_top(const struct nta_arena *a)
+{
+	uint32_t top = __atomic_load_n(&a->h->top, __ATOMIC_RELAXED);
+	return top < a->max_pages ? top : a->max_pages;
+}
 /* Is pid, started at starttime, still running? (arena.c) */
 bool nta_proc_alive(uint32_t pid, uint64_t starttime);
 struct nta_arena *nta_arena_attach_reader(const char *path);
@@ -240,30 +252,32 @@ static inline uint64_t *bmp(const struct nta_arena *a, uint32_t p, int which)
 #define BMP_START 1
 #define BMP_CACHED 2
 
+/* These read the validated geometry kept in the handle, never the shared header's (which a reader
+ * must not trust: it may be damaged, or change under it). */
 static inline uint64_t page_off(const struct nta_arena *a, uint32_t p)
 {
-	return a->h->data_off + ((uint64_t)p << a->h->page_shift);
+	return a->data_off + ((uint64_t)p << a->page_shift);
 }
 
 /* global chunk index of chunk c of page p */
 static inline uint32_t gchunk(const struct nta_arena *a, uint32_t p, uint32_t c)
 {
-	return (uint32_t)(page_off(a, p) >> a->h->chunk_shift) + c;
+	return (uint32_t)(page_off(a, p) >> a->chunk_shift) + c;
 }
 
 static inline uint32_t gchunk_page(const struct nta_arena *a, uint32_t g)
 {
-	return (uint32_t)((((uint64_t)g << a->h->chunk_shift) - a->h->data_off) >> a->h->page_shift);
+	return (uint32_t)((((uint64_t)g << a->chunk_shift) - a->data_off) >> a->page_shift);
 }
 
 static inline uint32_t gchunk_index(const struct nta_arena *a, uint32_t g)
 {
-	return g & (a->h->cpp - 1);
+	return g & (a->cpp - 1);
 }
 
 static inline struct nta_node *node(const struct nta_arena *a, uint32_t g)
 {
-	return (struct nta_node *)(a->base + ((uint64_t)g << a->h->chunk_shift));
+	return (struct nta_node *)(a->base + ((uint64_t)g << a->chunk_shift));
 }
 
 static inline struct nta_heap *heap(const struct nta_arena *a, uint32_t h)

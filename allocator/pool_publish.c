@@ -39,19 +39,22 @@ NTA_API const struct nta_pool_stats *nta_pool_counters(const struct nta_pool *p)
 	return &p->st;
 }
 
+#define PUB_TRIES 1000 /* a writer that died mid-publish leaves its count odd for ever */
+
 NTA_API long nta_arena_pools(const struct nta_arena *a, struct nta_pool_info *out, size_t n)
 {
 	size_t k = 0;
 
 	for (int i = 0; i < NTA_MAX_POOLS && k < n; i++) {
 		const struct nta_pool_pub *pub = &a->rd->pools[i];
-		uint32_t s0, s1;
+		uint32_t s0, s1, tries = 0;
 		do {
 			s0 = __atomic_load_n(&pub->seq, __ATOMIC_ACQUIRE);
-			out[k] = pub->info;
+			memcpy(&out[k], (const void *)&pub->info, sizeof(out[k]));
 			__atomic_thread_fence(__ATOMIC_ACQUIRE);
 			s1 = __atomic_load_n(&pub->seq, __ATOMIC_RELAXED);
-		} while ((s0 & 1) || s0 != s1);
+		} while (((s0 & 1) || s0 != s1) && ++tries < PUB_TRIES);
+		out[k].flags = tries < PUB_TRIES ? 0 : NTA_POOL_INFO_TORN;
 		if (out[k].pid)
 			k++;
 	}

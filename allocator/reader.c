@@ -96,7 +96,7 @@ static inline uint8_t *live_byte(const struct nta_arena *a, uint64_t off)
 static bool in_data(const struct nta_arena *a, uint64_t off)
 {
 	uint64_t data_off = (uint64_t)a->gpage0 << a->page_shift;
-	return off >= data_off && off < data_off + ((uint64_t)a->h->max_pages << a->page_shift) &&
+	return off >= data_off && off < data_off + ((uint64_t)a->max_pages << a->page_shift) &&
 	       !(off & a->chunk_mask);
 }
 

@@ -279,6 +279,7 @@ class Arena:
         out = ffi.new("struct nta_pool_info[]", lib.NTA_MAX_POOLS)
         n = lib.nta_arena_pools(self._h(), out, lib.NTA_MAX_POOLS)
         return [{"pid": out[i].pid, "ifindex": out[i].ifindex, "queue": out[i].queue,
+                 "torn": bool(out[i].flags & lib.NTA_POOL_INFO_TORN),
                  "stats": _as_dict(out[i].st, "struct nta_pool_stats")} for i in range(n)]
 
     def free_histogram(self, nbins: int | None = None) -> tuple[np.ndarray, int]:

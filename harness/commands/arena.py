@@ -39,10 +39,13 @@ def cmd_pool(args) -> int:
     if not pools:
         print(f"{args.path}: no pools")
         return 0
-    header = ["counter"] + [f"if {p['ifindex']} q {p['queue']} (pid {p['pid']})" for p in pools]
+    header = ["counter"] + [f"if {p['ifindex']} q {p['queue']} (pid {p['pid']}{', torn' if p['torn'] else ''})"
+                            for p in pools]
     rows = [[f"{group}.{name}"] + [n(p["stats"][name]) for p in pools]
             for group, names in counter_groups("struct nta_pool_stats") for name in names]
-    print(f"{args.path}: {len(pools)} pool{'s' if len(pools) > 1 else ''} (counters as last published)")
+    print(f"{args.path}: {len(pools)} pool{'s' if len(pools) > 1 else ''} (counters as last published"
+          + ("; torn: its owner was writing them all the while, so they may disagree" if any(p["torn"] for p in pools)
+             else "") + ")")
     table(rows, header)
     return 0
 
