@@ -35,11 +35,14 @@ def inside(name: str):
 def in_netns_preexec(name: str, cpu: int | None = None):
     """A subprocess preexec_fn: enter ``name``, die with the parent (and run on ``cpu`` if given)."""
     path = os.path.join(NETNS_RUN_DIR, name)
+    parent = os.getpid()
 
     def _enter():
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed: it will never come
+            os._exit(1)
         fd = os.open(path, os.O_RDONLY)
         try:
             if _libc.setns(fd, CLONE_NEWNET) != 0:
@@ -62,3 +65,24 @@ def read_sysctl(name: str, key: str) -> str:
     with inside(name):
         with open(os.path.join("/proc/sys", key)) as f:
             return f.read().strip()
+
+
+def processes_in(name: str) -> list[tuple[int, str]]:
+    """The processes (pid, command name) whose network namespace is ``name``; zombies left out."""
+    try:
+        want = os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino
+    except OSError:
+        return []
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != want:
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+        if state not in "ZX":
+            found.append((int(pid), comm))
+    return found

@@ -190,6 +190,12 @@ def _pcapng(path, buf, size, fmt: Format, strict: bool) -> Iterator[Record]:
             raise CaptureError(path, f"truncated pcapng block header ({size - off} bytes left)", off)
         btype = struct.unpack_from(e + "I", buf, off)[0]
         if btype == PCAPNG_SHB:
+            if size - off < 28:  # type, length, byte-order magic, version, section length, trailing length
+                if block > 1:
+                    _cut_short(path, fmt, f"truncated section header block ({size - off} bytes left)", off,
+                               rec + 1, size, strict)
+                    return
+                raise CaptureError(path, f"truncated section header block ({size - off} of 28 bytes)", off)
             if struct.unpack_from("<I", buf, off + 8)[0] == PCAPNG_BOM:
                 e = "<"
             elif struct.unpack_from(">I", buf, off + 8)[0] == PCAPNG_BOM:
@@ -221,7 +227,11 @@ def _pcapng(path, buf, size, fmt: Format, strict: bool) -> Iterator[Record]:
             if body_len < 8:
                 raise CaptureError(path, "interface description block too short", off)
             lt, _res, snap = struct.unpack_from(e + "HHI", buf, body)
-            units, tsoff, fcs = _idb_options(buf, e, body + 8, body + body_len)
+            opts = _idb_options(buf, e, body + 8, body + body_len)
+            if opts is None:
+                raise CaptureError(path, "interface description block: an option runs past the end of the block",
+                                   off)
+            units, tsoff, fcs = opts
             ifaces.append((lt, snap, units, tsoff, fcs))
             fmt.interfaces += 1
         elif btype in (2, 3, 6):
@@ -258,14 +268,16 @@ def _pcapng(path, buf, size, fmt: Format, strict: bool) -> Iterator[Record]:
         off += blen
 
 
-def _idb_options(buf, e, opt, end) -> tuple[int, int, int]:
+def _idb_options(buf, e, opt, end) -> tuple[int, int, int] | None:
     """if_tsresol (9) as units per second (10**6 when absent), if_tsoffset (14) in seconds and
-    if_fcslen (13) in bytes."""
+    if_fcslen (13) in bytes; None when an option runs past the end of its block."""
     units, tsoff, fcs = 1_000_000, 0, 0
     while opt + 4 <= end:
         code, olen = struct.unpack_from(e + "HH", buf, opt)
         if code == 0:
             break
+        if opt + 4 + olen > end:
+            return None
         if code == 9 and olen >= 1:
             v = buf[opt + 4]
             units = 2 ** (v & 0x7F) if v & 0x80 else 10 ** v

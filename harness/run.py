@@ -247,9 +247,9 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                            "or cut it with --duration")
     require_root("nta run")
 
-    for t in topology.remove_stale():
-        print(f"nta: removed stale topology {t.tag} (owner pid {t.owner_pid or '?'} is gone)",
-              file=sys.stderr)
+    for t, ended in topology.remove_stale():
+        print(f"nta: removed stale topology {t.tag} (owner pid {t.owner_pid or '?'} is gone)"
+              + (f"; ended {topology.ended_text(ended)} still inside it" if ended else ""), file=sys.stderr)
 
     say = (lambda line: None) if cfg.quiet else (lambda line: print(line, file=out, flush=True))
     with contextlib.ExitStack() as stack:

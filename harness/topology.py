@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -282,8 +283,29 @@ def link_xdp(link) -> tuple[str | None, int | None]:
     return mode, xdp.get("IFLA_XDP_PROG_ID")
 
 
+def end_processes(tag: str, timeout: float = 2.0) -> list[tuple[int, str]]:
+    """End every process still inside topology ``tag``'s namespaces (a sender orphaned by a killed run
+    keeps a namespace alive and goes on sending): SIGKILL, then wait for them. Returns (pid, name) of each."""
+    ended = []
+    for name in (GEN_PREFIX + tag, DUT_PREFIX + tag):
+        for pid, comm in nsutil.processes_in(name):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                ended.append((pid, comm))
+    deadline = time.monotonic() + timeout
+    while ended and time.monotonic() < deadline and any(
+            nsutil.processes_in(n) for n in (GEN_PREFIX + tag, DUT_PREFIX + tag)):
+        time.sleep(0.01)
+    return ended
+
+
+def ended_text(ended: list[tuple[int, str]]) -> str:
+    return ", ".join(f"{comm} (pid {pid})" for pid, comm in ended)
+
+
 def remove_namespaces(tag: str) -> list[str]:
-    """Remove the namespaces and owner record of topology ``tag``; return what was removed."""
+    """Remove the namespaces and owner record of topology ``tag``; return what was removed. (A process
+    still inside keeps a namespace alive: end_processes first, for a topology nobody owns.)"""
     removed = []
     present = set(netns.listnetns())
     for name in (GEN_PREFIX + tag, DUT_PREFIX + tag):
@@ -332,9 +354,12 @@ def list_topologies(probe: bool = True) -> list[TopoInfo]:
     return infos
 
 
-def remove_stale() -> list[TopoInfo]:
-    """Remove every stale topology (its owner process is gone); return them."""
-    stale = [t for t in list_topologies(probe=False) if t.stale]
-    for t in stale:
-        remove_namespaces(t.tag)
-    return stale
+def remove_stale() -> list[tuple[TopoInfo, list[tuple[int, str]]]]:
+    """Remove every stale topology (its owner process is gone), ending what still runs inside it; return
+    each with the processes that were ended."""
+    out = []
+    for t in list_topologies(probe=False):
+        if t.stale:
+            out.append((t, end_processes(t.tag)))
+            remove_namespaces(t.tag)
+    return out

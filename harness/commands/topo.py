@@ -42,6 +42,9 @@ def cmd_topo_down(args) -> int:
                   file=sys.stderr)
             status = 1
             continue
+        ended = topology.end_processes(t.tag)
+        if ended:
+            print(f"ended {topology.ended_text(ended)} still inside {t.tag}")
         removed = topology.remove_namespaces(t.tag)
         print(f"removed {t.tag} ({t.state}): {', '.join(removed) or 'owner record only'}")
     if not topos:

@@ -2,7 +2,8 @@
 
 Each test must leave the machine as it found it: no nta-* namespace, no owner
 record, no BPF program or map of the harness loaded (every one is named
-nta_*: harness.xdp.PREFIX). The autouse fixture checks that after every test
+nta_*: harness.xdp.PREFIX), no process of the harness or its senders. The
+autouse fixture checks that after every test
 (and cleans up, so one failure does not cascade). ``tag`` hands each test a
 topology name of its own.
 """
@@ -47,6 +48,24 @@ def nta_maps() -> list[dict]:
     return _ours("map")
 
 
+def harness_processes() -> list[str]:
+    """Live processes of the harness or its senders (zombies left out: dead, only not reaped)."""
+    found = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(d) != os.getpid() and ("-m harness run" in cmd or cmd.startswith("/usr/bin/tcpreplay")):
+            found.append(f"{d}: {cmd.strip()}")
+    return found
+
+
+
 def owner_records() -> list[str]:
     try:
         return sorted(os.listdir(topology.STATE_DIR))
@@ -86,6 +105,7 @@ def root_and_clean():
     gone = wait_until(lambda: not nta_programs() and not nta_maps(), timeout=5.0)
     assert left == ([], []), f"left behind: namespaces {left[0]}, owner records {left[1]}"
     assert gone, f"BPF left loaded: programs {nta_programs()}, maps {nta_maps()}"
+    assert wait_until(lambda: not harness_processes(), timeout=5.0), f"processes left: {harness_processes()}"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from harness.replay import ReplayOptions
 from harness.run import RunConfig, run
 from harness.topology import list_topologies
 from tests.conftest import ROOT, assert_one_line_error, nta
-from tests.netns.conftest import nta_namespaces, nta_programs, wait_until
+from tests.netns.conftest import harness_processes, nta_namespaces, nta_programs, wait_until
 
 
 def tcpreplay_pids() -> set[int]:
@@ -137,4 +137,33 @@ def test_topo_down_spares_a_live_run_unless_forced(tag):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+    assert nta_namespaces() == []
+
+
+@pytest.mark.parametrize("replayer", ["tcpreplay", "builtin"])
+def test_kill_9_mid_replay_leaves_nothing_once_topo_down_has_run(tag, replayer):
+    """Whatever the replayer: after kill -9 and 'nta topo down', no process of the harness is left and no
+    namespace."""
+    proc = long_run(tag, "--replayer", replayer)
+    wait_attached(tag, proc, replayer)
+    proc.kill()
+    proc.communicate(timeout=30)
+    nta("topo", "down", check=True)
+    assert nta_namespaces() == []
+    assert wait_until(lambda: not harness_processes(), timeout=5), harness_processes()
+    assert wait_until(lambda: not nta_programs(), timeout=5)
+
+
+def test_topo_down_ends_what_still_runs_in_a_stale_topology(tag):
+    """A process left inside a stale topology's namespace (however it got there: it is not ours to know)
+    keeps the namespace alive and may go on sending: 'nta topo down' ends it, says so, then removes it."""
+    proc = long_run(tag)
+    wait_attached(tag, proc)
+    orphan = subprocess.Popen(["ip", "netns", "exec", f"nta-gen-{tag}", "sleep", "300"], start_new_session=True)
+    proc.kill()
+    proc.communicate(timeout=30)
+    out = nta("topo", "down", check=True).stdout
+    assert f"ended sleep (pid {orphan.pid}) still inside {tag}" in out, out
+    assert f"removed {tag} (stale)" in out
+    assert orphan.wait(timeout=5) == -signal.SIGKILL
     assert nta_namespaces() == []

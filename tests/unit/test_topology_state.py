@@ -43,7 +43,7 @@ def test_remove_stale_removes_only_stale_records(state_dir):
     write(state_dir, "gone", pid=dead_pid(), starttime=1, persistent=False)
     write(state_dir, "kept", pid=None, starttime=None, persistent=True)
     removed = topology.remove_stale()
-    assert [t.tag for t in removed] == ["gone"]
+    assert [t.tag for t, ended in removed] == ["gone"] and removed[0][1] == []
     assert sorted(os.listdir(state_dir)) == ["kept.json"]
 
 
