@@ -84,6 +84,8 @@ def run_child(path: str, out_path: str) -> tuple[str, int | str, str]:
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        # the real fds, not whatever the test runner put in sys.stdout and sys.stderr
+        sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
         try:
             from harness.cli import main
             from harness.nta import Arena, ArenaError
@@ -98,6 +100,8 @@ def run_child(path: str, out_path: str) -> tuple[str, int | str, str]:
                 pass
         except BaseException:
             code = 99
+        sys.stdout.flush()
+        sys.stderr.flush()
         os._exit(code if isinstance(code, int) else 98)
     deadline = time.monotonic() + CHILD_TIMEOUT
     while True:
