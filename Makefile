@@ -76,7 +76,7 @@ build/test_ctl: $(NTA_SRC) $(HC_SRC) tests/c/test_ctl.c tests/c/expect.h
 
 build/test_replay: $(HC_SRC) tests/c/test_replay.c tests/c/expect.h
 	@mkdir -p build
-	$(CC) $(CFLAGS_TEST) harness/csrc/replay.c tests/c/test_replay.c -o $@
+	$(CC) $(CFLAGS_TEST) harness/csrc/replay.c tests/c/test_replay.c -lbpf -o $@
 
 ctest: build/test_nta build/test_pool build/test_ctl build/test_replay ## C tests (allocator, controller, replayer) under AddressSanitizer and UndefinedBehaviorSanitizer
 	build/test_nta

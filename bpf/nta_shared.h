@@ -14,7 +14,7 @@
 #include <linux/types.h>
 #endif
 
-#define NTA_SHARED_VERSION 2
+#define NTA_SHARED_VERSION 3
 
 /* The harness compiles its BPF programs with -DNTA_EXPECT_SHARED_VERSION=<the version its C modules
  * were built with>: a binding built from another version of this header cannot read these layouts. */
@@ -74,12 +74,34 @@ struct nta_meta {
 struct nta_ring_stats {
 	__u64 submitted;    /* records handed to the ring */
 	__u64 lost;         /* reserve failed: the ring was full */
-	__u64 since_wakeup; /* records since the last forced wake-up */
+	__u64 pad0;
 	__u64 pad;
+};
+
+/*
+ * The XDP live-frames replayer (nta_xdp_gen.c): one sender per CPU, its state
+ * its CPU's copy of the per-CPU nta_gen_state. A frame of nta_gen_frames is this
+ * header, then NTA_GEN_FRAME_MAX bytes (of which len are the frame's).
+ */
+struct nta_gen_state {
+	__u32 base;   /* where its list of frames starts in nta_gen_index */
+	__u32 count;  /* how many it has (0: it sends nothing) */
+	__u32 next;   /* the one the next run sends, from 0 */
+	__u32 pad;
+	__u64 runs;   /* runs of the program: frames the kernel made for it */
+	__u64 sent;   /* frames written and redirected out of the device */
+	__u64 bytes;  /* their bytes */
+	__u64 failed; /* frames not written: a bad entry, or a length the kernel refused */
+};
+
+struct nta_gen_frame_hdr {
+	__u32 len;
+	__u32 pad;
 };
 
 #ifndef NTA_CDEF
 _Static_assert(sizeof(struct nta_xdp_stats) == 32, "nta_xdp_stats layout");
+_Static_assert(sizeof(struct nta_gen_state) == 48, "nta_gen_state layout");
 _Static_assert(sizeof(struct nta_meta) == 40, "nta_meta layout");
 _Static_assert(sizeof(struct nta_ring_stats) == 32, "nta_ring_stats layout");
 #endif

@@ -151,8 +151,15 @@ class Consumer:
         except BaseException:
             self._stack.close()
             raise
-        self.drained = 0
-        self._latency: list = []  # ns from XDP's timestamp to the drain, a sample per batch
+        # the C loop's state: its batch buffer and, per microsecond of wait (XDP's timestamp -> the
+        # drain), how many records waited that long; counts add up over calls
+        self._buf = np.empty(self.BATCH, dtype=META)
+        self._lat_hist = np.zeros(self.LAT_BUCKETS, dtype=np.uint64)
+        self._poll = ffi.new("struct nta_ctl_poll *")
+        self._poll.buf = ffi.cast("struct nta_meta *", ffi.from_buffer(self._buf))
+        self._poll.max = self.BATCH
+        self._poll.lat_hist = ffi.cast("uint64_t *", ffi.from_buffer(self._lat_hist))
+        self._poll.lat_buckets = self.LAT_BUCKETS
         self._util: list[float] = []  # bytes asked / bytes of pages in use, a sample every UTIL_EVERY_NS
         self._util_next = 0
         # the pool's page map at the sample with the most pages in use
@@ -160,6 +167,8 @@ class Consumer:
         self._want_map, self._map_pages = peak_map, 0
 
     UTIL_EVERY_NS = 10_000_000
+    BATCH = 8192  # records per drain
+    LAT_BUCKETS = 1 << 17  # microseconds of wait counted one by one (131 ms); the last counts all longer
 
     def _sample_util(self) -> None:
         pages = self.pool.pages_in_use()
@@ -182,21 +191,28 @@ class Consumer:
                 flat[first + asked:first + handed] = CELLS["slack"]
         return picture
 
-    def pump(self) -> int:
-        total = 0
+    @property
+    def drained(self) -> int:
+        return self._poll.drained
+
+    def pump(self, until_ns: int = 0, idle_ns: int = 0) -> int:
+        """Move what the ring holds into the controller, in C without the GIL: until the ring is empty,
+        or, given a deadline (time.monotonic_ns()), until then, spinning (idle_ns 0) or sleeping idle_ns
+        whenever it is empty. Samples the pool's utilisation between slices. Returns records moved."""
+        before, p = self._poll.drained, self._poll
         while True:
             now = time.monotonic_ns()
             if now >= self._util_next:
                 self._sample_util()
                 self._util_next = now + self.UTIL_EVERY_NS
-            recs = self.ring.drain(65536)
-            if not len(recs):
-                return total
-            # bpf_ktime_get_ns() and time.monotonic_ns() are both CLOCK_MONOTONIC
-            self._latency.append(time.monotonic_ns() - recs["ts_ns"][::max(1, len(recs) // 256)].astype("i8"))
-            self.ctl.handle(recs)
-            total += len(recs)
-            self.drained += len(recs)
+            p.until_ns, p.idle_ns = min(until_ns, self._util_next), idle_ns
+            rc = lib.nta_ctl_poll(self.ctl._c, self.ring._rb, p)
+            if rc < 0:
+                raise NtaError(f"draining the metadata ring: {os.strerror(-rc)}")
+            if p.odd:
+                raise NtaError(f"the metadata ring held {p.odd} records of another size than struct nta_meta")
+            if time.monotonic_ns() >= until_ns:
+                return p.drained - before
 
     def snapshot(self, ring_stats: dict) -> dict:
         """Cumulative counts for an interval line."""
@@ -211,11 +227,19 @@ class Consumer:
                 "frag_pct": 100.0 * (1 - c["bytes_held"] / held_bytes) if held_bytes else 0.0}
 
     def latency_us(self) -> dict:
-        if not self._latency:
+        """How long records waited from XDP's timestamp to the controller's drain, in microseconds: every
+        record counted (to the microsecond; max exact)."""
+        hist = self._lat_hist
+        total = int(hist.sum())
+        if not total:
             return {"samples": 0}
-        lat = np.concatenate(self._latency) / 1000.0
-        return {"samples": int(lat.size), "p50": float(np.percentile(lat, 50)),
-                "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}
+        cum = np.cumsum(hist)
+
+        def at(q: float) -> float:
+            return float(np.searchsorted(cum, q * total, side="left"))
+
+        return {"samples": total, "p50": at(0.50), "p99": at(0.99), "p999": at(0.999),
+                "max": self._poll.lat_max_ns / 1000.0}
 
     def finish(self) -> dict:
         """The end of a run: what the policy still holds put back, pool and arena checked; the figures."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from harness.errors import NtaError
@@ -18,3 +19,15 @@ def check_threads(n: int, what: str = "--threads") -> list[int]:
     if not 1 <= n <= len(cpus):
         raise NtaError(f"bad {what} {n}: 1..{len(cpus)}, a CPU each (this process may use {len(cpus)})")
     return cpus[:n]
+
+
+@contextlib.contextmanager
+def pinned(cpus: list[int]):
+    """The calling thread runs on ``cpus`` only, until the block ends (threads it starts meanwhile inherit
+    that unless they pin themselves)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -60,7 +60,8 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
         say(f"nta run: {where} (ifindex {ifindex}), no replay, XDP {cfg.mode}, action {cfg.action}"
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else "")
             + (f"; {duration:g} s" if duration else "; Ctrl-C ends the run"))
-        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, say=say)
+        drain_us = cfg.drain_for(own_cpu=False)
+        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=drain_us, say=say)
         say(loop.header())
         t0 = time.monotonic()
         try:
@@ -81,7 +82,7 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
                                    "pps": xdp.pps}},
                    intervals=loop.intervals, ring=ring,
                    controller=None if figures is None else
-                   {"hold": cfg.hold, "allocator": cfg.allocator, "drain_us": cfg.drain_us, **figures},
+                   {"hold": cfg.hold, "allocator": cfg.allocator, "drain_us": drain_us, **figures},
                    reconciliation={"metadata": meta},
                    reconciled=meta["reconciled"] if meta else True)
     if not cfg.quiet:

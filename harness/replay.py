@@ -1,6 +1,6 @@
 """Replay a capture from inside the gen namespace: with tcpreplay, or built in.
 
-Two drivers with one interface (start, running, finish, kill; a context
+Drivers with one interface (start, running, finish, kill; a context
 manager) and one result, ``ReplayResult``:
 
 * ``Replayer``: tcpreplay, the tool users know. Its own figures are kept: its
@@ -11,6 +11,10 @@ manager) and one result, ``ReplayResult``:
   AF_PACKET socket opened in the gen namespace, with PACKET_QDISC_BYPASS, from
   threads of this process (the C loop runs without the GIL). Its counters are
   read live.
+* the XDP live-frames replayer (``--replayer xdp``): the same driver and send
+  loop, the frames in the maps of nta_xdp_gen (harness.xdp.GenProgram), a
+  BPF_PROG_RUN with live frames per batch from each sender's CPU, in the gen
+  namespace: no skb, no socket.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class ReplayResult:
     output: str = ""
     driver: str = "tcpreplay"
     calls: int | None = None  # send calls (built-in)
+    runs: int | None = None  # xdp: runs of the program (live frames the kernel made)
 
     @property
     def sent(self) -> int:
@@ -120,8 +125,8 @@ def parse_tcpreplay(text: str) -> ReplayResult:
     return res
 
 
-DRIVERS = ("tcpreplay", "builtin")
-METHODS = ("sendmmsg", "tx-ring")  # how the built-in replayer hands frames to the kernel
+DRIVERS = ("tcpreplay", "builtin", "xdp")
+METHODS = ("sendmmsg", "tx-ring")  # how the built-in replayer hands frames to the kernel (--send)
 
 
 def _last_line(text: str) -> str:
@@ -220,12 +225,41 @@ def packet_socket(ns: str | None, iface: str) -> socket.socket:
     return s
 
 
-def check_builtin(batch: int, method: str) -> None:
-    """The built-in replayer's batch and send method, checked (also before anything is made)."""
-    if not 1 <= batch <= 1024:
-        raise NtaError(f"bad --batch {batch}: 1..1024 frames per call")
-    if method not in METHODS:
+MAX_BATCH = {"sendmmsg": 1024, "tx-ring": 1024, "xdp": 65536}  # frames per call (replay.c)
+# frames per call when not told: a BPF_PROG_RUN costs about 6 us, 4,096 frames about 500 us (1% then)
+DEFAULT_BATCH = {"sendmmsg": 64, "tx-ring": 64, "xdp": 4096}
+
+
+def check_builtin(batch: int | None, method: str) -> None:
+    """The built-in replayer's batch (None: the method's default) and send method, checked (also before
+    anything is made)."""
+    if batch is not None and method in MAX_BATCH and not 1 <= batch <= MAX_BATCH[method]:
+        raise NtaError(f"bad --batch {batch}: 1..{MAX_BATCH[method]:,} frames per call")
+    if method not in (*METHODS, "xdp"):
         raise NtaError(f"bad --send {method!r}: choose {', '.join(METHODS)}")
+
+
+LIVE_FRAME_MAPS_MAX = 512 << 20  # bytes of frames the live-frames replayer loads into its maps at most
+
+
+def check_live_frames(cap) -> None:
+    """Refuse, before anything is made, what the XDP live-frames replayer cannot send: a kernel without
+    live frames, frames longer than a live frame carries, a capture its maps cannot hold."""
+    _, lib = cmodule.load("_traffic_c")
+    limit = lib.nta_xdp_live_max()
+    if limit < 0:
+        raise NtaError(f"this kernel runs no XDP live frames (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, "
+                       f"5.18 and later: {os.strerror(-limit)}): use --replayer builtin or tcpreplay")
+    over = int((cap.lengths > limit).sum()) if cap.frames else 0
+    if over:
+        raise NtaError(f"{cap.path}: {over:,} of its {cap.frames:,} frames are longer than the {limit:,} bytes an "
+                       f"XDP live frame carries on this kernel (the longest is {cap.max_frame:,}): replay it "
+                       "with --replayer builtin or tcpreplay")
+    need = cap.frames * (8 + ((cap.max_frame + 7) & ~7))
+    if need > LIVE_FRAME_MAPS_MAX:
+        raise NtaError(f"{cap.path}: its {cap.frames:,} frames take {need / 1048576:,.0f} MiB in the live-frames "
+                       f"replayer's maps, over its {LIVE_FRAME_MAPS_MAX >> 20} MiB: replay it with "
+                       "--replayer builtin or tcpreplay, or cut it")
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -305,8 +339,12 @@ class _Sender:
         self.rc = 0
 
     def start(self, rep: "BuiltinReplayer", cpu: int | None) -> None:
-        self.sock = packet_socket(rep.ns, rep.iface)
-        self.r.fd = self.sock.fileno()
+        if rep.gen is not None:  # live frames: the program and its state, in the device's namespace
+            self.r.fd, self.r.prog_fd, self.r.state_fd = -1, rep.gen.prog_fd, rep.gen.state_fd
+            self.r.netns_fd, self.r.cpu = rep._netns_fd, cpu
+        else:
+            self.sock = packet_socket(rep.ns, rep.iface)
+            self.r.fd = self.sock.fileno()
 
         def body():
             if cpu is not None:
@@ -323,24 +361,35 @@ class _Sender:
 
 
 class BuiltinReplayer:
-    """The built-in replayer: ``cap``'s frames (pcapfile.load) sent on ``iface`` of ``ns``.
+    """The built-in replayer: ``cap``'s frames (pcapfile.load) sent on ``iface`` of ``ns``; with
+    ``method="xdp"``, the XDP live-frames replayer (each sender pinned: its state is its CPU's, and the
+    frames are redirected out of ``ifindex``, iface's index).
 
     With ``threads`` > 1, that many senders, thread i on ``cpus[i]``, each with the conversations
     flow_split() gives it (so a conversation's frames keep their order) and its share of a packet or
     bit rate and of --limit. The caller gives the device as many queues and maps CPU i to queue i
     (Topology(queues=n) and set_xps()), so each sender feeds its own veth ring and NAPI."""
 
-    def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int = 64,
-                 method: str = "sendmmsg", cpus: list[int] | None = None, threads: int = 1):
+    def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int | None = None,
+                 method: str = "sendmmsg", cpus: list[int] | None = None, threads: int = 1,
+                 ifindex: int | None = None):
+        from harness import cpus as cpus_of
+
         ffi, lib = cmodule.load("_traffic_c")
         opts.validate()
         check_builtin(batch, method)
+        self.xdp = method == "xdp"
+        if self.xdp and cpus is None:
+            cpus = cpus_of.usable()[:threads]
         if cpus is not None and len(cpus) < threads:
             raise ValueError(f"{threads} senders need a CPU each, not {cpus}")
         self.ns, self.iface, self.cap, self.opts = ns, iface, cap, opts
-        self.batch, self.cpus = batch, cpus
+        self.batch, self.cpus, self.ifindex = batch or DEFAULT_BATCH[method], cpus, ifindex
         self._ffi, self._lib = ffi, lib
-        self._method = lib.NTA_REPLAY_TX_RING if method == "tx-ring" else lib.NTA_REPLAY_SENDMMSG
+        self._method = {"sendmmsg": lib.NTA_REPLAY_SENDMMSG, "tx-ring": lib.NTA_REPLAY_TX_RING,
+                        "xdp": lib.NTA_REPLAY_XDP}[method]
+        self.gen = None  # the live-frames program (xdp)
+        self._netns_fd = -1
         # the buffers stay referenced by self.cap for as long as the senders run
         keep = [ffi.from_buffer(cap.blob) if cap.frames else ffi.NULL,
                 ffi.from_buffer(cap.offsets), ffi.from_buffer(cap.lengths), ffi.from_buffer(cap.rel_ns)]
@@ -354,16 +403,37 @@ class BuiltinReplayer:
         self.senders = [_Sender(self, p, k / cap.frames if cap.frames else 1.0, lim)
                         for p, k, lim in zip(parts, sizes, limits, strict=True)
                         if p is None or (k and (lim or not opts.limit))]
+        self._parts = [p for p, k, lim in zip(parts, sizes, limits, strict=True)
+                       if p is None or (k and (lim or not opts.limit))]
         self._creator = os.getpid()
 
     def start(self) -> "BuiltinReplayer":
         try:
+            if self.xdp:
+                from harness.xdp import GenProgram
+
+                self.gen = GenProgram(self.cap, self._parts, self.cpus[:len(self.senders)], self.ns, self.iface,
+                                      self.ifindex)
+                self.gen.__enter__()
+                self._netns_fd = os.open(os.path.join(nsutil.NETNS_RUN_DIR, self.ns), os.O_RDONLY | os.O_CLOEXEC)
             for i, s in enumerate(self.senders):
                 s.start(self, self.cpus[i] if self.cpus else None)
         except BaseException:
-            self.kill()  # the senders already started stop; no socket stays open
+            self.kill()  # the senders already started stop; no socket or program stays
             raise
         return self
+
+    @property
+    def driver(self) -> str:
+        return "xdp" if self.xdp else "builtin"
+
+    def _close_gen(self) -> None:
+        if self._netns_fd >= 0:
+            os.close(self._netns_fd)
+            self._netns_fd = -1
+        if self.gen is not None:
+            self.gen.close()
+            self.gen = None
 
     def running(self) -> bool:
         return any(s.thread is not None and s.thread.is_alive() for s in self.senders)
@@ -377,9 +447,11 @@ class BuiltinReplayer:
         for s in self.senders:
             s.thread.join()
             s.close()
+        runs = sum(self.gen.state(cpu)["runs"] for cpu in self.gen.cpus) if self.gen is not None else None
+        self._close_gen()
         bad = [s.rc for s in self.senders if s.rc]
         if bad:
-            raise NtaError(f"the built-in replayer could not start: {os.strerror(-bad[0])}")
+            raise NtaError(f"the {self.driver} replayer could not start: {os.strerror(-bad[0])}")
         c = self.counters()
         secs = (max(s.r.end_ns for s in self.senders) - min(s.r.start_ns for s in self.senders)) / 1e9
         res = ReplayResult(packets=c["sent"] + c["failed"], bytes=c["bytes"], seconds=secs,
@@ -388,7 +460,7 @@ class BuiltinReplayer:
                            rated_pps=c["sent"] / secs if secs else 0.0,
                            successful=c["sent"], failed=c["failed"], truncated=None,
                            retried_enobufs=c["retried_enobufs"], retried_eagain=c["retried_eagain"],
-                           driver="builtin", calls=c["calls"])
+                           driver=self.driver, calls=c["calls"], runs=runs)
         errs = [s.r.last_errno for s in self.senders if s.r.failed]
         if errs:
             res.output = f"last send error: {os.strerror(errs[-1])}"
@@ -403,6 +475,7 @@ class BuiltinReplayer:
             if s.thread is not None:
                 s.thread.join()
             s.close()
+        self._close_gen()
 
     def __enter__(self) -> "BuiltinReplayer":
         return self.start()

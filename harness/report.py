@@ -96,9 +96,9 @@ def _controller_lines(doc: dict, out) -> None:
     print("  " + memory_line(ctl["memory"]), file=out)
     lat = ctl["latency_us"]
     if lat["samples"]:
+        how = f"slept {ctl['drain_us']} us on an empty ring" if ctl["drain_us"] else "spun on an empty ring"
         print(f"  latency XDP -> controller: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, "
-              f"max {lat['max']:.0f} us ({n(lat['samples'])} samples; drained every "
-              f"{ctl['drain_us']} us)", file=out)
+              f"max {lat['max']:.0f} us ({n(lat['samples'])} records; {how})", file=out)
 
 
 def pct(x: float | None) -> str:
@@ -146,6 +146,16 @@ def run_summary(doc: dict, out=sys.stdout) -> None:
     if rp["failed"]:
         print(f"  replayer failures: {n(rp['failed'])} packets {rp['driver']} could not send"
               + (f" ({rp['error']})" if rp.get("error") else ""), file=out)
+    rate = doc.get("rate")
+    if rate:
+        print(f"  rate: asked {n(rate['asked'])} {rate['unit']}, the replayer reached {n(rate['reached'])} "
+              f"({rate['ratio']:.3f}): " + ("held" if rate["held"] else
+                                           f"NOT held, {rp['driver']}'s ceiling here with these options"),
+              file=out)
+    if rp.get("runs") is not None:
+        print(f"  xdp sender: {n(rp['runs'])} live frames run in {n(rp['calls'])} BPF_PROG_RUN calls, "
+              f"{n(rp['packets'])} redirected; {n(rp['xdp_xmit'])} taken by the peer's rings, "
+              f"{n(rp['xdp_xmit_errors'])} refused (ring full)", file=out)
     if rp["retried_enobufs"] or rp["retried_eagain"]:
         print(f"  replayer retries (device or socket queue full, nothing lost): ENOBUFS "
               f"{n(rp['retried_enobufs'] or 0)}, EAGAIN {n(rp['retried_eagain'] or 0)}", file=out)

@@ -22,10 +22,22 @@ from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop
 from harness.nta import pool_allocator
-from harness.replay import DRIVERS, BuiltinReplayer, Replayer, ReplayOptions, ReplayResult, check_builtin
-from harness.xdp import MetaProgram, XdpProgram, XdpStats
+from harness.replay import (
+    DEFAULT_BATCH,
+    DRIVERS,
+    BuiltinReplayer,
+    Replayer,
+    ReplayOptions,
+    ReplayResult,
+    check_builtin,
+    check_live_frames,
+)
+from harness.xdp import RING_PAGES, GenProgram, MetaProgram, XdpProgram, XdpStats
 
 NAPI_MODES = ("softirq", "threaded")
+DRAIN_US = 200  # the controller's sleep between drains of an empty ring, when it shares a CPU
+DRAIN_US_OWN_CPU = 50  # and when it has one of its own
+RATE_TOLERANCE = 0.01  # a --pps or --mbps rate is held when reached within 1%
 MAX_TIMED_SPAN = 86400.0  # seconds: a loop at capture timing longer than a day is a bad timestamp
 
 
@@ -42,16 +54,16 @@ class RunConfig:
     quiet: bool = False
     controller: bool = False  # metadata ring -> controller -> page pool on an NTA arena
     hold: str = "immediate"
-    ring_pages: int = 256
+    ring_pages: int = RING_PAGES
     arena_pages: int = 65536
-    drain_us: int = 200  # how often the ring is drained
+    drain_us: int | None = None  # the ring drained every US when empty; 0: polled; None: see drain_for()
     plot_dir: str | None = None
     allocator: str = "nta"  # who places fragments in the pool: nta, slab (alias pow2), ppfrag or page
-    replayer: str = "tcpreplay"  # or "builtin"
+    replayer: str = "tcpreplay"  # or "builtin", or "xdp" (live frames)
     napi: str = "softirq"  # or "threaded": the dut veth polls in a kernel thread (see Topology)
-    batch: int = 64  # frames per sendmmsg or TX ring send (builtin)
+    batch: int | None = None  # frames per sendmmsg, TX ring send or BPF_PROG_RUN (None: replay.DEFAULT_BATCH)
     send: str = "sendmmsg"  # or "tx-ring" (builtin)
-    threads: int = 1  # builtin senders, each on its own CPU and veth queue
+    threads: int = 1  # builtin or xdp senders, each on its own CPU and veth queue
     peak_map: bool = False  # keep the pool's page map at its peak (RunResult.peak_map; --plot does too)
     strict: bool = False  # refuse a capture cut short instead of replaying its complete records
 
@@ -69,9 +81,12 @@ class RunConfig:
                            "XDP: use --mode native")
         if self.replayer not in DRIVERS:
             raise NtaError(f"bad --replayer {self.replayer!r}: choose {', '.join(DRIVERS)}")
-        check_builtin(self.batch, self.send)
-        if self.threads > 1 and self.replayer != "builtin":
-            raise NtaError("--threads is for the built-in replayer (--replayer builtin)")
+        check_builtin(self.batch, self.method)
+        if self.threads > 1 and self.replayer == "tcpreplay":
+            raise NtaError("--threads is for the built-in replayers (--replayer builtin or xdp)")
+        if self.replayer == "xdp" and self.mode != "native":
+            raise NtaError(f"--replayer xdp redirects frames into {topology.DUT_IF}, which veth takes only with "
+                           "native XDP on it: use --mode native")
         cpus.check_threads(self.threads)
         if self.controller:
             parse_hold(self.hold)
@@ -88,7 +103,23 @@ class RunConfig:
             return MetaProgram(ns, ifname, self.action, self.mode, ring_pages=self.ring_pages)
         return XdpProgram(ns, ifname, self.action, self.mode)
 
+    def drain_for(self, own_cpu: bool) -> int:
+        """How long the controller sleeps on an empty ring, unless told: DRAIN_US_OWN_CPU when it has a
+        CPU of its own (a short sleep costs only that CPU), else DRAIN_US (it shares the sender's). Not
+        0 (spinning) by default: a consumer reading each record as it is written pulls its cache line
+        away from the CPU running XDP, and the XDP rate halves (measured with one xdp sender)."""
+        if self.drain_us is not None:
+            return self.drain_us
+        return DRAIN_US_OWN_CPU if own_cpu else DRAIN_US
+
+    @property
+    def method(self) -> str:
+        """How the built-in replayers hand frames to the kernel: --send, or xdp."""
+        return "xdp" if self.replayer == "xdp" else self.send
+
     def replayer_text(self) -> str:
+        if self.replayer == "xdp":
+            return "xdp live frames" + (f" ({self.threads} senders)" if self.threads > 1 else "")
         if self.replayer != "builtin":
             return self.replayer
         return f"builtin ({self.send}" + (f", {self.threads} threads)" if self.threads > 1 else ")")
@@ -108,6 +139,7 @@ class RunResult:
     wall: float
     intervals: list[dict]
     ring: dict | None = None  # submitted, lost
+    xmit: dict | None = None  # xdp replayer: frames the gen veth took from XDP redirects, and refused
     consumer: dict | None = None  # controller, pool, arena figures at the end (held ones flushed)
     peak_map: object = None  # the pool's page map at its peak (numpy; with --plot or peak_map)
 
@@ -151,6 +183,20 @@ class RunResult:
     def reconciled(self) -> bool:
         return self.traffic["reconciled"] and (self.metadata is None or self.metadata["reconciled"])
 
+    @property
+    def rate(self) -> dict | None:
+        """The rate asked for (--pps or --mbps) against the one the replayer reached: held when within
+        RATE_TOLERANCE; a rate it cannot reach is reported, not missed silently."""
+        r, rp = self.config.replay, self.replay
+        if r.pps:
+            asked, reached, unit = r.pps, rp.rated_pps, "pps"
+        elif r.mbps:
+            asked, reached, unit = r.mbps, rp.rated_mbps, "Mbit/s"
+        else:
+            return None
+        return {"asked": asked, "reached": reached, "unit": unit, "ratio": reached / asked,
+                "held": abs(reached / asked - 1) <= RATE_TOLERANCE}
+
     def as_dict(self) -> dict:
         """The run's document: what --json writes and what the summary prints."""
         c, r, acct, meta = self.config, self.replay, self.traffic, self.metadata
@@ -161,16 +207,21 @@ class RunResult:
                     "mode_requested": c.mode, "action": c.action, "mtu": self.capture.mtu,
                     "interval": c.interval, "replayer": c.replayer,
                     "send": c.send if c.replayer == "builtin" else None, "threads": c.threads,
+                    "batch": None if c.replayer == "tcpreplay" else c.batch or DEFAULT_BATCH[c.method],
                     "napi": c.napi},
             capture=self.capture.as_dict(),
             topology=self.topology,
             xdp={"mode": self.xdp_mode, "prog_id": self.xdp_prog_id},
             expected_packets=self.expected,
+            rate=self.rate,
             points={
                 "replayer": {"driver": r.driver, "packets": r.sent, "bytes": r.bytes, "seconds": r.seconds,
                              "pps": r.rated_pps, "failed": r.failed, "truncated": r.truncated,
                              "retried_enobufs": r.retried_enobufs, "retried_eagain": r.retried_eagain,
-                             "error": r.output if r.driver == "builtin" and r.output else None},
+                             "error": r.output if r.driver != "tcpreplay" and r.output else None,
+                             "calls": r.calls, "runs": r.runs,
+                             "xdp_xmit": self.xmit["xdp_xmit"] if self.xmit else None,
+                             "xdp_xmit_errors": self.xmit["xdp_xmit_errors"] if self.xmit else None},
                 "veth_sender_drops": {"packets": self.veth_dropped, "resent": acct["resent"],
                                       "lost": acct["veth_lost"]},
                 "veth_delivered": {"packets": self.veth_tx.get("tx_packets")},
@@ -194,6 +245,9 @@ def replayer(stack: contextlib.ExitStack, cfg: RunConfig, cap: pcapfile.Capture,
     if cfg.replayer == "builtin":
         return BuiltinReplayer(topo.gen_ns, topo.gen_if, cap, cfg.replay, batch=cfg.batch, method=cfg.send,
                                cpus=sender_cpus, threads=cfg.threads)
+    if cfg.replayer == "xdp":
+        return BuiltinReplayer(topo.gen_ns, topo.gen_if, cap, cfg.replay, batch=cfg.batch, method="xdp",
+                               cpus=sender_cpus, threads=cfg.threads, ifindex=topo.ifindex(topo.gen_ns, topo.gen_if))
     cpu = sender_cpus[0] if sender_cpus else None
     if cap.as_is:
         return Replayer(topo.gen_ns, topo.gen_if, cfg.pcap, cfg.replay, cpu=cpu)
@@ -205,6 +259,20 @@ def replayer(stack: contextlib.ExitStack, cfg: RunConfig, cap: pcapfile.Capture,
     return Replayer(topo.gen_ns, topo.gen_if, f"/proc/self/fd/{fd}", cfg.replay, pass_fds=(fd,), cpu=cpu)
 
 
+def sender_program(cfg: RunConfig) -> GenProgram:
+    """The xdp replayer's program for cfg's capture (or, without one, for none), not loaded: for --ebpf."""
+    cap = pcapfile.load(cfg.pcap, mtu=cfg.mtu) if cfg.pcap else pcapfile.Capture(path="")
+    return GenProgram(cap, [None], [0], None, topology.GEN_IF, None)
+
+
+def xdp_xmit(topo) -> dict:
+    """Frames XDP redirected out of the gen veth that its peer's rings took, and refused (full), summed
+    over its queues."""
+    stats = topo.driver_stats("gen")
+    return {k: sum(v for name, v in stats.items() if name.startswith("tx_queue_") and name.endswith("_" + k))
+            for k in ("xdp_xmit", "xdp_xmit_errors")}
+
+
 def _place_threads(cfg: RunConfig, topo) -> list[int] | None:
     """Where the senders run: sender i on CPU i, which sends on veth queue i; with threaded NAPI and one
     sender, the NAPI thread on the last CPU and the sender on the first (the receive and send halves
@@ -214,6 +282,8 @@ def _place_threads(cfg: RunConfig, topo) -> list[int] | None:
     if cfg.threads > 1:
         sender_cpus = usable[:cfg.threads]
         topo.set_xps(sender_cpus)
+    elif cfg.replayer == "xdp":
+        sender_cpus = usable[:1]  # the dut's XDP runs on the sender's CPU; the controller has the others
     if cfg.napi == "threaded":
         napi_pids = topo.set_napi_threaded()
         if len(usable) > 1 and cfg.threads == 1:
@@ -246,6 +316,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                            "timestamp jumps: see 'nta inspect'); replay it with --topspeed, --pps or --mbps, "
                            "or cut it with --duration")
     require_root("nta run")
+    if cfg.replayer == "xdp":
+        check_live_frames(info)
 
     for t, ended in topology.remove_stale():
         print(f"nta: removed stale topology {t.tag} (owner pid {t.owner_pid or '?'} is gone)"
@@ -261,6 +333,12 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                                 cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir))
             stack.callback(consumer.close)
         sender_cpus = _place_threads(cfg, topo)
+        if consumer:
+            # with the senders pinned and a CPU left, the controller (this thread) takes it
+            spare = [c for c in cpus.usable() if c not in (sender_cpus or [])] if sender_cpus else []
+            cfg = dataclasses.replace(cfg, drain_us=cfg.drain_for(own_cpu=bool(spare)))
+            if spare:
+                stack.enter_context(cpus.pinned(spare))
         mode, prog_id = topo.xdp_attached()
         say(f"nta run: {os.path.basename(cfg.pcap)} ({report.n(info.frames)} frames) x{cfg.replay.loops} at "
             f"{cfg.replay.rate_text()} by {cfg.replayer_text()} -> {topo.gen_if} [{topo.gen_ns}] => "
@@ -274,6 +352,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                     link=lambda: topo.link_stats("gen"), total=total,
                     progress=getattr(out, "isatty", lambda: False)(), say=say)
         say(loop.header())
+        xmit0 = xdp_xmit(topo) if cfg.replayer == "xdp" else None
         with replayer(stack, cfg, info, topo, sender_cpus) as rp:
             loop.run(rp.running)
             replay = rp.finish()
@@ -281,6 +360,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
         loop.settle(lambda s: s.seen + max(0, s.dropped - (replay.retried_enobufs or 0)) >= replay.sent)
         wall = loop.read().t
         veth_tx = loop.link_delta("tx_packets", "tx_bytes", "tx_dropped")
+        xmit = None if xmit0 is None else {k: v - xmit0[k] for k, v in xdp_xmit(topo).items()}
         ring = figures = None
         if consumer:
             ring = prog.ring_stats()
@@ -288,7 +368,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
         result = RunResult(config=cfg, capture=info, topology=topo.tag, xdp_mode=mode, xdp_prog_id=prog_id,
                            replay=replay, xdp=prog.stats(), veth_tx=veth_tx,
                            veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=loop.intervals,
-                           ring=ring, consumer=figures, peak_map=consumer.peak_map if consumer else None)
+                           ring=ring, consumer=figures, peak_map=consumer.peak_map if consumer else None,
+                           xmit=xmit)
     doc = result.as_dict()
     if not cfg.quiet:
         report.run_summary(doc, out)

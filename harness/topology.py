@@ -25,13 +25,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness import nsutil
+from harness import cmodule, nsutil
 from harness.errors import NtaError
 from harness.nta import proc_starttime
 
@@ -179,6 +180,21 @@ class Topology:
         """IFLA_STATS64 of the gen or dut veth end."""
         ns, ifname = self._side(side)
         return dict(self.link(ns, ifname).get("IFLA_STATS64"))
+
+    def driver_stats(self, side: str) -> dict:
+        """The gen or dut veth end's driver statistics (what 'ethtool -S' prints): per queue, the frames
+        XDP redirected into it (tx_queue_N_xdp_xmit) and those its peer could not take (..._errors)."""
+        ns, ifname = self._side(side)
+        ffi, lib = cmodule.load("_traffic_c")
+        with nsutil.inside(ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        with sock:
+            most = 64 * (self.queues + 1)
+            names, values = ffi.new("char[]", 32 * most), ffi.new("uint64_t[]", most)
+            got = lib.nta_ethtool_stats(sock.fileno(), ifname.encode(), names, values, most)
+        if got < 0:
+            raise NtaError(f"reading {ifname}'s driver statistics in {ns}: {os.strerror(-got)}")
+        return {ffi.string(names + 32 * i).decode(): values[i] for i in range(got)}
 
     def set_xps(self, cpus: list[int]) -> None:
         """Transmit packet steering on the gen end: CPU cpus[i] sends on queue i, so a sender pinned to

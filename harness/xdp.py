@@ -112,6 +112,23 @@ def _bcc():
     return bcc
 
 
+def described(name: str, flags: list[str]) -> str:
+    """A program of bpf/ exactly as BCC compiles it, with its flags: for --ebpf."""
+    return f"/* {name}.c, compiled by BCC with: {' '.join(flags)} */\n" + program_source(name)
+
+
+def compile_bpf(name: str, flags: list[str]):
+    """bpf/NAME.c compiled by BCC (its maps made, nothing loaded yet); NtaError with BCC's reason."""
+    bcc = _bcc()
+    src = os.path.join(BPF_DIR, f"{name}.c")
+    chatter: list[str] = []
+    try:
+        with _stderr_captured(chatter):
+            return bcc.BPF(src_file=src.encode(), cflags=flags)
+    except Exception as exc:  # BCC raises bare Exception; the reason went to fd 2
+        raise NtaError(f"loading {src}: {_why(exc, chatter)} (is BPF available? try 'nta doctor')") from None
+
+
 class XdpProgram:
     """The counting XDP program (bpf/nta_xdp_count.c) attached to ``ifname`` in namespace ``ns`` (None:
     this one). Subclasses name another program and its -D flags."""
@@ -129,29 +146,19 @@ class XdpProgram:
         self._creator = os.getpid()
 
     def describe(self) -> str:
-        """The program exactly as BCC compiles it, with its flags: for --ebpf."""
-        flags = " ".join(self._cflags)
-        return f"/* {self.name}.c, compiled by BCC with: {flags} */\n" + program_source(self.name)
+        return described(self.name, self._cflags)
 
     def __enter__(self) -> "XdpProgram":
         bcc = _bcc()
-        src = os.path.join(BPF_DIR, f"{self.name}.c")
-        chatter: list[str] = []
         try:
-            with _stderr_captured(chatter):
-                self.bpf = bcc.BPF(src_file=src.encode(), cflags=self._cflags)
-        except Exception as exc:  # BCC raises bare Exception; the reason went to fd 2
-            self._close()
-            raise NtaError(f"loading {src}: {_why(exc, chatter)} "
-                           "(is BPF available? try 'nta doctor')") from None
-        try:
+            self.bpf = compile_bpf(self.name, self._cflags)
             self._prog_fd = load_xdp_frags(self.bpf, self.name)
         except NtaError:
             self._close()
             raise
         fn = bcc.BPF.Function(self.bpf, self.name.encode(), self._prog_fd)
         flags = _MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
-        chatter.clear()
+        chatter: list[str] = []
         try:
             with _stderr_captured(chatter), self._in_ns():
                 bcc.BPF.attach_xdp(self.ifname.encode(), fn, flags)
@@ -207,6 +214,11 @@ class XdpProgram:
         return out
 
 
+# the metadata ring's default size: 4 MiB, 13 ms of records at 6.5 Mpps (a stall of the controller on a
+# shared machine lasts milliseconds)
+RING_PAGES = 1024
+
+
 class MetaProgram(XdpProgram):
     """nta_xdp_meta: counts, parses L2-L4 and writes a struct nta_meta per frame into a BPF ring
     buffer (``ring_fd``), which the controller drains (harness.controller.MetaRing)."""
@@ -214,11 +226,11 @@ class MetaProgram(XdpProgram):
     NAME = "nta_xdp_meta"
 
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
-                 ring_pages: int = 256, wakeup_every: int = 64):
+                 ring_pages: int = RING_PAGES):
         if ring_pages < 1 or ring_pages & (ring_pages - 1):
             raise NtaError(f"bad ring size {ring_pages} pages: a power of two")
         super().__init__(ns, ifname, action, mode,
-                         defines={"NTA_RING_PAGES": ring_pages, "NTA_WAKEUP_EVERY": wakeup_every})
+                         defines={"NTA_RING_PAGES": ring_pages})
 
     @property
     def ring_fd(self) -> int:
@@ -227,3 +239,105 @@ class MetaProgram(XdpProgram):
     def ring_stats(self) -> dict:
         per_cpu = self._per_cpu("nta_ring_stats")
         return {"submitted": sum(c.submitted for c in per_cpu), "lost": sum(c.lost for c in per_cpu)}
+
+
+class GenProgram:
+    """nta_xdp_gen (bpf/nta_xdp_gen.c), the XDP live-frames replayer's program: compiled by BCC, loaded
+    (never attached), its maps holding ``cap``'s frames and each sender's list of them (``lists``: one
+    array of frame indices per sender, or None for all of them in order; the sender on CPU ``cpus[i]``).
+    BPF_PROG_RUN of it sends the frames out of ``ifname`` of namespace ``ns`` (index ``ifindex``; None
+    only to describe it), in which the senders run. A context manager.
+
+    It is also attached to ``ifname``, in generic mode, where it passes every frame that arrives: a
+    program attached to a device stays in the kernel's XDP dispatcher, and BPF_PROG_RUN of one that is
+    not adds it there and takes it out again on every call with more than one run, 24 ms of text
+    patching a call on this machine (about 6 us otherwise)."""
+
+    NAME = "nta_xdp_gen"
+
+    def __init__(self, cap, lists, cpus: list[int], ns: str | None, ifname: str, ifindex: int | None):
+        import numpy as np
+
+        self.cap, self.cpus, self.ns, self.ifname = cap, cpus, ns, ifname
+        self._attached = False
+        self.lists = [np.arange(cap.frames, dtype=np.uint32) if x is None else np.asarray(x, np.uint32)
+                      for x in lists]
+        frame_max = (int(cap.lengths.max()) + 7) & ~7 if cap.frames else 8
+        self.value_size = 8 + frame_max  # struct nta_gen_frame_hdr, then the frame
+        _, lib = cmodule.load("_traffic_c")
+        self._cflags = [f"-I{BPF_DIR}", f"-DNTA_EXPECT_SHARED_VERSION={lib.NTA_SHARED_VERSION}",
+                        f"-DNTA_GEN_FRAMES={max(cap.frames, 1)}", f"-DNTA_GEN_FRAME_MAX={frame_max}",
+                        f"-DNTA_GEN_INDEX={max(sum(len(x) for x in self.lists), 1)}",
+                        f"-DNTA_GEN_IFINDEX={'<ifindex>' if ifindex is None else ifindex}"]
+        self.bpf = None
+        self.prog_fd = -1
+
+    def describe(self) -> str:
+        return described(self.NAME, self._cflags)
+
+    def __enter__(self) -> "GenProgram":
+        import numpy as np
+
+        bcc = _bcc()
+        ffi, lib = cmodule.load("_traffic_c")
+        chatter: list[str] = []
+        try:
+            self.bpf = compile_bpf(self.NAME, self._cflags)
+            with _stderr_captured(chatter):
+                fn = self.bpf.load_func(self.NAME.encode(), bcc.BPF.XDP)
+            self.prog_fd = fn.fd
+            with _stderr_captured(chatter), self._in_ns():
+                bcc.BPF.attach_xdp(self.ifname.encode(), fn, XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)
+            self._attached = True
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, NtaError):
+                raise
+            raise NtaError(f"loading {self.NAME} (the xdp replayer's program): {_why(exc, chatter)}") from None
+        cap = self.cap
+        flat = np.ascontiguousarray(np.concatenate(self.lists) if self.lists else np.zeros(0, np.uint32))
+        rc = 0
+        if cap.frames:
+            rc = lib.nta_gen_fill(self.bpf[b"nta_gen_frames"].map_fd, ffi.from_buffer("uint8_t[]", cap.blob),
+                                  ffi.from_buffer("uint64_t[]", cap.offsets),
+                                  ffi.from_buffer("uint32_t[]", cap.lengths), cap.frames, self.value_size)
+        if rc >= 0 and len(flat):
+            rc = lib.nta_gen_index_fill(self.bpf[b"nta_gen_index"].map_fd, ffi.from_buffer("uint32_t[]", flat),
+                                        len(flat))
+        if rc < 0:
+            self.close()
+            raise NtaError(f"filling the live-frames replayer's maps: {os.strerror(-rc)}")
+        state = self.bpf[b"nta_gen_state"]  # per CPU: sender i's is CPU cpus[i]'s copy
+        per_cpu = state.Leaf()
+        base = 0
+        for cpu, part in zip(self.cpus, self.lists, strict=False):
+            per_cpu[cpu].base, per_cpu[cpu].count, per_cpu[cpu].next = base, len(part), 0
+            base += len(part)
+        state[ctypes.c_int(0)] = per_cpu
+        return self
+
+    @property
+    def state_fd(self) -> int:
+        return self.bpf[b"nta_gen_state"].map_fd
+
+    def state(self, cpu: int) -> dict:
+        s = self.bpf[b"nta_gen_state"][ctypes.c_int(0)][cpu]
+        return {k: getattr(s, k) for k in ("runs", "sent", "bytes", "failed")}
+
+    def _in_ns(self):
+        return nsutil.inside(self.ns) if self.ns else contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Detach and free it. Idempotent; the namespace may already be gone."""
+        if self._attached and (self.ns is None or os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, self.ns))):
+            with contextlib.suppress(Exception), self._in_ns():
+                _bcc().BPF.remove_xdp(self.ifname.encode(), XDP_FLAGS_SKB_MODE)
+        self._attached = False
+        if self.bpf is not None:
+            with contextlib.suppress(Exception):
+                self.bpf.cleanup()
+            self.bpf = None
+        self.prog_fd = -1
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -18,7 +18,7 @@ from harness.errors import NtaError, require_root
 from harness.imix import write_frames, write_imix
 from harness.nta import CELLS, POOL_ALLOCATORS, pool_allocator
 from harness.plots import plot_page_maps
-from harness.replay import ReplayOptions
+from harness.replay import DEFAULT_BATCH, ReplayOptions
 from harness.report import n as fmt_n
 from harness.report import pct, table
 from harness.run import NAPI_MODES, RunConfig, run
@@ -27,10 +27,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # -- end to end ---------------------------------------------------------------------
 
-def bench_e2e(loops: int = 2500, hold: str = "flow:16", pcap: str | None = None, out=print) -> dict:
+def bench_e2e(loops: int = 15000, hold: str = "flow:16", pcap: str | None = None, out=print) -> dict:
     """One run each, on the same generator and capture: bare XDP_DROP counting at top speed; the
     full harness (metadata, ring, controller, pool) at top speed; the full harness at half the bare
-    rate, for latency."""
+    rate, for latency. The generator is the fastest that leaves a CPU to the controller: one xdp
+    sender (live frames) on the first CPU, where the dut's XDP runs too; the controller on another."""
 
     require_root("nta bench e2e")
     if pcap is None:
@@ -40,14 +41,15 @@ def bench_e2e(loops: int = 2500, hold: str = "flow:16", pcap: str | None = None,
 
     def once(**kw):
         opts = {k: kw.pop(k) for k in ("pps", "topspeed") if k in kw}
-        return run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, **opts), quiet=True, **kw))
+        return run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, **opts), quiet=True, replayer="xdp",
+                             **kw))
 
     bare = once(topspeed=True)
     full = once(topspeed=True, controller=True, hold=hold)
     half_rate = max(1, int(bare.xdp.pps / 2))
     half = once(pps=half_rate, controller=True, hold=hold)
     rows, doc = [], {"tool": "nta", "command": "bench e2e", "pcap": pcap, "loops": loops, "hold": hold,
-                     "results": {}}
+                     "replayer": "xdp", "results": {}}
     for name, r in (("bare XDP_DROP", bare), ("full harness", full), (f"full, {half_rate:,} pps", half)):
         c = r.consumer["controller"] if r.consumer else None
         lat = r.consumer["latency_us"] if r.consumer else {"samples": 0}
@@ -55,25 +57,32 @@ def bench_e2e(loops: int = 2500, hold: str = "flow:16", pcap: str | None = None,
                  "vs_bare": r.xdp.pps / bare.xdp.pps if bare.xdp.pps else None,
                  "handled_share": c["handled"] / r.xdp.packets if c else None,
                  "ring_lost": r.ring["lost"] if r.ring else None, "latency_us": lat,
-                 "reconciled": r.reconciled}
+                 "drain_us": r.config.drain_us if r.consumer else None, "reconciled": r.reconciled}
         doc["results"][name] = entry
         rows.append([name, fmt_n(entry["xdp_pps"]), f"{entry['vs_bare']:.3f}",
                      f"{entry['handled_share']:.4f}" if c else "-", fmt_n(entry["ring_lost"]) if c else "-",
                      f"{lat['p50']:.0f} / {lat['p99']:.0f}" if lat["samples"] else "-"])
-    out(f"\nend to end: {os.path.basename(pcap)} x{loops}, hold {hold}, one run each on the same generator")
+    out(f"\nend to end: {os.path.basename(pcap)} x{loops}, hold {hold}, one run each, one xdp sender; the "
+        f"controller on a CPU of its own, sleeping {full.config.drain_us} us on an empty ring")
     table(rows, ["configuration", "XDP pps", "x bare", "handled/seen", "ring lost", "latency p50/p99 us"])
     return doc
 
 
+XDP_LOOPS = 10  # the xdp replayer's runs take this many times the loops: a run of a second, not 0.1 s
+
+
 def replayers(napi: str) -> dict[str, dict]:
-    """name -> RunConfig fields. With softirq NAPI, also one sendmmsg sender per CPU (each CPU then
-    sends and runs XDP for its conversations); with threaded NAPI the other CPU is the NAPI thread's."""
+    """name -> RunConfig fields. With softirq NAPI, also one sendmmsg and one xdp sender per CPU (each
+    CPU then sends and runs XDP for its conversations); with threaded NAPI the other CPU is the NAPI
+    thread's."""
     out = {"tcpreplay -K": {"replayer": "tcpreplay"},
            "builtin sendmmsg": {"replayer": "builtin", "send": "sendmmsg"},
-           "builtin tx-ring": {"replayer": "builtin", "send": "tx-ring"}}
+           "builtin tx-ring": {"replayer": "builtin", "send": "tx-ring"},
+           "xdp": {"replayer": "xdp"}}
     ncpu = len(cpus.usable())
     if napi == "softirq" and ncpu > 1:
         out[f"builtin sendmmsg x{ncpu}"] = {"replayer": "builtin", "send": "sendmmsg", "threads": ncpu}
+        out[f"xdp x{ncpu}"] = {"replayer": "xdp", "threads": ncpu}
     return out
 
 
@@ -88,7 +97,7 @@ def replay_captures() -> dict[str, str]:
     return paths
 
 
-def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded"), batch: int = 64,
+def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded"), batch: int | None = None,
                  out=print) -> dict:
     """tcpreplay -K --topspeed against the built-in replayer (sendmmsg, the TX ring, and a sender per
     CPU) on the same capture, counted by the XDP program on the dut end: the median of ``repeats``
@@ -100,7 +109,8 @@ def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded
         raise NtaError(f"bad --napi {bad[0]!r}: choose {', '.join(NAPI_MODES)}")
     require_root("nta bench replay")
     caps = replay_captures()
-    doc = {"tool": "nta", "command": "bench replay", "loops": loops, "repeats": repeats, "batch": batch,
+    doc = {"tool": "nta", "command": "bench replay", "loops": loops, "xdp_loops": loops * XDP_LOOPS,
+           "repeats": repeats, "batch": batch or DEFAULT_BATCH,
            "captures": caps, "results": []}
     rows = []
     for cap_name, path in caps.items():
@@ -109,8 +119,10 @@ def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded
             runs: dict[str, list[dict]] = {name: [] for name in which}
             for _ in range(repeats):
                 for name, fields in which.items():
-                    r = run(RunConfig(pcap=path, replay=ReplayOptions(loops=loops, topspeed=True), quiet=True,
-                                      napi=mode, batch=batch, **fields))
+                    n_loops = loops * (XDP_LOOPS if fields["replayer"] == "xdp" else 1)
+                    r = run(RunConfig(pcap=path, replay=ReplayOptions(loops=n_loops, topspeed=True), quiet=True,
+                                      napi=mode, batch=None if fields["replayer"] == "tcpreplay" else batch,
+                                      **fields))
                     if not r.reconciled:
                         raise NtaError(f"bench replay: {name} on {cap_name} did not reconcile")
                     runs[name].append({"xdp_pps": r.xdp.pps, "replayer_pps": r.replay.rated_pps,
@@ -125,8 +137,9 @@ def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded
                 doc["results"].append(entry)
                 rows.append([cap_name, mode, name, fmt_n(med), f"{fmt_n(min(pps))}..{fmt_n(max(pps))}",
                              f"{med / base:.2f}"])
-    out(f"\nreplay: {loops} loops of 1,200 frames per run, top speed, XDP_DROP on the dut end; median of "
-        f"{repeats} interleaved runs; batch {batch}")
+    out(f"\nreplay: {loops} loops of 1,200 frames per run ({loops * XDP_LOOPS} for xdp), top speed, XDP_DROP on "
+        f"the dut end; median of {repeats} interleaved runs; batch "
+        + (f"{batch}" if batch else f"{DEFAULT_BATCH['sendmmsg']} (xdp {DEFAULT_BATCH['xdp']})"))
     table(rows, ["capture", "NAPI", "replayer", "XDP pps", "range", "x tcpreplay"])
     return doc
 

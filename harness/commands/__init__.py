@@ -27,14 +27,18 @@ def parser(sub, name: str, help: str, description: str | None = None, epilog: st
                           formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
 
 
-def positive_int(s: str) -> int:
+def positive_int(s: str, least: int = 1) -> int:
     try:
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid integer {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {v}")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, not {v}")
     return v
+
+
+def natural_int(s: str) -> int:
+    return positive_int(s, least=0)
 
 
 def positive_float(s: str) -> float:

@@ -141,18 +141,19 @@ def add(sub) -> None:
     pp.add_argument("--json", metavar="FILE")
     pp.set_defaults(func=cmd_bench_pool)
     e = bsub.add_parser("e2e", help="bare XDP_DROP pps vs the full harness, and latency at half rate (root)")
-    e.add_argument("--loops", type=positive_int, default=2500,
-                   help="loops of the IMIX capture (default 2500)")
+    e.add_argument("--loops", type=positive_int, default=15000,
+                   help="loops of the IMIX capture (default 15000)")
     e.add_argument("--hold", default="flow:16", help="the controller's hold policy (default flow:16)")
     e.add_argument("--json", metavar="FILE")
     e.set_defaults(func=cmd_bench_e2e)
-    rp = bsub.add_parser("replay", help="tcpreplay vs the built-in replayer, pps at the XDP hook (root)")
+    rp = bsub.add_parser("replay", help="tcpreplay vs the built-in and xdp replayers, pps at the XDP hook (root)")
     rp.add_argument("--loops", type=positive_int, default=1000,
                     help="loops of 1,200 frames per run (default 1000)")
     rp.add_argument("--repeats", type=positive_int, default=3, help="runs per replayer (default 3)")
     rp.add_argument("--napi", type=csv(str), default=["softirq", "threaded"],
                     help="NAPI modes to measure, comma-separated (default softirq,threaded)")
-    rp.add_argument("--batch", type=positive_int, default=64, help="built-in replayer batch (default 64)")
+    rp.add_argument("--batch", type=positive_int, default=None,
+                    help="frames per call of the built-in replayers (default 64; xdp 4096)")
     rp.add_argument("--json", metavar="FILE")
     rp.set_defaults(func=cmd_bench_replay)
     rl = bsub.add_parser("real", help="the pool's four allocators on the same replayed traffic: pages and "

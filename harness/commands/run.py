@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.commands import EXIT_UNRECONCILED, examples, positive_float, positive_int
+from harness.commands import EXIT_UNRECONCILED, examples, natural_int, positive_float, positive_int
 from harness.errors import NtaError
 
 EXIT_USAGE = 2
@@ -27,18 +27,23 @@ def handle(args) -> int:
                                      "(see 'nta run --help')\n")
     # the built-in replayer's options, as given (RunConfig holds their defaults)
     builtin = {k: getattr(args, k) for k in ("send", "threads", "batch") if getattr(args, k) is not None}
-    if builtin and args.replayer != "builtin":
-        raise NtaError(f"{', '.join(f'--{k}' for k in builtin)}: only with --replayer builtin")
+    if builtin and args.replayer == "tcpreplay":
+        raise NtaError(f"{', '.join(f'--{k}' for k in builtin)}: only with --replayer builtin or xdp")
+    if "send" in builtin and args.replayer != "builtin":
+        raise NtaError("--send: only with --replayer builtin (the xdp replayer sends by BPF_PROG_RUN)")
     cfg = RunConfig(
         pcap=args.pcap or "",
         replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
                              multiplier=args.multiplier, duration=args.duration, limit=args.limit),
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
-        ring_pages=args.ring_pages, arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict, **builtin)
+        arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
+        allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict, **builtin,
+        **({"ring_pages": args.ring_pages} if args.ring_pages is not None else {}))
     if args.ebpf:
         print(cfg.program(args.netns, args.iface or DUT_IF).describe())
+        if cfg.replayer == "xdp":
+            print(run.sender_program(cfg).describe())
         return 0
     if args.no_replay:
         doc = live.run_live(cfg, args.iface, args.netns, args.duration)
@@ -73,16 +78,20 @@ def add(sub) -> None:
     p.add_argument("--strict", action="store_true",
                    help="refuse a capture that ends inside its last record (default: replay its complete "
                         "records, with a warning, as tcpdump reads them)")
-    p.add_argument("--replayer", choices=("tcpreplay", "builtin"), default="tcpreplay",
-                   help="tcpreplay, or the built-in sendmmsg replayer (default tcpreplay)")
+    p.add_argument("--replayer", choices=("tcpreplay", "builtin", "xdp"), default="tcpreplay",
+                   help="tcpreplay (default); builtin: the built-in AF_PACKET replayer; xdp: XDP live frames "
+                        "(BPF_PROG_RUN, no skb), several times faster, for frames up to the live-frame "
+                        "limit (3,408 bytes on x86-64; a capture with longer ones is refused) and captures "
+                        "whose frames fit in 512 MiB of BPF maps (larger ones are refused)")
     p.add_argument("--send", choices=("sendmmsg", "tx-ring"), default=None,
                    help="with --replayer builtin: a sendmmsg call per batch (default), or a PACKET_TX_RING "
                         "and a send call per batch (faster with --napi threaded, slower without)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="with --replayer builtin: N senders, each on its own CPU and veth queue, each "
+                   help="with --replayer builtin or xdp: N senders, each on its own CPU and veth queue, each "
                         "with whole conversations of the capture (default 1)")
     p.add_argument("--batch", type=positive_int, default=None, metavar="N",
-                   help="with --replayer builtin: frames per call, 1..1024 (default 64)")
+                   help="with --replayer builtin or xdp: frames per call, 1..1024 (default 64); with xdp, runs "
+                        "of the program per BPF_PROG_RUN, 1..65536 (default 4096)")
     p.add_argument("--loops", type=positive_int, default=1, help="replay the capture N times (default 1)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--topspeed", action="store_true", help="replay as fast as possible")
@@ -122,12 +131,14 @@ def add(sub) -> None:
                         "size in chunks, any partly used page, combined on free; the default), slab (powers "
                         "of two, a page per size class; pow2 is its old name), ppfrag (the kernel's "
                         "page_pool_alloc_frag: the current page only) or page (a page per frame)")
-    p.add_argument("--ring-pages", type=positive_int, default=256, metavar="N",
-                   help="metadata ring size in pages, a power of two (default 256)")
+    p.add_argument("--ring-pages", type=positive_int, default=None, metavar="N",
+                   help="metadata ring size in pages, a power of two (default 1024: 4 MiB)")
     p.add_argument("--arena-pages", type=positive_int, default=65536, metavar="N",
                    help="arena size in 4 KiB pages, reserved, committed as used (default 65536)")
-    p.add_argument("--drain-us", type=positive_int, default=200, metavar="US",
-                   help="drain the metadata ring every US microseconds (default 200)")
+    p.add_argument("--drain-us", type=natural_int, default=None, metavar="US",
+                   help="when the metadata ring is empty, sleep US microseconds before draining it again; "
+                        "0: spin (default 50 when the controller has a CPU of its own, as with one xdp "
+                        "sender on two CPUs; else 200)")
     p.add_argument("-q", "--quiet", action="store_true", help="no interval lines or summary")
     p.add_argument("--ebpf", action="store_true",
                    help="print the XDP program this run would load (with --controller, the metadata one) and "

@@ -1,7 +1,8 @@
 """Build the harness's two C modules from their real headers (see allocator/build_cffi.py):
 
-* harness._traffic_c: the BPF contract (bpf/nta_shared.h), the built-in replayer's send loop and the
-  frags-aware XDP loader (traffic.h). No allocator in it: loading XDP or replaying needs none.
+* harness._traffic_c: the BPF contract (bpf/nta_shared.h), the built-in replayer's send loop (AF_PACKET
+  and XDP live frames), the frags-aware XDP loader, a device's ethtool statistics (traffic.h). No
+  allocator in it: loading XDP or replaying needs none.
 * harness._ctl_c: the controller, the metadata ring's consumer and the per-packet work (ctl.h). It
   calls the allocator, so it links libnta.so, and takes the allocator's types from harness._nta_c and
   the contract's from harness._traffic_c (ffi.include), so a pool or a record from either passes here.
@@ -35,7 +36,8 @@ def traffic_ffi() -> FFI:
     ffi.cdef(allocator_build.cdef_text([SHARED, os.path.join(HERE, "traffic.h")],
                                        prelude=allocator_build.KERNEL_TYPES))
     ffi.set_source("harness._traffic_c", '#include "nta_shared.h"\n#include "traffic.h"\n',
-                   sources=sources("replay.c", "bpfload.c"), include_dirs=[HERE, BPF], libraries=["bpf"],
+                   sources=sources("replay.c", "bpfload.c", "xdplive.c", "ethtool.c"), include_dirs=[HERE, BPF],
+                   libraries=["bpf"],
                    extra_compile_args=allocator_build.CFLAGS)
     return ffi
 
@@ -49,7 +51,7 @@ def ctl_ffi(nta: FFI, traffic: FFI) -> FFI:
     link["libraries"] = [*link["libraries"], "bpf", "m"]
     # the included modules' declarations must be visible here too (cffi checks their layouts)
     preamble = "".join(f'#include "{h}"\n' for h in ("nta.h", "nta_shared.h", "traffic.h", "ctl.h"))
-    ffi.set_source("harness._ctl_c", preamble, sources=sources("ringbuf.c", "ctl.c"),
+    ffi.set_source("harness._ctl_c", preamble, sources=sources("ringbuf.c", "ctl.c", "ctlpoll.c"),
                    include_dirs=[HERE, ALLOCATOR, BPF], extra_compile_args=allocator_build.CFLAGS, **link)
     return ffi
 

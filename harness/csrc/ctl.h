@@ -74,4 +74,27 @@ long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t
 int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st);
 void nta_ctl_destroy(struct nta_ctl *c);
 
+/*
+ * The controller's loop (ctlpoll.c): drain rb into buf, max records at a time, and handle them, until
+ * the ring is empty at or after until_ns (CLOCK_MONOTONIC; 0: until it is first empty). With nothing
+ * in the ring it spins (idle_ns 0) or sleeps idle_ns. Each record's wait, from XDP's timestamp to its
+ * drain, counted in lat_hist by microseconds (the last bucket counts all longer ones; NULL: not kept).
+ * The out counts add up over calls. Returns 0 or -EINVAL.
+ */
+struct nta_ctl_poll {
+	/* in */
+	uint64_t until_ns;
+	uint64_t idle_ns;       /* < 1 s */
+	struct nta_meta *buf;
+	uint64_t max;
+	uint64_t *lat_hist;
+	uint64_t lat_buckets;
+	/* out, cumulative */
+	uint64_t drained;       /* records handled */
+	uint64_t odd;           /* records of another size than struct nta_meta, skipped */
+	uint64_t passes, empty; /* drains, and those that found the ring empty before the deadline */
+	uint64_t lat_max_ns;
+};
+long nta_ctl_poll(struct nta_ctl *c, struct nta_ringbuf *rb, struct nta_ctl_poll *p);
+
 #endif /* NTA_CTL_H */

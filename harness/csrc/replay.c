@@ -14,6 +14,12 @@
  *   MSG_DONTWAIT hands all of them to the kernel, which attaches the slots'
  *   pages to the skbs instead of copying them. A slot is free again (and its
  *   frame counted as sent) when the kernel has freed the skb.
+ * - NTA_REPLAY_XDP: one BPF_PROG_RUN of nta_xdp_gen (bpf/) with
+ *   BPF_F_TEST_XDP_LIVE_FRAMES and repeat = the batch: the kernel makes a live
+ *   frame per run, the program writes the next frame of this sender's list into
+ *   it from a BPF map and redirects it out of the device, with no skb. The
+ *   program keeps the sender's place and counts; after each call the loop reads
+ *   them back and follows the program (a signal ends a call early).
  *
  *
  * A frame the device refused (ENOBUFS: veth drops it and counts it in its
@@ -27,7 +33,10 @@
  * once per refusal; the next send(2) starts with it again.
  */
 #define _GNU_SOURCE
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 #include <errno.h>
+#include <linux/bpf.h>
 #include <linux/if_packet.h>
 #include <poll.h>
 #include <sched.h>
@@ -39,9 +48,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nta_shared.h"
 #include "traffic.h"
 
-#define MAX_BATCH 1024
+#define MAX_BATCH 1024      /* frames per sendmmsg(2) or TX ring send */
+#define MAX_XDP_BATCH 65536 /* runs per BPF_PROG_RUN */
+/* Live frames the kernel makes and flushes at a time: veth's peer ring holds 256, and a flush of 256
+ * into it overflows it at full rate where one of 64 (the kernel's default) does not. */
+#define XDP_KERNEL_BATCH 64
 #define SPIN_NS 50000ull
 #define SLICE_NS 10000000ull
 #define BACKOFF_NS 5000ull
@@ -330,22 +344,82 @@ static int send_ring(struct nta_replay *r, struct txring *t, const struct iovec 
 	return ring_kick(r);
 }
 
+/* --- XDP live frames ------------------------------------------------------------ */
+
+struct xdpsend {
+	struct nta_gen_state at_start; /* the program's counts for this sender when the run began */
+	struct nta_gen_state *all;     /* a lookup's buffer: one per possible CPU */
+};
+
+/* This sender's state: its CPU's copy of the per-CPU map (a lookup returns every CPU's). */
+static int xdp_state(const struct nta_replay *r, struct xdpsend *x, struct nta_gen_state *st)
+{
+	const uint32_t key = 0;
+
+	if (bpf_map_lookup_elem(r->state_fd, &key, x->all))
+		return -errno;
+	*st = x->all[r->cpu];
+	return 0;
+}
+
+static int xdp_open(struct nta_replay *r, struct xdpsend *x)
+{
+	int ncpu = libbpf_num_possible_cpus();
+
+	if (r->prog_fd < 0 || r->state_fd < 0 || ncpu <= 0 || r->cpu >= (uint32_t)ncpu)
+		return -EINVAL;
+	if (!(x->all = calloc((size_t)ncpu, sizeof(*x->all))))
+		return -ENOMEM;
+	if (r->netns_fd >= 0 && setns(r->netns_fd, CLONE_NEWNET)) /* this thread only: the device's namespace */
+		return -errno;
+	return xdp_state(r, x, &x->at_start);
+}
+
+/* Run the program k times; the counters as the program kept them; *ran: how many it ran. */
+static int send_xdp(struct nta_replay *r, struct xdpsend *x, uint32_t k, uint64_t *ran)
+{
+	static const uint8_t frame[64]; /* data_in: each run rewrites the frame whole */
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = frame, .data_size_in = sizeof(frame), .repeat = k,
+		    .batch_size = k < XDP_KERNEL_BATCH ? k : XDP_KERNEL_BATCH, .flags = BPF_F_TEST_XDP_LIVE_FRAMES);
+	struct nta_gen_state st, before;
+	int err;
+
+	if ((err = xdp_state(r, x, &before)))
+		return err;
+	if (bpf_prog_test_run_opts(r->prog_fd, &o) && errno != EINTR)
+		__atomic_store_n(&r->last_errno, errno, __ATOMIC_RELAXED);
+	add(&r->calls, 1);
+	if ((err = xdp_state(r, x, &st)))
+		return err;
+	*ran = st.runs - before.runs;
+	__atomic_store_n(&r->sent, st.sent - x->at_start.sent, __ATOMIC_RELAXED);
+	__atomic_store_n(&r->bytes, st.bytes - x->at_start.bytes, __ATOMIC_RELAXED);
+	__atomic_store_n(&r->failed, st.failed - x->at_start.failed, __ATOMIC_RELAXED);
+	return 0;
+}
+
 int nta_replay_run(struct nta_replay *r)
 {
 	struct mmsghdr msgs[MAX_BATCH];
 	struct iovec iov[MAX_BATCH];
 	struct txring ring = { 0 };
+	struct xdpsend xs = { 0 };
 	struct cursor c = { 0 };
 	uint64_t total, span, start, give_up;
 	int err;
 
-	if (r->fd < 0 || r->batch == 0 || r->batch > MAX_BATCH || r->loops == 0 ||
-	    r->mode > NTA_REPLAY_TIMING || r->method > NTA_REPLAY_TX_RING ||
+	if ((r->fd < 0 && r->method != NTA_REPLAY_XDP) || r->batch == 0 ||
+	    r->batch > (r->method == NTA_REPLAY_XDP ? MAX_XDP_BATCH : MAX_BATCH) || r->loops == 0 ||
+	    r->mode > NTA_REPLAY_TIMING || r->method > NTA_REPLAY_XDP ||
 	    (r->mode != NTA_REPLAY_TOPSPEED && !(r->rate > 0)) ||
 	    (r->frames && (!r->blob || !r->offsets || !r->lengths || !r->rel_ns)))
 		return -EINVAL;
 	if (r->method == NTA_REPLAY_TX_RING && (err = ring_open(r, &ring)))
 		return err;
+	if (r->method == NTA_REPLAY_XDP && (err = xdp_open(r, &xs))) {
+		free(xs.all);
+		return err;
+	}
 	total = r->frames * r->loops;
 	if (r->limit && r->limit < total)
 		total = r->limit;
@@ -369,19 +443,30 @@ int nta_replay_run(struct nta_replay *r)
 		now = mono_ns();
 		if (r->duration_ns && now - start >= r->duration_ns)
 			break;
+		struct cursor at = c;
 		/* every frame that is due now, up to a batch */
 		do {
-			uint64_t f = frame_at(r, c.idx);
+			if (r->method != NTA_REPLAY_XDP) { /* the program has the frames: only how many */
+				uint64_t f = frame_at(r, c.idx);
 
-			iov[k].iov_base = (void *)(r->blob + r->offsets[f]);
-			iov[k].iov_len = r->lengths[f];
+				iov[k].iov_base = (void *)(r->blob + r->offsets[f]);
+				iov[k].iov_len = r->lengths[f];
+			}
 			k++;
 			advance(r, &c);
 		} while (k < r->batch && c.seq < total &&
 			 (r->mode == NTA_REPLAY_TOPSPEED || start + due_ns(r, &c, span) <= now));
-		if (r->method != NTA_REPLAY_TX_RING)
+		if (r->method == NTA_REPLAY_XDP) {
+			uint64_t ran = 0;
+			if ((err = send_xdp(r, &xs, k, &ran))) {
+				__atomic_store_n(&r->last_errno, -err, __ATOMIC_RELAXED);
+				break;
+			}
+			for (c = at; ran--;) /* the program's place, not ours: a call may end early */
+				advance(r, &c);
+		} else if (r->method == NTA_REPLAY_SENDMMSG) {
 			send_mmsg(r, msgs, iov, k);
-		else if ((err = send_ring(r, &ring, iov, k))) {
+		} else if ((err = send_ring(r, &ring, iov, k))) {
 			/* the kernel will send nothing more: what the ring holds and what is left have failed */
 			add(&r->failed, total - c.seq);
 			break;
@@ -396,6 +481,7 @@ int nta_replay_run(struct nta_replay *r)
 		add(&r->failed, ring.used);
 		ring_close(&ring);
 	}
+	free(xs.all);
 	r->end_ns = mono_ns();
 	return 0;
 }

@@ -37,12 +37,17 @@ int nta_xdp_load_frags(const void *insns, size_t insn_bytes, const char *name, c
 
 #define NTA_REPLAY_SENDMMSG 0u /* a sendmmsg(2) per batch */
 #define NTA_REPLAY_TX_RING 1u  /* a PACKET_TX_RING, a send(2) per batch */
+#define NTA_REPLAY_XDP 2u      /* BPF_PROG_RUN of nta_xdp_gen with live frames, a call per batch: no skb */
 
 struct nta_replay {
 	/* in */
-	int fd;                   /* AF_PACKET socket, bound to the sending interface */
+	int fd;                   /* AF_PACKET socket, bound to the sending interface (not NTA_REPLAY_XDP) */
 	uint32_t mode;            /* NTA_REPLAY_TOPSPEED, _PPS, _MBPS, _TIMING */
-	uint32_t method;          /* NTA_REPLAY_SENDMMSG or NTA_REPLAY_TX_RING */
+	uint32_t method;          /* NTA_REPLAY_SENDMMSG, _TX_RING or _XDP */
+	int prog_fd;              /* NTA_REPLAY_XDP: nta_xdp_gen, loaded, its maps filled */
+	int state_fd;             /* NTA_REPLAY_XDP: its nta_gen_state map; this sender's entry is its CPU's */
+	int netns_fd;             /* NTA_REPLAY_XDP: the sending device's namespace (entered by this thread), or -1 */
+	uint32_t cpu;             /* NTA_REPLAY_XDP: the CPU this sender runs on (pinned by the caller) */
 	double rate;
 	const uint8_t *blob;      /* the frames, back to back */
 	const uint64_t *offsets;  /* per frame: offset in blob */
@@ -54,14 +59,14 @@ struct nta_replay {
 	uint64_t loops;
 	uint64_t limit;           /* packets; 0: none */
 	uint64_t duration_ns;     /* 0: none */
-	uint32_t batch;           /* frames per sendmmsg or send, 1..1024 */
+	uint32_t batch;           /* frames per sendmmsg or send, 1..1024; runs per BPF_PROG_RUN, 1..65536 */
 	/* out: the sender writes them with relaxed atomic stores */
 	uint64_t sent;            /* frames the kernel took */
 	uint64_t bytes;
 	uint64_t failed;          /* frames given up on (a send error other than the ones below) */
 	uint64_t retried_enobufs; /* sendmmsg calls retried on ENOBUFS (device queue full) */
 	uint64_t retried_eagain;
-	uint64_t calls;           /* sendmmsg calls */
+	uint64_t calls;           /* sendmmsg, send or BPF_PROG_RUN calls */
 	int32_t last_errno;       /* of the last failed frame */
 	int32_t stop;             /* set to 1 (atomically) to stop early */
 	uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC */
@@ -69,5 +74,20 @@ struct nta_replay {
 
 /* Send; returns 0, or -errno when it could not start (a bad argument). */
 int nta_replay_run(struct nta_replay *r);
+
+/*
+ * The XDP live-frames replayer's set-up (xdplive.c). The largest frame a live frame carries on this
+ * kernel, probed once with a two-instruction program (BPF_PROG_RUN takes no longer data_in); and the
+ * frames of a capture written into nta_gen_frames (values of value_size bytes: struct
+ * nta_gen_frame_hdr, then the frame) in batches. Each returns >= 0 or -errno.
+ */
+int nta_xdp_live_max(void);
+/* A device's driver statistics ('ethtool -S'), read on sock (a socket of the device's namespace): up to
+ * max of them, their names in names (32 bytes each, NUL-terminated) and values. Returns how many. */
+long nta_ethtool_stats(int sock, const char *ifname, char *names, uint64_t *values, size_t max);
+long nta_gen_fill(int map_fd, const uint8_t *blob, const uint64_t *offsets, const uint32_t *lengths, uint64_t n,
+		  uint32_t value_size);
+/* Each sender's list of frames, one after another, written into nta_gen_index (entry i = frames[i]). */
+long nta_gen_index_fill(int map_fd, const uint32_t *frames, uint64_t n);
 
 #endif /* NTA_TRAFFIC_H */

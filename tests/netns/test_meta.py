@@ -12,7 +12,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.utils import rdpcap
 
 from harness.controller import MetaRing
-from harness.replay import Replayer, ReplayOptions
+from harness.pcapfile import load
+from harness.replay import BuiltinReplayer, Replayer, ReplayOptions
 from harness.topology import Topology
 from harness.xdp import MetaProgram
 
@@ -46,13 +47,17 @@ def expected(pkt):
     return {"len": len(raw), "ethertype": ethertype, "vlan": vlan, "l4_proto": l4, "ports": ports}
 
 
-def replay_and_drain(pcap, ring_pages=256, pps=20000):
+def replay_and_drain(pcap, ring_pages=256, pps=20000, replayer="tcpreplay"):
     tag = f"t{os.getpid() % 100000}-meta"
     with Topology(tag) as t, MetaProgram(t.dut_ns, t.dut_if, ring_pages=ring_pages) as m:
         ring = MetaRing(m.ring_fd)
         try:
             assert ring.size == ring_pages * 4096  # as the kernel made the map
-            rp = Replayer(t.gen_ns, t.gen_if, pcap, ReplayOptions(pps=pps)).start()
+            if replayer == "xdp":
+                rp = BuiltinReplayer(t.gen_ns, t.gen_if, load(pcap), ReplayOptions(pps=pps), method="xdp",
+                                     ifindex=t.ifindex(t.gen_ns, t.gen_if)).start()
+            else:
+                rp = Replayer(t.gen_ns, t.gen_if, pcap, ReplayOptions(pps=pps)).start()
             result = rp.finish()
             records = ring.drain()
         finally:
@@ -60,12 +65,15 @@ def replay_and_drain(pcap, ring_pages=256, pps=20000):
         return result, m.stats(), m.ring_stats(), records, t.link(t.dut_ns, t.dut_if).get("index")
 
 
+@pytest.mark.parametrize("replayer", ["tcpreplay", "xdp"])
 @pytest.mark.parametrize("name", ["tcpreplay-test.pcap", "suricata-datasets06-vlan.pcap",
                                   "tcpdump-802.1ad-qinq.pcap", "ndpi-synscan.pcap"])
-def test_every_frame_parsed_as_scapy_reads_it(pcaps, name):
+def test_every_frame_parsed_as_scapy_reads_it(pcaps, name, replayer):
+    """Record i is frame i of the capture as scapy reads it: by either replayer, every frame reached XDP
+    whole and in the capture's order."""
     path = os.path.join(pcaps, name)
     packets = rdpcap(path)
-    replay, seen, ring, records, ifindex = replay_and_drain(path)
+    replay, seen, ring, records, ifindex = replay_and_drain(path, replayer=replayer)
     assert replay.sent == seen.packets == len(packets) == len(records)
     assert ring == {"submitted": len(packets), "lost": 0}
     assert (records["ifindex"] == ifindex).all()

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * nta_xdp_gen.c - the XDP live-frames replayer: run by BPF_PROG_RUN with
+ * BPF_F_TEST_XDP_LIVE_FRAMES (never attached), once per frame to send. Each
+ * run writes the next frame of its sender's list from a BPF array map into
+ * the live frame (its length with bpf_xdp_adjust_tail, its bytes with
+ * bpf_xdp_store_bytes: a recycled page keeps what the last run wrote) and
+ * redirects it out of the gen end of the veth pair, where the kernel sends
+ * it with no skb. Attached (generic) to that device too, where it passes
+ * every frame: see below. Compiled by BCC with -D flags:
+ *   -DNTA_GEN_FRAMES=N     frames in the capture (entries of nta_gen_frames)
+ *   -DNTA_GEN_FRAME_MAX=B  bytes of the largest (the value's data, a multiple of 8)
+ *   -DNTA_GEN_INDEX=N      entries of nta_gen_index: every sender's list of frames, one after another
+ *   -DNTA_GEN_IFINDEX=I    the device to send out of (in the sender's namespace)
+ *
+ * A sender owns one CPU (BPF_PROG_RUN's live mode runs with migration off),
+ * so its state is that CPU's copy of the per-CPU nta_gen_state: where its
+ * list starts in nta_gen_index, how long it is, the next frame, and its
+ * counts. (One array indexed by CPU put two senders' counters, written every
+ * frame, on one cache line.)
+ */
+#include <uapi/linux/bpf.h>
+#include "nta_shared.h"
+
+struct nta_gen_frame {
+	__u32 len;
+	__u32 pad;
+	__u8 data[NTA_GEN_FRAME_MAX];
+};
+
+BPF_ARRAY(nta_gen_frames, struct nta_gen_frame, NTA_GEN_FRAMES);
+BPF_ARRAY(nta_gen_index, __u32, NTA_GEN_INDEX);
+BPF_PERCPU_ARRAY(nta_gen_state, struct nta_gen_state, 1);
+
+int nta_xdp_gen(struct xdp_md *ctx)
+{
+	__u32 key = 0;
+	struct nta_gen_state *s;
+
+	/* The harness also attaches this program (generic) to the device it sends out of, only to keep it
+	 * in the kernel's XDP dispatcher: a BPF_PROG_RUN of a program not in it adds and removes it each
+	 * call, 24 ms of text patching. A frame that really arrived there is not for it. */
+	if (ctx->ingress_ifindex == NTA_GEN_IFINDEX)
+		return XDP_PASS;
+	s = nta_gen_state.lookup(&key);
+	if (!s)
+		return XDP_ABORTED;
+	s->runs++;
+	if (!s->count) /* no list: nothing to send (the probe of the kernel's limits) */
+		return XDP_DROP;
+	__u32 slot = s->base + s->next;
+	s->next = s->next + 1 >= s->count ? 0 : s->next + 1;
+	__u32 *fi = nta_gen_index.lookup(&slot);
+	if (!fi) {
+		s->failed++;
+		return XDP_DROP;
+	}
+	struct nta_gen_frame *f = nta_gen_frames.lookup(fi);
+	if (!f) {
+		s->failed++;
+		return XDP_DROP;
+	}
+	__u64 len = f->len; /* 64 bits: no zero-extending copy for a check to land on */
+	/* two checks the compiler may not fold into one (len - 14 > MAX - 14, on a copy): the verifier
+	 * must see both bounds on len itself, the length bpf_xdp_store_bytes reads */
+	if (len > NTA_GEN_FRAME_MAX) {
+		s->failed++;
+		return XDP_DROP;
+	}
+	asm volatile("" : "+r"(len));
+	if (len < 14) {
+		s->failed++;
+		return XDP_DROP;
+	}
+	int have = (int)bpf_xdp_get_buff_len(ctx); /* not data_end - data: no arithmetic on pkt_end */
+	if (bpf_xdp_adjust_tail(ctx, (int)len - have) || bpf_xdp_store_bytes(ctx, 0, f->data, len)) {
+		s->failed++;
+		return XDP_DROP;
+	}
+	s->sent++;
+	s->bytes += len;
+	return bpf_redirect(NTA_GEN_IFINDEX, 0);
+}
