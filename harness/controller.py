@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+import threading
 
 import numpy as np
 
 from harness import cmodule
 from harness.errors import NtaError
-from harness.nta import CELLS, Arena, ArenaError, Pool, pool_allocator
+from harness.nta import CELLS, Arena, ArenaError, Pool, counters_dict, pool_allocator
 
 ffi, lib = cmodule.load("_ctl_c")
 
@@ -92,7 +92,7 @@ class Controller:
         c = lib.nta_ctl_create(pool._h(), pool.arena._h(), cfg)
         if c == ffi.NULL:
             raise ArenaError(ffi.errno, f"creating the controller ({hold}): {os.strerror(ffi.errno)}")
-        self._c, self.pool, self.hold = c, pool, hold
+        self._c, self.pool, self.hold, self.max_held = c, pool, hold, max_held
 
     def handle(self, records: np.ndarray) -> int:
         """Process an array of struct nta_meta records (dtype META); returns how many got memory."""
@@ -134,7 +134,9 @@ class Controller:
 
 class Consumer:
     """The controller side of a run: an arena (memfd), the dut's page pool on it, the controller, the
-    metadata ring; ``pump()`` moves what the ring holds into the controller, a batch at a time."""
+    metadata ring. ``start()`` runs the controller's C loop (harness/csrc/ctlpoll.c) on a thread of its
+    own, which drains the ring as records come, samples the pool and publishes its counters, and never
+    needs Python (the GIL) until ``stop()``; ``pump()`` drains what is left, on the calling thread."""
 
     def __init__(self, ring_fd: int, ifindex: int, hold: str, allocator: str = "nta",
                  arena_pages: int = 65536, queue: int = 0, peak_map: bool = False):
@@ -151,39 +153,104 @@ class Consumer:
         except BaseException:
             self._stack.close()
             raise
-        # the C loop's state: its batch buffer and, per microsecond of wait (XDP's timestamp -> the
-        # drain), how many records waited that long; counts add up over calls
+        # The C loop's state: its batch buffer; per microsecond of wait (XDP's timestamp -> the drain),
+        # how many records waited that long; the pool's samples; its counts add up over calls.
+        p = self._poll = ffi.new("struct nta_ctl_poll *")
         self._buf = np.empty(self.BATCH, dtype=META)
         self._lat_hist = np.zeros(self.LAT_BUCKETS, dtype=np.uint64)
-        self._poll = ffi.new("struct nta_ctl_poll *")
-        self._poll.buf = ffi.cast("struct nta_meta *", ffi.from_buffer(self._buf))
-        self._poll.max = self.BATCH
-        self._poll.lat_hist = ffi.cast("uint64_t *", ffi.from_buffer(self._lat_hist))
-        self._poll.lat_buckets = self.LAT_BUCKETS
-        self._util: list[float] = []  # bytes asked / bytes of pages in use, a sample every UTIL_EVERY_NS
-        self._util_next = 0
-        # the pool's page map at the sample with the most pages in use
-        self.peak_map: np.ndarray | None = None
-        self._want_map, self._map_pages = peak_map, 0
+        p.buf, p.max = ffi.cast("struct nta_meta *", ffi.from_buffer(self._buf)), self.BATCH
+        p.lat_hist, p.lat_buckets = ffi.cast("uint64_t *", ffi.from_buffer(self._lat_hist)), self.LAT_BUCKETS
+        p.sample_ns = self.SAMPLE_EVERY_NS
+        p.pool, p.arena = self.pool._h(), self.arena._h()
+        p.page_size, p.chunk_size = self.arena.page_size, self.arena.chunk_size
+        # with peak_map, the pool's page map at the sample with the most pages in use, and what was held
+        self._map = self._held = None
+        if peak_map:
+            self._map = np.zeros(self.arena.max_pages * self.arena.chunks_per_page, dtype=np.uint8)
+            self._held = (np.empty(self.ctl.max_held, dtype=np.int64), np.empty(self.ctl.max_held, dtype=np.uint32))
+            p.map, p.map_cells = ffi.cast("uint8_t *", ffi.from_buffer(self._map)), len(self._map)
+            p.held_offs = ffi.cast("int64_t *", ffi.from_buffer(self._held[0]))
+            p.held_lens = ffi.cast("uint32_t *", ffi.from_buffer(self._held[1]))
+            p.held_max = self.ctl.max_held
+        self._thread: threading.Thread | None = None
+        self._rc = 0
 
-    UTIL_EVERY_NS = 10_000_000
+    SAMPLE_EVERY_NS = 10_000_000  # the pool's utilisation and the published counters
     BATCH = 8192  # records per drain
     LAT_BUCKETS = 1 << 17  # microseconds of wait counted one by one (131 ms); the last counts all longer
 
-    def _sample_util(self) -> None:
-        pages = self.pool.pages_in_use()
-        if pages:
-            self._util.append(self.ctl.stats()["bytes_held"] / (pages * self.arena.page_size))
-        if self._want_map and pages > self._map_pages:
-            self._map_pages, self.peak_map = pages, self.page_map()
+    # -- the loop on its own thread -------------------------------------------------------
 
-    def page_map(self) -> np.ndarray:
-        """The pool's page map over the pages the arena has used, with the chunks each held fragment was
-        handed beyond what its frame asked for marked as slack (CELLS["slack"])."""
-        top = self.arena.stats()["peak_pages_committed"]
-        picture = self.pool.page_map(max(top, 1))
+    def start(self, idle_us: int, cpus: list[int] | None = None) -> None:
+        """Run the loop on a thread of its own (on ``cpus``, when given), sleeping ``idle_us`` on an empty
+        ring (0: spinning), until stop()."""
+        p = self._poll
+        p.until_ns, p.idle_ns, p.stop = 2**64 - 1, idle_us * 1000, 0
+
+        def body():
+            if cpus:
+                os.sched_setaffinity(0, set(cpus))  # this thread only
+            self._rc = lib.nta_ctl_poll(self.ctl._c, self.ring._rb, p)
+
+        self._thread = threading.Thread(target=body, name="nta-controller", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def stop(self) -> None:
+        """End the loop's thread (idempotent); what is still in the ring stays there for pump()."""
+        if self._thread is None:
+            return
+        lib.nta_ctl_poll_stop(self._poll)
+        self._thread.join()
+        self._thread = None
+        self._check(self._rc)
+
+    def _check(self, rc: int) -> None:
+        if rc < 0:
+            raise NtaError(f"draining the metadata ring: {os.strerror(-rc)}")
+        if self._poll.odd:
+            raise NtaError(f"the metadata ring held {self._poll.odd} records of another size than struct nta_meta")
+
+    def pump(self) -> int:
+        """Drain what the ring holds into the controller now, on this thread (the loop's thread stopped).
+        Returns records moved."""
+        if self.running:
+            raise RuntimeError("pump() while the controller's thread runs")
+        p = self._poll
+        before = p.drained
+        p.until_ns, p.stop = 0, 0
+        self._check(lib.nta_ctl_poll(self.ctl._c, self.ring._rb, p))
+        return p.drained - before
+
+    def _counters(self) -> tuple[int, dict, dict]:
+        """Records drained, the controller's counters and the pool's: as last published while the thread
+        runs, else now."""
+        if self.running:
+            snap = ffi.new("struct nta_ctl_snapshot *")
+            lib.nta_ctl_poll_snapshot(self._poll, snap)
+            return snap.drained, counters_dict(snap.ctl), counters_dict(snap.pool)
+        return self._poll.drained, self.ctl.stats(), self.pool.stats()
+
+    @property
+    def drained(self) -> int:
+        return self._counters()[0]
+
+    # -- figures ------------------------------------------------------------------------
+
+    @property
+    def peak_map(self) -> np.ndarray | None:
+        """The pool's page map at its peak (with peak_map), the chunks each held fragment was handed
+        beyond what its frame asked for marked as slack (CELLS["slack"]); None when not kept."""
+        p = self._poll
+        if self._map is None or not p.map_peak_pages:
+            return None
+        cells = self.arena.chunks_per_page
+        picture = self._map[:p.map_pages * cells].reshape(p.map_pages, cells).copy()
         flat, chunk = picture.reshape(-1), self.arena.chunk_size
-        offs, lens = self.ctl.held()
+        offs, lens = self._held[0][:p.held_n], self._held[1][:p.held_n]
         for off, size in zip(offs.tolist(), lens.tolist(), strict=True):
             first = (off - self.arena.data_off) // chunk
             asked, handed = -(-max(size, 1) // chunk), self.pool.frag_size(max(size, 1)) // chunk
@@ -191,36 +258,13 @@ class Consumer:
                 flat[first + asked:first + handed] = CELLS["slack"]
         return picture
 
-    @property
-    def drained(self) -> int:
-        return self._poll.drained
-
-    def pump(self, until_ns: int = 0, idle_ns: int = 0) -> int:
-        """Move what the ring holds into the controller, in C without the GIL: until the ring is empty,
-        or, given a deadline (time.monotonic_ns()), until then, spinning (idle_ns 0) or sleeping idle_ns
-        whenever it is empty. Samples the pool's utilisation between slices. Returns records moved."""
-        before, p = self._poll.drained, self._poll
-        while True:
-            now = time.monotonic_ns()
-            if now >= self._util_next:
-                self._sample_util()
-                self._util_next = now + self.UTIL_EVERY_NS
-            p.until_ns, p.idle_ns = min(until_ns, self._util_next), idle_ns
-            rc = lib.nta_ctl_poll(self.ctl._c, self.ring._rb, p)
-            if rc < 0:
-                raise NtaError(f"draining the metadata ring: {os.strerror(-rc)}")
-            if p.odd:
-                raise NtaError(f"the metadata ring held {p.odd} records of another size than struct nta_meta")
-            if time.monotonic_ns() >= until_ns:
-                return p.drained - before
-
     def snapshot(self, ring_stats: dict) -> dict:
         """Cumulative counts for an interval line."""
-        c, p = self.ctl.stats(), self.pool.stats()
+        drained, c, p = self._counters()
         back = p["cached"] + p["ring"]
         gone = back + p["ring_full"] + p["released_refcnt"]
         held_bytes = p["pages_in_use"] * self.arena.page_size
-        return {"meta": self.drained, "lost": ring_stats["lost"], "alloc": c["handled"] - c["alloc_fails"],
+        return {"meta": drained, "lost": ring_stats["lost"], "alloc": c["handled"] - c["alloc_fails"],
                 "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
                 "recycle_pct": 100.0 * back / gone if gone else 0.0,
                 # of the bytes of pages the pool has given to fragments, the share no frame asked for
@@ -242,8 +286,11 @@ class Consumer:
                 "max": self._poll.lat_max_ns / 1000.0}
 
     def finish(self) -> dict:
-        """The end of a run: what the policy still holds put back, pool and arena checked; the figures."""
-        self._sample_util()
+        """The end of a run: the thread stopped, the ring drained, a last sample, what the policy still
+        holds put back, pool and arena checked; the figures."""
+        self.stop()
+        self.pump()
+        lib.nta_ctl_poll_sample(self.ctl._c, self._poll)
         self.ctl.flush()  # the pool must balance
         self.pool.check()
         self.arena.check()
@@ -254,13 +301,13 @@ class Consumer:
         asked for then and at their own peak, utilisation (asked / bytes of those pages) at that moment and
         on average while the run went, and apart from those, the pages mapped and idle in the cache and
         ring at their peak."""
-        page, peak = self.arena.page_size, ctl["peak_pages"]
+        page, peak, p = self.arena.page_size, ctl["peak_pages"], self._poll
         return {"allocator": self.allocator, "page_size": page, "peak_pages": peak,
                 "peak_fragments": ctl["peak_held"], "peak_bytes_asked": ctl["peak_bytes_held"],
                 "bytes_asked_at_peak_pages": ctl["bytes_at_peak_pages"],
                 "utilisation_at_peak": ctl["bytes_at_peak_pages"] / (peak * page) if peak else None,
-                "utilisation_mean": float(np.mean(self._util)) if self._util else None,
-                "utilisation_samples": len(self._util), "idle_mapped_pages_peak": pool["peak_idle"]}
+                "utilisation_mean": p.util_sum / p.util_samples if p.util_samples else None,
+                "utilisation_samples": p.util_samples, "idle_mapped_pages_peak": pool["peak_idle"]}
 
     def figures(self) -> dict:
         ctl, pool = self.ctl.stats(), self.pool.stats()
@@ -269,4 +316,9 @@ class Consumer:
                 "latency_us": self.latency_us()}
 
     def close(self) -> None:
+        """Stop the loop's thread (it uses all of the below), then free the ring, controller, pool, arena."""
+        if self._thread is not None:
+            lib.nta_ctl_poll_stop(self._poll)
+            self._thread.join()
+            self._thread = None
         self._stack.close()

@@ -21,10 +21,11 @@ def check_threads(n: int, what: str = "--threads") -> list[int]:
     return cpus[:n]
 
 
+
 @contextlib.contextmanager
 def pinned(cpus: list[int]):
-    """The calling thread runs on ``cpus`` only, until the block ends (threads it starts meanwhile inherit
-    that unless they pin themselves)."""
+    """The calling thread runs on ``cpus`` only until the block ends (threads it starts meanwhile inherit
+    that, unless they pin themselves)."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, set(cpus))
     try:

@@ -3,8 +3,8 @@
 Every ``interval`` it reads the counting points (the gen veth's counters when
 there is one, XDP's per-CPU counters, the controller's when there is one),
 adds a row of rates to ``intervals`` and prints it (harness.report); between
-readings the controller drains the metadata ring, in C slices: as records come, sleeping
-``drain_us`` when the ring is empty, or spinning when it is 0 (a CPU of its own).
+readings the controller drains the metadata ring on a thread of its own, in C (harness.controller),
+as records come, sleeping ``drain_us`` when the ring is empty, or spinning when it is 0.
 ``settle()`` then waits for what is still in flight (frames in the veth ring,
 records in the metadata ring) to reach its counting point. Runs differ only
 in when the loop ends and in which counting points they have.
@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 from harness import report
 
-SLICE = 0.02  # seconds the controller's C loop runs before the loop looks again at the replayer
 SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight frames and records after the traffic ends
 
 
@@ -37,9 +36,10 @@ class Loop:
     (``link()``: its IFLA_STATS64) and a controller (harness.controller.Consumer)."""
 
     def __init__(self, prog, consumer=None, *, interval: float = 1.0, drain_us: int = 200,
-                 link: Callable[[], dict] | None = None, total: int | None = None, progress: bool = False,
-                 say: Callable[[str], None] = lambda line: None):
+                 consumer_cpus: list[int] | None = None, link: Callable[[], dict] | None = None,
+                 total: int | None = None, progress: bool = False, say: Callable[[str], None] = lambda line: None):
         self.prog, self.consumer, self.interval, self.drain_us = prog, consumer, interval, drain_us
+        self.consumer_cpus = consumer_cpus
         self._link, self.total, self.progress, self.say = link, total, progress and bool(total), say
         self._link0 = link() if link else None
         self.intervals: list[dict] = []
@@ -63,15 +63,14 @@ class Loop:
         return Reading(time.monotonic() - self.t0, seen, d["tx_packets"] + d["tx_dropped"], d["tx_dropped"])
 
     def run(self, keep_going: Callable[[], bool]) -> None:
-        """Drain, sample and print until ``keep_going()`` says stop (KeyboardInterrupt passes through)."""
+        """Sample and print until ``keep_going()`` says stop (KeyboardInterrupt passes through); the
+        controller, when there is one, drains on its own thread meanwhile."""
         self.t0 = time.monotonic()
         next_tick = self.t0 + self.interval
+        if self.consumer:
+            self.consumer.start(self.drain_us, self.consumer_cpus)
         while keep_going():
-            if self.consumer:  # a slice in C: drained as records come, spinning or sleeping drain_us
-                end = min(next_tick, time.monotonic() + SLICE)
-                self.consumer.pump(until_ns=int(end * 1e9), idle_ns=self.drain_us * 1000)
-            else:
-                time.sleep(min(0.05, max(0.0, next_tick - time.monotonic())))
+            time.sleep(min(0.02, max(0.0, next_tick - time.monotonic())))
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick += self.interval
@@ -107,7 +106,8 @@ class Loop:
             s = self.read()
             done = arrived(s)
             if self.consumer:
-                self.consumer.pump()
+                if not self.consumer.running:
+                    self.consumer.pump()
                 done = done and self.consumer.drained >= self.prog.ring_stats()["submitted"]
             if done or time.monotonic() > deadline:
                 return s

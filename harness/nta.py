@@ -68,13 +68,16 @@ def _raise(rc: int, message: str):
     raise ArenaError(-rc, message)
 
 
-def _as_dict(cdata, ctype: str) -> dict:
-    """A C struct of counters as a flat dict, field by field, the fields of nested groups inlined (names
-    from the real header)."""
+def counters_dict(cdata) -> dict:
+    """A C struct of counters (a struct or a pointer to one, of any of the harness's C modules) as a flat
+    dict, field by field, the fields of nested groups inlined (names from the real header)."""
+    ctype = ffi.typeof(cdata)
+    if ctype.kind == "pointer":
+        ctype, cdata = ctype.item, cdata[0]
     out = {}
-    for name, field in ffi.typeof(ctype).fields:
+    for name, field in ctype.fields:
         if field.type.kind == "struct":
-            out.update(_as_dict(getattr(cdata, name), field.type.cname))
+            out.update(counters_dict(getattr(cdata, name)))
         else:
             out[name] = getattr(cdata, name)
     return out
@@ -262,7 +265,7 @@ class Arena:
     def stats(self) -> dict:
         st = ffi.new("struct nta_stats *")
         lib.nta_stats(self._h(), st)
-        return _as_dict(st, "struct nta_stats")
+        return counters_dict(st)
 
     def page_map(self, npages: int | None = None) -> np.ndarray:
         """One cell per chunk (see CELLS), shape (npages, chunks per page); default: pages used so far."""
@@ -280,7 +283,7 @@ class Arena:
         n = lib.nta_arena_pools(self._h(), out, lib.NTA_MAX_POOLS)
         return [{"pid": out[i].pid, "ifindex": out[i].ifindex, "queue": out[i].queue,
                  "torn": bool(out[i].flags & lib.NTA_POOL_INFO_TORN),
-                 "stats": _as_dict(out[i].st, "struct nta_pool_stats")} for i in range(n)]
+                 "stats": counters_dict(out[i].st)} for i in range(n)]
 
     def free_histogram(self, nbins: int | None = None) -> tuple[np.ndarray, int]:
         """(regions by length in chunks, free page runs)."""
@@ -471,7 +474,7 @@ class Pool:
     def stats(self) -> dict:
         st = ffi.new("struct nta_pool_stats *")
         lib.nta_pool_stats(self._h(), st)
-        return _as_dict(st, "struct nta_pool_stats")
+        return counters_dict(st)
 
     def frag_size(self, size: int) -> int:
         """The bytes a fragment of ``size`` takes in this pool, by its allocator (0: it cannot take one)."""
@@ -554,7 +557,7 @@ class Reader:
     def stats(self) -> dict:
         st = ffi.new("struct nta_stats *")
         lib.nta_stats(lib.nta_reader_arena(self._h()), st)
-        return _as_dict(st, "struct nta_stats")
+        return counters_dict(st)
 
     def _h(self):
         if self._r is None:

@@ -333,12 +333,14 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                                 cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir))
             stack.callback(consumer.close)
         sender_cpus = _place_threads(cfg, topo)
+        # With the senders pinned and a CPU left, the controller's thread takes it, and this thread (the
+        # interval lines: milliseconds of netlink and map reads a second) keeps to the senders' CPUs:
+        # the scheduler puts it beside the controller otherwise, which then waits for it.
+        spare = [c for c in cpus.usable() if c not in sender_cpus] if sender_cpus and consumer else []
         if consumer:
-            # with the senders pinned and a CPU left, the controller (this thread) takes it
-            spare = [c for c in cpus.usable() if c not in (sender_cpus or [])] if sender_cpus else []
             cfg = dataclasses.replace(cfg, drain_us=cfg.drain_for(own_cpu=bool(spare)))
-            if spare:
-                stack.enter_context(cpus.pinned(spare))
+        if spare:
+            stack.enter_context(cpus.pinned(sender_cpus))
         mode, prog_id = topo.xdp_attached()
         say(f"nta run: {os.path.basename(cfg.pcap)} ({report.n(info.frames)} frames) x{cfg.replay.loops} at "
             f"{cfg.replay.rate_text()} by {cfg.replayer_text()} -> {topo.gen_if} [{topo.gen_ns}] => "
@@ -348,7 +350,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else ""))
         # On a terminal, each line also says how far the run is (of the packets it calls for).
         total = None if cfg.replay.duration or cfg.replay.limit else info.frames * cfg.replay.loops
-        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us,
+        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, consumer_cpus=spare or None,
                     link=lambda: topo.link_stats("gen"), total=total,
                     progress=getattr(out, "isatty", lambda: False)(), say=say)
         say(loop.header())

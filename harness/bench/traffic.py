@@ -27,11 +27,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # -- end to end ---------------------------------------------------------------------
 
-def bench_e2e(loops: int = 15000, hold: str = "flow:16", pcap: str | None = None, out=print) -> dict:
-    """One run each, on the same generator and capture: bare XDP_DROP counting at top speed; the
-    full harness (metadata, ring, controller, pool) at top speed; the full harness at half the bare
-    rate, for latency. The generator is the fastest that leaves a CPU to the controller: one xdp
-    sender (live frames) on the first CPU, where the dut's XDP runs too; the controller on another."""
+def bench_e2e(loops: int = 15000, hold: str = "flow:16", pcap: str | None = None, repeats: int = 3,
+              out=print) -> dict:
+    """On the same generator and capture, ``repeats`` rounds of: bare XDP_DROP counting at top speed; the
+    full harness (metadata, ring, controller, pool) at top speed; the full harness at half that round's
+    bare rate, for latency. Medians over the rounds; "x bare" is the median of a configuration over the
+    median bare rate. The generator is the fastest that leaves a CPU to the controller: one xdp sender
+    (live frames) on the first CPU, where the dut's XDP runs too; the controller's thread on another."""
 
     require_root("nta bench e2e")
     if pcap is None:
@@ -41,29 +43,41 @@ def bench_e2e(loops: int = 15000, hold: str = "flow:16", pcap: str | None = None
 
     def once(**kw):
         opts = {k: kw.pop(k) for k in ("pps", "topspeed") if k in kw}
-        return run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, **opts), quiet=True, replayer="xdp",
-                             **kw))
-
-    bare = once(topspeed=True)
-    full = once(topspeed=True, controller=True, hold=hold)
-    half_rate = max(1, int(bare.xdp.pps / 2))
-    half = once(pps=half_rate, controller=True, hold=hold)
-    rows, doc = [], {"tool": "nta", "command": "bench e2e", "pcap": pcap, "loops": loops, "hold": hold,
-                     "replayer": "xdp", "results": {}}
-    for name, r in (("bare XDP_DROP", bare), ("full harness", full), (f"full, {half_rate:,} pps", half)):
+        r = run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, **opts), quiet=True, replayer="xdp", **kw))
         c = r.consumer["controller"] if r.consumer else None
-        lat = r.consumer["latency_us"] if r.consumer else {"samples": 0}
-        entry = {"replayer_pps": r.replay.rated_pps, "xdp_pps": r.xdp.pps, "seen": r.xdp.packets,
-                 "vs_bare": r.xdp.pps / bare.xdp.pps if bare.xdp.pps else None,
-                 "handled_share": c["handled"] / r.xdp.packets if c else None,
-                 "ring_lost": r.ring["lost"] if r.ring else None, "latency_us": lat,
-                 "drain_us": r.config.drain_us if r.consumer else None, "reconciled": r.reconciled}
+        return {"replayer_pps": r.replay.rated_pps, "xdp_pps": r.xdp.pps, "seen": r.xdp.packets,
+                "handled_share": c["handled"] / r.xdp.packets if c else None,
+                "ring_lost": r.ring["lost"] if r.ring else None,
+                "latency_us": r.consumer["latency_us"] if r.consumer else {"samples": 0},
+                "drain_us": r.config.drain_us if r.consumer else None, "reconciled": r.reconciled}
+
+    names = ("bare XDP_DROP", "full harness", "full, half the bare rate")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(repeats):
+        bare = once(topspeed=True)
+        runs[names[0]].append(bare)
+        runs[names[1]].append(once(topspeed=True, controller=True, hold=hold))
+        runs[names[2]].append(once(pps=max(1, int(bare["xdp_pps"] / 2)), controller=True, hold=hold))
+    base = statistics.median(x["xdp_pps"] for x in runs[names[0]])
+    rows, doc = [], {"tool": "nta", "command": "bench e2e", "pcap": pcap, "loops": loops, "hold": hold,
+                     "replayer": "xdp", "repeats": repeats, "results": {}}
+    for name, xs in runs.items():
+        med = statistics.median(x["xdp_pps"] for x in xs)
+        full = xs[0]["handled_share"] is not None
+        entry = {"xdp_pps_median": med, "vs_bare": med / base if base else None,
+                 "handled_share_min": min(x["handled_share"] for x in xs) if full else None,
+                 "ring_lost_total": sum(x["ring_lost"] for x in xs) if full else None,
+                 "latency_p99_us_median": statistics.median(x["latency_us"]["p99"] for x in xs) if full else None,
+                 "latency_p50_us_median": statistics.median(x["latency_us"]["p50"] for x in xs) if full else None,
+                 "reconciled": all(x["reconciled"] for x in xs), "runs": xs}
         doc["results"][name] = entry
-        rows.append([name, fmt_n(entry["xdp_pps"]), f"{entry['vs_bare']:.3f}",
-                     f"{entry['handled_share']:.4f}" if c else "-", fmt_n(entry["ring_lost"]) if c else "-",
-                     f"{lat['p50']:.0f} / {lat['p99']:.0f}" if lat["samples"] else "-"])
-    out(f"\nend to end: {os.path.basename(pcap)} x{loops}, hold {hold}, one run each, one xdp sender; the "
-        f"controller on a CPU of its own, sleeping {full.config.drain_us} us on an empty ring")
+        rows.append([name, fmt_n(med), f"{entry['vs_bare']:.3f}",
+                     f"{entry['handled_share_min']:.4f}" if full else "-",
+                     fmt_n(entry["ring_lost_total"]) if full else "-",
+                     f"{entry['latency_p50_us_median']:.0f} / {entry['latency_p99_us_median']:.0f}" if full else "-"])
+    drain = runs[names[1]][0]["drain_us"]
+    out(f"\nend to end: {os.path.basename(pcap)} x{loops}, hold {hold}, one xdp sender; the controller's thread on "
+        f"a CPU of its own, sleeping {drain} us on an empty ring; medians of {repeats} interleaved rounds")
     table(rows, ["configuration", "XDP pps", "x bare", "handled/seen", "ring lost", "latency p50/p99 us"])
     return doc
 

@@ -67,7 +67,7 @@ def cmd_bench_e2e(args) -> int:
     from harness.bench import traffic
 
     jsonfile.check_writable(args.json)
-    return _out(args, traffic.bench_e2e(loops=args.loops, hold=args.hold))
+    return _out(args, traffic.bench_e2e(loops=args.loops, hold=args.hold, repeats=args.repeats))
 
 
 def cmd_bench_replay(args) -> int:
@@ -144,6 +144,7 @@ def add(sub) -> None:
     e.add_argument("--loops", type=positive_int, default=15000,
                    help="loops of the IMIX capture (default 15000)")
     e.add_argument("--hold", default="flow:16", help="the controller's hold policy (default flow:16)")
+    e.add_argument("--repeats", type=positive_int, default=3, help="rounds of the three runs (default 3)")
     e.add_argument("--json", metavar="FILE")
     e.set_defaults(func=cmd_bench_e2e)
     rp = bsub.add_parser("replay", help="tcpreplay vs the built-in and xdp replayers, pps at the XDP hook (root)")

@@ -76,11 +76,25 @@ void nta_ctl_destroy(struct nta_ctl *c);
 
 /*
  * The controller's loop (ctlpoll.c): drain rb into buf, max records at a time, and handle them, until
- * the ring is empty at or after until_ns (CLOCK_MONOTONIC; 0: until it is first empty). With nothing
- * in the ring it spins (idle_ns 0) or sleeps idle_ns. Each record's wait, from XDP's timestamp to its
- * drain, counted in lat_hist by microseconds (the last bucket counts all longer ones; NULL: not kept).
+ * the ring is empty at or after until_ns (CLOCK_MONOTONIC; 0: until it is first empty), or until stop
+ * is set (nta_ctl_poll_stop(), from another thread: a thread that runs the loop with until_ns
+ * UINT64_MAX drains as records come and never returns to its caller before). With nothing in the ring
+ * it spins (idle_ns 0) or sleeps idle_ns. Each record's wait, from XDP's timestamp to its drain, is
+ * counted in lat_hist by microseconds (the last bucket counts all longer ones; NULL: not kept).
+ *
+ * Every sample_ns (0: never) it samples the pool: utilisation (bytes the held frames asked for over
+ * the bytes of the pool's pages in use) summed into util_sum, and the counters published for other
+ * threads (nta_ctl_poll_snapshot). Given map (map_cells bytes), the pool's page map at the sample
+ * with the most pages in use is kept there, over the arena's pages used so far (map_pages of them),
+ * with what the controller held then in held_offs/held_lens (held_max of them; held_n written).
  * The out counts add up over calls. Returns 0 or -EINVAL.
  */
+struct nta_ctl_snapshot {
+	uint64_t seq; /* odd while being written */
+	uint64_t drained;
+	struct nta_ctl_stats ctl;
+	struct nta_pool_stats pool;
+};
 struct nta_ctl_poll {
 	/* in */
 	uint64_t until_ns;
@@ -89,12 +103,35 @@ struct nta_ctl_poll {
 	uint64_t max;
 	uint64_t *lat_hist;
 	uint64_t lat_buckets;
+	uint64_t sample_ns;
+	struct nta_pool *pool;  /* the controller's pool, sampled */
+	struct nta_arena *arena;
+	uint64_t page_size, chunk_size; /* the arena's */
+	uint8_t *map;
+	uint64_t map_cells;
+	int64_t *held_offs;
+	uint32_t *held_lens;
+	uint64_t held_max;
+	int32_t stop;
+	int32_t pad;
 	/* out, cumulative */
 	uint64_t drained;       /* records handled */
 	uint64_t odd;           /* records of another size than struct nta_meta, skipped */
 	uint64_t passes, empty; /* drains, and those that found the ring empty before the deadline */
 	uint64_t lat_max_ns;
+	uint64_t util_samples;  /* samples with pages in use */
+	double util_sum;
+	uint64_t map_peak_pages; /* pages in use when the map was kept (0: none kept) */
+	uint64_t map_pages, held_n;
+	uint64_t next_sample_ns;
+	struct nta_ctl_snapshot snap;
 };
 long nta_ctl_poll(struct nta_ctl *c, struct nta_ringbuf *rb, struct nta_ctl_poll *p);
+/* Sample now (the loop's owner, or any thread while no loop runs). */
+void nta_ctl_poll_sample(struct nta_ctl *c, struct nta_ctl_poll *p);
+/* Ask a running loop to return (any thread). */
+void nta_ctl_poll_stop(struct nta_ctl_poll *p);
+/* The counters the loop last published, read consistently (any thread). */
+void nta_ctl_poll_snapshot(const struct nta_ctl_poll *p, struct nta_ctl_snapshot *out);
 
 #endif /* NTA_CTL_H */

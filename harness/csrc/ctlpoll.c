@@ -2,13 +2,16 @@
 /*
  * ctlpoll.c - the controller's loop (see ctl.h): drain the metadata ring
  * into a buffer, note how long each record waited, hand the batch to the
- * per-packet work, until a deadline. With nothing in the ring it spins (a
- * CPU of its own: the lowest latency) or sleeps a slice (a CPU shared with
- * the sender). One call covers many batches, so Python is entered once per
- * slice, not once per batch.
+ * per-packet work; with nothing in the ring, sleep a slice (or spin). Run
+ * on a thread of its own until stopped, it never needs Python: the
+ * interval lines, netlink and BPF map reads of the main thread (milliseconds
+ * under load) no longer hold records back. It samples the pool itself and
+ * publishes the counters under a sequence lock for the thread that prints.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "ctl.h"
@@ -32,25 +35,92 @@ static void note_waits(struct nta_ctl_poll *p, const struct nta_meta *recs, long
 	}
 }
 
+static void publish(struct nta_ctl *c, struct nta_ctl_poll *p)
+{
+	struct nta_ctl_snapshot *s = &p->snap;
+
+	__atomic_store_n(&s->seq, s->seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	s->drained = p->drained;
+	nta_ctl_stats(c, &s->ctl);
+	if (p->pool)
+		nta_pool_stats(p->pool, &s->pool);
+	__atomic_store_n(&s->seq, s->seq + 1, __ATOMIC_RELEASE);
+}
+
+void nta_ctl_poll_sample(struct nta_ctl *c, struct nta_ctl_poll *p)
+{
+	if (p->pool && p->arena && p->page_size && p->chunk_size) {
+		uint64_t pages = nta_pool_counters(p->pool)->pages.pages_in_use;
+		struct nta_ctl_stats st;
+		struct nta_stats as;
+		nta_ctl_stats(c, &st);
+		nta_stats(p->arena, &as);
+		if (pages) {
+			p->util_samples++;
+			p->util_sum += (double)st.bytes_held / ((double)pages * (double)p->page_size);
+		}
+		if (p->map && pages > p->map_peak_pages) {
+			uint64_t cells = p->page_size / p->chunk_size, npages = as.peak_pages_committed;
+			if (npages * cells > p->map_cells)
+				npages = p->map_cells / cells;
+			if (nta_pool_page_map(p->pool, p->map, npages) >= 0) {
+				p->map_peak_pages = pages;
+				p->map_pages = npages;
+				long n = p->held_offs ? nta_ctl_held(c, p->held_offs, p->held_lens, p->held_max) : 0;
+				p->held_n = n > 0 ? (uint64_t)n : 0;
+			}
+		}
+	}
+	publish(c, p);
+}
+
+void nta_ctl_poll_stop(struct nta_ctl_poll *p)
+{
+	__atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
+}
+
+void nta_ctl_poll_snapshot(const struct nta_ctl_poll *p, struct nta_ctl_snapshot *out)
+{
+	const struct nta_ctl_snapshot *s = &p->snap;
+	uint64_t seq;
+
+	do {
+		while ((seq = __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE)) & 1)
+			__builtin_ia32_pause();
+		memcpy(out, s, sizeof(*out));
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	} while (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != seq);
+}
+
 long nta_ctl_poll(struct nta_ctl *c, struct nta_ringbuf *rb, struct nta_ctl_poll *p)
 {
 	const struct timespec nap = { .tv_nsec = (long)p->idle_ns };
 
-	if (!c || !rb || !p->buf || !p->max || (p->lat_hist && !p->lat_buckets) || p->idle_ns >= 1000000000ull)
+	if (!c || !rb || !p->buf || !p->max || (p->lat_hist && !p->lat_buckets) || p->idle_ns >= 1000000000ull ||
+	    (p->pool && (!p->arena || !p->page_size || !p->chunk_size)) || (p->map && !p->pool))
 		return -EINVAL;
 	for (;;) {
-		uint64_t odd = 0;
+		uint64_t odd = 0, now;
 		long n = nta_ringbuf_drain(rb, p->buf, sizeof(*p->buf), p->max, &odd);
 		p->odd += odd;
 		p->passes++;
 		if (n > 0) {
+			now = mono_ns();
 			if (p->lat_hist)
-				note_waits(p, p->buf, n, mono_ns());
+				note_waits(p, p->buf, n, now);
 			nta_ctl_handle(c, p->buf, (size_t)n);
 			p->drained += (uint64_t)n;
-			continue; /* more may have come meanwhile */
+		} else {
+			now = mono_ns();
 		}
-		if (mono_ns() >= p->until_ns)
+		if (p->sample_ns && now >= p->next_sample_ns) {
+			nta_ctl_poll_sample(c, p);
+			p->next_sample_ns = now + p->sample_ns;
+		}
+		if (n > 0)
+			continue; /* more may have come meanwhile */
+		if (now >= p->until_ns || __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
 			return 0;
 		p->empty++;
 		if (p->idle_ns)

@@ -69,15 +69,18 @@ def test_bad_hold_is_refused_before_anything_is_made(imix_pcap):
 
 def test_bench_e2e_runs_all_three_and_reconciles(tmp_path):
     out = tmp_path / "e2e.json"
-    proc = nta("bench", "e2e", "--loops", "20", "--json", str(out), check=True)
+    proc = nta("bench", "e2e", "--loops", "20", "--repeats", "2", "--json", str(out), check=True)
     doc = json.loads(out.read_text())
-    bare, full = doc["results"]["bare XDP_DROP"], doc["results"]["full harness"]
-    assert bare["seen"] == full["seen"] == 24000 and bare["vs_bare"] == 1.0
-    assert full["handled_share"] + full["ring_lost"] / full["seen"] == pytest.approx(1.0)
-    assert all(r["reconciled"] for r in doc["results"].values())
-    half = next(r for k, r in doc["results"].items() if k.startswith("full, "))
-    assert half["latency_us"]["samples"] > 0 and half["latency_us"]["p99"] > 0
-    assert "latency p50/p99 us" in proc.stdout
+    res = doc["results"]
+    assert list(res) == ["bare XDP_DROP", "full harness", "full, half the bare rate"] and doc["replayer"] == "xdp"
+    assert res["bare XDP_DROP"]["vs_bare"] == 1.0 and all(r["reconciled"] for r in res.values())
+    for name, r in res.items():
+        assert len(r["runs"]) == 2 and all(x["seen"] == 24000 for x in r["runs"])
+        if name != "bare XDP_DROP":
+            for x in r["runs"]:
+                assert x["handled_share"] + x["ring_lost"] / x["seen"] == pytest.approx(1.0)
+                assert x["latency_us"]["samples"] == x["seen"] - x["ring_lost"] and x["latency_us"]["p99"] >= 0
+    assert "latency p50/p99 us" in proc.stdout and "medians of 2 interleaved rounds" in proc.stdout
 
 
 def test_nta_holds_less_memory_than_the_others_for_the_same_traffic(imix_pcap):
