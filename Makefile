@@ -7,7 +7,7 @@ PY      := $(VENV)/bin/python
 NTA     := $(VENV)/bin/nta
 STAMP   := $(VENV)/.installed
 IMIX    := build/imix.pcap
-DEMO_LOOPS ?= 2500
+DEMO_LOOPS ?= 15000
 NTA_SRC := $(wildcard allocator/*.c allocator/*.h)
 HC_SRC  := $(wildcard harness/csrc/*.c harness/csrc/*.h) bpf/nta_shared.h
 LIBNTA  := build/libnta.so
@@ -91,7 +91,7 @@ test: setup-test build ctest ## run every test (netns tests need root: real XDP 
 	$(PY) -m pytest tests
 
 demo: setup build ## replay IMIX over a veth pair: XDP metadata -> controller -> page pool, pps and losses
-	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --controller --hold flow:16 --json build/demo.json
+	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --replayer xdp --controller --hold flow:16 --json build/demo.json
 
 bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk, page pool, end to end, replay
 	$(NTA) bench alloc --json build/bench-alloc.json
