@@ -8,8 +8,14 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from harness.errors import NtaError
+
+
+def built(name: str) -> bool:
+    """Whether 'make build' has made ``harness.<name>``."""
+    return importlib.util.find_spec(f"harness.{name}") is not None
 
 
 def load(name: str):

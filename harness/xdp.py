@@ -18,6 +18,7 @@ import ctypes
 import dataclasses
 import errno
 import os
+import re
 import sys
 import tempfile
 
@@ -60,13 +61,24 @@ def program_source(name: str) -> str:
         return f.read()
 
 
-def cflags(action: str, defines: dict | None = None) -> list[str]:
+def header_version() -> int:
+    """NTA_SHARED_VERSION as bpf/nta_shared.h defines it (what a C module built now would say)."""
+    with open(os.path.join(BPF_DIR, "nta_shared.h")) as f:
+        found = re.search(r"^#define NTA_SHARED_VERSION (\d+)$", f.read(), re.M)
+    if not found:
+        raise NtaError(f"{BPF_DIR}/nta_shared.h defines no NTA_SHARED_VERSION")
+    return int(found.group(1))
+
+
+def cflags(action: str, defines: dict | None = None, version: int | None = None) -> list[str]:
+    """The -D flags of a program: its verdict, its defines, and the contract's version the C modules were
+    built with (``version``: another, as the doctor checks BPF before anything is built)."""
     if action not in ACTIONS:
         raise NtaError(f"bad XDP action {action!r}: choose {', '.join(ACTIONS)}")
-    _, lib = cmodule.load("_traffic_c")
+    if version is None:
+        version = cmodule.load("_traffic_c")[1].NTA_SHARED_VERSION
     extra = [f"-D{k}={v}" for k, v in (defines or {}).items()]
-    return [f"-I{BPF_DIR}", f"-DNTA_ACTION={ACTIONS[action]}",
-            f"-DNTA_EXPECT_SHARED_VERSION={lib.NTA_SHARED_VERSION}", *extra]
+    return [f"-I{BPF_DIR}", f"-DNTA_ACTION={ACTIONS[action]}", f"-DNTA_EXPECT_SHARED_VERSION={version}", *extra]
 
 
 @contextlib.contextmanager

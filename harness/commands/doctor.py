@@ -30,14 +30,17 @@ def _checks():
     def bpf():
         if os.geteuid() != 0:
             return "BPF not checked: needs root"
-        from harness import xdp
+        from harness import cmodule, xdp
         from harness.errors import NtaError
         try:
             import bcc
             b = bcc.BPF(src_file=os.path.join(xdp.BPF_DIR, "nta_xdp_count.c").encode(),
-                        cflags=xdp.cflags("drop"))
+                        cflags=xdp.cflags("drop", version=xdp.header_version()))
             try:
-                os.close(xdp.load_xdp_frags(b, "nta_xdp_count"))  # as every run loads it: frags-aware
+                if cmodule.built("_traffic_c"):
+                    os.close(xdp.load_xdp_frags(b, "nta_xdp_count"))  # as every run loads it: frags-aware
+                else:  # 'make setup' checks BPF before 'make build' has made the frags-aware loader
+                    b.load_func(b"nta_xdp_count", bcc.BPF.XDP)
             finally:
                 b.cleanup()
         except ImportError:
