@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 4
+#define NTA_VERSION 5
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,
@@ -167,9 +167,12 @@ long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_t nbins,
  * two of them with SLAB). A fragment's holders are counted (get/put).
  *
  * Concurrency: one thread owns a pool and makes every call on it, except
- * nta_pool_put_remote(), which any thread may call: it queues the put to
- * the owner (a short lock), who applies queued puts when its alloc cache
- * runs dry and while destroy waits. The counters use the kernel's names.
+ * nta_pool_put_remote() and _bulk(), which any thread may call: they post
+ * puts to the owner through a lock-free queue made with the pool (one
+ * compare-and-swap a batch, nothing allocated; a full queue refuses the
+ * batch with -EAGAIN), and the owner applies them on its next allocation,
+ * on nta_pool_drain_remote() and while destroy waits. The counters use the
+ * kernel's names.
  */
 struct nta_pool;
 
@@ -188,6 +191,8 @@ struct nta_pool_config {
 	uint32_t ifindex, queue;
 	uint32_t flags;       /* NTA_POOL_BATCH_DTOR */
 	uint32_t allocator;   /* enum nta_pool_alloc: who places fragments */
+	uint32_t remote_size; /* remote puts the queue holds, a power of two; 0 means 4096 */
+	uint32_t pad;
 };
 #define NTA_POOL_BATCH_DTOR 0x1u /* pages nobody holds wait for nta_pool_dtor_take() */
 
@@ -228,6 +233,13 @@ struct nta_pool_stats {
 	struct nta_pool_dtor_stats {
 		uint64_t dtor_calls, dtor_steal, dtor_release, dtor_pending;
 	} destructor;
+	struct nta_pool_remote_stats { /* puts posted by other threads (nta_pool_put_remote[_bulk]) */
+		uint64_t posted, batches;  /* puts posted, and the batches they came in (applied ones) */
+		uint64_t applied, bad;     /* applied by the owner; and those the pool refused then (not held) */
+		uint64_t pending;          /* posted, not yet applied */
+		uint64_t drains, full;     /* drains that applied some; batches refused, the queue full */
+		uint64_t max_wait_ns;      /* the longest a put waited from its post to being applied */
+	} remote;
 };
 
 /* errno EUSERS: the arena has NTA_MAX_POOLS pools already; EINVAL: a bad config. */
@@ -249,9 +261,12 @@ long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t
 int nta_pool_get(struct nta_pool *p, uint64_t off);
 /* One holder fewer. -EALREADY when nothing holds it (a put below zero). */
 int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags);
-/* A put from another thread: queued to the owner. */
+/* A put from another thread, posted to the owner; -EAGAIN: the queue is full (nothing posted). */
 int nta_pool_put_remote(struct nta_pool *p, uint64_t off);
-/* Apply the queued remote puts now (the owner). Returns how many. */
+/* n puts from another thread, posted as one batch (one atomic operation): n, or -EAGAIN (the queue has
+ * no room for all of them: nothing posted), or -EINVAL (n larger than the queue). */
+long nta_pool_put_remote_bulk(struct nta_pool *p, const int64_t *offs, size_t n);
+/* Apply the posted remote puts now (the owner). Returns how many were taken. */
 long nta_pool_drain_remote(struct nta_pool *p);
 /* Put n; returns 0 or the first failure, with *first_bad its index. */
 long nta_pool_put_bulk(struct nta_pool *p, const int64_t *offs, size_t n, unsigned flags, size_t *first_bad);

@@ -127,8 +127,6 @@ static NTA_NOINLINE int64_t alloc_slow(struct nta_pool *p, unsigned flags)
 {
 	int64_t i;
 
-	if (p->nremote)
-		nta_pool_drain_remote(p);
 	if (p->ndeferred)
 		nta_pool_reap(p);
 	pool_publish(p);
@@ -180,7 +178,11 @@ static inline int64_t take_page(struct nta_pool *p, unsigned flags)
 
 NTA_API int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags)
 {
-	int64_t off = take_page(p, flags);
+	int64_t off;
+
+	if (unlikely(pool_remote_pending(p))) /* puts other threads posted: applied first */
+		nta_pool_drain_remote(p);
+	off = take_page(p, flags);
 
 	if (off > 0) {
 		p->pg[page_of(p, (uint64_t)off)].frag = 0;
@@ -271,8 +273,9 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	c.cache_size = c.cache_size ? c.cache_size : 128;
 	c.refill = c.refill ? c.refill : 64;
 	c.ring_size = c.ring_size ? c.ring_size : 1024;
+	c.remote_size = c.remote_size ? c.remote_size : 4096;
 	if (c.ring_size & (c.ring_size - 1) || c.refill > c.cache_size || c.cache_size > (1u << 20) ||
-	    c.ring_size > (1u << 24)) {
+	    c.ring_size > (1u << 24) || c.remote_size & (c.remote_size - 1) || c.remote_size > (1u << 24)) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -295,25 +298,23 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->cache = calloc(c.cache_size, sizeof(*p->cache));
 	p->ring = calloc(c.ring_size, sizeof(*p->ring));
 	p->ring_mask = c.ring_size - 1;
-	if (!p->pg || !p->cache || !p->ring || pthread_mutex_init(&p->remote_lock, NULL))
+	if (!p->pg || !p->cache || !p->ring || pool_remote_init(p, c.remote_size))
 		goto fail;
 	p->light_fences = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
 	for (p->slot = 0; p->slot < NTA_MAX_POOLS && a->rd->pools[p->slot].info.pid; p->slot++)
 		;
 	if (p->slot == NTA_MAX_POOLS) { /* a slot names the pool's heaps: no slot, no pool */
 		err = EUSERS;
-		goto fail_mutex;
+		goto fail;
 	}
 	if ((err = -open_heaps(p)))
-		goto fail_mutex;
+		goto fail;
 	p->pub = &a->rd->pools[p->slot];
 	memset(&p->pub->info, 0, sizeof(p->pub->info));
 	p->pub->info.ifindex = c.ifindex;
 	p->pub->info.queue = c.queue;
 	__atomic_store_n(&p->pub->info.pid, (uint32_t)getpid(), __ATOMIC_RELEASE);
 	return p;
-fail_mutex:
-	pthread_mutex_destroy(&p->remote_lock);
 fail:
 	pool_free(p);
 	errno = err;
@@ -365,7 +366,6 @@ NTA_API int nta_pool_destroy(struct nta_pool *p, int timeout_ms, int64_t *pages,
 	nta_heap_close(p->a, p->heap); /* every page is back in the arena: they hold none */
 	nta_heap_close(p->a, p->rheap);
 	__atomic_store_n(&p->pub->info.pid, 0, __ATOMIC_RELEASE);
-	pthread_mutex_destroy(&p->remote_lock);
 	pool_free(p);
 	if (count)
 		*count = 0;

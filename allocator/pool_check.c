@@ -10,7 +10,10 @@
  * descriptor says; in a page holding fragments every block is held (its live
  * byte counts its holders), pinned by a reader after its last put (on the
  * deferred list), or parked in the heap's size cache; no other chunk has a
- * live byte; an idle page has none.
+ * live byte; an idle page has none. And of the remote queue: every put
+ * posted and not yet applied is of a block the pool hands out, with a
+ * holder for each put posted for it, and every put taken was applied or
+ * refused.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -81,6 +84,8 @@ static int check_frag_page(const struct nta_pool *p, uint32_t i, const int64_t *
 	}
 	return 0;
 }
+
+static int check_remote(const struct nta_pool *p, char *why, size_t len);
 
 NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 {
@@ -196,7 +201,57 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 	if (p->st.pages.peak_pages_in_use < p->st.pages.pages_in_use)
 		return bad(why, len, "peak pages in use %llu below pages in use %llu",
 			   (unsigned long long)p->st.pages.peak_pages_in_use, (unsigned long long)p->st.pages.pages_in_use);
-	return 0;
+	return check_remote(p, why, len);
+}
+
+/* The remote queue (pool_remote.c): what is posted and not yet applied, as far as it is published. */
+static int check_remote(const struct nta_pool *p, char *why, size_t len)
+{
+	const struct nta_arena *a = p->a;
+	uint64_t tail = __atomic_load_n(&p->remote_tail, __ATOMIC_ACQUIRE), size = (uint64_t)p->remote_mask + 1;
+	size_t n = 0;
+	int64_t *offs;
+	int err = 0;
+
+	if (p->st.remote.applied + p->st.remote.bad != p->remote_head)
+		return bad(why, len, "remote puts: %llu taken, %llu applied + %llu refused",
+			   (unsigned long long)p->remote_head, (unsigned long long)p->st.remote.applied,
+			   (unsigned long long)p->st.remote.bad);
+	if (tail - p->remote_head > size)
+		return bad(why, len, "remote queue: %llu posted and not applied, it holds %llu",
+			   (unsigned long long)(tail - p->remote_head), (unsigned long long)size);
+	if (tail == p->remote_head)
+		return 0;
+	if (!(offs = malloc((tail - p->remote_head) * sizeof(*offs))))
+		return -ENOMEM;
+	for (uint64_t pos = p->remote_head; pos < tail; pos++) {
+		const struct pool_remote_slot *s = &p->remote[pos & p->remote_mask];
+		if (__atomic_load_n(&s->seq, __ATOMIC_ACQUIRE) == pos + 1) /* published (the rest: being written) */
+			offs[n++] = s->off;
+	}
+	qsort(offs, n, sizeof(*offs), cmp_off);
+	for (size_t k = 0; k < n && !err;) {
+		uint64_t off = (uint64_t)offs[k];
+		size_t same = 1;
+		while (k + same < n && offs[k + same] == offs[k])
+			same++;
+		if (off < p->data_off || off >= p->data_end || off & p->cmask) {
+			err = bad(why, len, "remote put of %llu: not a block of the pool's pages", (unsigned long long)off);
+		} else {
+			uint32_t i = page_of(p, off), c = (uint32_t)((off - p->data_off) >> p->cshift) % a->cpp;
+			const uint8_t live = *live_byte(p, off);
+			if (p->pg[i].state != PP_FRAG && p->pg[i].state != PP_PAGE && p->pg[i].state != PP_LARGE)
+				err = bad(why, len, "remote put of %llu: page %u is not handed out", (unsigned long long)off, i);
+			else if (p->pg[i].state == PP_FRAG && !bit_test(bmp(a, i, BMP_START), c))
+				err = bad(why, len, "remote put of %llu: not the start of a block", (unsigned long long)off);
+			else if (live < same)
+				err = bad(why, len, "%zu remote puts of %llu posted, it has %u holders", same,
+					  (unsigned long long)off, live);
+		}
+		k += same;
+	}
+	free(offs);
+	return err;
 }
 
 NTA_API long nta_pool_page_map(const struct nta_pool *p, uint8_t *map, size_t npages)

@@ -86,6 +86,8 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 
 	if (unlikely(size == 0))
 		return -EINVAL;
+	if (unlikely(pool_remote_pending(p))) /* puts other threads posted: applied first */
+		nta_pool_drain_remote(p);
 	if (unlikely(size > a->page_size))
 		return alloc_large(p, size, flags);
 	if (p->cfg.allocator == NTA_POOL_PAGE) {

@@ -10,12 +10,10 @@
  *   pool_publish.c  the counters, as the owner keeps them and as it publishes them
  *   pool_check.c    nta_pool_check() and the pool's page map
  *
- * One thread owns a pool and makes every call on it but nta_pool_put_remote().
+ * One thread owns a pool and makes every call on it but nta_pool_put_remote[_bulk]().
  */
 #ifndef NTA_POOL_INTERNAL_H
 #define NTA_POOL_INTERNAL_H
-
-#include <pthread.h>
 
 #include "nta_internal.h"
 
@@ -35,6 +33,15 @@ struct pp_page {
 	uint8_t frag;    /* PP_PAGE, PP_LARGE: handed out as a fragment (nta_pool_alloc_frag) */
 	uint8_t pad;
 	uint32_t npages; /* PP_LARGE, or PP_PENDING of one */
+};
+
+/* A posted remote put (pool_remote.c). */
+struct pool_remote_slot {
+	uint64_t seq;       /* its position + 1 once published; its position + the queue's size once taken */
+	int64_t off;
+	uint64_t posted_ns; /* CLOCK_MONOTONIC */
+	uint32_t batch;     /* the first of a batch: the batch's length; else 0 */
+	uint32_t pad;
 };
 
 struct nta_pool {
@@ -63,10 +70,14 @@ struct nta_pool {
 	size_t ndeferred, deferred_cap;
 	struct nta_pool_pub *pub;  /* our slot in the arena */
 	bool light_fences;         /* registered for readers' membarrier: no fence of our own */
-	pthread_mutex_t remote_lock;
-	int64_t *remote;
-	size_t nremote, remote_cap;
-	struct nta_pool_stats st;
+	/* the remote queue: the producers' tail and the owner's head each on a line of their own */
+	struct pool_remote_slot *remote;
+	uint32_t remote_mask;
+	uint64_t remote_head;                                   /* the owner's: the next slot to take */
+	uint64_t remote_tail __attribute__((aligned(64)));      /* reserved by producers (CAS) */
+	uint64_t remote_full;                                   /* batches refused: the queue was full */
+	uint64_t remote_head_pub __attribute__((aligned(64)));  /* the head, as producers read it */
+	struct nta_pool_stats st __attribute__((aligned(64)));
 };
 
 static inline uint32_t page_of(const struct nta_pool *p, uint64_t off)
@@ -101,6 +112,11 @@ void pool_page_to_arena(struct nta_pool *p, uint32_t i);
 
 /* pool_dtor.c: page i (its pages no longer counted in use) has no holder left. */
 void pool_page_unused(struct nta_pool *p, uint32_t i, bool direct);
+
+/* pool_remote.c */
+int pool_remote_init(struct nta_pool *p, uint32_t size);
+bool pool_remote_pending(const struct nta_pool *p);
+void pool_remote_counts(const struct nta_pool *p, struct nta_pool_stats *st);
 
 /* pool_publish.c */
 void pool_publish(struct nta_pool *p);

@@ -14,6 +14,7 @@ void pool_snapshot(const struct nta_pool *p, struct nta_pool_stats *st)
 	st->pages.inflight = p->st.pages.hold - p->st.pages.release;
 	st->pages.cache_len = p->cache_len;
 	st->pages.ring_len = ring_count(p);
+	pool_remote_counts(p, st);
 }
 
 /* Copy the counters to our slot in the arena (a sequence lock: readers retry). */

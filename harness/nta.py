@@ -347,18 +347,20 @@ class Pool:
 
     def __init__(self, arena: Arena, *, cache_size: int = 128, refill: int = 64, ring_size: int = 1024,
                  map_cost_ns: int = 0, ifindex: int = 0, queue: int = 0, batch_destructor: bool = False,
-                 allocator: str = "nta"):
+                 allocator: str = "nta", remote_size: int = 4096):
         self.allocator = pool_allocator(allocator)
         cfg = ffi.new("struct nta_pool_config *")
         cfg.cache_size, cfg.refill, cfg.ring_size = cache_size, refill, ring_size
         cfg.map_cost_ns, cfg.ifindex, cfg.queue = map_cost_ns, ifindex, queue
         cfg.flags = lib.NTA_POOL_BATCH_DTOR if batch_destructor else 0
         cfg.allocator = POOL_ALLOCATORS[self.allocator]
+        cfg.remote_size = remote_size
         p = lib.nta_pool_create(arena._h(), cfg)
         if p == ffi.NULL:
             err = ffi.errno
             why = (f"all {lib.NTA_MAX_POOLS} pool slots of the arena are taken" if err == E.EUSERS else
-                   "ring_size must be a power of two, refill <= cache_size, and the arena writable")
+                   "ring_size and remote_size must be powers of two, refill <= cache_size, and the arena "
+                   "writable")
             raise ArenaError(err, f"creating a pool: {why}")
         self._p, self.arena = p, arena
         self.ifindex, self.queue = ifindex, queue
@@ -437,13 +439,29 @@ class Pool:
             why = _PUT_WHY.get(-rc, os.strerror(-rc)).format(off=off)
             _raise(rc, f"pool put_bulk: entry {bad[0]}: {why}")
 
-    def put_remote(self, off: int) -> None:
-        """A put from another thread: queued to the owner, applied by drain_remote() or the next refill."""
+    def put_remote(self, off: int) -> bool:
+        """A put from another thread, posted to the owner (applied on its next allocation or drain_remote());
+        False when the queue is full (nothing posted: try again once the owner has drained)."""
         rc = lib.nta_pool_put_remote(self._h(), off)
+        if rc == -E.EAGAIN:
+            return False
         if rc:
             _raise(rc, "pool put_remote: " + os.strerror(-rc))
+        return True
+
+    def put_remote_bulk(self, offsets: np.ndarray) -> bool:
+        """Puts from another thread, posted as one batch (one atomic operation); False when the queue has
+        no room for all of them (nothing posted)."""
+        offs = np.ascontiguousarray(offsets, dtype=np.int64)
+        rc = lib.nta_pool_put_remote_bulk(self._h(), ffi.from_buffer("int64_t[]", offs), len(offs))
+        if rc == -E.EAGAIN:
+            return False
+        if rc < 0:
+            _raise(rc, f"pool put_remote_bulk of {len(offs)}: " + os.strerror(-rc))
+        return True
 
     def drain_remote(self) -> int:
+        """Apply what other threads posted (the owner); returns how many."""
         return lib.nta_pool_drain_remote(self._h())
 
     def reap(self) -> int:

@@ -3,6 +3,7 @@
 import errno
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -55,6 +56,47 @@ def test_remote_puts_from_another_thread():
         assert p.drain_remote() == 200
         assert p.stats()["frags"] == 0
         p.check()
+
+
+def test_remote_batches_from_threads_are_posted_whole_or_refused():
+    """Four threads post a batch at a time into a 64-slot queue: a batch with no room is refused whole
+    (and counted) and posted again once the owner has drained; every put is applied exactly once."""
+    with Arena(max_pages=1024) as a, Pool(a, remote_size=64) as p:
+        offs = p.alloc_frags(np.full(4000, 300, dtype=np.uint32))
+        parts = np.array_split(offs, 4)
+        refused = [0] * 4
+
+        def post(i):
+            for batch in np.array_split(parts[i], 50):  # 20 a batch
+                while not p.put_remote_bulk(batch):
+                    refused[i] += 1
+                    time.sleep(0)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            p.drain_remote()
+        p.drain_remote()
+        s = p.stats()
+        assert (s["posted"], s["applied"], s["bad"], s["pending"], s["batches"]) == (4000, 4000, 0, 0, 200)
+        assert s["full"] == sum(refused) and s["frags"] == 0 and s["max_wait_ns"] > 0
+        assert p.put_remote_bulk(np.zeros(0, dtype=np.int64)) and p.stats()["posted"] == 4000  # nothing to post
+        p.check()
+
+
+def test_a_full_queue_refuses_and_an_allocation_applies_it():
+    with Arena(max_pages=64) as a, Pool(a, remote_size=4) as p:
+        offs = [p.alloc_frag(100) for _ in range(5)]
+        assert [p.put_remote(o) for o in offs] == [True] * 4 + [False]
+        with pytest.raises(ArenaError, match="put_remote_bulk of 5"):
+            p.put_remote_bulk(np.array(offs))  # larger than the queue: EINVAL
+        assert p.stats()["pending"] == 4 and p.stats()["frags"] == 5
+        last = p.alloc_frag(100)  # the owner's next allocation applies what was posted
+        assert p.stats()["pending"] == 0 and p.stats()["frags"] == 2
+        p.check()
+        p.put(offs[4])
+        p.put(last)
 
 
 def test_destroy_refuses_then_waits():
