@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-build: $(IMIX) $(NTA_MOD) $(HC_MOD) build/trace build/poolbench ## build the allocator, the harness's C modules, bench drivers, the IMIX capture
+build: $(IMIX) $(NTA_MOD) $(HC_MOD) build/trace build/xthread build/poolbench ## build the allocator, the harness's C modules, bench drivers, the IMIX capture
 
 # the allocator, one shared object: its binding and the controller's module both link it
 $(LIBNTA): $(NTA_SRC)
@@ -60,6 +60,10 @@ $(HC_MOD): $(NTA_MOD) $(HC_SRC) harness/csrc/build_cffi.py | $(STAMP)
 build/trace: $(NTA_SRC) allocator/bench/trace.c
 	@mkdir -p build
 	@$(CC) $(CFLAGS) -Iallocator allocator/*.c allocator/bench/trace.c -lm -o $@
+
+build/xthread: $(NTA_SRC) allocator/bench/xthread.c
+	@mkdir -p build
+	@$(CC) $(CFLAGS) -Iallocator allocator/*.c allocator/bench/xthread.c -lm -o $@
 
 build/poolbench: $(NTA_SRC) allocator/bench/pool.c
 	@mkdir -p build
@@ -102,6 +106,8 @@ demo: setup build ## replay IMIX over a veth pair: XDP metadata -> controller ->
 
 bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk, page pool, end to end, replay
 	$(NTA) bench alloc --json build/bench-alloc.json
+	$(NTA) bench alloc --pattern producer-consumer --json build/bench-alloc-producer-consumer.json
+	$(NTA) bench alloc --pattern per-thread --json build/bench-alloc-per-thread.json
 	$(NTA) bench frag --plot build --json build/bench-frag.json
 	$(NTA) bench bulk --json build/bench-bulk.json
 	$(NTA) bench pool --json build/bench-pool.json

@@ -45,6 +45,7 @@ from harness.report import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRACE_BIN = os.path.join(ROOT, "build", "trace")
+XTHREAD_BIN = os.path.join(ROOT, "build", "xthread")
 TRACE_MAGIC = 0x4E544154
 DEFAULT_PCAP = os.path.join(os.path.dirname(ROOT), "shared", "pcaps", "tcpreplay-test.pcap")
 
@@ -108,9 +109,17 @@ def write_trace(path: str, sizes: np.ndarray, slots: np.ndarray, window: int) ->
         slots.astype(np.uint32).tofile(f)
 
 
-def run_trace(allocator: str, path: str, repeats: int) -> dict:
-    if not os.access(TRACE_BIN, os.X_OK):
-        raise NtaError(f"{TRACE_BIN} is missing: run 'make build'")
+PATTERNS = ("single", "producer-consumer", "per-thread")  # threads and who frees: see allocator/bench/xthread.c
+
+
+def run_trace(allocator: str, path: str, repeats: int, pattern: str = "single") -> dict:
+    """The trace at ``path`` replayed by ``allocator`` in a process of its own: one thread (trace.c), or
+    two in ``pattern`` (xthread.c)."""
+    binary = TRACE_BIN if pattern == "single" else XTHREAD_BIN
+    if not os.access(binary, os.X_OK):
+        raise NtaError(f"{binary} is missing: run 'make build'")
+    if pattern != "single" and allocator == "pow2":
+        raise NtaError(f"pow2 runs one thread only, not --pattern {pattern}")
     env = dict(os.environ)
     which = allocator if allocator in ("nta", "pow2") else "malloc"
     if PEERS.get(allocator):
@@ -118,8 +127,8 @@ def run_trace(allocator: str, path: str, repeats: int) -> dict:
         if not lib:
             raise NtaError(f"{allocator}: {PEERS[allocator]} not found (make bench installs it)")
         env["LD_PRELOAD"] = lib
-    proc = subprocess.run([TRACE_BIN, which, path, str(repeats)], capture_output=True, text=True, env=env,
-                          timeout=600)
+    argv = [binary, which, path, str(repeats)] if pattern == "single" else [binary, which, pattern, path, str(repeats)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
         raise NtaError(f"trace run of {allocator} failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout)
@@ -127,7 +136,7 @@ def run_trace(allocator: str, path: str, repeats: int) -> dict:
 
 def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps=2_000_000, repeats=7,
                 allocators=("nta", "pow2", "glibc", "jemalloc", "tcmalloc", "mimalloc"), pcap=None,
-                seed=1, processes=3, out=print) -> dict:
+                seed=1, processes=3, pattern: str = "single", out=print) -> dict:
     results = []
     with tempfile.TemporaryDirectory(prefix="nta-bench-") as tmp:
         for kind in traces:
@@ -143,7 +152,7 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                 runs = {name: [] for name in allocators}
                 for _ in range(processes):
                     for name in allocators:
-                        runs[name].append(run_trace(name, path, repeats))
+                        runs[name].append(run_trace(name, path, repeats, pattern))
                 for name, rs in runs.items():
                     ns = statistics.median(statistics.median(r["ns_per_pair"]) for r in rs)
                     rss = int(statistics.median(r["peak_rss_bytes"] for r in rs))
@@ -152,21 +161,22 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                                   "ns_runs": [statistics.median(r["ns_per_pair"]) for r in rs],
                                   "peak_rss_bytes": rss, "peak_rss_runs": [r["peak_rss_bytes"] for r in rs],
                                   "space": space,
-                                  "arena_peak_committed_bytes": rs[0]["arena_peak_committed_bytes"]}
+                                  "arena_peak_committed_bytes": rs[0].get("arena_peak_committed_bytes")}
                 base = rows.get("nta")
                 for row in rows.values():
                     row["time_vs_nta"] = row["ns_per_pair"] / base["ns_per_pair"] if base else None
                     row["space_vs_nta"] = row["space"] / base["space"] if base else None
-                results.append({"trace": kind, "window": window, "steps": steps, "peak_requested_bytes": req,
-                                "allocators": rows})
+                results.append({"trace": kind, "window": window, "steps": steps, "pattern": pattern,
+                                "peak_requested_bytes": req, "allocators": rows})
                 out(f"\n{kind} trace, window {fmt_n(window)}, {fmt_n(steps)} steps, "
-                    f"peak requested {req / 1024:,.0f} KiB")
+                    + ("" if pattern == "single" else f"two threads, {pattern}, ")
+                    + f"peak requested {req / 1024:,.0f} KiB")
                 table([[name, f"{r['ns_per_pair']:.1f}", f"{r['time_vs_nta']:.2f}",
                         f"{r['peak_rss_bytes'] / 1024:,.0f}", f"{r['space'] * 100:.1f}%",
                         f"{r['space_vs_nta']:.2f}"] for name, r in rows.items()],
                       ["allocator", "ns/pair", "x nta", "peak KiB", "space used", "x nta"])
-    return {"tool": "nta", "command": "bench alloc", "repeats": repeats, "processes": processes, "seed": seed,
-            "results": results}
+    return {"tool": "nta", "command": "bench alloc", "pattern": pattern, "repeats": repeats,
+            "processes": processes, "seed": seed, "results": results}
 
 
 # -- the author's fragmentation test -----------------------------------------------

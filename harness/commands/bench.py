@@ -26,16 +26,20 @@ def cmd_bench_alloc(args) -> int:
     from harness.bench import alloc
     from harness.pcapfile import check_replayable, load
 
-    bad = [a for a in args.allocators if a not in ("nta", "pow2", *alloc.PEERS)]
+    allocators = args.allocators or [a for a in ("nta", "pow2", *alloc.PEERS)
+                                     if args.pattern == "single" or a != "pow2"]
+    bad = [a for a in allocators if a not in ("nta", "pow2", *alloc.PEERS)]
     if bad:
         raise NtaError(f"unknown allocator {bad[0]!r}: choose nta, pow2, {', '.join(alloc.PEERS)}")
+    if args.pattern != "single" and "pow2" in allocators:
+        raise NtaError(f"--pattern {args.pattern}: pow2 runs one thread only")
     if any(w < 1 for w in args.windows):
         raise NtaError(f"bad --windows {','.join(map(str, args.windows))}: each must be 1 or more")
     if "pcap" in args.traces:
         check_replayable(load(args.pcap or alloc.DEFAULT_PCAP, keep_frames=False))  # fails here, in one line
     doc = alloc.bench_alloc(traces=args.traces, windows=args.windows, steps=args.steps, repeats=args.repeats,
-                            allocators=args.allocators, pcap=args.pcap, seed=args.seed,
-                            processes=args.processes)
+                            allocators=allocators, pcap=args.pcap, seed=args.seed,
+                            processes=args.processes, pattern=args.pattern)
     return _out(args, doc)
 
 
@@ -114,8 +118,12 @@ def add(sub) -> None:
     a.add_argument("--repeats", type=positive_int, default=7, help="timed slices a process (default 7)")
     a.add_argument("--processes", type=positive_int, default=3,
                    help="processes per allocator and trace; medians are shown (default 3)")
-    a.add_argument("--allocators", type=csv(str), default=["nta", "pow2", "glibc", "jemalloc", "tcmalloc",
-                                                             "mimalloc"])
+    a.add_argument("--allocators", type=csv(str), default=None,
+                   help="comma list (default nta, pow2 (single only), glibc, jemalloc, tcmalloc, mimalloc)")
+    a.add_argument("--pattern", choices=("single", "producer-consumer", "per-thread"), default="single",
+                   help="single: one thread (default); producer-consumer: one thread allocates, another frees "
+                        "(the NTA's free posted to the owner lock-free); per-thread: two threads, each its own "
+                        "blocks (the NTA: an arena each)")
     a.add_argument("--pcap", metavar="FILE", help="capture whose frame sizes make the pcap trace "
                                                   "(default ../shared/pcaps/tcpreplay-test.pcap)")
     a.add_argument("--seed", type=int, default=1)

@@ -63,6 +63,21 @@ def test_each_driver_replays_the_trace(tmp_path, allocator):
         assert r["arena_peak_committed_bytes"] > 0
 
 
+@pytest.mark.parametrize("pattern", ["producer-consumer", "per-thread"])
+@pytest.mark.parametrize("allocator", ["nta", "glibc", "mimalloc"])
+def test_two_threads_replay_the_trace(tmp_path, allocator, pattern):
+    """xthread.c checks itself that every remote put the NTA's consumer posted was applied and the pool
+    balanced (it fails otherwise)."""
+    if bench.PEERS.get(allocator) and not bench._find_lib(bench.PEERS[allocator]):
+        pytest.skip(f"{bench.PEERS[allocator]} is not installed ('make setup-test' installs it)")
+    n = 64 + 20000
+    path = str(tmp_path / "t.trace")
+    bench.write_trace(path, bench.trace_sizes("imix", n, 1), bench.trace_slots(64, n, 1), 64)
+    r = bench.run_trace(allocator, path, 2, pattern)
+    assert r["pattern"] == pattern and r["window"] == 64 and r["steps"] == n and len(r["ns_per_pair"]) == 2
+    assert all(x > 0 for x in r["ns_per_pair"]) and r["peak_rss_bytes"] >= 0
+
+
 def test_frag_test_exact_beats_pow2():
     nta_f, nta_map, nta_st = bench.frag_test("nta", pages=64)
     pow_f, pow_map, _ = bench.frag_test("pow2", pages=64)
@@ -96,6 +111,18 @@ def test_cli_bench_alloc_json(tmp_path):
     (res,) = doc["results"]
     assert set(res["allocators"]) == {"nta", "glibc"}
     assert res["allocators"]["nta"]["time_vs_nta"] == 1.0
+
+
+def test_cli_bench_alloc_pattern_json(tmp_path):
+    out = tmp_path / "alloc.json"
+    proc = nta("bench", "alloc", "--pattern", "producer-consumer", "--traces", "imix", "--windows", "64",
+               "--steps", "4000", "--repeats", "2", "--processes", "1", "--allocators", "nta,glibc",
+               "--json", str(out), check=True)
+    assert "two threads, producer-consumer" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert doc["pattern"] == "producer-consumer" and doc["results"][0]["pattern"] == "producer-consumer"
+    assert_one_line_error(nta("bench", "alloc", "--pattern", "per-thread", "--allocators", "nta,pow2"),
+                          "--pattern per-thread: pow2 runs one thread only")
 
 
 def test_cli_bench_errors():

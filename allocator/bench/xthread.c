@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xthread.c - an allocation trace with two threads, one allocator, in this
+ * process.
+ *
+ *   xthread ALLOCATOR PATTERN TRACEFILE REPEATS
+ *
+ * ALLOCATOR: nta (a page pool whose fragments the NTA places, in an arena in
+ * a memfd) | malloc (this process's: glibc, or jemalloc/tcmalloc/mimalloc
+ * through LD_PRELOAD). TRACEFILE as trace.c's.
+ *
+ * PATTERN:
+ *   producer-consumer  one thread allocates the trace's sizes in turn and
+ *     hands each block to the other through a single-producer ring as deep
+ *     as the trace's window; the other frees it (xmalloc-test's shape: every
+ *     free is on another thread than the block's allocation). The NTA's
+ *     free is a remote put: posted to the pool's owner in batches of 64
+ *     (one atomic operation a batch, nothing allocated), applied on the
+ *     owner's next allocation, as the NTA's author meant frees on a foreign
+ *     CPU to be.
+ *   per-thread  each thread replays the whole trace (a window of blocks
+ *     freed out of order) with blocks of its own: for the NTA, an arena and
+ *     allocator of its own (per CPU, as designed); malloc's is shared.
+ *
+ * Each block's first and last byte are written. The run is timed REPEATS
+ * times, start to end of both threads; prints one line of JSON: ns per
+ * alloc+free pair (producer-consumer: wall time over the pairs; per-thread:
+ * wall time over one thread's pairs), and the peak memory the run added
+ * (RssAnon + RssShmem, as trace.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nta.h"
+
+#define TRACE_MAGIC 0x4e544154u /* "NTAT" */
+#define REMOTE_BATCH 64
+
+static long rss_kb(const char *field)
+{
+	char line[256];
+	long v = -1;
+	size_t n = strlen(field);
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, n)) {
+			v = strtol(line + n + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+static long held_kb(void)
+{
+	return rss_kb("RssAnon:") + rss_kb("RssShmem:");
+}
+
+static double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+struct run {
+	int nta;
+	uint32_t window, n;
+	const uint32_t *sizes, *slots;
+	/* producer-consumer */
+	struct nta_arena *a;
+	struct nta_pool *pool;
+	uint8_t *base;
+	uint64_t *ring; /* blocks handed over: pointers, or the NTA's offsets */
+	uint64_t mask;
+	uint64_t head __attribute__((aligned(64))); /* the producer's */
+	uint64_t tail __attribute__((aligned(64))); /* the consumer's */
+	int failed;
+};
+
+static void fail(struct run *r, const char *what, uint32_t i)
+{
+	fprintf(stderr, "xthread: %s at step %u\n", what, i);
+	__atomic_store_n(&r->failed, 1, __ATOMIC_RELAXED);
+}
+
+static void *produce(void *arg)
+{
+	struct run *r = arg;
+	uint64_t head = 0, tail = 0;
+
+	for (uint32_t i = 0; i < r->n; i++) {
+		uint32_t sz = r->sizes[i];
+		uint8_t *p;
+		uint64_t h;
+		if (r->nta) {
+			int64_t off = nta_pool_alloc_frag(r->pool, sz, 0);
+			if (off <= 0) {
+				fail(r, "nta_pool_alloc_frag failed", i);
+				return NULL;
+			}
+			p = r->base + off;
+			h = (uint64_t)off;
+		} else {
+			if (!(p = malloc(sz))) {
+				fail(r, "malloc failed", i);
+				return NULL;
+			}
+			h = (uint64_t)(uintptr_t)p;
+		}
+		p[0] = (uint8_t)i;
+		p[sz - 1] = (uint8_t)i;
+		while (head - tail > r->mask) { /* the ring is full: the consumer is behind */
+			tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+			if (head - tail > r->mask) {
+				if (r->nta) /* the owner applies what the consumer posted meanwhile */
+					nta_pool_drain_remote(r->pool);
+				sched_yield();
+			}
+		}
+		r->ring[head & r->mask] = h;
+		__atomic_store_n(&r->head, ++head, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+static void *consume(void *arg)
+{
+	struct run *r = arg;
+	int64_t batch[REMOTE_BATCH];
+	uint32_t nb = 0;
+	uint64_t tail = 0;
+
+	while (tail < r->n && !__atomic_load_n(&r->failed, __ATOMIC_RELAXED)) {
+		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+		if (head == tail) {
+			sched_yield();
+			continue;
+		}
+		for (; tail < head; tail++) {
+			uint64_t h = r->ring[tail & r->mask];
+			if (!r->nta) {
+				free((void *)(uintptr_t)h);
+				continue;
+			}
+			batch[nb++] = (int64_t)h;
+			if (nb == REMOTE_BATCH || tail + 1 == r->n) {
+				while (nta_pool_put_remote_bulk(r->pool, batch, nb) == -EAGAIN)
+					sched_yield(); /* the queue is full until the owner's next allocation */
+				nb = 0;
+			}
+		}
+		__atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+/* per-thread: the trace with blocks of this thread's own */
+struct own {
+	const struct run *r;
+	int failed;
+	long peak_kb; /* the process's, when this thread's window was full at the end (its arena still open) */
+};
+
+static void *replay_own(void *arg)
+{
+	struct own *o = arg;
+	const struct run *r = o->r;
+	void **ptr = calloc(r->window, sizeof(void *));
+	int64_t *off = calloc(r->window, sizeof(int64_t));
+	uint32_t *held = calloc(r->window, sizeof(uint32_t));
+	struct nta_arena *a = NULL;
+	uint8_t *base = NULL;
+
+	if (!ptr || !off || !held)
+		goto out_fail;
+	if (r->nta) {
+		uint64_t maxsz = 0;
+		for (uint32_t i = 0; i < r->n; i++)
+			maxsz = r->sizes[i] > maxsz ? r->sizes[i] : maxsz;
+		struct nta_config cfg = { .max_pages = (uint32_t)((uint64_t)r->window * ((maxsz + 4095) / 4096 + 1) * 2 + 64) };
+		if (!(a = nta_arena_create(NULL, &cfg)))
+			goto out_fail;
+		base = nta_arena_base(a);
+	}
+	for (uint32_t i = 0; i < r->n; i++) {
+		uint32_t s = r->slots[i], sz = r->sizes[i];
+		uint8_t *p;
+		if (!r->nta) {
+			free(ptr[s]);
+			p = ptr[s] = malloc(sz);
+		} else {
+			if (off[s] && nta_free(a, (uint64_t)off[s], held[s]))
+				goto out_fail;
+			off[s] = nta_alloc(a, sz, 0);
+			if (off[s] <= 0)
+				goto out_fail;
+			held[s] = sz;
+			p = base + off[s];
+		}
+		if (!p)
+			goto out_fail;
+		p[0] = (uint8_t)i;
+		p[sz - 1] = (uint8_t)i;
+	}
+	o->peak_kb = held_kb();
+	for (uint32_t s = 0; s < r->window; s++) {
+		if (r->nta && off[s])
+			nta_free(a, (uint64_t)off[s], held[s]);
+		else if (!r->nta)
+			free(ptr[s]);
+	}
+	goto out;
+out_fail:
+	o->failed = 1;
+out:
+	if (a)
+		nta_arena_close(a);
+	free(ptr);
+	free(off);
+	free(held);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 5) {
+		fprintf(stderr, "usage: %s nta|malloc producer-consumer|per-thread TRACEFILE REPEATS\n", argv[0]);
+		return 2;
+	}
+	int nta = !strcmp(argv[1], "nta"), pc = !strcmp(argv[2], "producer-consumer");
+	if ((!nta && strcmp(argv[1], "malloc")) || (!pc && strcmp(argv[2], "per-thread"))) {
+		fprintf(stderr, "xthread: unknown allocator %s or pattern %s\n", argv[1], argv[2]);
+		return 2;
+	}
+	int repeats = atoi(argv[4]);
+	FILE *f = fopen(argv[3], "rb");
+	uint32_t hdr[3];
+	if (!f || fread(hdr, 4, 3, f) != 3 || hdr[0] != TRACE_MAGIC || repeats < 1) {
+		fprintf(stderr, "xthread: %s: not a trace file\n", argv[3]);
+		return 2;
+	}
+	struct run r = { .nta = nta, .window = hdr[1], .n = hdr[2] };
+	uint32_t *sizes = malloc((size_t)r.n * 4), *slots = malloc((size_t)r.n * 4);
+	double *took = calloc((size_t)repeats, sizeof(double));
+	if (!sizes || !slots || !took || fread(sizes, 4, r.n, f) != r.n || fread(slots, 4, r.n, f) != r.n) {
+		fprintf(stderr, "xthread: %s: short file\n", argv[3]);
+		return 2;
+	}
+	fclose(f);
+	r.sizes = sizes;
+	r.slots = slots;
+	uint64_t depth = 1;
+	while (depth < r.window)
+		depth <<= 1;
+	r.mask = depth - 1;
+	r.ring = calloc(depth, sizeof(*r.ring));
+	if (!r.ring)
+		return 1;
+	for (volatile uint64_t i = 0; i < depth; i++) /* resident before the baseline */
+		r.ring[i] = 0;
+	long base_kb = held_kb(), peak_kb = base_kb;
+	for (int k = 0; k < repeats; k++) {
+		pthread_t t[2];
+		struct own own[2] = { { .r = &r }, { .r = &r } };
+		if (pc && nta) { /* room for the ring's blocks and the queue's, at their largest, twice over */
+			struct nta_config cfg = { .max_pages = (uint32_t)(depth * 2 * 2 + 8192 + 64) };
+			struct nta_pool_config pcfg = { .allocator = NTA_POOL_NTA };
+			if (!(r.a = nta_arena_create(NULL, &cfg)) || !(r.pool = nta_pool_create(r.a, &pcfg))) {
+				perror("xthread: arena or pool");
+				return 1;
+			}
+			r.base = nta_arena_base(r.a);
+		}
+		r.head = r.tail = 0;
+		double t0 = now_ns();
+		if (pc) {
+			pthread_create(&t[0], NULL, produce, &r);
+			pthread_create(&t[1], NULL, consume, &r);
+		} else {
+			pthread_create(&t[0], NULL, replay_own, &own[0]);
+			pthread_create(&t[1], NULL, replay_own, &own[1]);
+		}
+		pthread_join(t[0], NULL);
+		pthread_join(t[1], NULL);
+		took[k] = (now_ns() - t0) / r.n;
+		long kb = held_kb();
+		for (int j = 0; j < 2; j++)
+			kb = own[j].peak_kb > kb ? own[j].peak_kb : kb;
+		peak_kb = kb > peak_kb ? kb : peak_kb;
+		if (r.failed || own[0].failed || own[1].failed) {
+			fprintf(stderr, "xthread: the run failed\n");
+			return 1;
+		}
+		if (pc && nta) {
+			char why[256];
+			nta_pool_drain_remote(r.pool); /* what the consumer posted last */
+			struct nta_pool_stats st;
+			nta_pool_stats(r.pool, &st);
+			if (st.remote.applied != r.n || st.fragments.frags || nta_pool_check(r.pool, why, sizeof(why))) {
+				fprintf(stderr, "xthread: after the run: %llu of %u puts applied, %llu fragments left: %s\n",
+					(unsigned long long)st.remote.applied, r.n, (unsigned long long)st.fragments.frags,
+					why);
+				return 1;
+			}
+			if (nta_pool_destroy(r.pool, 1000, NULL, 0, NULL)) {
+				fprintf(stderr, "xthread: the pool would not close\n");
+				return 1;
+			}
+			nta_arena_close(r.a);
+		}
+	}
+	qsort(took, (size_t)repeats, sizeof(double), cmp_double);
+	printf("{\"allocator\": \"%s\", \"pattern\": \"%s\", \"window\": %u, \"steps\": %u, \"ns_per_pair\": [", argv[1],
+	       argv[2], r.window, r.n);
+	for (int k = 0; k < repeats; k++)
+		printf("%s%.3f", k ? ", " : "", took[k]);
+	printf("], \"peak_rss_bytes\": %ld}\n", (peak_kb - base_kb) * 1024);
+	return 0;
+}
