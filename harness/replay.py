@@ -31,7 +31,9 @@ import threading
 import numpy as np
 
 from harness import cmodule, linktype, nsutil
+from harness.cpus import usable as usable_cpus
 from harness.errors import NtaError
+from harness.xdp import GenProgram
 
 
 @dataclasses.dataclass
@@ -373,14 +375,12 @@ class BuiltinReplayer:
     def __init__(self, ns: str | None, iface: str, cap, opts: ReplayOptions, batch: int | None = None,
                  method: str = "sendmmsg", cpus: list[int] | None = None, threads: int = 1,
                  ifindex: int | None = None):
-        from harness import cpus as cpus_of
-
         ffi, lib = cmodule.load("_traffic_c")
         opts.validate()
         check_builtin(batch, method)
         self.xdp = method == "xdp"
         if self.xdp and cpus is None:
-            cpus = cpus_of.usable()[:threads]
+            cpus = usable_cpus()[:threads]
         if cpus is not None and len(cpus) < threads:
             raise ValueError(f"{threads} senders need a CPU each, not {cpus}")
         self.ns, self.iface, self.cap, self.opts = ns, iface, cap, opts
@@ -410,8 +410,6 @@ class BuiltinReplayer:
     def start(self) -> "BuiltinReplayer":
         try:
             if self.xdp:
-                from harness.xdp import GenProgram
-
                 self.gen = GenProgram(self.cap, self._parts, self.cpus[:len(self.senders)], self.ns, self.iface,
                                       self.ifindex)
                 self.gen.__enter__()

@@ -376,7 +376,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
     if not cfg.quiet:
         report.run_summary(doc, out)
     if cfg.plot_dir:
-        from harness.plots import plot_run
+        from harness.plots import plot_run  # matplotlib: only for a run that plots
 
         for path in plot_run(doc, cfg.plot_dir, result.peak_map):
             say(f"  plot: {path}")

@@ -140,7 +140,7 @@ def test_topo_down_spares_a_live_run_unless_forced(tag):
     assert nta_namespaces() == []
 
 
-@pytest.mark.parametrize("replayer", ["tcpreplay", "builtin"])
+@pytest.mark.parametrize("replayer", ["tcpreplay", "builtin", "xdp"])
 def test_kill_9_mid_replay_leaves_nothing_once_topo_down_has_run(tag, replayer):
     """Whatever the replayer: after kill -9 and 'nta topo down', no process of the harness is left and no
     namespace."""
