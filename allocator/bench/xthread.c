@@ -26,7 +26,9 @@
  * times, start to end of both threads; prints one line of JSON: ns per
  * alloc+free pair (producer-consumer: wall time over the pairs; per-thread:
  * wall time over one thread's pairs), and the peak memory the run added
- * (RssAnon + RssShmem, as trace.c).
+ * (RssAnon + RssShmem, as trace.c), sampled with the blocks live: half way
+ * through (producer-consumer: a ring of blocks in flight, as many as the
+ * trace's window), or as each thread ends its trace (per-thread).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -89,6 +91,7 @@ struct run {
 	uint8_t *base;
 	uint64_t *ring; /* blocks handed over: pointers, or the NTA's offsets */
 	uint64_t mask;
+	long mid_kb;    /* the process's, half way: the ring full of live blocks */
 	uint64_t head __attribute__((aligned(64))); /* the producer's */
 	uint64_t tail __attribute__((aligned(64))); /* the consumer's */
 	int failed;
@@ -136,6 +139,8 @@ static void *produce(void *arg)
 		}
 		r->ring[head & r->mask] = h;
 		__atomic_store_n(&r->head, ++head, __ATOMIC_RELEASE);
+		if (i == r->n / 2)
+			r->mid_kb = held_kb();
 	}
 	return NULL;
 }
@@ -300,7 +305,7 @@ int main(int argc, char **argv)
 		pthread_join(t[0], NULL);
 		pthread_join(t[1], NULL);
 		took[k] = (now_ns() - t0) / r.n;
-		long kb = held_kb();
+		long kb = pc ? r.mid_kb : held_kb();
 		for (int j = 0; j < 2; j++)
 			kb = own[j].peak_kb > kb ? own[j].peak_kb : kb;
 		peak_kb = kb > peak_kb ? kb : peak_kb;
