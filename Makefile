@@ -57,11 +57,11 @@ $(HC_MOD): $(NTA_MOD) $(HC_SRC) harness/csrc/build_cffi.py | $(STAMP)
 	@$(PY) harness/csrc/build_cffi.py
 	@touch $@
 
-build/trace: $(NTA_SRC) allocator/bench/trace.c
+build/trace: $(NTA_SRC) allocator/bench/trace.c allocator/bench/bench.h
 	@mkdir -p build
 	@$(CC) $(CFLAGS) -Iallocator allocator/*.c allocator/bench/trace.c -lm -o $@
 
-build/xthread: $(NTA_SRC) allocator/bench/xthread.c
+build/xthread: $(NTA_SRC) allocator/bench/xthread.c allocator/bench/bench.h
 	@mkdir -p build
 	@$(CC) $(CFLAGS) -Iallocator allocator/*.c allocator/bench/xthread.c -lm -o $@
 

@@ -29,45 +29,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "nta.h"
-
-#define TRACE_MAGIC 0x4e544154u /* "NTAT" */
-
-static long rss_kb(const char *field)
-{
-	char line[256];
-	long v = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n)) {
-			v = strtol(line + n + 1, NULL, 10);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
-static long held_kb(void)
-{
-	return rss_kb("RssAnon:") + rss_kb("RssShmem:");
-}
-
-static double now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 enum which { W_MALLOC, W_NTA, W_POW2 };
 

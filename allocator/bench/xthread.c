@@ -40,46 +40,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "nta.h"
 
-#define TRACE_MAGIC 0x4e544154u /* "NTAT" */
-#define REMOTE_BATCH 64
+#define REMOTE_BATCH 64 /* the consumer's puts posted at once */
 
-static long rss_kb(const char *field)
-{
-	char line[256];
-	long v = -1;
-	size_t n = strlen(field);
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, n)) {
-			v = strtol(line + n + 1, NULL, 10);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
-static long held_kb(void)
-{
-	return rss_kb("RssAnon:") + rss_kb("RssShmem:");
-}
-
-static double now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 struct run {
 	int nta;
@@ -303,7 +268,13 @@ int main(int argc, char **argv)
 			pthread_create(&t[1], NULL, replay_own, &own[1]);
 		}
 		pthread_join(t[0], NULL);
-		pthread_join(t[1], NULL);
+		/* the producer, the pool's owner, is done: this thread owns the pool now, and must apply what
+		 * the consumer still posts (a queue shorter than the ring fills, and nobody else drains it) */
+		while (pthread_tryjoin_np(t[1], NULL)) {
+			if (pc && nta)
+				nta_pool_drain_remote(r.pool);
+			sched_yield();
+		}
 		took[k] = (now_ns() - t0) / r.n;
 		long kb = pc ? r.mid_kb : held_kb();
 		for (int j = 0; j < 2; j++)

@@ -31,4 +31,20 @@ static int failures, checks;
 		}                                                                                 \
 	} while (0)
 
+/* A pool and its arena both pass their checkers (nta_pool_check, nta_check): a macro, so that only the
+ * tests that use it need nta.h. */
+#define EXPECT_CLEAN(pool, arena)                                                                     \
+	do {                                                                                          \
+		char why_[256];                                                                       \
+		checks += 2;                                                                          \
+		if (nta_pool_check((pool), why_, sizeof(why_))) {                                     \
+			failures++;                                                                   \
+			fprintf(stderr, "%s:%d: nta_pool_check: %s\n", __FILE__, __LINE__, why_);     \
+		}                                                                                     \
+		if (nta_check((arena), why_, sizeof(why_))) {                                         \
+			failures++;                                                                   \
+			fprintf(stderr, "%s:%d: nta_check: %s\n", __FILE__, __LINE__, why_);          \
+		}                                                                                     \
+	} while (0)
+
 #endif /* NTA_TEST_EXPECT_H */

@@ -16,20 +16,7 @@
 #include "expect.h"
 #include "nta.h"
 
-static void clean(struct nta_pool *p, struct nta_arena *a, int line)
-{
-	char why[256];
-	checks++;
-	if (nta_pool_check(p, why, sizeof(why))) {
-		failures++;
-		fprintf(stderr, "line %d: nta_pool_check: %s\n", line, why);
-	}
-	if (nta_check(a, why, sizeof(why))) {
-		failures++;
-		fprintf(stderr, "line %d: nta_check: %s\n", line, why);
-	}
-}
-#define CLEAN() clean(p, a, __LINE__)
+#define CLEAN() EXPECT_CLEAN(p, a)
 
 static struct nta_stats ast(struct nta_arena *a)
 {

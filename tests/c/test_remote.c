@@ -57,22 +57,6 @@ static void *produce(void *arg)
 	return NULL;
 }
 
-static void check(struct nta_pool *p, struct nta_arena *a, int line)
-{
-	char why[256];
-
-	checks++;
-	if (nta_pool_check(p, why, sizeof(why))) {
-		failures++;
-		fprintf(stderr, "line %d: nta_pool_check: %s\n", line, why);
-	}
-	checks++;
-	if (nta_check(a, why, sizeof(why))) {
-		failures++;
-		fprintf(stderr, "line %d: nta_check: %s\n", line, why);
-	}
-}
-
 static void test_many_producers(uint32_t allocator)
 {
 	struct nta_config acfg = { .max_pages = 65536 }; /* a page a fragment, under NTA_POOL_PAGE */
@@ -96,7 +80,7 @@ static void test_many_producers(uint32_t allocator)
 			return;
 		}
 	}
-	check(p, a, __LINE__);
+	EXPECT_CLEAN(p, a);
 	for (int t = 0; t < PRODUCERS; t++) {
 		pr[t] = (struct producer){ .pool = p, .offs = offs + (size_t)t * EACH, .n = EACH, .seed = 100u + t };
 		EXPECT_EQ(pthread_create(&th[t], NULL, produce, &pr[t]), 0);
@@ -114,7 +98,7 @@ static void test_many_producers(uint32_t allocator)
 		if (round % 7 == 0)
 			nta_pool_drain_remote(p);
 		if (round % 500 == 0)
-			check(p, a, __LINE__); /* the queue's published posts, while producers post */
+			EXPECT_CLEAN(p, a); /* the queue's published posts, while producers post */
 	}
 	for (int t = 0; t < PRODUCERS;) { /* drain until every producer has finished */
 		nta_pool_drain_remote(p);
@@ -140,7 +124,7 @@ static void test_many_producers(uint32_t allocator)
 	EXPECT(st.remote.full > 0); /* the queue was full, and nothing was lost */
 	EXPECT(st.remote.max_wait_ns > 0);
 	EXPECT_EQ(st.fragments.frags, nown);
-	check(p, a, __LINE__);
+	EXPECT_CLEAN(p, a);
 	while (nown)
 		EXPECT_EQ(nta_pool_put(p, (uint64_t)own[--nown], NTA_POOL_DIRECT), 0);
 	EXPECT_EQ(nta_pool_destroy(p, 0, NULL, 0, NULL), 0);
