@@ -145,7 +145,8 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                 sizes, slots = trace_sizes(kind, n, seed, pcap), trace_slots(window, n, seed)
                 path = os.path.join(tmp, f"{kind}-{window}.trace")
                 write_trace(path, sizes, slots, window)
-                req = peak_requested(sizes, slots)
+                # per-thread: two threads, each with the whole trace's blocks live at once
+                req = peak_requested(sizes, slots) * (2 if pattern == "per-thread" else 1)
                 rows = {}
                 # each allocator runs `processes` times, interleaved with the others, so that
                 # a noisy moment of this shared machine does not land on one allocator only
