@@ -6,12 +6,44 @@
 #ifndef NTA_BENCH_H
 #define NTA_BENCH_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define TRACE_MAGIC 0x4e544154u /* "NTAT" */
+
+/* A trace file: uint32 header {magic, window, n}, then n uint32 sizes, then n uint32 slots. */
+struct trace {
+	uint32_t window, n;
+	uint32_t *sizes, *slots;
+};
+
+/* Read path into t; on a bad file, one line on stderr (prog: path: what) and -1. */
+static inline int trace_read(const char *prog, const char *path, struct trace *t)
+{
+	FILE *f = fopen(path, "rb");
+	uint32_t hdr[3];
+
+	if (!f || fread(hdr, 4, 3, f) != 3 || hdr[0] != TRACE_MAGIC) {
+		fprintf(stderr, "%s: %s: not a trace file\n", prog, path);
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	t->window = hdr[1];
+	t->n = hdr[2];
+	t->sizes = malloc((size_t)t->n * 4);
+	t->slots = malloc((size_t)t->n * 4);
+	if (!t->sizes || !t->slots || fread(t->sizes, 4, t->n, f) != t->n || fread(t->slots, 4, t->n, f) != t->n) {
+		fprintf(stderr, "%s: %s: short file\n", prog, path);
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
 
 static inline long rss_kb(const char *field)
 {

@@ -46,24 +46,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int repeats = atoi(argv[3]);
-	FILE *f = fopen(argv[2], "rb");
-	uint32_t hdr[3];
-	if (!f || fread(hdr, 4, 3, f) != 3 || hdr[0] != TRACE_MAGIC || repeats < 1) {
-		fprintf(stderr, "trace: %s: not a trace file\n", argv[2]);
+	struct trace t;
+	if (repeats < 1 || trace_read("trace", argv[2], &t))
 		return 2;
-	}
-	uint32_t window = hdr[1], n = hdr[2];
-	uint32_t *sizes = malloc((size_t)n * 4), *slots = malloc((size_t)n * 4);
+	uint32_t window = t.window, n = t.n, *sizes = t.sizes, *slots = t.slots;
 	void **ptr = calloc(window, sizeof(void *));
 	int64_t *off = calloc(window, sizeof(int64_t));
 	uint32_t *held = calloc(window, 4);
 	double *slice = calloc((size_t)repeats, sizeof(double));
-	if (!sizes || !slots || !ptr || !off || !held || !slice || fread(sizes, 4, n, f) != n ||
-	    fread(slots, 4, n, f) != n) {
-		fprintf(stderr, "trace: %s: short file\n", argv[2]);
-		return 2;
-	}
-	fclose(f);
+	if (!ptr || !off || !held || !slice)
+		return 1;
 
 	struct nta_arena *a = NULL;
 	uint8_t *base = NULL;

@@ -220,22 +220,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int repeats = atoi(argv[4]);
-	FILE *f = fopen(argv[3], "rb");
-	uint32_t hdr[3];
-	if (!f || fread(hdr, 4, 3, f) != 3 || hdr[0] != TRACE_MAGIC || repeats < 1) {
-		fprintf(stderr, "xthread: %s: not a trace file\n", argv[3]);
+	struct trace t;
+	if (repeats < 1 || trace_read("xthread", argv[3], &t))
 		return 2;
-	}
-	struct run r = { .nta = nta, .window = hdr[1], .n = hdr[2] };
-	uint32_t *sizes = malloc((size_t)r.n * 4), *slots = malloc((size_t)r.n * 4);
+	struct run r = { .nta = nta, .window = t.window, .n = t.n, .sizes = t.sizes, .slots = t.slots };
 	double *took = calloc((size_t)repeats, sizeof(double));
-	if (!sizes || !slots || !took || fread(sizes, 4, r.n, f) != r.n || fread(slots, 4, r.n, f) != r.n) {
-		fprintf(stderr, "xthread: %s: short file\n", argv[3]);
-		return 2;
-	}
-	fclose(f);
-	r.sizes = sizes;
-	r.slots = slots;
+	if (!took)
+		return 1;
 	uint64_t depth = 1;
 	while (depth < r.window)
 		depth <<= 1;
