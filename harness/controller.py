@@ -117,7 +117,7 @@ class Controller:
     def stats(self) -> dict:
         st = ffi.new("struct nta_ctl_stats *")
         lib.nta_ctl_stats(self._c, st)
-        return {name: getattr(st, name) for name, _ in ffi.typeof("struct nta_ctl_stats").fields}
+        return counters_dict(st)
 
     def close(self) -> None:
         if self._c is not None:

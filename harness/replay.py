@@ -237,7 +237,7 @@ def check_builtin(batch: int | None, method: str) -> None:
     anything is made)."""
     if batch is not None and method in MAX_BATCH and not 1 <= batch <= MAX_BATCH[method]:
         raise NtaError(f"bad --batch {batch}: 1..{MAX_BATCH[method]:,} frames per call")
-    if method not in (*METHODS, "xdp"):
+    if method not in MAX_BATCH:
         raise NtaError(f"bad --send {method!r}: choose {', '.join(METHODS)}")
 
 
@@ -400,11 +400,10 @@ class BuiltinReplayer:
         sizes = [cap.frames if p is None else len(p) for p in parts]
         limits = _shares(opts.limit or 0, sizes)
         # a sender with no frames, or whose share of --limit is 0, does not start (0 means no limit)
-        self.senders = [_Sender(self, p, k / cap.frames if cap.frames else 1.0, lim)
-                        for p, k, lim in zip(parts, sizes, limits, strict=True)
-                        if p is None or (k and (lim or not opts.limit))]
-        self._parts = [p for p, k, lim in zip(parts, sizes, limits, strict=True)
-                       if p is None or (k and (lim or not opts.limit))]
+        kept = [(p, k, lim) for p, k, lim in zip(parts, sizes, limits, strict=True)
+                if p is None or (k and (lim or not opts.limit))]
+        self.senders = [_Sender(self, p, k / cap.frames if cap.frames else 1.0, lim) for p, k, lim in kept]
+        self._parts = [p for p, _, _ in kept]  # each sender's frames (None: all), for the xdp sender's maps
         self._creator = os.getpid()
 
     def start(self) -> "BuiltinReplayer":

@@ -124,6 +124,18 @@ def _bcc():
     return bcc
 
 
+def _in_ns(ns: str | None):
+    """Inside namespace ``ns`` (None: this one)."""
+    return nsutil.inside(ns) if ns else contextlib.nullcontext()
+
+
+def _remove_xdp(ns: str | None, ifname: str, flags: int) -> None:
+    """Detach what is attached to ``ifname`` in ``ns`` with ``flags``; nothing when the namespace is gone."""
+    if ns is None or os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, ns)):
+        with contextlib.suppress(Exception), _in_ns(ns):
+            _bcc().BPF.remove_xdp(ifname.encode(), flags)
+
+
 def described(name: str, flags: list[str]) -> str:
     """A program of bpf/ exactly as BCC compiles it, with its flags: for --ebpf."""
     return f"/* {name}.c, compiled by BCC with: {' '.join(flags)} */\n" + program_source(name)
@@ -172,7 +184,7 @@ class XdpProgram:
         flags = _MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
         chatter: list[str] = []
         try:
-            with _stderr_captured(chatter), self._in_ns():
+            with _stderr_captured(chatter), _in_ns(self.ns):
                 bcc.BPF.attach_xdp(self.ifname.encode(), fn, flags)
         except Exception as exc:
             self._close()
@@ -184,9 +196,6 @@ class XdpProgram:
             raise NtaError(f"attaching XDP ({self.mode}) to {self.ifname}{where}: {why}") from None
         return self
 
-    def _in_ns(self):
-        return nsutil.inside(self.ns) if self.ns else contextlib.nullcontext()
-
     def __exit__(self, *exc) -> None:
         self.detach()
 
@@ -197,10 +206,7 @@ class XdpProgram:
         """
         if self.bpf is None or os.getpid() != self._creator:
             return
-        bcc = _bcc()
-        if self.ns is None or os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, self.ns)):
-            with contextlib.suppress(Exception), self._in_ns():
-                bcc.BPF.remove_xdp(self.ifname.encode(), _MODE_FLAGS[self.mode])
+        _remove_xdp(self.ns, self.ifname, _MODE_FLAGS[self.mode])
         self._close()
 
     def _close(self) -> None:
@@ -298,7 +304,7 @@ class GenProgram:
             with _stderr_captured(chatter):
                 fn = self.bpf.load_func(self.NAME.encode(), bcc.BPF.XDP)
             self.prog_fd = fn.fd
-            with _stderr_captured(chatter), self._in_ns():
+            with _stderr_captured(chatter), _in_ns(self.ns):
                 bcc.BPF.attach_xdp(self.ifname.encode(), fn, XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)
             self._attached = True
         except Exception as exc:
@@ -336,14 +342,10 @@ class GenProgram:
         s = self.bpf[b"nta_gen_state"][ctypes.c_int(0)][cpu]
         return {k: getattr(s, k) for k in ("runs", "sent", "bytes", "failed")}
 
-    def _in_ns(self):
-        return nsutil.inside(self.ns) if self.ns else contextlib.nullcontext()
-
     def close(self) -> None:
         """Detach and free it. Idempotent; the namespace may already be gone."""
-        if self._attached and (self.ns is None or os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, self.ns))):
-            with contextlib.suppress(Exception), self._in_ns():
-                _bcc().BPF.remove_xdp(self.ifname.encode(), XDP_FLAGS_SKB_MODE)
+        if self._attached:
+            _remove_xdp(self.ns, self.ifname, XDP_FLAGS_SKB_MODE)
         self._attached = False
         if self.bpf is not None:
             with contextlib.suppress(Exception):
