@@ -14,7 +14,7 @@
 #include <linux/types.h>
 #endif
 
-#define NTA_SHARED_VERSION 3
+#define NTA_SHARED_VERSION 4
 
 /* The harness compiles its BPF programs with -DNTA_EXPECT_SHARED_VERSION=<the version its C modules
  * were built with>: a binding built from another version of this header cannot read these layouts. */
@@ -70,12 +70,12 @@ struct nta_meta {
 #define NTA_META_FRAGMENT  0x04 /* an IPv4 fragment (ports absent) */
 #define NTA_META_TRUNCATED 0x08 /* a header ran past the frame */
 
-/* Per-CPU counters of the metadata ring (one slot, NTA_STATS_KEY). */
-struct nta_ring_stats {
-	__u64 submitted;    /* records handed to the ring */
+/* Per-CPU counters of one RX queue (a slot a queue; a metadata ring a queue). */
+struct nta_queue_stats {
+	__u64 packets;      /* frames XDP saw on this queue */
+	__u64 bytes;        /* and their bytes */
+	__u64 submitted;    /* records handed to the queue's metadata ring (nta_xdp_meta) */
 	__u64 lost;         /* reserve failed: the ring was full */
-	__u64 pad0;
-	__u64 pad;
 };
 
 /*
@@ -103,7 +103,7 @@ struct nta_gen_frame_hdr {
 _Static_assert(sizeof(struct nta_xdp_stats) == 32, "nta_xdp_stats layout");
 _Static_assert(sizeof(struct nta_gen_state) == 48, "nta_gen_state layout");
 _Static_assert(sizeof(struct nta_meta) == 40, "nta_meta layout");
-_Static_assert(sizeof(struct nta_ring_stats) == 32, "nta_ring_stats layout");
+_Static_assert(sizeof(struct nta_queue_stats) == 32, "nta_queue_stats layout");
 #endif
 
 #endif /* NTA_SHARED_H */

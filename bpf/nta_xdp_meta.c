@@ -5,7 +5,12 @@
  * buffer; then return a fixed verdict. Compiled by BCC; -D flags:
  *   -DNTA_ACTION=NTA_ACT_DROP|NTA_ACT_PASS   (default NTA_ACT_DROP)
  *   -DNTA_RING_PAGES=N      ring size in pages, a power of two (default 256; the harness's 1024)
- * A failed reserve (ring full) is counted per CPU in nta_ring_stats.lost.
+ *   -DNTA_QUEUES=N          RX queues of the device, each with a ring of its own (default 1)
+ * The record goes to the ring of the frame's RX queue: nta_meta_rings[queue]
+ * (an array of ring buffers; the harness puts nta_meta_ring, the template, at
+ * 0 and rings it made at the others), so that each queue's controller drains
+ * its own. Per CPU and queue, nta_queue_stats counts the frames and bytes the
+ * queue saw, the records submitted and the failed reserves (ring full: lost).
  * Records are submitted with BPF_RB_NO_WAKEUP: the consumer polls the ring
  * and never waits on it, and a wake-up is an irq_work on this CPU (forced
  * every 64 records, they halved the rate XDP ran at with live frames).
@@ -24,10 +29,14 @@
 #ifndef NTA_RING_PAGES
 #define NTA_RING_PAGES 256
 #endif
+#ifndef NTA_QUEUES
+#define NTA_QUEUES 1
+#endif
 
 BPF_PERCPU_ARRAY(nta_stats, struct nta_xdp_stats, 1);
-BPF_PERCPU_ARRAY(nta_ring_stats, struct nta_ring_stats, 1);
+BPF_PERCPU_ARRAY(nta_queue_stats, struct nta_queue_stats, NTA_QUEUES);
 BPF_RINGBUF_OUTPUT(nta_meta_ring, NTA_RING_PAGES);
+BPF_ARRAY_OF_MAPS(nta_meta_rings, "nta_meta_ring", NTA_QUEUES);
 
 struct vlan_hdr_ {
 	__be16 tci;
@@ -47,15 +56,20 @@ static __always_inline __u32 mix(__u32 h, __u32 v)
 int nta_xdp_meta(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-	u32 key = NTA_STATS_KEY;
-	struct nta_ring_stats *rs = nta_ring_stats.lookup(&key);
+	u32 key = NTA_STATS_KEY, queue = ctx->rx_queue_index;
 	u64 now = bpf_ktime_get_ns();
 	u32 len = nta_count(ctx, nta_stats.lookup(&key), now);
 
-	if (!len || !rs)
+	if (queue >= NTA_QUEUES) /* the device has more queues than the program was told: share the last */
+		queue = NTA_QUEUES - 1;
+	struct nta_queue_stats *rs = nta_queue_stats.lookup(&queue);
+	void *ring = nta_meta_rings.lookup(&queue);
+	if (!len || !rs || !ring)
 		return XDP_ABORTED;
+	rs->packets++;
+	rs->bytes += len;
 
-	struct nta_meta *m = nta_meta_ring.ringbuf_reserve(sizeof(struct nta_meta));
+	struct nta_meta *m = bpf_ringbuf_reserve(ring, sizeof(struct nta_meta), 0);
 	if (!m) {
 		rs->lost++;
 		return NTA_ACTION;
@@ -142,6 +156,6 @@ int nta_xdp_meta(struct xdp_md *ctx)
 	m->flow_hash = mix(h, l4);
 out:
 	rs->submitted++;
-	nta_meta_ring.ringbuf_submit(m, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(m, BPF_RB_NO_WAKEUP);
 	return NTA_ACTION;
 }

@@ -1,14 +1,18 @@
 """The controller: XDP's metadata records in, page-pool fragments held and let go, in C (harness._ctl_c).
 
-``Consumer`` is what a run uses: an arena (memfd), the dut's page pool on it,
-the controller's per-packet work (``Controller``) and the XDP program's
-metadata ring (``MetaRing``); ``pump()`` moves what the ring holds into the
-controller a batch at a time, with no call per packet into Python.
+``Consumer`` is what a run uses for one RX queue: an arena (memfd), the
+queue's page pool on it, the controller's per-packet work (``Controller``)
+and the queue's metadata ring (``MetaRing``); ``pump()`` moves what the ring
+holds into the controller a batch at a time, with no call per packet into
+Python. With ``free_on="other"`` what the hold policy lets go is freed by a
+``Reader`` on another CPU, through the pool's remote queue. ``Consumers``
+runs one per RX queue (``nta run --queues N``) and adds their figures up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 
@@ -20,6 +24,7 @@ from harness.nta import CELLS, Arena, ArenaError, Pool, counters_dict, pool_allo
 
 ffi, lib = cmodule.load("_ctl_c")
 
+FREE_ON = ("self", "other")  # who frees what the policy lets go: the controller, or a reader on another CPU
 HOLDS = {"immediate": lib.NTA_HOLD_IMMEDIATE, "packets": lib.NTA_HOLD_PACKETS, "usec": lib.NTA_HOLD_USEC,
          "flow": lib.NTA_HOLD_FLOW, "random": lib.NTA_HOLD_RANDOM}
 
@@ -36,6 +41,55 @@ def parse_hold(text: str) -> tuple[str, int]:
     if not arg.isdigit() or int(arg) < 1:
         raise NtaError(f"bad hold policy {text!r}: {name} needs a positive number, as {name}:64")
     return name, int(arg)
+
+
+def interval_counts(drained: int, c: dict, p: dict, lost: int, page_size: int) -> dict:
+    """An interval line's cumulative counts from the controller's counters ``c`` and the pool's ``p``."""
+    back = p["cached"] + p["ring"]
+    gone = back + p["ring_full"] + p["released_refcnt"]
+    held_bytes = p["pages_in_use"] * page_size
+    return {"meta": drained, "lost": lost, "alloc": c["handled"] - c["alloc_fails"],
+            "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
+            "recycle_pct": 100.0 * back / gone if gone else 0.0,
+            # of the bytes of pages the pool has given to fragments, the share no frame asked for
+            "frag_pct": 100.0 * (1 - c["bytes_held"] / held_bytes) if held_bytes else 0.0}
+
+
+def latency_figures(hist: np.ndarray, max_ns: int) -> dict:
+    """How long records waited from XDP's timestamp to the controller's drain, in microseconds, from the
+    histogram of every record's wait (by microsecond) and the longest (exact)."""
+    total = int(hist.sum())
+    if not total:
+        return {"samples": 0}
+    cum = np.cumsum(hist)
+
+    def at(q: float) -> float:
+        return float(np.searchsorted(cum, q * total, side="left"))
+
+    return {"samples": total, "p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": max_ns / 1000.0}
+
+
+def memory_figures(allocator: str, page: int, ctl: dict, pool: dict, util_sum: float, util_samples: int) -> dict:
+    """What the frames' fragments took: the pool's pages holding them at their peak, the bytes the frames
+    asked for then and at their own peak, utilisation (asked / bytes of those pages) at that moment and on
+    average while the run went, and apart from those, the pages mapped and idle in the cache and ring at
+    their peak."""
+    peak = ctl["peak_pages"]
+    return {"allocator": allocator, "page_size": page, "peak_pages": peak,
+            "peak_fragments": ctl["peak_held"], "peak_bytes_asked": ctl["peak_bytes_held"],
+            "bytes_asked_at_peak_pages": ctl["bytes_at_peak_pages"],
+            "utilisation_at_peak": ctl["bytes_at_peak_pages"] / (peak * page) if peak else None,
+            "utilisation_mean": util_sum / util_samples if util_samples else None,
+            "utilisation_samples": util_samples, "idle_mapped_pages_peak": pool["peak_idle"]}
+
+
+LONGEST = {"max_wait_ns", "data_off"}  # of the counters, those that add up as the largest, not the sum
+
+
+def added(dicts: list[dict]) -> dict:
+    """Counters of several queues added up, key by key (a peak is the sum of each queue's peak; a longest
+    wait the longest of theirs)."""
+    return {k: (max if k in LONGEST else sum)(d[k] for d in dicts) for k in dicts[0]}
 
 
 def meta_dtype() -> np.dtype:
@@ -132,6 +186,71 @@ class Controller:
         self.close()
 
 
+class Reader:
+    """A socket's reader, in C on a thread of its own (harness/csrc/handoff.c): it takes the fragments a
+    controller hands it, reads each and frees it, posting the frees in batches to the fragment's pool,
+    whose owner (the controller's thread) applies them."""
+
+    HANDOFF = 1 << 16  # fragments in flight between the controller and the reader
+    IDLE_US = 50
+
+    def __init__(self, pool: Pool, batch: int = 64):
+        self.pool = pool
+        self._h = lib.nta_handoff_create(self.HANDOFF)
+        if self._h == ffi.NULL:
+            raise NtaError(f"making the reader's handoff: {os.strerror(ffi.errno)}")
+        r = self._r = ffi.new("struct nta_free_reader *")
+        r.pool, r.arena, r.batch, r.idle_ns = pool._h(), pool.arena._h(), batch, self.IDLE_US * 1000
+        setattr(r, "from", self._h)  # a keyword in Python
+        self._thread: threading.Thread | None = None
+        self._rc = 0
+
+    @property
+    def handoff(self):
+        return self._h
+
+    def start(self, cpus: list[int] | None = None) -> None:
+        self._r.stop = 0
+
+        def body():
+            if cpus:
+                os.sched_setaffinity(0, set(cpus))
+            self._rc = lib.nta_free_reader_run(self._r)
+
+        self._thread = threading.Thread(target=body, name="nta-reader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Let it free what it was handed, then end it; the pool's owner (the calling thread now) applies
+        the posted frees meanwhile, so that a full queue cannot hold the reader up."""
+        if self._thread is None:
+            return
+        lib.nta_free_reader_stop(self._r)
+        while self._thread.is_alive():
+            self.pool.drain_remote()
+            self._thread.join(0.001)
+        self._thread = None
+        self.pool.drain_remote()
+        if self._rc < 0:
+            raise NtaError(f"the reader's frees: {os.strerror(-self._rc)}")
+
+    def stats(self) -> dict:
+        r = self._r
+        return {"freed": r.taken, "batches": r.batches, "full_waits": r.full_waits}
+
+    def close(self) -> None:
+        if self._thread is not None:
+            lib.nta_free_reader_stop(self._r)
+            while self._thread.is_alive():
+                with contextlib.suppress(Exception):
+                    self.pool.drain_remote()
+                self._thread.join(0.001)
+            self._thread = None
+        if self._h is not None:
+            lib.nta_handoff_destroy(self._h)
+            self._h = None
+
+
 class Consumer:
     """The controller side of a run: an arena (memfd), the dut's page pool on it, the controller, the
     metadata ring. ``start()`` runs the controller's C loop (harness/csrc/ctlpoll.c) on a thread of its
@@ -139,15 +258,22 @@ class Consumer:
     needs Python (the GIL) until ``stop()``; ``pump()`` drains what is left, on the calling thread."""
 
     def __init__(self, ring_fd: int, ifindex: int, hold: str, allocator: str = "nta",
-                 arena_pages: int = 65536, queue: int = 0, peak_map: bool = False):
+                 arena_pages: int = 65536, queue: int = 0, peak_map: bool = False, free_on: str = "self"):
         parse_hold(hold)
-        self.hold, self.allocator = hold, pool_allocator(allocator)
+        if free_on not in FREE_ON:
+            raise NtaError(f"bad --free-on {free_on!r}: choose {', '.join(FREE_ON)}")
+        self.hold, self.allocator, self.queue, self.free_on = hold, pool_allocator(allocator), queue, free_on
         self._stack = contextlib.ExitStack()
+        self.reader: Reader | None = None
         try:
             self.arena = self._stack.enter_context(Arena(max_pages=arena_pages))
             self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=queue,
                                                        allocator=self.allocator))
             self.ctl = self._stack.enter_context(Controller(self.pool, hold))
+            if free_on == "other":
+                self.reader = Reader(self.pool)
+                self._stack.callback(self.reader.close)  # before the controller and pool go
+                lib.nta_ctl_set_handoff(self.ctl._c, self.reader.handoff)
             self.ring = MetaRing(ring_fd)
             self._stack.callback(self.ring.close)
         except BaseException:
@@ -181,18 +307,24 @@ class Consumer:
 
     # -- the loop on its own thread -------------------------------------------------------
 
-    def start(self, idle_us: int, cpus: list[int] | None = None) -> None:
-        """Run the loop on a thread of its own (on ``cpus``, when given), sleeping ``idle_us`` on an empty
-        ring (0: spinning), until stop()."""
+    def start(self, idle_us: int, cpus: list[int] | None = None, reader_cpus: list[int] | None = None,
+              nice: int = 0) -> None:
+        """Run the loop on a thread of its own (on ``cpus``, when given, at ``nice``), sleeping ``idle_us``
+        on an empty ring (0: spinning), until stop(); and the reader, when frees are on another CPU
+        (``reader_cpus``)."""
+        if self.reader:
+            self.reader.start(reader_cpus)
         p = self._poll
         p.until_ns, p.idle_ns, p.stop = 2**64 - 1, idle_us * 1000, 0
 
         def body():
             if cpus:
                 os.sched_setaffinity(0, set(cpus))  # this thread only
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
             self._rc = lib.nta_ctl_poll(self.ctl._c, self.ring._rb, p)
 
-        self._thread = threading.Thread(target=body, name="nta-controller", daemon=True)
+        self._thread = threading.Thread(target=body, name=f"nta-ctl-q{self.queue}", daemon=True)
         self._thread.start()
 
     @property
@@ -261,64 +393,122 @@ class Consumer:
     def snapshot(self, ring_stats: dict) -> dict:
         """Cumulative counts for an interval line."""
         drained, c, p = self._counters()
-        back = p["cached"] + p["ring"]
-        gone = back + p["ring_full"] + p["released_refcnt"]
-        held_bytes = p["pages_in_use"] * self.arena.page_size
-        return {"meta": drained, "lost": ring_stats["lost"], "alloc": c["handled"] - c["alloc_fails"],
-                "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
-                "recycle_pct": 100.0 * back / gone if gone else 0.0,
-                # of the bytes of pages the pool has given to fragments, the share no frame asked for
-                "frag_pct": 100.0 * (1 - c["bytes_held"] / held_bytes) if held_bytes else 0.0}
+        return interval_counts(drained, c, p, ring_stats["lost"], self.arena.page_size)
 
     def latency_us(self) -> dict:
-        """How long records waited from XDP's timestamp to the controller's drain, in microseconds: every
-        record counted (to the microsecond; max exact)."""
-        hist = self._lat_hist
-        total = int(hist.sum())
-        if not total:
-            return {"samples": 0}
-        cum = np.cumsum(hist)
-
-        def at(q: float) -> float:
-            return float(np.searchsorted(cum, q * total, side="left"))
-
-        return {"samples": total, "p50": at(0.50), "p99": at(0.99), "p999": at(0.999),
-                "max": self._poll.lat_max_ns / 1000.0}
+        """How long records waited from XDP's timestamp to the controller's drain (latency_figures)."""
+        return latency_figures(self._lat_hist, self._poll.lat_max_ns)
 
     def finish(self) -> dict:
         """The end of a run: the thread stopped, the ring drained, a last sample, what the policy still
-        holds put back, pool and arena checked; the figures."""
+        holds let go (the reader frees its share, and every free it posted is applied), pool and arena
+        checked; the figures."""
         self.stop()
         self.pump()
         lib.nta_ctl_poll_sample(self.ctl._c, self._poll)
         self.ctl.flush()  # the pool must balance
+        if self.reader:
+            self.reader.stop()
         self.pool.check()
         self.arena.check()
         return self.figures()
 
     def memory(self, ctl: dict, pool: dict) -> dict:
-        """What the frames' fragments took: the pool's pages holding them at their peak, the bytes the frames
-        asked for then and at their own peak, utilisation (asked / bytes of those pages) at that moment and
-        on average while the run went, and apart from those, the pages mapped and idle in the cache and
-        ring at their peak."""
-        page, peak, p = self.arena.page_size, ctl["peak_pages"], self._poll
-        return {"allocator": self.allocator, "page_size": page, "peak_pages": peak,
-                "peak_fragments": ctl["peak_held"], "peak_bytes_asked": ctl["peak_bytes_held"],
-                "bytes_asked_at_peak_pages": ctl["bytes_at_peak_pages"],
-                "utilisation_at_peak": ctl["bytes_at_peak_pages"] / (peak * page) if peak else None,
-                "utilisation_mean": p.util_sum / p.util_samples if p.util_samples else None,
-                "utilisation_samples": p.util_samples, "idle_mapped_pages_peak": pool["peak_idle"]}
+        """What the frames' fragments took (memory_figures)."""
+        return memory_figures(self.allocator, self.arena.page_size, ctl, pool, self._poll.util_sum,
+                              self._poll.util_samples)
 
     def figures(self) -> dict:
         ctl, pool = self.ctl.stats(), self.pool.stats()
-        return {"page_size": self.arena.page_size, "controller": ctl, "pool": pool,
-                "arena": self.arena.stats(), "memory": self.memory(ctl, pool),
-                "latency_us": self.latency_us()}
+        return {"queue": self.queue, "page_size": self.arena.page_size, "free_on": self.free_on,
+                "controller": ctl, "pool": pool, "arena": self.arena.stats(), "memory": self.memory(ctl, pool),
+                "latency_us": self.latency_us(), "reader": self.reader.stats() if self.reader else None}
 
     def close(self) -> None:
-        """Stop the loop's thread (it uses all of the below), then free the ring, controller, pool, arena."""
+        """Stop the loop's thread (it uses all of the below), then the reader's, then free the ring,
+        controller, pool, arena."""
         if self._thread is not None:
             lib.nta_ctl_poll_stop(self._poll)
             self._thread.join()
             self._thread = None
         self._stack.close()
+
+
+@dataclasses.dataclass
+class Place:
+    """Where a queue's controller thread runs (its CPUs; None: anywhere) and at what nice, and its reader's
+    CPUs (with frees on another CPU)."""
+
+    cpus: list[int] | None = None
+    reader_cpus: list[int] | None = None
+    nice: int = 0
+
+
+class Consumers:
+    """A Consumer per RX queue (``ring_fds[q]``: queue q's metadata ring), each with its own arena, pool
+    (ifindex, q), controller and, with frees on another CPU, reader; what a run drives, with the
+    interface of one Consumer: the counts and figures are the queues' added up, and ``figures()["queues"]``
+    has each queue's. ``placement[q]``: where queue q's controller thread and reader run (Place)."""
+
+    def __init__(self, ring_fds: list[int], ifindex: int, hold: str, allocator: str = "nta",
+                 arena_pages: int = 65536, peak_map: bool = False, free_on: str = "self",
+                 placement: list[Place] | None = None):
+        self.queues: list[Consumer] = []
+        self.placement = placement or [Place()] * len(ring_fds)
+        try:
+            for q, fd in enumerate(ring_fds):  # the page map at the peak: queue 0's pool
+                self.queues.append(Consumer(fd, ifindex, hold, allocator, arena_pages, queue=q,
+                                            peak_map=peak_map and q == 0, free_on=free_on))
+        except BaseException:
+            self.close()
+            raise
+        self.allocator, self.free_on = self.queues[0].allocator, free_on
+
+    def start(self, idle_us: int) -> None:
+        for c, where in zip(self.queues, self.placement, strict=True):
+            c.start(idle_us, where.cpus, where.reader_cpus, where.nice)
+
+    @property
+    def running(self) -> bool:
+        return any(c.running for c in self.queues)
+
+    def pump(self) -> int:
+        return sum(c.pump() for c in self.queues)
+
+    @property
+    def drained(self) -> int:
+        return sum(c.drained for c in self.queues)
+
+    def drained_per_queue(self) -> list[int]:
+        return [c.drained for c in self.queues]
+
+    def snapshot(self, ring_stats: dict) -> dict:
+        counts = [c._counters() for c in self.queues]
+        return interval_counts(sum(d for d, _, _ in counts), added([c for _, c, _ in counts]),
+                               added([p for _, _, p in counts]), ring_stats["lost"],
+                               self.queues[0].arena.page_size)
+
+    @property
+    def peak_map(self) -> np.ndarray | None:
+        return self.queues[0].peak_map
+
+    def finish(self) -> dict:
+        """Each queue's end (Consumer.finish); the figures added up, and each queue's."""
+        per_queue = [c.finish() for c in self.queues]
+        if len(per_queue) == 1:
+            return per_queue[0]
+        ctl, pool = added([f["controller"] for f in per_queue]), added([f["pool"] for f in per_queue])
+        first = self.queues[0]
+        polls = [c._poll for c in self.queues]
+        hist = sum((c._lat_hist for c in self.queues[1:]), first._lat_hist.copy())
+        readers = [f["reader"] for f in per_queue if f["reader"]]
+        return {"queue": None, "page_size": first.arena.page_size, "free_on": self.free_on,
+                "controller": ctl, "pool": pool, "arena": added([f["arena"] for f in per_queue]),
+                "memory": memory_figures(self.allocator, first.arena.page_size, ctl, pool,
+                                         sum(p.util_sum for p in polls), sum(p.util_samples for p in polls)),
+                "latency_us": latency_figures(hist, max(p.lat_max_ns for p in polls)),
+                "reader": added(readers) if readers else None, "queues": per_queue}
+
+    def close(self) -> None:
+        for c in self.queues:
+            c.close()

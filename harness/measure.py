@@ -36,10 +36,9 @@ class Loop:
     (``link()``: its IFLA_STATS64) and a controller (harness.controller.Consumer)."""
 
     def __init__(self, prog, consumer=None, *, interval: float = 1.0, drain_us: int = 200,
-                 consumer_cpus: list[int] | None = None, link: Callable[[], dict] | None = None,
+                 link: Callable[[], dict] | None = None,
                  total: int | None = None, progress: bool = False, say: Callable[[str], None] = lambda line: None):
         self.prog, self.consumer, self.interval, self.drain_us = prog, consumer, interval, drain_us
-        self.consumer_cpus = consumer_cpus
         self._link, self.total, self.progress, self.say = link, total, progress and bool(total), say
         self._link0 = link() if link else None
         self.intervals: list[dict] = []
@@ -62,13 +61,18 @@ class Loop:
         d = self.link_delta("tx_packets", "tx_dropped")
         return Reading(time.monotonic() - self.t0, seen, d["tx_packets"] + d["tx_dropped"], d["tx_dropped"])
 
+    def begin(self) -> None:
+        """Start the controller's threads (when there is a controller, and not yet): before the traffic,
+        or the first records wait in the ring until they run."""
+        if self.consumer and not self.consumer.running:
+            self.consumer.start(self.drain_us)
+
     def run(self, keep_going: Callable[[], bool]) -> None:
         """Sample and print until ``keep_going()`` says stop (KeyboardInterrupt passes through); the
         controller, when there is one, drains on its own thread meanwhile."""
         self.t0 = time.monotonic()
         next_tick = self.t0 + self.interval
-        if self.consumer:
-            self.consumer.start(self.drain_us, self.consumer_cpus)
+        self.begin()
         while keep_going():
             time.sleep(min(0.02, max(0.0, next_tick - time.monotonic())))
             if time.monotonic() >= next_tick:

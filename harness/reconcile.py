@@ -14,6 +14,12 @@ Counting points, in the order a frame meets them:
 With a controller, two more: the metadata ring (records submitted, and lost
 when it was full) and the controller (records handled).
 
+With ``--queues N``, each RX queue is a counting point of its own: the
+frames its sender sent, XDP seen on it, its ring and its controller. Each
+queue's metadata reconciles as the whole run's does; its frames do when no
+veth drop was lost (then ``sent = XDP seen`` queue by queue), and the
+queues' XDP counts add up to XDP seen.
+
 A replayed run reconciles when ``sent = XDP seen + veth drops not sent
 again``, the replayer sent (or failed) what the capture calls for, and with a
 controller ``XDP seen = submitted + ring lost`` and ``handled = submitted``.
@@ -32,6 +38,22 @@ def traffic(sent: int, failed: int | None, seen: int, veth_dropped: int, retried
     as_expected = expected is None or expected == sent + (failed or 0)
     return {"resent": resent, "veth_lost": lost, "unaccounted": unaccounted, "as_expected": as_expected,
             "reconciled": unaccounted == 0 and as_expected}
+
+
+def queues(per_queue: list[dict], seen: int, veth_lost: int) -> dict:
+    """The queues' account (``per_queue``: each queue's sent, xdp packets, and with a controller its ring
+    and handled): each queue's metadata, each queue's frames when no veth drop was lost, and the
+    queues' XDP counts against XDP seen."""
+    for q in per_queue:
+        acct = {"unaccounted": q["sent"] - q["xdp"]["packets"] if q["sent"] is not None and not veth_lost
+                else None}
+        if q.get("ring") is not None:
+            acct["metadata"] = metadata(q["xdp"]["packets"], q["ring"], q["handled"])
+        q["reconciliation"] = acct
+        q["reconciled"] = not acct["unaccounted"] and acct.get("metadata", {"reconciled": True})["reconciled"]
+    total = sum(q["xdp"]["packets"] for q in per_queue)
+    return {"xdp_packets": total, "xdp_seen": seen,
+            "reconciled": total == seen and all(q["reconciled"] for q in per_queue)}
 
 
 def metadata(seen: int, ring: dict, handled: int) -> dict:

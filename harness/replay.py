@@ -92,6 +92,7 @@ class ReplayResult:
     driver: str = "tcpreplay"
     calls: int | None = None  # send calls (built-in)
     runs: int | None = None  # xdp: runs of the program (live frames the kernel made)
+    senders: list | None = None  # built-in: each sender's cpu, sent, bytes, failed
 
     @property
     def sent(self) -> int:
@@ -457,7 +458,10 @@ class BuiltinReplayer:
                            rated_pps=c["sent"] / secs if secs else 0.0,
                            successful=c["sent"], failed=c["failed"], truncated=None,
                            retried_enobufs=c["retried_enobufs"], retried_eagain=c["retried_eagain"],
-                           driver=self.driver, calls=c["calls"], runs=runs)
+                           driver=self.driver, calls=c["calls"], runs=runs,
+                           senders=[{"cpu": self.cpus[i] if self.cpus else None, "sent": s.r.sent,
+                                     "bytes": s.r.bytes, "failed": s.r.failed}
+                                    for i, s in enumerate(self.senders)])
         errs = [s.r.last_errno for s in self.senders if s.r.failed]
         if errs:
             res.output = f"last send error: {os.strerror(errs[-1])}"

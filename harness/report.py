@@ -94,11 +94,61 @@ def _controller_lines(doc: dict, out) -> None:
           f"{n(p['ring_full'])}; at the end {n(p['frags'])} fragments live, {n(p['inflight'])} pages "
           f"in flight (the pool's own cache and ring)", file=out)
     print("  " + memory_line(ctl["memory"]), file=out)
+    if ctl.get("free_on") == "other":
+        print("  " + remote_line(c, p, ctl["reader"]), file=out)
     lat = ctl["latency_us"]
     if lat["samples"]:
         how = f"slept {ctl['drain_us']} us on an empty ring" if ctl["drain_us"] else "spun on an empty ring"
         print(f"  latency XDP -> controller: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, "
               f"max {lat['max']:.0f} us ({n(lat['samples'])} records; {how})", file=out)
+
+
+def remote_line(c: dict, p: dict, reader: dict) -> str:
+    """Frees on another CPU: what the controller handed its reader, what the reader posted to the pool's
+    owner, and whether the owner applied all of it."""
+    applied = ("all applied" if p["applied"] == p["posted"] and not p["pending"]
+               else f"{n(p['applied'])} applied, {n(p['pending'])} NOT applied")
+    return (f"frees on another CPU: {n(c['handed_off'])} fragments handed to the reader, which freed "
+            f"{n(reader['freed'])}, posting {n(p['posted'])} in {n(reader['batches'])} batches to the owner: "
+            f"{applied} (queue full {n(p['full'])} times, longest wait {p['max_wait_ns'] / 1000:.0f} us); "
+            f"{n(c['handoff_full'])} put by the controller (handoff full)")
+
+
+def queue_lines(doc: dict, out) -> None:
+    """With --queues N: a line per RX queue, their sum, and the queues' account."""
+    qs = doc["queues"]
+    meta = qs[0].get("ring") is not None
+    head = ["queue", "cpu", "sent", "XDP seen", "bytes"]
+    if meta:
+        head += ["ring submitted", "lost", "handled", "freed", "remote posted", "applied", "live"]
+
+    def cells(q: dict) -> list[str]:
+        row = [n(q["sent"]), n(q["xdp"]["packets"]), n(q["xdp"]["bytes"])]
+        if meta:
+            row += [n(q["ring"]["submitted"]), n(q["ring"]["lost"]), n(q["handled"]), n(q["frees"]),
+                    n(q["remote"]["posted"]), n(q["remote"]["applied"]), n(q["live_fragments"])]
+        return row
+
+    rows = [[str(q["queue"]), str(q["cpu"]), *cells(q)] for q in qs]
+    total = {"sent": sum(q["sent"] for q in qs),
+             "xdp": {k: sum(q["xdp"][k] for q in qs) for k in ("packets", "bytes")}}
+    if meta:
+        total.update(ring={k: sum(q["ring"][k] for q in qs) for k in ("submitted", "lost")},
+                     handled=sum(q["handled"] for q in qs), frees=sum(q["frees"] for q in qs),
+                     remote={k: sum(q["remote"][k] for q in qs) for k in ("posted", "applied")},
+                     live_fragments=sum(q["live_fragments"] for q in qs))
+    rows.append(["sum", "", *cells(total)])
+    table(rows, head, out)
+    acct = doc["reconciliation"]["queues"]
+    bad = [str(q["queue"]) for q in qs if not q["reconciled"]]
+    if acct["reconciled"]:
+        print(f"  queues reconciled: each queue's " + ("sent = XDP seen, " if qs[0]["reconciliation"]["unaccounted"]
+                                                      is not None else "")
+              + ("XDP seen = ring submitted + lost, handled = submitted; " if meta else "")
+              + f"the queues' XDP counts add up to XDP seen {n(acct['xdp_seen'])}", file=out)
+    else:
+        print(f"  queues NOT reconciled: queues {', '.join(bad) or 'none'} disagree; the queues' XDP counts "
+              f"add up to {n(acct['xdp_packets'])}, XDP seen {n(acct['xdp_seen'])}", file=out)
 
 
 def pct(x: float | None) -> str:
@@ -143,6 +193,8 @@ def run_summary(doc: dict, out=sys.stdout) -> None:
     if doc["ring"] is not None:
         _controller_lines(doc, out)
         print(_metadata_verdict(doc), file=out)
+    if doc.get("queues"):
+        queue_lines(doc, out)
     if rp["failed"]:
         print(f"  replayer failures: {n(rp['failed'])} packets {rp['driver']} could not send"
               + (f" ({rp['error']})" if rp.get("error") else ""), file=out)

@@ -17,7 +17,7 @@ import os
 import sys
 
 from harness import cpus, pcapfile, reconcile, report, topology
-from harness.controller import Consumer, parse_hold
+from harness.controller import FREE_ON, Consumers, Place, parse_hold
 from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop
@@ -38,6 +38,11 @@ NAPI_MODES = ("softirq", "threaded")
 DRAIN_US = 200  # the controller's sleep between drains of an empty ring, when it shares a CPU
 DRAIN_US_OWN_CPU = 50  # and when it has one of its own
 RATE_TOLERANCE = 0.01  # a --pps or --mbps rate is held when reached within 1%
+# A controller sharing its CPU with a sender runs at this nice: the sender (with XDP and NAPI in its time
+# slices) then yields to it, as a user-space generator yields to the softirq that runs a page pool. At nice
+# 0 the two split the CPU and the ring overflows (measured: --queues 2, two xdp senders, IMIX: 11-17% of
+# the records lost at nice 0; none at -5 or -10).
+CONTROLLER_NICE = -10
 MAX_TIMED_SPAN = 86400.0  # seconds: a loop at capture timing longer than a day is a bad timestamp
 
 
@@ -63,7 +68,9 @@ class RunConfig:
     napi: str = "softirq"  # or "threaded": the dut veth polls in a kernel thread (see Topology)
     batch: int | None = None  # frames per sendmmsg, TX ring send or BPF_PROG_RUN (None: replay.DEFAULT_BATCH)
     send: str = "sendmmsg"  # or "tx-ring" (builtin)
-    threads: int = 1  # builtin or xdp senders, each on its own CPU and veth queue
+    threads: int | None = None  # builtin or xdp senders, each on its own CPU and veth queue (None: one a queue)
+    queues: int = 1  # RX queues of the dut, each with its own ring, controller and pool (and a sender each)
+    free_on: str = "self"  # who frees what the hold policy lets go: the controller, or a reader ("other")
     peak_map: bool = False  # keep the pool's page map at its peak (RunResult.peak_map; --plot does too)
     strict: bool = False  # refuse a capture cut short instead of replaying its complete records
 
@@ -82,12 +89,26 @@ class RunConfig:
         if self.replayer not in DRIVERS:
             raise NtaError(f"bad --replayer {self.replayer!r}: choose {', '.join(DRIVERS)}")
         check_builtin(self.batch, self.method)
+        cpus.check_threads(self.queues, "--queues")
+        if self.queues > 1 and self.replayer == "tcpreplay":
+            raise NtaError(f"--queues {self.queues} needs a sender per queue: use --replayer builtin or xdp")
+        if self.threads is None:
+            self.threads = self.queues
         if self.threads > 1 and self.replayer == "tcpreplay":
             raise NtaError("--threads is for the built-in replayers (--replayer builtin or xdp)")
         if self.replayer == "xdp" and self.mode != "native":
             raise NtaError(f"--replayer xdp redirects frames into {topology.DUT_IF}, which veth takes only with "
                            "native XDP on it: use --mode native")
+        if self.queues > 1 and self.threads != self.queues:
+            raise NtaError(f"--threads {self.threads} with --queues {self.queues}: a sender per queue")
         cpus.check_threads(self.threads)
+        if self.free_on not in FREE_ON:
+            raise NtaError(f"bad --free-on {self.free_on!r}: choose {', '.join(FREE_ON)}")
+        if self.free_on == "other":
+            if not self.controller:
+                raise NtaError("--free-on other: only with --controller (it frees the controller's fragments)")
+            if len(cpus.usable()) < 2:
+                raise NtaError("--free-on other frees on another CPU, and this process may use only one")
         if self.controller:
             parse_hold(self.hold)
             self.allocator = pool_allocator(self.allocator)
@@ -100,8 +121,8 @@ class RunConfig:
     def program(self, ns: str | None, ifname: str) -> XdpProgram:
         """The XDP program this run attaches (not yet attached)."""
         if self.controller:
-            return MetaProgram(ns, ifname, self.action, self.mode, ring_pages=self.ring_pages)
-        return XdpProgram(ns, ifname, self.action, self.mode)
+            return MetaProgram(ns, ifname, self.action, self.mode, ring_pages=self.ring_pages, queues=self.queues)
+        return XdpProgram(ns, ifname, self.action, self.mode, queues=self.queues)
 
     def drain_for(self, own_cpu: bool) -> int:
         """How long the controller sleeps on an empty ring, unless told: DRAIN_US_OWN_CPU when it has a
@@ -142,6 +163,7 @@ class RunResult:
     xmit: dict | None = None  # xdp replayer: frames the gen veth took from XDP redirects, and refused
     consumer: dict | None = None  # controller, pool, arena figures at the end (held ones flushed)
     peak_map: object = None  # the pool's page map at its peak (numpy; with --plot or peak_map)
+    queues: list[dict] | None = None  # with --queues N: each RX queue's counts (queue_counts)
 
     @property
     def expected(self) -> int | None:
@@ -155,6 +177,12 @@ class RunResult:
     def traffic(self) -> dict:
         return reconcile.traffic(self.replay.sent, self.replay.failed, self.xdp.packets, self.veth_dropped,
                                  self.replay.retried_enobufs, self.expected)
+
+    @property
+    def queue_account(self) -> dict | None:
+        if self.queues is None:
+            return None
+        return reconcile.queues(self.queues, self.xdp.packets, self.veth_lost)
 
     @property
     def metadata(self) -> dict | None:
@@ -181,7 +209,8 @@ class RunResult:
 
     @property
     def reconciled(self) -> bool:
-        return self.traffic["reconciled"] and (self.metadata is None or self.metadata["reconciled"])
+        return (self.traffic["reconciled"] and (self.metadata is None or self.metadata["reconciled"])
+                and (self.queue_account is None or self.queue_account["reconciled"]))
 
     @property
     def rate(self) -> dict | None:
@@ -208,7 +237,7 @@ class RunResult:
                     "interval": c.interval, "replayer": c.replayer,
                     "send": c.send if c.replayer == "builtin" else None, "threads": c.threads,
                     "batch": None if c.replayer == "tcpreplay" else c.batch or DEFAULT_BATCH[c.method],
-                    "napi": c.napi},
+                    "napi": c.napi, "queues": c.queues, "free_on": c.free_on if c.controller else None},
             capture=self.capture.as_dict(),
             topology=self.topology,
             xdp={"mode": self.xdp_mode, "prog_id": self.xdp_prog_id},
@@ -231,7 +260,8 @@ class RunResult:
             ring=self.ring,
             controller=None if self.consumer is None else
             {"hold": c.hold, "allocator": c.allocator, "drain_us": c.drain_us, **self.consumer},
-            reconciliation={"traffic": acct, "metadata": meta},
+            queues=self.queues,
+            reconciliation={"traffic": acct, "metadata": meta, "queues": self.queue_account},
             reconciled=self.reconciled,
             unaccounted=acct["unaccounted"] + (meta["unaccounted"] if meta else 0),
             wall_seconds=self.wall,
@@ -294,6 +324,62 @@ def _place_threads(cfg: RunConfig, topo) -> list[int] | None:
     return sender_cpus
 
 
+def queue_cpus(cfg: RunConfig, sender_cpus: list[int]) -> list[int] | None:
+    """With --queues N, the CPU each RX queue's frames arrive on: its sender's, where the queue's NAPI and
+    XDP run. veth puts a frame an XDP program redirects on rx queue (CPU % queues), and one sent on tx
+    queue i (transmit packet steering: sender i) on rx queue i."""
+    if cfg.queues == 1:
+        return None
+    by_queue = ({cpu % cfg.queues: cpu for cpu in sender_cpus} if cfg.replayer == "xdp"
+                else dict(enumerate(sender_cpus)))
+    if sorted(by_queue) != list(range(cfg.queues)):
+        raise NtaError(f"--queues {cfg.queues}: the senders' CPUs {sender_cpus} do not map one to one onto the "
+                       "dut's queues (the xdp sender on CPU c feeds queue c % queues)")
+    return [by_queue[q] for q in range(cfg.queues)]
+
+
+def place_controllers(cfg: RunConfig, sender_cpus: list[int] | None,
+                      per_queue: list[int] | None) -> tuple[list[Place], list[int]]:
+    """Where each queue's controller and reader run, and the CPUs no sender has. One queue: the
+    controller on the spare CPUs (none: where the scheduler puts it); N queues: queue q's controller on
+    its CPU, as the kernel runs a queue's page pool where its NAPI runs, at CONTROLLER_NICE. A reader
+    (--free-on other) runs on another CPU than its controller: the next one."""
+    usable = cpus.usable()
+    nxt = {c: usable[(i + 1) % len(usable)] for i, c in enumerate(usable)}
+    other = cfg.free_on == "other"
+    if per_queue:
+        return [Place([c], [nxt[c]] if other else None, CONTROLLER_NICE) for c in per_queue], []
+    spare = [c for c in usable if c not in sender_cpus] if sender_cpus else []
+    if not other:
+        return [Place(spare or None)], spare
+    ctl = spare or usable[-1:]
+    return [Place(ctl, [c for c in usable if c not in ctl][:1])], spare
+
+
+def queue_counts(cfg: RunConfig, per_queue_cpu: list[int], prog, replay: ReplayResult,
+                 figures: dict | None) -> list[dict]:
+    """Each RX queue's counts: its CPU, what its sender sent, what XDP saw on it, and with a controller
+    its ring, controller and pool at the end."""
+    queue_of = {cpu: q for q, cpu in enumerate(per_queue_cpu)}
+    sent = [0] * cfg.queues
+    for s in replay.senders or []:
+        sent[queue_of[s["cpu"]]] += s["sent"]
+    out = []
+    for q, xs in enumerate(prog.queue_stats()):
+        row = {"queue": q, "cpu": per_queue_cpu[q], "sent": sent[q],
+               "xdp": {"packets": xs["packets"], "bytes": xs["bytes"]}}
+        if figures is not None:
+            f = figures["queues"][q]
+            c, p = f["controller"], f["pool"]
+            row.update(ring={"submitted": xs["submitted"], "lost": xs["lost"]}, handled=c["handled"],
+                       frees=c["frees"], handed_off=c["handed_off"], handoff_full=c["handoff_full"],
+                       remote={k: p[k] for k in ("posted", "batches", "applied", "bad", "pending", "full",
+                                                 "max_wait_ns")},
+                       live_fragments=p["frags"], held=c["held"], peak_pages=c["peak_pages"])
+        out.append(row)
+    return out
+
+
 def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
     """Check everything, then bring up, measure and tear down. Raises NtaError."""
     cfg.check()
@@ -327,19 +413,20 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
     with contextlib.ExitStack() as stack:
         topo = stack.enter_context(topology.Topology(cfg.tag, mtu=info.mtu, queues=cfg.threads))
         prog = stack.enter_context(cfg.program(topo.dut_ns, topo.dut_if))
+        sender_cpus = _place_threads(cfg, topo)
+        per_queue_cpu = queue_cpus(cfg, sender_cpus)
+        placement, spare = place_controllers(cfg, sender_cpus, per_queue_cpu)
         consumer = None
         if cfg.controller:
-            consumer = Consumer(prog.ring_fd, topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
-                                cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir))
+            consumer = Consumers(prog.ring_fds, topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
+                                 cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir), free_on=cfg.free_on,
+                                 placement=placement)
             stack.callback(consumer.close)
-        sender_cpus = _place_threads(cfg, topo)
+            cfg = dataclasses.replace(cfg, drain_us=cfg.drain_for(own_cpu=bool(spare)))
         # With the senders pinned and a CPU left, the controller's thread takes it, and this thread (the
         # interval lines: milliseconds of netlink and map reads a second) keeps to the senders' CPUs:
         # the scheduler puts it beside the controller otherwise, which then waits for it.
-        spare = [c for c in cpus.usable() if c not in sender_cpus] if sender_cpus and consumer else []
-        if consumer:
-            cfg = dataclasses.replace(cfg, drain_us=cfg.drain_for(own_cpu=bool(spare)))
-        if spare:
+        if spare and consumer:
             stack.enter_context(cpus.pinned(sender_cpus))
         mode, prog_id = topo.xdp_attached()
         say(f"nta run: {os.path.basename(cfg.pcap)} ({report.n(info.frames)} frames) x{cfg.replay.loops} at "
@@ -347,14 +434,16 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             f"{topo.dut_if} [{topo.dut_ns}], MTU {info.mtu}, "
             + ("threaded NAPI, " if cfg.napi == "threaded" else "") +
             f"XDP {mode} (prog id {prog_id}), action {cfg.action}"
-            + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else ""))
+            + (f", {cfg.queues} queues" if cfg.queues > 1 else "")
+            + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else "")
+            + (", freed by a reader on another CPU" if consumer and cfg.free_on == "other" else ""))
         # On a terminal, each line also says how far the run is (of the packets it calls for).
         total = None if cfg.replay.duration or cfg.replay.limit else info.frames * cfg.replay.loops
-        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, consumer_cpus=spare or None,
-                    link=lambda: topo.link_stats("gen"), total=total,
+        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, link=lambda: topo.link_stats("gen"), total=total,
                     progress=getattr(out, "isatty", lambda: False)(), say=say)
         say(loop.header())
         xmit0 = xdp_xmit(topo) if cfg.replayer == "xdp" else None
+        loop.begin()
         with replayer(stack, cfg, info, topo, sender_cpus) as rp:
             loop.run(rp.running)
             replay = rp.finish()
@@ -371,7 +460,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                            replay=replay, xdp=prog.stats(), veth_tx=veth_tx,
                            veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=loop.intervals,
                            ring=ring, consumer=figures, peak_map=consumer.peak_map if consumer else None,
-                           xmit=xmit)
+                           xmit=xmit,
+                           queues=queue_counts(cfg, per_queue_cpu, prog, replay, figures) if per_queue_cpu else None)
     doc = result.as_dict()
     if not cfg.quiet:
         report.run_summary(doc, out)

@@ -160,11 +160,14 @@ class XdpProgram:
     NAME = "nta_xdp_count"
 
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
-                 defines: dict | None = None):
+                 defines: dict | None = None, queues: int = 1):
         if mode not in MODES:
             raise NtaError(f"bad XDP mode {mode!r}: choose {', '.join(MODES)}")
+        if queues < 1:
+            raise NtaError(f"bad number of queues {queues}")
         self.ns, self.ifname, self.action, self.mode, self.name = ns, ifname, action, mode, self.NAME
-        self._cflags = cflags(action, defines)
+        self.queues = queues
+        self._cflags = cflags(action, {**(defines or {}), "NTA_QUEUES": queues})
         self.bpf = None
         self._prog_fd = -1
         self._creator = os.getpid()
@@ -177,6 +180,7 @@ class XdpProgram:
         try:
             self.bpf = compile_bpf(self.name, self._cflags)
             self._prog_fd = load_xdp_frags(self.bpf, self.name)
+            self._prepare()
         except NtaError:
             self._close()
             raise
@@ -195,6 +199,9 @@ class XdpProgram:
             where = f" in {self.ns}" if self.ns else ""
             raise NtaError(f"attaching XDP ({self.mode}) to {self.ifname}{where}: {why}") from None
         return self
+
+    def _prepare(self) -> None:
+        """What the program's maps need before it is attached (subclasses)."""
 
     def __exit__(self, *exc) -> None:
         self.detach()
@@ -231,6 +238,22 @@ class XdpProgram:
         out.last_ns = max((c.last_ns for c in per_cpu if c.packets), default=0)
         return out
 
+    COUNTED_PER_QUEUE = False  # with one queue, the program counts per queue only if it says so
+
+    def queue_stats(self) -> list[dict]:
+        """Per RX queue, summed over CPUs: the frames and bytes XDP saw on it (and with the metadata
+        program, the records submitted to its ring and lost)."""
+        if self.queues == 1 and not self.COUNTED_PER_QUEUE:
+            s = self.stats()
+            return [{"packets": s.packets, "bytes": s.bytes}]
+        table = self.bpf[b"nta_queue_stats"]
+        keys = ("packets", "bytes", "submitted", "lost") if self.COUNTED_PER_QUEUE else ("packets", "bytes")
+        out = []
+        for q in range(self.queues):
+            per_cpu = table[ctypes.c_int(q)]
+            out.append({k: sum(getattr(c, k) for c in per_cpu) for k in keys})
+        return out
+
 
 # the metadata ring's default size: 4 MiB, 13 ms of records at 6.5 Mpps (a stall of the controller on a
 # shared machine lasts milliseconds)
@@ -238,25 +261,54 @@ RING_PAGES = 1024
 
 
 class MetaProgram(XdpProgram):
-    """nta_xdp_meta: counts, parses L2-L4 and writes a struct nta_meta per frame into a BPF ring
-    buffer (``ring_fd``), which the controller drains (harness.controller.MetaRing)."""
+    """nta_xdp_meta: counts, parses L2-L4 and writes a struct nta_meta per frame into the BPF ring
+    buffer of the frame's RX queue (``ring_fds[queue]``; ``ring_fd``, queue 0's), which that queue's
+    controller drains (harness.controller.MetaRing). Queue 0's ring is the one BCC makes; the others
+    are made here, named nta_meta_rq<N>, and closed with the program."""
 
     NAME = "nta_xdp_meta"
 
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
-                 ring_pages: int = RING_PAGES):
+                 ring_pages: int = RING_PAGES, queues: int = 1):
         if ring_pages < 1 or ring_pages & (ring_pages - 1):
             raise NtaError(f"bad ring size {ring_pages} pages: a power of two")
-        super().__init__(ns, ifname, action, mode,
-                         defines={"NTA_RING_PAGES": ring_pages})
+        super().__init__(ns, ifname, action, mode, defines={"NTA_RING_PAGES": ring_pages}, queues=queues)
+        self.ring_pages = ring_pages
+        self._own_rings: list[int] = []
+
+    def _prepare(self) -> None:
+        _, lib = cmodule.load("_traffic_c")
+        fds = [self.bpf[b"nta_meta_ring"].map_fd]
+        for q in range(1, self.queues):
+            fd = lib.nta_ringbuf_map_create(f"nta_meta_rq{q}".encode(), self.ring_pages * os.sysconf("SC_PAGE_SIZE"))
+            if fd < 0:
+                raise NtaError(f"making the metadata ring of RX queue {q}: {os.strerror(-fd)}")
+            self._own_rings.append(fd)
+            fds.append(fd)
+        rings = self.bpf[b"nta_meta_rings"]
+        for q, fd in enumerate(fds):
+            rings[ctypes.c_int(q)] = ctypes.c_int(fd)
+
+    def _close(self) -> None:
+        super()._close()
+        for fd in self._own_rings:
+            os.close(fd)
+        self._own_rings = []
+
+    @property
+    def ring_fds(self) -> list[int]:
+        return [self.bpf[b"nta_meta_ring"].map_fd, *self._own_rings]
 
     @property
     def ring_fd(self) -> int:
-        return self.bpf[b"nta_meta_ring"].map_fd
+        return self.ring_fds[0]
+
+    COUNTED_PER_QUEUE = True
 
     def ring_stats(self) -> dict:
-        per_cpu = self._per_cpu("nta_ring_stats")
-        return {"submitted": sum(c.submitted for c in per_cpu), "lost": sum(c.lost for c in per_cpu)}
+        """The metadata rings' counts, summed over queues."""
+        per_q = self.queue_stats()
+        return {k: sum(q[k] for q in per_q) for k in ("submitted", "lost")}
 
 
 class GenProgram:

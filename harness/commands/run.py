@@ -38,7 +38,8 @@ def handle(args) -> int:
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
-        allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict, **builtin,
+        allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict,
+        queues=args.queues, free_on=args.free_on, **builtin,
         **({"ring_pages": args.ring_pages} if args.ring_pages is not None else {}))
     if args.ebpf:
         print(cfg.program(args.netns, args.iface or DUT_IF).describe())
@@ -68,6 +69,8 @@ def add(sub) -> None:
             nta run --pcap build/imix.pcap --loops 2000 --topspeed --napi threaded --replayer builtin \\
                     --send tx-ring
             nta run --pcap build/imix.pcap --loops 500 --pps 200000 --controller --hold flow:16
+            nta run --pcap build/imix.pcap --loops 5000 --topspeed --replayer xdp --queues 2 --controller \
+                    --hold random:3000 --free-on other
             nta run --iface eth1 --no-replay --mode generic --controller --duration 30
             nta run --ebpf                     # print the XDP program and its flags
             exit status: 0 ok, 1 error, 2 bad usage or a malformed capture, 3 counts did not reconcile"""),
@@ -89,6 +92,11 @@ def add(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="with --replayer builtin or xdp: N senders, each on its own CPU and veth queue, each "
                         "with whole conversations of the capture (default 1)")
+    p.add_argument("--queues", type=positive_int, default=1, metavar="N",
+                   help="N RX/TX queues on the veth pair, up to the CPUs, a sender on each (--replayer builtin "
+                        "or xdp; --threads defaults to N), and with --controller a metadata ring, controller "
+                        "thread (on the queue's CPU) and page pool on an arena of its own per queue; the "
+                        "summary counts each queue (default 1)")
     p.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="with --replayer builtin or xdp: frames per call, 1..1024 (default 64); with xdp, runs "
                         "of the program per BPF_PROG_RUN, 1..65536 (default 4096)")
@@ -126,6 +134,10 @@ def add(sub) -> None:
                         "allocates it from the dut's page pool on an NTA arena and holds it (--hold)")
     p.add_argument("--hold", default="immediate", metavar="POLICY",
                    help="with --controller: immediate, packets:N, usec:T, flow:K or random:N")
+    p.add_argument("--free-on", choices=("self", "other"), default="self",
+                   help="with --controller: who frees what the hold policy lets go: the controller itself "
+                        "(self, the default), or a reader thread on another CPU (other), as a socket's "
+                        "reader would, posting the frees to the pool's owner through its lock-free queue")
     p.add_argument("--allocator", choices=("nta", "slab", "ppfrag", "page", "pow2"), default="nta",
                    help="with --controller: who places each frame's fragment in the pool's pages: nta (exact "
                         "size in chunks, any partly used page, combined on free; the default), slab (powers "

@@ -4,7 +4,8 @@
  * libbpf's bpf_prog_load(). BCC compiles and relocates the maps; only the
  * load flag it cannot pass (BPF_F_XDP_HAS_FRAGS) is ours. On failure the
  * load is tried again with the verifier's log on, and its last lines are
- * handed back.
+ * handed back. Also the ring buffer maps a program's array of rings holds
+ * beside the one BCC made.
  */
 #include <bpf/bpf.h>
 #include <errno.h>
@@ -55,4 +56,11 @@ int nta_xdp_load_frags(const void *insns, size_t insn_bytes, const char *name, c
 			return fd;
 	}
 	return -err;
+}
+
+int nta_ringbuf_map_create(const char *name, uint32_t bytes)
+{
+	int fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, name, 0, 0, bytes, NULL);
+
+	return fd >= 0 ? fd : -errno;
 }

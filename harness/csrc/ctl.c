@@ -47,6 +47,7 @@ struct nta_ctl {
 	size_t nheap, heap_cap;
 	uint64_t rng;
 	uint64_t packets;
+	struct nta_handoff *handoff; /* frees go to a reader (handoff.c); NULL: put here */
 };
 
 static uint64_t next_rand(struct nta_ctl *c)
@@ -60,6 +61,16 @@ static uint64_t next_rand(struct nta_ctl *c)
 
 static void release(struct nta_ctl *c, struct held h)
 {
+	if (c->handoff) {
+		if (nta_handoff_push(c->handoff, h.off) == 0) {
+			c->st.handed_off++;
+			c->st.frees++;
+			c->st.held--;
+			c->st.bytes_held -= h.len;
+			return;
+		}
+		c->st.handoff_full++;
+	}
 	if (nta_pool_put(c->pool, (uint64_t)h.off, NTA_POOL_DIRECT) == 0) {
 		c->st.frees++;
 		c->st.held--;
@@ -287,6 +298,11 @@ long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t
 		TAKE(c->heap[i]);
 #undef TAKE
 	return (long)n;
+}
+
+void nta_ctl_set_handoff(struct nta_ctl *c, struct nta_handoff *h)
+{
+	c->handoff = h;
 }
 
 int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st)

@@ -63,6 +63,8 @@ struct nta_ctl_stats {
 	uint64_t peak_bytes_held;
 	uint64_t peak_pages;          /* the most pages the pool had in use (holding fragments) */
 	uint64_t bytes_at_peak_pages; /* bytes the frames held asked for when pages first reached it */
+	uint64_t handed_off;          /* of frees, fragments handed to a reader (nta_ctl_set_handoff) */
+	uint64_t handoff_full;        /* of frees, put here because the handoff was full */
 };
 struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena, const struct nta_ctl_config *cfg);
 long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n);
@@ -73,6 +75,44 @@ long nta_ctl_flush(struct nta_ctl *c);
 long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t max);
 int nta_ctl_stats(const struct nta_ctl *c, struct nta_ctl_stats *st);
 void nta_ctl_destroy(struct nta_ctl *c);
+
+/*
+ * Frees on another CPU (handoff.c): with a handoff set, what the policy lets
+ * go is handed to a reader (a thread on another CPU, as a socket's reader),
+ * which reads each fragment and frees it, posting the frees in batches to
+ * the pool's remote queue (nta_pool_put_remote_bulk). The handoff is a
+ * bounded single-producer (the controller), single-consumer (the reader)
+ * ring of offsets; when it is full the controller puts the fragment itself
+ * (counted: handoff_full).
+ */
+struct nta_handoff;
+struct nta_handoff *nta_handoff_create(uint32_t size); /* size: a power of two >= 2 */
+void nta_handoff_destroy(struct nta_handoff *h);
+int nta_handoff_push(struct nta_handoff *h, int64_t off);               /* 0, or -EAGAIN (full) */
+long nta_handoff_take(struct nta_handoff *h, int64_t *offs, size_t max); /* how many taken */
+uint64_t nta_handoff_queued(const struct nta_handoff *h);
+/* Hand what the policy lets go to h from now on (NULL: put it here again). */
+void nta_ctl_set_handoff(struct nta_ctl *c, struct nta_handoff *h);
+
+#define NTA_FREE_READER_BATCH 64
+struct nta_free_reader {
+	/* in */
+	struct nta_handoff *from;
+	struct nta_pool *pool;  /* the fragments' pool: another thread owns it */
+	const struct nta_arena *arena; /* the pool's, mapped in this process */
+	uint64_t idle_ns;       /* slept on an empty handoff (0: spin); < 1 s */
+	uint32_t batch;         /* frees posted at once, <= NTA_FREE_READER_BATCH; 0 means the max */
+	int32_t stop;
+	/* out, cumulative */
+	uint64_t taken, batches; /* fragments freed (posted), and the batches posted */
+	uint64_t full_waits;     /* posts refused (the remote queue was full) and tried again */
+	uint64_t empty;          /* passes that found the handoff empty */
+	uint64_t sum;            /* of the first 8 bytes of every fragment read */
+};
+/* Read and free what comes through r->from until stopped (nta_free_reader_stop(), any thread) and the
+ * handoff is empty. Returns 0, -EINVAL, or a post's error. */
+long nta_free_reader_run(struct nta_free_reader *r);
+void nta_free_reader_stop(struct nta_free_reader *r);
 
 /*
  * The controller's loop (ctlpoll.c): drain rb into buf, max records at a time, and handle them, until

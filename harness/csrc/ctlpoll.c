@@ -120,6 +120,8 @@ long nta_ctl_poll(struct nta_ctl *c, struct nta_ringbuf *rb, struct nta_ctl_poll
 		}
 		if (n > 0)
 			continue; /* more may have come meanwhile */
+		if (p->pool) /* frees other threads posted: applied even while no frame comes */
+			nta_pool_drain_remote(p->pool);
 		if (now >= p->until_ns || __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
 			return 0;
 		p->empty++;

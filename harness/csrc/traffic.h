@@ -21,6 +21,9 @@
  * verifier's log (its last lines) in log.
  */
 int nta_xdp_load_frags(const void *insns, size_t insn_bytes, const char *name, char *log, size_t log_len);
+/* A BPF ring buffer map of ``bytes`` (a power of two of pages) named ``name``, for a program's array of
+ * rings (an RX queue's metadata ring beside the program's own). Returns its fd, or -errno. */
+int nta_ringbuf_map_create(const char *name, uint32_t bytes);
 
 /*
  * The built-in replayer: frames preloaded in memory, sent on an AF_PACKET
