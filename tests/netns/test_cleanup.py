@@ -8,11 +8,12 @@ import sys
 import pytest
 
 import harness.run
+from harness import cpus
 from harness.replay import ReplayOptions
 from harness.run import RunConfig, run
 from harness.topology import list_topologies
 from tests.conftest import ROOT, assert_one_line_error, nta
-from tests.netns.conftest import harness_processes, nta_namespaces, nta_programs, wait_until
+from tests.netns.conftest import harness_processes, nta_maps, nta_namespaces, nta_programs, wait_until
 
 
 def tcpreplay_pids() -> set[int]:
@@ -140,11 +141,16 @@ def test_topo_down_spares_a_live_run_unless_forced(tag):
     assert nta_namespaces() == []
 
 
-@pytest.mark.parametrize("replayer", ["tcpreplay", "builtin", "xdp"])
-def test_kill_9_mid_replay_leaves_nothing_once_topo_down_has_run(tag, replayer):
-    """Whatever the replayer: after kill -9 and 'nta topo down', no process of the harness is left and no
-    namespace."""
-    proc = long_run(tag, "--replayer", replayer)
+@pytest.mark.parametrize("replayer, extra", [
+    ("tcpreplay", ()), ("builtin", ()), ("xdp", ()),
+    ("xdp", ("--queues", "2", "--controller", "--hold", "random:100", "--free-on", "other")),
+])
+def test_kill_9_mid_replay_leaves_nothing_once_topo_down_has_run(tag, replayer, extra):
+    """Whatever the replayer (and with a ring, controller, pool and reader per queue): after kill -9 and
+    'nta topo down', no process of the harness is left, no namespace, no program or map."""
+    if "--queues" in extra and len(cpus.usable()) < 2:
+        pytest.skip("two queues need two CPUs")
+    proc = long_run(tag, "--replayer", replayer, *extra)
     wait_attached(tag, proc, replayer)
     proc.kill()
     proc.communicate(timeout=30)
@@ -152,6 +158,7 @@ def test_kill_9_mid_replay_leaves_nothing_once_topo_down_has_run(tag, replayer):
     assert nta_namespaces() == []
     assert wait_until(lambda: not harness_processes(), timeout=5), harness_processes()
     assert wait_until(lambda: not nta_programs(), timeout=5)
+    assert wait_until(lambda: not nta_maps(), timeout=5), nta_maps()
 
 
 def test_topo_down_ends_what_still_runs_in_a_stale_topology(tag):

@@ -145,6 +145,7 @@ def test_frags_hold_packet_bytes():
 SIZES = st.one_of(st.sampled_from([64, 576, 1500, 1514, 60]), st.integers(1, 4096), st.integers(4097, 20000))
 PAGE = 4096
 # pages a pool's two heaps may keep with nothing in them: the NTA its last page, ppfrag its current one,
+REMOTE_QUEUE = 4  # posts the pool's remote queue holds: full often
 # slab an empty slab a class (32 to 4096 bytes: 8 classes)
 KEPT = {"nta": 2, "ppfrag": 2, "slab": 16, "page": 0}
 
@@ -166,7 +167,12 @@ def handed(allocator: str, size: int) -> int:
 class PoolModel(RuleBasedStateMachine):
     """Holders per offset, as the model sees them, under each of the four allocators; after every step
     the pool's and the arena's books checked, the fragments' counts and bytes as the allocator hands them
-    out, no two live fragments overlapping, each one's bytes as written, and the pages in use exact."""
+    out, no two live fragments overlapping, each one's bytes as written, and the pages in use exact.
+
+    Two threads' worth of interleavings: a put may be posted as another thread would (alone, or a batch
+    of them at once, into a queue of 4 that is often full), and stays posted, the fragment still held,
+    until the owner's next allocation or drain applies it; the model's steps interleave posts with the
+    owner's calls in any order. (Threads really racing are test_remote.c's, under ThreadSanitizer.)"""
 
     @initialize(cache=st.sampled_from([2, 8, 128]), ring=st.sampled_from([2, 16, 1024]),
                 allocator=st.sampled_from(["nta", "slab", "ppfrag", "page"]))
@@ -174,14 +180,16 @@ class PoolModel(RuleBasedStateMachine):
         self.allocator = allocator
         self.arena = Arena(max_pages=160, reserve_pages=8)
         self.pool = Pool(self.arena, cache_size=cache, refill=min(cache, 4), ring_size=ring,
-                         allocator=allocator)
-        self.refs: dict[int, int] = {}
+                         allocator=allocator, remote_size=REMOTE_QUEUE)
+        self.refs: dict[int, int] = {}  # holders, counting puts posted and not yet applied
+        self.posted: list[int] = []  # offsets of puts posted, in order, not yet applied
+        self.applied = 0
         self.sizes: dict[int, int] = {}  # offset -> size asked (0 for whole pages)
         self.fill: dict[int, int] = {}  # offset -> the byte written over it
 
     def teardown(self):
         if hasattr(self, "pool"):
-            self.pool.drain_remote()
+            self.drain()
             for off, n in list(self.refs.items()):
                 for _ in range(n):
                     self.pool.put(off)
@@ -191,6 +199,22 @@ class PoolModel(RuleBasedStateMachine):
             self.pool.destroy()
             assert self.arena.stats()["pages_in_use"] == 0  # every page back in the arena
             self.arena.close()
+
+    def _applied(self):
+        """The owner applied every posted put (an allocation or drain does)."""
+        for off in self.posted:
+            self._let_go(off)
+        self.applied += len(self.posted)
+        self.posted = []
+
+    def _let_go(self, off):
+        self.refs[off] -= 1
+        if not self.refs[off]:
+            del self.refs[off], self.sizes[off], self.fill[off]
+
+    def _own(self) -> list[int]:
+        """Offsets with a holder whose put is not posted yet."""
+        return sorted(o for o, n in self.refs.items() if n > self.posted.count(o))
 
     def _took(self, off, size):
         assert off not in self.refs
@@ -204,7 +228,9 @@ class PoolModel(RuleBasedStateMachine):
             off = self.pool.alloc_frag(size, reserve=reserve)
         except ArenaError as e:
             assert e.errno == errno.ENOMEM
+            self._applied()  # before it found no room
             return
+        self._applied()
         self._took(off, size)
 
     @rule(reserve=st.booleans())
@@ -213,31 +239,49 @@ class PoolModel(RuleBasedStateMachine):
             off = self.pool.alloc_page(reserve=reserve)
         except ArenaError as e:
             assert e.errno == errno.ENOMEM
+            self._applied()
             return
+        self._applied()
         assert off % PAGE == self.arena.data_off % PAGE
         self._took(off, 0)
 
-    @precondition(lambda self: self.refs)
+    @precondition(lambda self: self._own())
     @rule(data=st.data())
     def get(self, data):
-        off = data.draw(st.sampled_from(sorted(self.refs)))
+        off = data.draw(st.sampled_from(self._own()))
         self.pool.get(off)
         self.refs[off] += 1
 
-    @precondition(lambda self: self.refs)
-    @rule(data=st.data(), direct=st.booleans(), remote=st.booleans())
-    def put(self, data, direct, remote):
-        off = data.draw(st.sampled_from(sorted(self.refs)))
+    @precondition(lambda self: self._own())
+    @rule(data=st.data(), direct=st.booleans())
+    def put(self, data, direct):
+        off = data.draw(st.sampled_from(self._own()))
         size = self.sizes[off]
         assert (self.arena.view(off, size or PAGE) == self.fill[off]).all(), "a live fragment was overwritten"
-        if remote:
-            self.pool.put_remote(off)
-            self.pool.drain_remote()
-        else:
-            self.pool.put(off, direct=direct)
-        self.refs[off] -= 1
-        if not self.refs[off]:
-            del self.refs[off], self.sizes[off], self.fill[off]
+        self.pool.put(off, direct=direct)
+        self._let_go(off)
+
+    @precondition(lambda self: self._own())
+    @rule(data=st.data(), n=st.integers(1, REMOTE_QUEUE + 1))
+    def post(self, data, n):
+        """Another thread's put of n holders, posted as one batch: all of it, or (no room) none."""
+        own = self._own()
+        offs = data.draw(st.lists(st.sampled_from(own), min_size=1, max_size=n))
+        offs = [o for i, o in enumerate(offs) if offs[:i + 1].count(o) <= self.refs[o] - self.posted.count(o)]
+        room = REMOTE_QUEUE - len(self.posted)
+        if len(offs) > REMOTE_QUEUE:
+            with pytest.raises(ArenaError):
+                self.pool.put_remote_bulk(np.array(offs))
+            return
+        took = self.pool.put_remote_bulk(np.array(offs)) if len(offs) > 1 else self.pool.put_remote(offs[0])
+        assert took == (len(offs) <= room)
+        if took:
+            self.posted += offs
+
+    @rule()
+    def drain(self):
+        assert self.pool.drain_remote() == len(self.posted)
+        self._applied()
 
     @rule(data=st.data())
     def put_below_zero(self, data):
@@ -256,9 +300,11 @@ class PoolModel(RuleBasedStateMachine):
         if not hasattr(self, "pool"):
             return
         self.gone = list(set(getattr(self, "gone", [])) | set(self.refs))[-50:]
-        self.pool.check()
+        self.pool.check()  # with the posted puts: none for more holders than a fragment has
         self.arena.check()
         s = self.pool.stats()
+        assert (s["pending"], s["applied"], s["bad"]) == (len(self.posted), self.applied, 0)
+        assert s["posted"] == self.applied + len(self.posted)
         frags = {o: handed(self.allocator, z) for o, z in self.sizes.items() if z}
         assert s["frags"] == len(frags)
         assert s["frag_bytes"] == sum(frags.values())
