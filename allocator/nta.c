@@ -272,6 +272,21 @@ NTA_NOINLINE int64_t nta_small_alloc(struct nta_arena *a, uint32_t h, uint32_t n
 	return g ? carve(a, h, g, n) : -ENOMEM;
 }
 
+/* Cut the live block at chunk c of page p down to m chunks: its tail becomes a block of its own, which is
+ * freed for real (combined with what follows it). Returns the chunks given back. */
+uint32_t nta_small_trim(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t m)
+{
+	const uint32_t n = nta_block_end(a, p, c) - c;
+
+	if (m >= n || m == 0)
+		return 0;
+	bit_set(bmp(a, p, BMP_START), c + m);
+	pg(a, p)->live++;
+	heap(a, h)->live++;
+	release_chunks(a, h, p, c + m, n - m);
+	return n - m;
+}
+
 /* The slow free: a bad one gets its exact errno; a good one that the cache does not take is combined. */
 NTA_NOINLINE int nta_small_free(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
 {

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 5
+#define NTA_VERSION 6
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,
@@ -227,6 +227,7 @@ struct nta_pool_stats {
 	} pages;
 	struct nta_pool_frag_stats {
 		uint64_t frags, frag_bytes; /* live fragments and the bytes they were handed */
+		uint64_t trims, trimmed_bytes; /* nta_pool_frag_trim() calls that gave bytes back, and the bytes */
 		uint64_t pinned;            /* blocks let go of, their free deferred by a reader's pin */
 		uint64_t readers_reclaimed; /* readers that died holding pins */
 	} fragments;
@@ -254,6 +255,12 @@ int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned flags);
 /* The bytes a fragment of size takes in this pool (chunks, a power of two, a page or pages, by its
  * allocator); 0 for a size it cannot take. */
 uint64_t nta_pool_frag_size(const struct nta_pool *p, size_t size);
+/* Cut the fragment at off (held; of a page or less) down to size bytes, its tail back to the pool's heap
+ * at once (combined with free neighbours), as a receive buffer once its frame's length is known. Returns
+ * the bytes it now has; -EOPNOTSUPP unless the pool's allocator is NTA_POOL_NTA and the fragment is of a
+ * page or less (a size class, the current page, a whole page or a run of them cannot give part back);
+ * what nta_pool_put returns for a bad offset; -EINVAL for size 0. A size at or over what it has changes nothing. */
+long nta_pool_frag_trim(struct nta_pool *p, uint64_t off, size_t size);
 /* Allocate n fragments; offs[i] = 0 where one failed. Returns the number allocated. */
 long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,
 			      unsigned flags);

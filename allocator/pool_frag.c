@@ -309,6 +309,28 @@ NTA_API long nta_pool_reap(struct nta_pool *p)
 	return freed;
 }
 
+NTA_API long nta_pool_frag_trim(struct nta_pool *p, uint64_t off, size_t size)
+{
+	uint32_t i;
+	int err = held(p, off, &i);
+
+	if (unlikely(err))
+		return err;
+	if (size == 0)
+		return -EINVAL;
+	if (p->pg[i].state != PP_FRAG || p->heap_kind != HEAP_NTA) /* a size class, a carve, a page or pages */
+		return -EOPNOTSUPP;
+	const uint32_t c = (uint32_t)(off >> p->cshift) & (p->cpp - 1);
+	const uint32_t m = (uint32_t)((size + p->cmask) >> p->cshift);
+	const uint64_t back = (uint64_t)nta_small_trim(p->a, p->a->desc[i].heap, i, c, m) << p->cshift;
+	if (back) {
+		p->st.fragments.trims++;
+		p->st.fragments.trimmed_bytes += back;
+		p->st.fragments.frag_bytes -= back;
+	}
+	return (long)(((uint64_t)(nta_block_end(p->a, i, c) - c)) << p->cshift);
+}
+
 NTA_API long nta_pool_put_bulk(struct nta_pool *p, const int64_t *offs, size_t n, unsigned flags,
 			       size_t *first_bad)
 {

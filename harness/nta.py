@@ -498,6 +498,14 @@ class Pool:
         """The bytes a fragment of ``size`` takes in this pool, by its allocator (0: it cannot take one)."""
         return lib.nta_pool_frag_size(self._h(), size)
 
+    def trim(self, off: int, size: int) -> int:
+        """Cut the fragment at ``off`` down to ``size`` bytes, the tail back at once (NTA pools only);
+        returns the bytes it now has."""
+        rc = lib.nta_pool_frag_trim(self._h(), off, size)
+        if rc < 0:
+            _raise(rc, f"pool trim of {off} to {size}: " + os.strerror(-rc))
+        return rc
+
     def pages_in_use(self) -> int:
         """Pages handed out whole or holding fragments now, read in place (no copy, nothing published)."""
         return lib.nta_pool_counters(self._h()).pages.pages_in_use

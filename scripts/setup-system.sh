@@ -14,7 +14,7 @@ die() { echo "setup: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get, /lib/modules links, BPF); try: sudo make setup"
 [ -r /etc/debian_version ] || die "this setup knows Debian 12 only (no /etc/debian_version)"
 
-RUNTIME="bpfcc-tools python3-bpfcc tcpreplay iproute2 python3-venv python3-dev gcc make libpcap0.8 libbpf-dev"
+RUNTIME="bpfcc-tools python3-bpfcc tcpreplay iproute2 python3-venv python3-dev gcc make libpcap0.8 libbpf-dev libxdp-dev"
 TEST="vagrant bpftool"
 BENCH="libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0"
 want="$RUNTIME"

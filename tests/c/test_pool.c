@@ -606,8 +606,59 @@ static void test_heaps_apart(void)
 	nta_arena_close(a);
 }
 
+/* Receive buffers cut to their frames: the tail back at once, combined, taken again; the books stay
+ * exact, and only the NTA can do it. */
+static void test_trim(void)
+{
+	struct nta_config ac = { .max_pages = 64 };
+	struct nta_arena *a = nta_arena_create(NULL, &ac);
+	struct nta_pool *p = nta_pool_create(a, NULL);
+	struct nta_pool_stats st;
+	int64_t buf[64];
+
+	for (int i = 0; i < 8; i++) /* eight MTU-sized buffers: 48 chunks each */
+		buf[i] = nta_pool_alloc_frag(p, 1536, 0);
+	EXPECT_EQ(buf[1], buf[0] + 1536);
+	EXPECT_EQ(nta_pool_frag_trim(p, (uint64_t)buf[0], 60), 64); /* a 60-byte frame: 2 chunks */
+	EXPECT_EQ(nta_pool_frag_trim(p, (uint64_t)buf[1], 1500), 1504);
+	EXPECT_EQ(nta_pool_frag_trim(p, (uint64_t)buf[1], 1536), 1504); /* larger: nothing changes */
+	EXPECT_EQ(nta_pool_frag_trim(p, (uint64_t)buf[2], 0), -EINVAL);
+	EXPECT_EQ(nta_pool_frag_trim(p, (uint64_t)buf[2] + 32, 64), -ENOENT);
+	nta_pool_stats(p, &st);
+	EXPECT_EQ(st.fragments.frags, 8);
+	EXPECT_EQ(st.fragments.frag_bytes, 6 * 1536 + 64 + 1504);
+	EXPECT_EQ(st.fragments.trims, 2);
+	EXPECT_EQ(st.fragments.trimmed_bytes, 1472 + 32);
+	EXPECT_CLEAN(p, a);
+	/* the 1,472 bytes after buf[0]'s frame are free, and a block that fits goes there */
+	int64_t x = nta_pool_alloc_frag(p, 1400, 0);
+	EXPECT_EQ(x, buf[0] + 64);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, 0), 0);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)buf[0], 0), 0);
+	EXPECT_EQ(nta_pool_frag_trim(p, (uint64_t)buf[0], 64), -EALREADY); /* not held */
+	for (int i = 1; i < 8; i++)
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)buf[i], 0), 0);
+	nta_pool_stats(p, &st);
+	EXPECT_EQ(st.fragments.frags, 0);
+	EXPECT_EQ(st.fragments.frag_bytes, 0);
+	EXPECT_CLEAN(p, a);
+	EXPECT_EQ(nta_pool_destroy(p, 0, NULL, 0, NULL), 0);
+	/* the others cannot give part of a block back */
+	for (uint32_t al = NTA_POOL_SLAB; al <= NTA_POOL_PAGE; al++) {
+		struct nta_pool_config cfg = { .allocator = al };
+		p = nta_pool_create(a, &cfg);
+		int64_t y = nta_pool_alloc_frag(p, 1536, 0);
+		EXPECT_EQ(nta_pool_frag_trim(p, (uint64_t)y, 64), -EOPNOTSUPP);
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)y, 0), 0);
+		EXPECT_CLEAN(p, a);
+		EXPECT_EQ(nta_pool_destroy(p, 0, NULL, 0, NULL), 0);
+	}
+	nta_arena_close(a);
+}
+
 int main(void)
 {
+	test_trim();
 	test_ppfrag_fragments();
 	test_page_fragments();
 	test_heaps_apart();

@@ -283,6 +283,22 @@ class PoolModel(RuleBasedStateMachine):
         assert self.pool.drain_remote() == len(self.posted)
         self._applied()
 
+    @precondition(lambda self: [o for o in self._own() if 0 < self.sizes[o]])
+    @rule(data=st.data(), size=SIZES)
+    def trim(self, data, size):
+        """A receive buffer cut to its frame: the NTA gives the tail back; no other allocator can."""
+        off = data.draw(st.sampled_from([o for o in self._own() if 0 < self.sizes[o]]))
+        if self.allocator != "nta" or self.sizes[off] > PAGE:
+            with pytest.raises(ArenaError) as ei:
+                self.pool.trim(off, size)
+            assert ei.value.errno == errno.EOPNOTSUPP
+            return
+        before = handed("nta", self.sizes[off])
+        now = self.pool.trim(off, size)
+        if handed("nta", size) < before:
+            self.sizes[off] = size
+        assert now == handed("nta", self.sizes[off])
+
     @rule(data=st.data())
     def put_below_zero(self, data):
         gone = [o for o in getattr(self, "gone", []) if o not in self.refs]
