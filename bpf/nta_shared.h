@@ -74,8 +74,9 @@ struct nta_meta {
 struct nta_queue_stats {
 	__u64 packets;      /* frames XDP saw on this queue */
 	__u64 bytes;        /* and their bytes */
-	__u64 submitted;    /* records handed to the queue's metadata ring (nta_xdp_meta) */
-	__u64 lost;         /* reserve failed: the ring was full */
+	__u64 submitted;    /* records handed to the queue's metadata ring (nta_xdp_meta); frames
+	                     * redirected to the queue's AF_XDP socket (nta_xdp_xsk) */
+	__u64 lost;         /* reserve failed: the ring was full; no socket on the queue */
 };
 
 /*

@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from harness import cmodule
+from harness import cmodule, nsutil
 from harness.errors import NtaError
 from harness.nta import CELLS, Arena, ArenaError, Pool, counters_dict, pool_allocator
 
@@ -69,13 +69,24 @@ def latency_figures(hist: np.ndarray, max_ns: int) -> dict:
     return {"samples": total, "p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": max_ns / 1000.0}
 
 
-def memory_figures(allocator: str, page: int, ctl: dict, pool: dict, util_sum: float, util_samples: int) -> dict:
+def memory_figures(allocator: str, page: int, ctl: dict, pool: dict, util_sum: float, util_samples: int,
+                   posted_each: int | None = None) -> dict:
     """What the frames' fragments took: the pool's pages holding them at their peak, the bytes the frames
     asked for then and at their own peak, utilisation (asked / bytes of those pages) at that moment and on
     average while the run went, and apart from those, the pages mapped and idle in the cache and ring at
-    their peak."""
+    their peak. With buffers posted for frames to come (AF_XDP's fill ring, ``posted_each`` bytes a
+    buffer as the pool hands it), those at the peak apart, and what the pages held at the peak less those
+    per frame then held."""
     peak = ctl["peak_pages"]
-    return {"allocator": allocator, "page_size": page, "peak_pages": peak,
+    posted = {}
+    if posted_each is not None:
+        fill_bytes = ctl["posted_at_peak_pages"] * posted_each
+        held = ctl["held_at_peak_pages"]
+        posted = {"fill_buffers_at_peak": ctl["posted_at_peak_pages"], "fill_buffer_bytes": posted_each,
+                  "fill_bytes_at_peak": fill_bytes, "frames_held_at_peak": held,
+                  "bytes_per_frame_held": (peak * page - fill_bytes) / held if held else None,
+                  "asked_per_frame_held": ctl["bytes_at_peak_pages"] / held if held else None}
+    return {**posted, "allocator": allocator, "page_size": page, "peak_pages": peak,
             "peak_fragments": ctl["peak_held"], "peak_bytes_asked": ctl["peak_bytes_held"],
             "bytes_asked_at_peak_pages": ctl["bytes_at_peak_pages"],
             "utilisation_at_peak": ctl["bytes_at_peak_pages"] / (peak * page) if peak else None,
@@ -90,6 +101,13 @@ def added(dicts: list[dict]) -> dict:
     """Counters of several queues added up, key by key (a peak is the sum of each queue's peak; a longest
     wait the longest of theirs)."""
     return {k: (max if k in LONGEST else sum)(d[k] for d in dicts) for k in dicts[0]}
+
+
+def xsk_added(per_queue: list[dict], page: int) -> dict:
+    """The queues' socket counters added up, and what the frames held at the end took, per frame."""
+    total = added([{k: v for k, v in x.items() if k != "bytes_per_frame_held"} for x in per_queue])
+    held = total["held_at_end"]
+    return {**total, "bytes_per_frame_held": total["pages_at_end"] * page / held if held else None}
 
 
 def meta_dtype() -> np.dtype:
@@ -186,6 +204,51 @@ class Controller:
         self.close()
 
 
+@dataclasses.dataclass
+class XskConfig:
+    """An AF_XDP socket for a queue (harness/csrc/xsk.c): the device (``ifname`` in namespace ``ns``),
+    its rings' size, the most buffers posted to the fill ring, a buffer's bytes (the largest frame the
+    device takes), and the XDP program's XSKMAP."""
+
+    ns: str | None
+    ifname: str
+    xskmap_fd: int
+    buf_size: int
+    ring_size: int = 2048
+    fill_max: int = 0  # 0: ring_size
+    copybreak: int = 0  # frames of at most this many bytes copied out of their buffer
+
+
+class Xsk:
+    """An AF_XDP socket on queue ``queue`` whose UMEM is ``pool``'s arena, its buffers the pool's, its
+    frames held by ``ctl`` (made in the device's namespace; closed: the socket and UMEM gone, what was
+    still posted back in the pool)."""
+
+    def __init__(self, ctl: Controller, pool: Pool, cfg: XskConfig, queue: int):
+        c = ffi.new("struct nta_xsk_config *")
+        name = ffi.new("char[]", cfg.ifname.encode())
+        c.ifname, c.queue, c.ring_size, c.fill_max = name, queue, cfg.ring_size, cfg.fill_max
+        c.buf_size, c.xskmap_fd, c.copybreak = cfg.buf_size, cfg.xskmap_fd, cfg.copybreak
+        why = ffi.new("char[]", 256)
+        with nsutil.inside(cfg.ns) if cfg.ns else contextlib.nullcontext():
+            x = lib.nta_xsk_create(ctl._c, pool._h(), pool.arena._h(), c, why, 256)
+        if x == ffi.NULL:
+            raise NtaError(f"AF_XDP on {cfg.ifname}: {ffi.string(why).decode(errors='replace')}")
+        self._x, self.cfg = x, cfg
+
+    def stats(self) -> dict:
+        st = ffi.new("struct nta_xsk_stats *")
+        rc = lib.nta_xsk_stats(self._x, st)
+        if rc < 0:
+            raise NtaError(f"XDP_STATISTICS: {os.strerror(-rc)}")
+        return counters_dict(st)
+
+    def close(self) -> None:
+        if self._x is not None:
+            lib.nta_xsk_destroy(self._x)
+            self._x = None
+
+
 class Reader:
     """A socket's reader, in C on a thread of its own (harness/csrc/handoff.c): it takes the fragments a
     controller hands it, reads each and frees it, posting the frees in batches to the fragment's pool,
@@ -257,14 +320,17 @@ class Consumer:
     own, which drains the ring as records come, samples the pool and publishes its counters, and never
     needs Python (the GIL) until ``stop()``; ``pump()`` drains what is left, on the calling thread."""
 
-    def __init__(self, ring_fd: int, ifindex: int, hold: str, allocator: str = "nta",
-                 arena_pages: int = 65536, queue: int = 0, peak_map: bool = False, free_on: str = "self"):
+    def __init__(self, ring_fd: int | None, ifindex: int, hold: str, allocator: str = "nta",
+                 arena_pages: int = 65536, queue: int = 0, peak_map: bool = False, free_on: str = "self",
+                 xsk: XskConfig | None = None):
         parse_hold(hold)
         if free_on not in FREE_ON:
             raise NtaError(f"bad --free-on {free_on!r}: choose {', '.join(FREE_ON)}")
         self.hold, self.allocator, self.queue, self.free_on = hold, pool_allocator(allocator), queue, free_on
         self._stack = contextlib.ExitStack()
         self.reader: Reader | None = None
+        self.ring = self.xsk = None
+        self._xsk_end: dict | None = None
         try:
             self.arena = self._stack.enter_context(Arena(max_pages=arena_pages))
             self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=queue,
@@ -274,8 +340,12 @@ class Consumer:
                 self.reader = Reader(self.pool)
                 self._stack.callback(self.reader.close)  # before the controller and pool go
                 lib.nta_ctl_set_handoff(self.ctl._c, self.reader.handoff)
-            self.ring = MetaRing(ring_fd)
-            self._stack.callback(self.ring.close)
+            if xsk is not None:
+                self.xsk = Xsk(self.ctl, self.pool, xsk, queue)
+                self._stack.callback(self.xsk.close)
+            else:
+                self.ring = MetaRing(ring_fd)
+                self._stack.callback(self.ring.close)
         except BaseException:
             self._stack.close()
             raise
@@ -288,6 +358,9 @@ class Consumer:
         p.lat_hist, p.lat_buckets = ffi.cast("uint64_t *", ffi.from_buffer(self._lat_hist)), self.LAT_BUCKETS
         p.sample_ns = self.SAMPLE_EVERY_NS
         p.pool, p.arena = self.pool._h(), self.arena._h()
+        if self.xsk:
+            self._offs = np.empty(self.BATCH, dtype=np.int64)
+            p.xsk, p.offs = self.xsk._x, ffi.cast("int64_t *", ffi.from_buffer(self._offs))
         p.page_size, p.chunk_size = self.arena.page_size, self.arena.chunk_size
         # with peak_map, the pool's page map at the sample with the most pages in use, and what was held
         self._map = self._held = None
@@ -322,7 +395,7 @@ class Consumer:
                 os.sched_setaffinity(0, set(cpus))  # this thread only
             if nice:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-            self._rc = lib.nta_ctl_poll(self.ctl._c, self.ring._rb, p)
+            self._rc = lib.nta_ctl_poll(self.ctl._c, self._rb, p)
 
         self._thread = threading.Thread(target=body, name=f"nta-ctl-q{self.queue}", daemon=True)
         self._thread.start()
@@ -346,6 +419,16 @@ class Consumer:
         if self._poll.odd:
             raise NtaError(f"the metadata ring held {self._poll.odd} records of another size than struct nta_meta")
 
+    @property
+    def _rb(self):
+        return self.ring._rb if self.ring else ffi.NULL
+
+    def xsk_stats(self) -> dict | None:
+        """The socket's counters (harness/csrc/xsk.c), now or as they were when the run finished."""
+        if self._xsk_end is not None:
+            return self._xsk_end
+        return self.xsk.stats() if self.xsk and self.xsk._x is not None else None
+
     def pump(self) -> int:
         """Drain what the ring holds into the controller now, on this thread (the loop's thread stopped).
         Returns records moved."""
@@ -354,7 +437,7 @@ class Consumer:
         p = self._poll
         before = p.drained
         p.until_ns, p.stop = 0, 0
-        self._check(lib.nta_ctl_poll(self.ctl._c, self.ring._rb, p))
+        self._check(lib.nta_ctl_poll(self.ctl._c, self._rb, p))
         return p.drained - before
 
     def _counters(self) -> tuple[int, dict, dict]:
@@ -369,6 +452,14 @@ class Consumer:
     @property
     def drained(self) -> int:
         return self._counters()[0]
+
+    def accounted(self) -> int:
+        """Records drained, and with a socket the frames it dropped (no fill buffer, its ring full)."""
+        x = self.xsk_stats()
+        return self.drained + (x["rx_dropped"] + x["rx_ring_full"] if x else 0)
+
+    def caught_up(self, ring_stats: dict) -> bool:
+        return self.accounted() >= ring_stats["submitted"]
 
     # -- figures ------------------------------------------------------------------------
 
@@ -406,6 +497,13 @@ class Consumer:
         self.stop()
         self.pump()
         lib.nta_ctl_poll_sample(self.ctl._c, self._poll)
+        if self.xsk:  # its last counts, then the socket gone and what it still had posted put back
+            self._xsk_end = self.xsk.stats()
+            self.xsk.close()
+            # what the frames the policy still holds take, alone: the pool's pages now
+            held, pages = self.ctl.stats()["held"], self.pool.pages_in_use()
+            self._xsk_end.update(held_at_end=held, pages_at_end=pages,
+                                 bytes_per_frame_held=pages * self.arena.page_size / held if held else None)
         self.ctl.flush()  # the pool must balance
         if self.reader:
             self.reader.stop()
@@ -416,13 +514,19 @@ class Consumer:
     def memory(self, ctl: dict, pool: dict) -> dict:
         """What the frames' fragments took (memory_figures)."""
         return memory_figures(self.allocator, self.arena.page_size, ctl, pool, self._poll.util_sum,
-                              self._poll.util_samples)
+                              self._poll.util_samples, self.posted_each)
+
+    @property
+    def posted_each(self) -> int | None:
+        """The bytes the pool hands a buffer posted to the fill ring (with a socket)."""
+        return self.pool.frag_size(self.xsk.cfg.buf_size) if self.xsk else None
 
     def figures(self) -> dict:
         ctl, pool = self.ctl.stats(), self.pool.stats()
         return {"queue": self.queue, "page_size": self.arena.page_size, "free_on": self.free_on,
                 "controller": ctl, "pool": pool, "arena": self.arena.stats(), "memory": self.memory(ctl, pool),
-                "latency_us": self.latency_us(), "reader": self.reader.stats() if self.reader else None}
+                "latency_us": self.latency_us(), "reader": self.reader.stats() if self.reader else None,
+                "xsk": self.xsk_stats()}
 
     def close(self) -> None:
         """Stop the loop's thread (it uses all of the below), then the reader's, then free the ring,
@@ -450,15 +554,15 @@ class Consumers:
     interface of one Consumer: the counts and figures are the queues' added up, and ``figures()["queues"]``
     has each queue's. ``placement[q]``: where queue q's controller thread and reader run (Place)."""
 
-    def __init__(self, ring_fds: list[int], ifindex: int, hold: str, allocator: str = "nta",
+    def __init__(self, ring_fds: list[int | None], ifindex: int, hold: str, allocator: str = "nta",
                  arena_pages: int = 65536, peak_map: bool = False, free_on: str = "self",
-                 placement: list[Place] | None = None):
+                 placement: list[Place] | None = None, xsk: XskConfig | None = None):
         self.queues: list[Consumer] = []
         self.placement = placement or [Place()] * len(ring_fds)
         try:
             for q, fd in enumerate(ring_fds):  # the page map at the peak: queue 0's pool
                 self.queues.append(Consumer(fd, ifindex, hold, allocator, arena_pages, queue=q,
-                                            peak_map=peak_map and q == 0, free_on=free_on))
+                                            peak_map=peak_map and q == 0, free_on=free_on, xsk=xsk))
         except BaseException:
             self.close()
             raise
@@ -479,8 +583,9 @@ class Consumers:
     def drained(self) -> int:
         return sum(c.drained for c in self.queues)
 
-    def drained_per_queue(self) -> list[int]:
-        return [c.drained for c in self.queues]
+    def caught_up(self, ring_stats: dict) -> bool:
+        """Has every record (or frame) XDP handed on been drained, or counted as dropped on the way?"""
+        return sum(c.accounted() for c in self.queues) >= ring_stats["submitted"]
 
     def snapshot(self, ring_stats: dict) -> dict:
         counts = [c._counters() for c in self.queues]
@@ -505,7 +610,9 @@ class Consumers:
         return {"queue": None, "page_size": first.arena.page_size, "free_on": self.free_on,
                 "controller": ctl, "pool": pool, "arena": added([f["arena"] for f in per_queue]),
                 "memory": memory_figures(self.allocator, first.arena.page_size, ctl, pool,
-                                         sum(p.util_sum for p in polls), sum(p.util_samples for p in polls)),
+                                         sum(p.util_sum for p in polls), sum(p.util_samples for p in polls),
+                                         first.posted_each),
+                "xsk": xsk_added([f["xsk"] for f in per_queue], first.arena.page_size) if per_queue[0]["xsk"] else None,
                 "latency_us": latency_figures(hist, max(p.lat_max_ns for p in polls)),
                 "reader": added(readers) if readers else None, "queues": per_queue}
 

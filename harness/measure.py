@@ -112,7 +112,7 @@ class Loop:
             if self.consumer:
                 if not self.consumer.running:
                     self.consumer.pump()
-                done = done and self.consumer.drained >= self.prog.ring_stats()["submitted"]
+                done = done and self.consumer.caught_up(self.prog.ring_stats())
             if done or time.monotonic() > deadline:
                 return s
             time.sleep(0.01)

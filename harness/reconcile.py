@@ -47,13 +47,25 @@ def queues(per_queue: list[dict], seen: int, veth_lost: int) -> dict:
     for q in per_queue:
         acct = {"unaccounted": q["sent"] - q["xdp"]["packets"] if q["sent"] is not None and not veth_lost
                 else None}
-        if q.get("ring") is not None:
+        if q.get("xsk"):
+            acct["metadata"] = sockets(q["xdp"]["packets"], q["ring"], q["xsk"], q["handled"])
+        elif q.get("ring") is not None:
             acct["metadata"] = metadata(q["xdp"]["packets"], q["ring"], q["handled"])
         q["reconciliation"] = acct
         q["reconciled"] = not acct["unaccounted"] and acct.get("metadata", {"reconciled": True})["reconciled"]
     total = sum(q["xdp"]["packets"] for q in per_queue)
     return {"xdp_packets": total, "xdp_seen": seen,
             "reconciled": total == seen and all(q["reconciled"] for q in per_queue)}
+
+
+def sockets(seen: int, ring: dict, xsk: dict, handled: int) -> dict:
+    """The AF_XDP path's account (``--rx afxdp``): XDP seen = redirected to a socket + no socket there;
+    redirected = received into the arena + dropped by the socket (no fill buffer: rx_dropped; its RX
+    ring full: rx_ring_full, both from XDP_STATISTICS); handled = received."""
+    dropped = xsk["rx_dropped"] + xsk["rx_ring_full"]
+    unaccounted = (abs(seen - ring["submitted"] - ring["lost"]) + abs(ring["submitted"] - xsk["received"] - dropped)
+                   + abs(xsk["received"] - handled))
+    return {"unaccounted": unaccounted, "reconciled": unaccounted == 0, "socket_dropped": dropped}
 
 
 def metadata(seen: int, ring: dict, handled: int) -> dict:

@@ -78,7 +78,14 @@ def _xdp_row(doc: dict) -> list[str]:
 
 
 def _meta_rows(doc: dict) -> list[list[str]]:
-    ring, c = doc["ring"], doc["controller"]["controller"]
+    ring, c, x = doc["ring"], doc["controller"]["controller"], doc["controller"].get("xsk")
+    if x:
+        return [["AF_XDP: redirected to sockets", n(ring["submitted"]), "", "", ""],
+                ["  no socket on the queue", n(ring["lost"]), "", "", ""],
+                ["  dropped: no fill buffer", n(x["rx_dropped"]), "", "", ""],
+                ["  dropped: socket RX ring full", n(x["rx_ring_full"]), "", "", ""],
+                ["received into the arena", n(x["received"]), n(x["bytes"]), "", ""],
+                ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""]]
     return [["metadata ring: submitted", n(ring["submitted"]), "", "", ""],
             ["metadata ring: lost (full)", n(ring["lost"]), "", "", ""],
             ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""],
@@ -94,6 +101,8 @@ def _controller_lines(doc: dict, out) -> None:
           f"{n(p['ring_full'])}; at the end {n(p['frags'])} fragments live, {n(p['inflight'])} pages "
           f"in flight (the pool's own cache and ring)", file=out)
     print("  " + memory_line(ctl["memory"]), file=out)
+    if ctl.get("xsk"):
+        print("  " + xsk_line(ctl["xsk"], p, ctl["memory"], doc["config"]["fill"]), file=out)
     if ctl.get("free_on") == "other":
         print("  " + remote_line(c, p, ctl["reader"]), file=out)
     lat = ctl["latency_us"]
@@ -101,6 +110,26 @@ def _controller_lines(doc: dict, out) -> None:
         how = f"slept {ctl['drain_us']} us on an empty ring" if ctl["drain_us"] else "spun on an empty ring"
         print(f"  latency XDP -> controller: p50 {lat['p50']:.0f} us, p99 {lat['p99']:.0f} us, "
               f"max {lat['max']:.0f} us ({n(lat['samples'])} records; {how})", file=out)
+
+
+def xsk_line(x: dict, p: dict, m: dict, fill: int) -> str:
+    """AF_XDP: the fill ring, the trimming, and the memory the held frames took apart from the fill ring."""
+    per = m["bytes_per_frame_held"]
+    return (f"AF_XDP (copy mode, UMEM = the arena): fill ring up to {n(fill)} buffers of {n(m['fill_buffer_bytes'])} "
+            f"bytes, {n(x['posted'])} posted in all, {n(x['in_fill'])} still posted at the end, "
+            f"{n(x['wakeups'])} wake-ups, fill ring found empty {n(x['rx_fill_ring_empty_descs'])} times; "
+            f"{n(p['trims'])} buffers cut to their frames gave back {p['trimmed_bytes'] / 1048576:.1f} MiB"
+            + (f" ({n(x['untrimmed'])} not cut: the {m['allocator']} allocator cannot)" if x["untrimmed"] else "")
+            + (f", {n(x['copied'])} short frames copied out (copybreak)" if x["copied"] else "")
+            + f"; at the end, the fill ring given back, {n(x['held_at_end'])} frames held took "
+            + (f"{x['bytes_per_frame_held']:,.0f} bytes each ({n(x['pages_at_end'])} pages)"
+               if x["bytes_per_frame_held"] is not None else "nothing")
+            + f"; at the peak {n(m['frames_held_at_peak'])} frames held took "
+            + (f"{per:,.0f} bytes each" if per is not None else "-")
+            + f" (the pages then, less {n(m['fill_buffers_at_peak'])} fill buffers: "
+              f"{m['fill_bytes_at_peak'] / 1048576:.1f} MiB), asking for "
+            + (f"{m['asked_per_frame_held']:,.0f}" if m["asked_per_frame_held"] is not None else "-")
+            + (f"; {n(x['bad_descs'])} RX descriptors named no posted buffer" if x["bad_descs"] else ""))
 
 
 def remote_line(c: dict, p: dict, reader: dict) -> str:
@@ -119,14 +148,20 @@ def queue_lines(doc: dict, out) -> None:
     qs = doc["queues"]
     meta = qs[0].get("ring") is not None
     head = ["queue", "cpu", "sent", "XDP seen", "bytes"]
+    xsk = meta and bool(qs[0].get("xsk"))
     if meta:
-        head += ["ring submitted", "lost", "handled", "freed", "remote posted", "applied", "live"]
+        head += (["to socket", "no socket"] if xsk else ["ring submitted", "lost"]) + [
+            "handled", "freed", "remote posted", "applied", "live"]
+    if xsk:
+        head += ["no fill buffer", "RX ring full"]
 
     def cells(q: dict) -> list[str]:
         row = [n(q["sent"]), n(q["xdp"]["packets"]), n(q["xdp"]["bytes"])]
         if meta:
             row += [n(q["ring"]["submitted"]), n(q["ring"]["lost"]), n(q["handled"]), n(q["frees"]),
                     n(q["remote"]["posted"]), n(q["remote"]["applied"]), n(q["live_fragments"])]
+        if xsk:
+            row += [n(q["xsk"]["rx_dropped"]), n(q["xsk"]["rx_ring_full"])]
         return row
 
     rows = [[str(q["queue"]), str(q["cpu"]), *cells(q)] for q in qs]
@@ -137,6 +172,8 @@ def queue_lines(doc: dict, out) -> None:
                      handled=sum(q["handled"] for q in qs), frees=sum(q["frees"] for q in qs),
                      remote={k: sum(q["remote"][k] for q in qs) for k in ("posted", "applied")},
                      live_fragments=sum(q["live_fragments"] for q in qs))
+    if xsk:
+        total["xsk"] = {k: sum(q["xsk"][k] for q in qs) for k in ("rx_dropped", "rx_ring_full")}
     rows.append(["sum", "", *cells(total)])
     table(rows, head, out)
     acct = doc["reconciliation"]["queues"]
@@ -144,7 +181,8 @@ def queue_lines(doc: dict, out) -> None:
     if acct["reconciled"]:
         print(f"  queues reconciled: each queue's " + ("sent = XDP seen, " if qs[0]["reconciliation"]["unaccounted"]
                                                       is not None else "")
-              + ("XDP seen = ring submitted + lost, handled = submitted; " if meta else "")
+              + ("XDP seen = to socket + no socket, to socket = handled + dropped; " if xsk else
+                 "XDP seen = ring submitted + lost, handled = submitted; " if meta else "")
               + f"the queues' XDP counts add up to XDP seen {n(acct['xdp_seen'])}", file=out)
     else:
         print(f"  queues NOT reconciled: queues {', '.join(bad) or 'none'} disagree; the queues' XDP counts "
@@ -167,6 +205,13 @@ def memory_line(m: dict) -> str:
 def _metadata_verdict(doc: dict) -> str:
     ring, handled = doc["ring"], doc["controller"]["controller"]["handled"]
     seen = doc["points"]["xdp"]["packets"]
+    x = doc["controller"].get("xsk")
+    if x:
+        ok = doc["reconciliation"]["metadata"]["reconciled"]
+        return (f"  sockets {'reconciled' if ok else 'NOT reconciled'}: XDP seen {n(seen)} = redirected "
+                f"{n(ring['submitted'])} + no socket {n(ring['lost'])}; redirected = received {n(x['received'])} + "
+                f"no fill buffer {n(x['rx_dropped'])} + RX ring full {n(x['rx_ring_full'])}; handled "
+                f"{n(handled)} = received")
     if doc["reconciliation"]["metadata"]["reconciled"]:
         return (f"  metadata reconciled: XDP seen {n(seen)} = ring submitted {n(ring['submitted'])} + lost "
                 f"{n(ring['lost'])}; handled {n(handled)} = submitted")

@@ -17,7 +17,7 @@ import os
 import sys
 
 from harness import cpus, pcapfile, reconcile, report, topology
-from harness.controller import FREE_ON, Consumers, Place, parse_hold
+from harness.controller import FREE_ON, Consumers, Place, XskConfig, parse_hold
 from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop
@@ -32,9 +32,12 @@ from harness.replay import (
     check_builtin,
     check_live_frames,
 )
-from harness.xdp import RING_PAGES, GenProgram, MetaProgram, XdpProgram, XdpStats
+from harness.xdp import RING_PAGES, GenProgram, MetaProgram, XdpProgram, XdpStats, XskProgram
 
 NAPI_MODES = ("softirq", "threaded")
+RX_PATHS = ("ring", "afxdp")  # how frames reach the controller: metadata records, or the frames (AF_XDP)
+XSK_RING = 2048  # AF_XDP fill and RX ring entries
+XDP_PACKET_HEADROOM = 256  # the kernel's, before a frame in an AF_XDP buffer
 DRAIN_US = 200  # the controller's sleep between drains of an empty ring, when it shares a CPU
 DRAIN_US_OWN_CPU = 50  # and when it has one of its own
 RATE_TOLERANCE = 0.01  # a --pps or --mbps rate is held when reached within 1%
@@ -73,6 +76,9 @@ class RunConfig:
     free_on: str = "self"  # who frees what the hold policy lets go: the controller, or a reader ("other")
     peak_map: bool = False  # keep the pool's page map at its peak (RunResult.peak_map; --plot does too)
     strict: bool = False  # refuse a capture cut short instead of replaying its complete records
+    rx: str = "ring"  # or "afxdp": an AF_XDP socket per RX queue, the arena its UMEM (implies the controller)
+    fill: int = 0  # afxdp: buffers posted to a fill ring at most (0: the ring's size)
+    copybreak: int = 0  # afxdp: frames of at most this many bytes copied out, their buffers reused whole
 
     def check(self) -> None:
         """Everything about the options that can be checked before anything is made."""
@@ -102,6 +108,14 @@ class RunConfig:
         if self.queues > 1 and self.threads != self.queues:
             raise NtaError(f"--threads {self.threads} with --queues {self.queues}: a sender per queue")
         cpus.check_threads(self.threads)
+        if self.rx not in RX_PATHS:
+            raise NtaError(f"bad --rx {self.rx!r}: choose {', '.join(RX_PATHS)}")
+        if self.rx == "afxdp":
+            self.controller = True  # the frames go to the controller's pool
+            if not 0 <= self.fill <= XSK_RING:
+                raise NtaError(f"bad --fill {self.fill}: 1..{XSK_RING} buffers (0: the ring's size)")
+        elif self.fill or self.copybreak:
+            raise NtaError(f"{'--fill' if self.fill else '--copybreak'}: only with --rx afxdp")
         if self.free_on not in FREE_ON:
             raise NtaError(f"bad --free-on {self.free_on!r}: choose {', '.join(FREE_ON)}")
         if self.free_on == "other":
@@ -120,6 +134,8 @@ class RunConfig:
 
     def program(self, ns: str | None, ifname: str) -> XdpProgram:
         """The XDP program this run attaches (not yet attached)."""
+        if self.rx == "afxdp":
+            return XskProgram(ns, ifname, self.action, self.mode, queues=self.queues)
         if self.controller:
             return MetaProgram(ns, ifname, self.action, self.mode, ring_pages=self.ring_pages, queues=self.queues)
         return XdpProgram(ns, ifname, self.action, self.mode, queues=self.queues)
@@ -188,6 +204,9 @@ class RunResult:
     def metadata(self) -> dict | None:
         if self.ring is None:
             return None
+        if self.consumer.get("xsk"):
+            return reconcile.sockets(self.xdp.packets, self.ring, self.consumer["xsk"],
+                                     self.consumer["controller"]["handled"])
         return reconcile.metadata(self.xdp.packets, self.ring, self.consumer["controller"]["handled"])
 
     @property
@@ -237,7 +256,9 @@ class RunResult:
                     "interval": c.interval, "replayer": c.replayer,
                     "send": c.send if c.replayer == "builtin" else None, "threads": c.threads,
                     "batch": None if c.replayer == "tcpreplay" else c.batch or DEFAULT_BATCH[c.method],
-                    "napi": c.napi, "queues": c.queues, "free_on": c.free_on if c.controller else None},
+                    "napi": c.napi, "queues": c.queues, "free_on": c.free_on if c.controller else None,
+                    "rx": c.rx, "fill": c.fill or (XSK_RING if c.rx == "afxdp" else None),
+                    "copybreak": c.copybreak if c.rx == "afxdp" else None},
             capture=self.capture.as_dict(),
             topology=self.topology,
             xdp={"mode": self.xdp_mode, "prog_id": self.xdp_prog_id},
@@ -324,6 +345,18 @@ def _place_threads(cfg: RunConfig, topo) -> list[int] | None:
     return sender_cpus
 
 
+def buffer_size(mtu: int) -> int:
+    """An AF_XDP receive buffer: the largest frame a device of this MTU takes (veth refuses one longer than
+    the MTU, an Ethernet header and a VLAN tag), in whole chunks of the arena."""
+    return -(-(mtu + 18) // 32) * 32
+
+
+def check_afxdp(mtu: int) -> None:
+    if buffer_size(mtu) + XDP_PACKET_HEADROOM > os.sysconf("SC_PAGE_SIZE"):
+        raise NtaError(f"--rx afxdp: frames of MTU {mtu} and the kernel's {XDP_PACKET_HEADROOM} bytes of headroom "
+                       f"do not fit an AF_XDP buffer of a page; use --rx ring")
+
+
 def queue_cpus(cfg: RunConfig, sender_cpus: list[int]) -> list[int] | None:
     """With --queues N, the CPU each RX queue's frames arrive on: its sender's, where the queue's NAPI and
     XDP run. veth puts a frame an XDP program redirects on rx queue (CPU % queues), and one sent on tx
@@ -375,7 +408,8 @@ def queue_counts(cfg: RunConfig, per_queue_cpu: list[int], prog, replay: ReplayR
                        frees=c["frees"], handed_off=c["handed_off"], handoff_full=c["handoff_full"],
                        remote={k: p[k] for k in ("posted", "batches", "applied", "bad", "pending", "full",
                                                  "max_wait_ns")},
-                       live_fragments=p["frags"], held=c["held"], peak_pages=c["peak_pages"])
+                       live_fragments=p["frags"], held=c["held"], peak_pages=c["peak_pages"],
+                       xsk={k: f["xsk"][k] for k in ("received", "rx_dropped", "rx_ring_full")} if f["xsk"] else None)
         out.append(row)
     return out
 
@@ -402,6 +436,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                            "timestamp jumps: see 'nta inspect'); replay it with --topspeed, --pps or --mbps, "
                            "or cut it with --duration")
     require_root("nta run")
+    if cfg.rx == "afxdp":
+        check_afxdp(info.mtu)
     if cfg.replayer == "xdp":
         check_live_frames(info)
 
@@ -418,9 +454,14 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
         placement, spare = place_controllers(cfg, sender_cpus, per_queue_cpu)
         consumer = None
         if cfg.controller:
-            consumer = Consumers(prog.ring_fds, topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
+            xsk = None
+            if cfg.rx == "afxdp":
+                xsk = XskConfig(topo.dut_ns, topo.dut_if, prog.xskmap_fd, buffer_size(info.mtu), XSK_RING, cfg.fill,
+                                cfg.copybreak)
+            consumer = Consumers(prog.ring_fds if cfg.rx == "ring" else [None] * cfg.queues,
+                                 topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
                                  cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir), free_on=cfg.free_on,
-                                 placement=placement)
+                                 placement=placement, xsk=xsk)
             stack.callback(consumer.close)
             cfg = dataclasses.replace(cfg, drain_us=cfg.drain_for(own_cpu=bool(spare)))
         # With the senders pinned and a CPU left, the controller's thread takes it, and this thread (the

@@ -254,6 +254,12 @@ class XdpProgram:
             out.append({k: sum(getattr(c, k) for c in per_cpu) for k in keys})
         return out
 
+    def ring_stats(self) -> dict:
+        """What the queues handed on (to their metadata rings, or sockets) and lost, summed over queues
+        (a program that counts per queue)."""
+        per_q = self.queue_stats()
+        return {k: sum(q[k] for q in per_q) for k in ("submitted", "lost")}
+
 
 # the metadata ring's default size: 4 MiB, 13 ms of records at 6.5 Mpps (a stall of the controller on a
 # shared machine lasts milliseconds)
@@ -305,10 +311,18 @@ class MetaProgram(XdpProgram):
 
     COUNTED_PER_QUEUE = True
 
-    def ring_stats(self) -> dict:
-        """The metadata rings' counts, summed over queues."""
-        per_q = self.queue_stats()
-        return {k: sum(q[k] for q in per_q) for k in ("submitted", "lost")}
+
+
+class XskProgram(XdpProgram):
+    """nta_xdp_xsk: counts, then redirects every frame to the AF_XDP socket of its RX queue (the map
+    ``xskmap_fd``, which each queue's socket enters itself: harness.controller.Consumer)."""
+
+    NAME = "nta_xdp_xsk"
+    COUNTED_PER_QUEUE = True
+
+    @property
+    def xskmap_fd(self) -> int:
+        return self.bpf[b"nta_xsks"].map_fd
 
 
 class GenProgram:

@@ -39,7 +39,7 @@ def handle(args) -> int:
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
         allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict,
-        queues=args.queues, free_on=args.free_on, **builtin,
+        queues=args.queues, free_on=args.free_on, rx=args.rx, fill=args.fill, copybreak=args.copybreak, **builtin,
         **({"ring_pages": args.ring_pages} if args.ring_pages is not None else {}))
     if args.ebpf:
         print(cfg.program(args.netns, args.iface or DUT_IF).describe())
@@ -134,6 +134,18 @@ def add(sub) -> None:
                         "allocates it from the dut's page pool on an NTA arena and holds it (--hold)")
     p.add_argument("--hold", default="immediate", metavar="POLICY",
                    help="with --controller: immediate, packets:N, usec:T, flow:K or random:N")
+    p.add_argument("--rx", choices=("ring", "afxdp"), default="ring",
+                   help="how frames reach the controller: a metadata record each through a BPF ring buffer "
+                        "(ring, the default), or the frames themselves through an AF_XDP socket per RX queue "
+                        "whose UMEM is the pool's arena, each buffer cut to its frame (afxdp; implies "
+                        "--controller)")
+    p.add_argument("--fill", type=natural_int, default=0, metavar="N",
+                   help=f"with --rx afxdp: buffers posted to each fill ring at most (default: the ring's "
+                        f"{2048}); fewer starve the socket, and its drops are counted")
+    p.add_argument("--copybreak", type=natural_int, default=0, metavar="BYTES",
+                   help="with --rx afxdp: a frame of at most BYTES is copied into a block of its own size and "
+                        "its buffer posted again whole, as drivers' rx_copybreak does; longer ones keep their "
+                        "buffer, cut to the frame (default 0: every buffer cut, none copied)")
     p.add_argument("--free-on", choices=("self", "other"), default="self",
                    help="with --controller: who frees what the hold policy lets go: the controller itself "
                         "(self, the default), or a reader thread on another CPU (other), as a socket's "

@@ -48,6 +48,7 @@ struct nta_ctl {
 	uint64_t rng;
 	uint64_t packets;
 	struct nta_handoff *handoff; /* frees go to a reader (handoff.c); NULL: put here */
+	const uint64_t *posted;      /* buffers of the pool holding no frame yet (xsk.c); NULL: none */
 };
 
 static uint64_t next_rand(struct nta_ctl *c)
@@ -231,6 +232,8 @@ static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_
 	if (c->pc->pages.pages_in_use > c->st.peak_pages) {
 		c->st.peak_pages = c->pc->pages.pages_in_use;
 		c->st.bytes_at_peak_pages = c->st.bytes_held;
+		c->st.held_at_peak_pages = c->st.held;
+		c->st.posted_at_peak_pages = c->posted ? *c->posted : 0;
 	}
 }
 
@@ -256,6 +259,17 @@ long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
 		ok++;
 	}
 	return ok;
+}
+
+long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nta_meta *recs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		c->packets++;
+		c->st.handled++;
+		c->st.bytes += recs[i].len;
+		hold(c, offs[i], recs[i].len ? recs[i].len : 1, &recs[i]);
+	}
+	return (long)n;
 }
 
 long nta_ctl_flush(struct nta_ctl *c)
@@ -298,6 +312,11 @@ long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t
 		TAKE(c->heap[i]);
 #undef TAKE
 	return (long)n;
+}
+
+void nta_ctl_set_posted(struct nta_ctl *c, const uint64_t *posted)
+{
+	c->posted = posted;
 }
 
 void nta_ctl_set_handoff(struct nta_ctl *c, struct nta_handoff *h)

@@ -63,6 +63,8 @@ struct nta_ctl_stats {
 	uint64_t peak_bytes_held;
 	uint64_t peak_pages;          /* the most pages the pool had in use (holding fragments) */
 	uint64_t bytes_at_peak_pages; /* bytes the frames held asked for when pages first reached it */
+	uint64_t held_at_peak_pages;  /* fragments held when pages first reached their peak */
+	uint64_t posted_at_peak_pages; /* and buffers handed out holding no frame yet (nta_ctl_set_posted) */
 	uint64_t handed_off;          /* of frees, fragments handed to a reader (nta_ctl_set_handoff) */
 	uint64_t handoff_full;        /* of frees, put here because the handoff was full */
 };
@@ -91,6 +93,12 @@ void nta_handoff_destroy(struct nta_handoff *h);
 int nta_handoff_push(struct nta_handoff *h, int64_t off);               /* 0, or -EAGAIN (full) */
 long nta_handoff_take(struct nta_handoff *h, int64_t *offs, size_t max); /* how many taken */
 uint64_t nta_handoff_queued(const struct nta_handoff *h);
+/* Hold n received frames under the policy: frame i in the fragment at offs[i] (of the controller's pool,
+ * already the controller's), recs[i] its record (len, ts_ns, flow_hash). Returns n. */
+long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nta_meta *recs, size_t n);
+/* The pool's fragments handed out and holding no frame yet (an AF_XDP fill ring's buffers) are *posted:
+ * counted at the pool's peak (posted_at_peak_pages). */
+void nta_ctl_set_posted(struct nta_ctl *c, const uint64_t *posted);
 /* Hand what the policy lets go to h from now on (NULL: put it here again). */
 void nta_ctl_set_handoff(struct nta_ctl *c, struct nta_handoff *h);
 
@@ -113,6 +121,44 @@ struct nta_free_reader {
  * handoff is empty. Returns 0, -EINVAL, or a post's error. */
 long nta_free_reader_run(struct nta_free_reader *r);
 void nta_free_reader_stop(struct nta_free_reader *r);
+
+/*
+ * Real frames into the arena (xsk.c): an AF_XDP socket on one RX queue, the
+ * arena's data region its UMEM, the fill ring fed with the pool's buffers of
+ * buf_size bytes (at most fill_max posted), each received buffer cut to its
+ * frame (nta_pool_frag_trim) and held by the controller. Create it in the
+ * device's network namespace (ifname is looked up there). The counters:
+ * frames received and their bytes, buffers posted (posted - received: on the
+ * fill ring now), refused by the pool, kicks of need_wakeup, descriptors that
+ * named no posted buffer, buffers the pool could not trim (another
+ * allocator), and the kernel's XDP_STATISTICS.
+ */
+struct nta_xsk;
+struct nta_xsk_config {
+	const char *ifname;
+	uint32_t queue;
+	uint32_t ring_size;  /* fill and RX ring entries, a power of two */
+	uint32_t fill_max;   /* buffers posted at most, <= ring_size; 0: ring_size */
+	uint32_t buf_size;   /* a buffer: the largest frame the device takes */
+	int32_t xskmap_fd;   /* the XDP program's XSKMAP: the socket goes in at queue */
+	uint32_t copybreak;  /* a frame of at most this many bytes is copied out, its buffer reused whole */
+};
+struct nta_xsk_stats {
+	uint64_t received, bytes;
+	uint64_t posted, in_fill, post_fails, wakeups;
+	uint64_t bad_descs, untrimmed, copied;
+	uint64_t rx_dropped, rx_invalid_descs, rx_ring_full, rx_fill_ring_empty_descs; /* XDP_STATISTICS */
+};
+/* NULL with errno and a line in why on failure. */
+struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct nta_arena *a,
+			       const struct nta_xsk_config *cfg, char *why, size_t whylen);
+/* Post buffers, then take up to max received frames: trimmed, held (their records in recs, offsets in offs).
+ * Returns how many. */
+long nta_xsk_receive(struct nta_xsk *x, struct nta_meta *recs, int64_t *offs, size_t max);
+int nta_xsk_stats(const struct nta_xsk *x, struct nta_xsk_stats *st);
+int nta_xsk_fd(const struct nta_xsk *x);
+/* The socket and UMEM gone; what was still posted back to the pool. */
+void nta_xsk_destroy(struct nta_xsk *x);
 
 /*
  * The controller's loop (ctlpoll.c): drain rb into buf, max records at a time, and handle them, until
@@ -152,6 +198,8 @@ struct nta_ctl_poll {
 	int64_t *held_offs;
 	uint32_t *held_lens;
 	uint64_t held_max;
+	struct nta_xsk *xsk;    /* set: frames come from this socket (offs: max of them), not from rb */
+	int64_t *offs;
 	int32_t stop;
 	int32_t pad;
 	/* out, cumulative */

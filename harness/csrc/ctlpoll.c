@@ -97,19 +97,21 @@ long nta_ctl_poll(struct nta_ctl *c, struct nta_ringbuf *rb, struct nta_ctl_poll
 {
 	const struct timespec nap = { .tv_nsec = (long)p->idle_ns };
 
-	if (!c || !rb || !p->buf || !p->max || (p->lat_hist && !p->lat_buckets) || p->idle_ns >= 1000000000ull ||
+	if (!c || (!rb && !p->xsk) || (p->xsk && !p->offs) || !p->buf || !p->max || (p->lat_hist && !p->lat_buckets) || p->idle_ns >= 1000000000ull ||
 	    (p->pool && (!p->arena || !p->page_size || !p->chunk_size)) || (p->map && !p->pool))
 		return -EINVAL;
 	for (;;) {
 		uint64_t odd = 0, now;
-		long n = nta_ringbuf_drain(rb, p->buf, sizeof(*p->buf), p->max, &odd);
+		long n = p->xsk ? nta_xsk_receive(p->xsk, p->buf, p->offs, p->max)
+				: nta_ringbuf_drain(rb, p->buf, sizeof(*p->buf), p->max, &odd);
 		p->odd += odd;
 		p->passes++;
 		if (n > 0) {
 			now = mono_ns();
-			if (p->lat_hist)
+			if (p->lat_hist && !p->xsk) /* a frame has no XDP timestamp */
 				note_waits(p, p->buf, n, now);
-			nta_ctl_handle(c, p->buf, (size_t)n);
+			if (!p->xsk) /* the socket's frames are held as they come */
+				nta_ctl_handle(c, p->buf, (size_t)n);
 			p->drained += (uint64_t)n;
 		} else {
 			now = mono_ns();

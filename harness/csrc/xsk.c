@@ -1,0 +1,365 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xsk.c - real frames into the arena: an AF_XDP socket on one RX queue
+ * whose UMEM is the arena's data region, its fill ring fed with buffers of
+ * the queue's page pool, each received buffer cut to its frame and held
+ * under the controller's policy (see ctl.h). Sockets, UMEM and rings are
+ * libxdp's (xsk.h); the buffers are the pool's.
+ *
+ * The UMEM is registered once over the arena's data pages and the page
+ * before them (unaligned chunks: a buffer may start anywhere). The kernel
+ * writes a received frame XDP_PACKET_HEADROOM bytes past the address a fill
+ * descriptor gives, and in copy mode writes nothing before the frame (no
+ * metadata is asked for), so a buffer is posted at its fragment's offset
+ * less the headroom: the fragment holds the frame from its first byte, and
+ * the headroom it never has is bytes of its neighbours the kernel never
+ * touches. A fragment is the largest frame the device takes (its MTU, an
+ * Ethernet header and a VLAN tag: veth refuses a longer one), and once the
+ * frame's length is known its tail goes back to the pool at once
+ * (nta_pool_frag_trim; a pool of another allocator keeps it whole), or a
+ * short frame is copied out and its buffer reused whole (copybreak).
+ *
+ * Which buffers are posted is a bitmap over the arena's chunks: a receive
+ * descriptor naming anything else is counted and ignored, and at the end
+ * what is still posted is put back.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <linux/if_ether.h>
+#include <linux/if_xdp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <xdp/libxdp.h>
+#include <xdp/xsk.h>
+
+#include "ctl.h"
+
+#define RX_BATCH 64
+
+struct nta_xsk {
+	struct xsk_umem *umem;
+	struct xsk_socket *xsk;
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp, rx;
+	struct nta_ctl *ctl;
+	struct nta_pool *pool;
+	uint8_t *base;          /* the arena's mapping */
+	uint64_t umem_off;      /* the arena offset of UMEM address 0 */
+	uint64_t umem_len;
+	uint32_t chunk_shift, chunk_size, buf_size, umem_chunk;
+	uint32_t fill_max, copybreak;
+	uint64_t *posted_map;   /* a bit per arena chunk: a buffer starting there is on the fill ring */
+	uint64_t map_bits;
+	int64_t *aside;         /* buffers the UMEM cannot take (too near its end): put back at the end */
+	uint32_t naside, aside_cap;
+	struct nta_xsk_stats st;
+};
+
+static int silent(enum libxdp_print_level level, const char *fmt, va_list args)
+{
+	(void)level, (void)fmt, (void)args;
+	return 0;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint32_t mix(uint32_t h, uint32_t v)
+{
+	v *= 0xcc9e2d51;
+	v = (v << 15) | (v >> 17);
+	v *= 0x1b873593;
+	h ^= v;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64;
+}
+
+static inline uint32_t load32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* The flow a frame belongs to, for the flow hold policy: its addresses and ports after up to two VLAN
+ * tags, as nta_xdp_meta.c hashes them for a record (a frame it cannot parse hashes as flow 0). */
+static uint32_t flow_hash(const uint8_t *f, uint32_t len)
+{
+	uint32_t off = 12, h = 0x9747b28c, l4 = 0, l4off = 0;
+	uint16_t proto;
+
+	if (len < 14)
+		return 0;
+	proto = (uint16_t)(f[12] << 8 | f[13]);
+	for (int tags = 0; tags < 2 && (proto == ETH_P_8021Q || proto == ETH_P_8021AD) && off + 6 <= len; tags++) {
+		off += 4;
+		proto = (uint16_t)(f[off] << 8 | f[off + 1]);
+	}
+	off += 2;
+	if (proto == ETH_P_IP && off + 20 <= len) {
+		h = mix(mix(h, load32(f + off + 12)), load32(f + off + 16));
+		l4 = f[off + 9];
+		if (!((f[off + 6] << 8 | f[off + 7]) & 0x1fff))
+			l4off = off + (uint32_t)(f[off] & 0xf) * 4;
+	} else if (proto == ETH_P_IPV6 && off + 40 <= len) {
+		for (int i = 0; i < 4; i++)
+			h = mix(mix(h, load32(f + off + 8 + 4 * i)), load32(f + off + 24 + 4 * i));
+		l4 = f[off + 6];
+		l4off = off + 40;
+	} else {
+		return 0;
+	}
+	if (l4off && (l4 == 6 || l4 == 17) && l4off + 4 <= len)
+		h = mix(h, (uint32_t)load32(f + l4off));
+	return mix(h, l4);
+}
+
+static inline uint64_t chunk_of(const struct nta_xsk *x, uint64_t off)
+{
+	return off >> x->chunk_shift;
+}
+
+/* Keep a buffer the UMEM cannot take until the end (so that the pool does not hand it out again). */
+static bool set_aside(struct nta_xsk *x, int64_t off)
+{
+	if (x->naside == x->aside_cap) {
+		uint32_t cap = x->aside_cap ? 2 * x->aside_cap : 16;
+		int64_t *na = realloc(x->aside, cap * sizeof(*na));
+		if (!na)
+			return false;
+		x->aside = na, x->aside_cap = cap;
+	}
+	x->aside[x->naside++] = off;
+	return true;
+}
+
+/* Keep the fill ring holding fill_max buffers of the pool: a batch of them taken, then posted at once.
+ * The ring has room for them all: it holds fill_max, and what is posted and not received is at most
+ * what the kernel has not taken yet. */
+static void refill(struct nta_xsk *x)
+{
+	int64_t offs[RX_BATCH];
+	uint32_t idx, n = 0;
+
+	while (x->st.in_fill + n < x->fill_max && n < RX_BATCH) {
+		int64_t off = nta_pool_alloc_frag(x->pool, x->buf_size, 0);
+		if (off <= 0) {
+			x->st.post_fails++;
+			break;
+		}
+		if ((uint64_t)off - x->umem_off - XDP_PACKET_HEADROOM + x->umem_chunk > x->umem_len) {
+			if (set_aside(x, off)) /* the kernel takes no buffer ending past the UMEM */
+				continue;
+			nta_pool_put(x->pool, (uint64_t)off, NTA_POOL_DIRECT);
+			break;
+		}
+		offs[n++] = off;
+	}
+	if (!n)
+		return;
+	if (xsk_ring_prod__reserve(&x->fill, n, &idx) != n) { /* cannot happen (see above): give them back */
+		for (uint32_t i = 0; i < n; i++)
+			nta_pool_put(x->pool, (uint64_t)offs[i], NTA_POOL_DIRECT);
+		x->st.post_fails += n;
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t c = chunk_of(x, (uint64_t)offs[i]);
+		x->posted_map[c >> 6] |= 1ull << (c & 63);
+		*xsk_ring_prod__fill_addr(&x->fill, idx + i) = (uint64_t)offs[i] - x->umem_off - XDP_PACKET_HEADROOM;
+	}
+	xsk_ring_prod__submit(&x->fill, n);
+	x->st.posted += n;
+	x->st.in_fill += n;
+	if (xsk_ring_prod__needs_wakeup(&x->fill)) {
+		x->st.wakeups++;
+		recvfrom(xsk_socket__fd(x->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	}
+	if (n == RX_BATCH)
+		refill(x);
+}
+
+/* Where a received frame stays: a short one (copybreak) is copied into a block of its own size and its
+ * buffer goes back whole, to be posted again, as drivers' rx_copybreak does; a longer one keeps its
+ * buffer, cut to the frame. */
+static uint64_t settle(struct nta_xsk *x, uint64_t off, uint32_t len)
+{
+	if (!len)
+		return off;
+	if (len <= x->copybreak) {
+		int64_t to = nta_pool_alloc_frag(x->pool, len, 0);
+		if (to > 0) {
+			memcpy(x->base + to, x->base + off, len);
+			nta_pool_put(x->pool, off, NTA_POOL_DIRECT);
+			x->st.copied++;
+			return (uint64_t)to;
+		}
+	}
+	if (nta_pool_frag_trim(x->pool, off, len) < 0)
+		x->st.untrimmed++;
+	return off;
+}
+
+long nta_xsk_receive(struct nta_xsk *x, struct nta_meta *recs, int64_t *offs, size_t max)
+{
+	uint32_t idx;
+	size_t total = 0;
+
+	refill(x);
+	while (total < max) {
+		uint32_t want = (uint32_t)(max - total < RX_BATCH ? max - total : RX_BATCH);
+		uint32_t n = xsk_ring_cons__peek(&x->rx, want, &idx), k = 0;
+		if (!n)
+			break;
+		uint64_t now = mono_ns();
+		for (uint32_t i = 0; i < n; i++) {
+			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
+			uint64_t off = x->umem_off + xsk_umem__add_offset_to_addr(d->addr);
+			uint64_t c = chunk_of(x, off);
+			if (off & (x->chunk_size - 1) || c >= x->map_bits ||
+			    !(x->posted_map[c >> 6] & (1ull << (c & 63)))) {
+				x->st.bad_descs++; /* names no buffer we posted (or the frame not at its start) */
+				continue;
+			}
+			x->posted_map[c >> 6] &= ~(1ull << (c & 63));
+			x->st.in_fill--;
+			x->st.received++;
+			x->st.bytes += d->len;
+			off = settle(x, off, d->len);
+			struct nta_meta *m = &recs[total + k];
+			memset(m, 0, sizeof(*m));
+			m->ts_ns = now;
+			m->len = d->len;
+			m->flow_hash = flow_hash(x->base + off, d->len);
+			offs[total + k++] = (int64_t)off;
+		}
+		xsk_ring_cons__release(&x->rx, n);
+		nta_ctl_hold_frames(x->ctl, offs + total, recs + total, k);
+		total += k;
+		refill(x);
+	}
+	return (long)total;
+}
+
+int nta_xsk_stats(const struct nta_xsk *x, struct nta_xsk_stats *st)
+{
+	struct xdp_statistics ks;
+	socklen_t len = sizeof(ks);
+
+	*st = x->st;
+	if (getsockopt(xsk_socket__fd(x->xsk), SOL_XDP, XDP_STATISTICS, &ks, &len))
+		return -errno;
+	st->rx_dropped = ks.rx_dropped;
+	st->rx_invalid_descs = ks.rx_invalid_descs;
+	st->rx_ring_full = ks.rx_ring_full;
+	st->rx_fill_ring_empty_descs = ks.rx_fill_ring_empty_descs;
+	return 0;
+}
+
+int nta_xsk_fd(const struct nta_xsk *x)
+{
+	return xsk_socket__fd(x->xsk);
+}
+
+struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct nta_arena *a,
+			       const struct nta_xsk_config *cfg, char *why, size_t whylen)
+{
+	struct nta_config ac;
+	struct nta_stats as;
+	struct nta_xsk *x;
+	int err;
+
+	if (!c || !pool || !a || !cfg || !cfg->ifname || !cfg->ring_size || (cfg->ring_size & (cfg->ring_size - 1)) ||
+	    cfg->fill_max > cfg->ring_size || !cfg->buf_size) {
+		snprintf(why, whylen, "bad configuration");
+		errno = EINVAL;
+		return NULL;
+	}
+	nta_arena_config(a, &ac);
+	nta_stats(a, &as);
+	if (cfg->buf_size + XDP_PACKET_HEADROOM > ac.page_size) {
+		snprintf(why, whylen, "a buffer of %u bytes and the %u of headroom exceed a page", cfg->buf_size,
+			 XDP_PACKET_HEADROOM);
+		errno = EMSGSIZE;
+		return NULL;
+	}
+	if (!(x = calloc(1, sizeof(*x))))
+		return NULL;
+	libxdp_set_print(silent);
+	x->ctl = c, x->pool = pool, x->base = nta_arena_base(a);
+	x->chunk_size = ac.chunk_size;
+	x->chunk_shift = (uint32_t)__builtin_ctz(ac.chunk_size);
+	x->buf_size = cfg->buf_size;
+	x->umem_chunk = XDP_PACKET_HEADROOM + cfg->buf_size < 2048 ? 2048 : XDP_PACKET_HEADROOM + cfg->buf_size;
+	x->fill_max = cfg->fill_max ? cfg->fill_max : cfg->ring_size;
+	x->copybreak = cfg->copybreak;
+	x->umem_off = as.data_off - ac.page_size;
+	x->umem_len = (uint64_t)(ac.max_pages + 1) * ac.page_size;
+	x->map_bits = (as.data_off + (uint64_t)ac.max_pages * ac.page_size) >> x->chunk_shift;
+	x->posted_map = calloc((x->map_bits + 63) / 64, sizeof(uint64_t));
+	if (!x->posted_map) {
+		free(x);
+		return NULL;
+	}
+	struct xsk_umem_config uc = { .fill_size = cfg->ring_size, .comp_size = cfg->ring_size,
+				      .frame_size = x->umem_chunk, .frame_headroom = 0,
+				      .flags = XDP_UMEM_UNALIGNED_CHUNK_FLAG };
+	err = xsk_umem__create(&x->umem, x->base + x->umem_off, x->umem_len, &x->fill, &x->comp, &uc);
+	if (err) {
+		snprintf(why, whylen, "registering the arena as UMEM (%llu bytes): %s", (unsigned long long)x->umem_len,
+			 strerror(-err));
+		goto fail;
+	}
+	struct xsk_socket_config sc = { .rx_size = cfg->ring_size, .tx_size = 0,
+					.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+					.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP };
+	err = xsk_socket__create(&x->xsk, cfg->ifname, cfg->queue, x->umem, &x->rx, NULL, &sc);
+	if (err) {
+		snprintf(why, whylen, "an AF_XDP socket on %s queue %u: %s", cfg->ifname, cfg->queue, strerror(-err));
+		goto fail;
+	}
+	err = xsk_socket__update_xskmap(x->xsk, cfg->xskmap_fd);
+	if (err) {
+		snprintf(why, whylen, "the socket into the XDP program's map: %s", strerror(-err));
+		goto fail;
+	}
+	nta_ctl_set_posted(c, &x->st.in_fill);
+	refill(x);
+	return x;
+fail:
+	nta_xsk_destroy(x);
+	errno = -err;
+	return NULL;
+}
+
+void nta_xsk_destroy(struct nta_xsk *x)
+{
+	if (!x)
+		return;
+	nta_ctl_set_posted(x->ctl, NULL);
+	if (x->xsk)
+		xsk_socket__delete(x->xsk);
+	if (x->umem)
+		xsk_umem__delete(x->umem);
+	/* the kernel holds nothing now: what is still posted, and what was set aside, goes back */
+	for (uint64_t w = 0; x->posted_map && w < (x->map_bits + 63) / 64; w++)
+		for (uint64_t bits = x->posted_map[w]; bits; bits &= bits - 1) {
+			uint64_t c = w * 64 + (uint64_t)__builtin_ctzll(bits);
+			nta_pool_put(x->pool, c << x->chunk_shift, NTA_POOL_DIRECT);
+		}
+	for (uint32_t i = 0; i < x->naside; i++)
+		nta_pool_put(x->pool, (uint64_t)x->aside[i], NTA_POOL_DIRECT);
+	free(x->aside);
+	free(x->posted_map);
+	free(x);
+}
