@@ -155,6 +155,12 @@ class Arena:
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         self._mm = mmap.mmap(lib.nta_arena_fd(a), self.size, mmap.MAP_SHARED, prot)
 
+    @property
+    def reader_path(self) -> str:
+        """Where another process attaches (Reader, 'nta attach'): the arena's file, or for a memfd this
+        process's descriptor of it under /proc."""
+        return self.path or f"/proc/{os.getpid()}/fd/{lib.nta_arena_fd(self._h())}"
+
     # -- life cycle -----------------------------------------------------------
 
     def close(self, force: bool = False) -> None:

@@ -144,6 +144,7 @@ def test_topo_down_spares_a_live_run_unless_forced(tag):
 @pytest.mark.parametrize("replayer, extra", [
     ("tcpreplay", ()), ("builtin", ()), ("xdp", ()),
     ("xdp", ("--queues", "2", "--controller", "--hold", "random:100", "--free-on", "other")),
+    ("xdp", ("--rx", "afxdp", "--hold", "flow:16")),
 ])
 def test_kill_9_mid_replay_leaves_nothing_once_topo_down_has_run(tag, replayer, extra):
     """Whatever the replayer (and with a ring, controller, pool and reader per queue): after kill -9 and

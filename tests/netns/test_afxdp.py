@@ -1,0 +1,170 @@
+"""``nta run --rx afxdp``: the frames themselves into the arena, through an AF_XDP socket per RX queue whose
+UMEM is the pool's arena. Every shared capture with exact counts, every frame's bytes read in place by a
+second process, a starved fill ring's drops counted, the queues, and nothing left behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from harness import cpus
+from harness.controller import Controller
+from harness.pcapfile import load
+from harness.replay import ReplayOptions, flow_split
+from harness.run import XDP_PACKET_HEADROOM, RunConfig, buffer_size, run
+from tests.conftest import ROOT, assert_one_line_error, manifest, nta
+from tests.netns.conftest import nta_maps, nta_namespaces
+from tests.netns.test_cleanup import long_run, wait_attached
+from tests.netns.test_run import MALFORMED, _inspect
+
+
+def afxdp_run(pcap, replayer="builtin", **kw):
+    fields = ("loops", "topspeed", "pps", "limit")
+    opts = {k: kw.pop(k) for k in fields if k in kw}
+    return run(RunConfig(pcap=pcap, replay=ReplayOptions(**opts), quiet=True, replayer=replayer, rx="afxdp", **kw))
+
+
+def assert_balanced(r):
+    """Every frame the sockets took reached the controller, the pools hold nothing at the end, and the
+    socket's buffers (posted and received) all came back."""
+    x, p = r.consumer["xsk"], r.consumer["pool"]
+    assert x["received"] == r.consumer["controller"]["handled"]
+    assert x["posted"] == x["received"] + x["in_fill"]
+    assert x["bad_descs"] == 0
+    assert p["frags"] == 0 and p["frag_bytes"] == 0
+    assert r.reconciled and r.unaccounted_meta == 0
+
+
+@pytest.mark.parametrize("name", sorted(manifest()))
+def test_every_shared_capture_into_the_arena(pcaps, name, tmp_path):
+    """Each frame of every well-formed capture lands in a buffer of the pool, whole: the socket's count and
+    bytes are the capture's; a malformed capture fails in one line; one whose frames do not fit an
+    AF_XDP buffer of a page is refused in one line."""
+    path = os.path.join(pcaps, name)
+    out = tmp_path / "run.json"
+    proc = nta("run", "--pcap", path, "--replayer", "builtin", "--rx", "afxdp", "--topspeed", "--hold", "packets:64",
+               "--json", str(out))
+    if name in MALFORMED:
+        assert_one_line_error(proc, MALFORMED[name][0], code=2)
+        return
+    plan = _inspect(path)
+    if plan["packets"] and buffer_size(plan["mtu"]) + XDP_PACKET_HEADROOM > os.sysconf("SC_PAGE_SIZE"):
+        assert_one_line_error(proc, "do not fit an AF_XDP buffer of a page")
+        assert not out.exists()
+        return
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    if plan["packets"] == 0:
+        return
+    x = doc["controller"]["xsk"]
+    assert doc["points"]["xdp"]["packets"] == x["received"] == plan["frames"] > 0
+    assert x["bytes"] == doc["points"]["xdp"]["bytes"] == plan["frame_bytes"]
+    assert x["rx_dropped"] == x["rx_ring_full"] == x["bad_descs"] == 0
+    assert doc["ring"] == {"submitted": plan["frames"], "lost": 0}
+    assert doc["controller"]["pool"]["frags"] == 0
+    assert doc["controller"]["pool"]["trims"] <= x["received"]
+    assert doc["reconciled"] is True
+
+
+READ_FRAMES = """
+import json, sys
+from harness.nta import Reader
+path, frames = sys.argv[1], json.load(sys.stdin)
+with Reader(path) as r:
+    res = r.pin_many([off for off, _ in frames])
+    assert not res.any(), res
+    out = [bytes(r.view(off, n)).hex() for off, n in frames]
+    for off, _ in frames:
+        r.unpin(off)
+json.dump(out, sys.stdout)
+"""
+
+
+def test_a_second_process_reads_every_frame_in_place(pcaps, monkeypatch):
+    """Every frame held at the end (the policy holds them all) is read by another process, in the arena,
+    pinned: byte for byte the capture's, in the capture's order (MPLS, IPv6, ARP and all)."""
+    cap = load(os.path.join(pcaps, "tcpreplay-test.pcap"))
+    want = [bytes(cap.blob[o:o + n]).hex() for o, n in zip(cap.offsets, cap.lengths, strict=True)]
+    seen = {}
+    flush = Controller.flush
+
+    def read_then_flush(self):
+        if "frames" not in seen and self.stats()["held"]:
+            offs, lens = self.held()
+            frames = [[int(o), int(n)] for o, n in zip(offs, lens, strict=True)]
+            proc = subprocess.run([sys.executable, "-c", READ_FRAMES, self.pool.arena.reader_path],
+                                  input=json.dumps(frames), capture_output=True, text=True, cwd=ROOT, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            seen["frames"] = json.loads(proc.stdout)
+        return flush(self)
+
+    monkeypatch.setattr(Controller, "flush", read_then_flush)
+    r = afxdp_run(cap.path, topspeed=True, hold=f"packets:{cap.frames}")
+    assert seen["frames"] == want
+    assert_balanced(r)
+
+
+def test_a_starved_fill_ring_counts_its_drops(imix_pcap):
+    """Eight buffers posted at a time, at top speed: the socket finds no buffer for most frames, the
+    kernel counts each, and the run still reconciles and ends clean."""
+    r = afxdp_run(imix_pcap, "xdp", loops=300, topspeed=True, fill=8)
+    x = r.consumer["xsk"]
+    assert x["rx_dropped"] > 0 and x["rx_fill_ring_empty_descs"] > 0
+    assert x["received"] + x["rx_dropped"] + x["rx_ring_full"] == r.xdp.packets == 300 * 1200
+    assert x["in_fill"] <= 8
+    assert_balanced(r)
+
+
+@pytest.mark.parametrize("allocator, cut", [("nta", True), ("slab", False), ("ppfrag", False), ("page", False)])
+def test_buffers_are_cut_to_their_frames_by_the_nta_only(imix_pcap, allocator, cut):
+    r = afxdp_run(imix_pcap, "xdp", loops=20, topspeed=True, hold="random:500", allocator=allocator)
+    x, p = r.consumer["xsk"], r.consumer["pool"]
+    if cut:  # IMIX: a 64, 576 or 1,500-byte frame in a 1,536-byte buffer: every one gives something back
+        assert p["trims"] == x["received"] and x["untrimmed"] == 0
+        assert p["trimmed_bytes"] == 20 * sum(buffer_size(1500) - -(-int(n) // 32) * 32 for n in load(imix_pcap).lengths)
+    else:
+        assert p["trims"] == 0 and x["untrimmed"] == x["received"]
+    assert_balanced(r)
+
+
+def test_copybreak_copies_short_frames_out(imix_pcap):
+    r = afxdp_run(imix_pcap, "xdp", loops=20, topspeed=True, hold="flow:16", copybreak=600)
+    x, p = r.consumer["xsk"], r.consumer["pool"]
+    small = sum(1 for n in load(imix_pcap).lengths if n <= 600)
+    assert x["copied"] == 20 * small
+    assert p["trims"] == x["received"] - x["copied"]
+    assert_balanced(r)
+
+
+@pytest.mark.skipif(len(cpus.usable()) < 2, reason="two queues need two CPUs")
+def test_a_socket_per_queue(pcaps):
+    path = os.path.join(pcaps, "ndpi-reddit-ipv6.pcap")
+    cap = load(path)
+    r = afxdp_run(path, "xdp", loops=10, pps=50_000, queues=2, hold="flow:8")
+    want = [10 * len(part) for part in flow_split(cap, 2)]
+    assert [q["xdp"]["packets"] for q in r.queues] == want
+    assert [q["xsk"]["received"] for q in r.queues] == want  # at this rate, no socket drops a frame
+    assert r.queue_account["reconciled"]
+    assert_balanced(r)
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--fill", "8"], "--fill: only with --rx afxdp"),
+    (["--copybreak", "128"], "--copybreak: only with --rx afxdp"),
+    (["--rx", "afxdp", "--fill", "4096"], "bad --fill 4096"),
+])
+def test_bad_afxdp_options(imix_pcap, args, why):
+    assert_one_line_error(nta("run", "--pcap", imix_pcap, *args), why)
+    assert nta_namespaces() == []
+
+
+def test_ctrl_c_mid_receive_leaves_nothing(tag):
+    proc = long_run(tag, "--replayer", "xdp", "--rx", "afxdp", "--hold", "random:100")
+    wait_attached(tag, proc, "xdp")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert nta_namespaces() == [] and not nta_maps()
