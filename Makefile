@@ -121,6 +121,8 @@ bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk
 	$(NTA) bench e2e --json build/bench-e2e.json
 	$(NTA) bench replay --json build/bench-replay.json
 	$(NTA) bench real --plot build --json build/bench-real.json
+	$(NTA) bench real --rx afxdp --holds flow:16,random:3000 --allocators nta,slab --json build/bench-real-afxdp.json
+	$(NTA) bench real --rx afxdp --holds flow:16,random:3000 --allocators nta,slab --copybreak 1024 --json build/bench-real-afxdp-copybreak.json
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests

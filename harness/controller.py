@@ -75,16 +75,18 @@ def memory_figures(allocator: str, page: int, ctl: dict, pool: dict, util_sum: f
     asked for then and at their own peak, utilisation (asked / bytes of those pages) at that moment and on
     average while the run went, and apart from those, the pages mapped and idle in the cache and ring at
     their peak. With buffers posted for frames to come (AF_XDP's fill ring, ``posted_each`` bytes a
-    buffer as the pool hands it), those at the peak apart, and what the pages held at the peak less those
-    per frame then held."""
+    buffer as the pool hands it), those at the peak apart: the pages they would fill on their own (as
+    many a page as fit), and what the pool's pages at the peak took beyond those, per frame then held
+    (with fixed 2,048-byte chunks that is 2,048 a frame)."""
     peak = ctl["peak_pages"]
     posted = {}
     if posted_each is not None:
-        fill_bytes = ctl["posted_at_peak_pages"] * posted_each
-        held = ctl["held_at_peak_pages"]
-        posted = {"fill_buffers_at_peak": ctl["posted_at_peak_pages"], "fill_buffer_bytes": posted_each,
-                  "fill_bytes_at_peak": fill_bytes, "frames_held_at_peak": held,
-                  "bytes_per_frame_held": (peak * page - fill_bytes) / held if held else None,
+        held, fill = ctl["held_at_peak_pages"], ctl["posted_at_peak_pages"]
+        fill_pages = -(-fill // max(1, page // posted_each))
+        posted = {"fill_buffers_at_peak": fill, "fill_buffer_bytes": posted_each,
+                  "fill_bytes_at_peak": fill * posted_each, "fill_pages_at_peak": fill_pages,
+                  "frames_held_at_peak": held,
+                  "bytes_per_frame_held": (peak - fill_pages) * page / held if held else None,
                   "asked_per_frame_held": ctl["bytes_at_peak_pages"] / held if held else None}
     return {**posted, "allocator": allocator, "page_size": page, "peak_pages": peak,
             "peak_fragments": ctl["peak_held"], "peak_bytes_asked": ctl["peak_bytes_held"],
@@ -503,6 +505,7 @@ class Consumer:
             # what the frames the policy still holds take, alone: the pool's pages now
             held, pages = self.ctl.stats()["held"], self.pool.pages_in_use()
             self._xsk_end.update(held_at_end=held, pages_at_end=pages,
+                                 handed_at_end=self.pool.stats()["frag_bytes"],
                                  bytes_per_frame_held=pages * self.arena.page_size / held if held else None)
         self.ctl.flush()  # the pool must balance
         if self.reader:

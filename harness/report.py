@@ -121,14 +121,14 @@ def xsk_line(x: dict, p: dict, m: dict, fill: int) -> str:
             f"{n(p['trims'])} buffers cut to their frames gave back {p['trimmed_bytes'] / 1048576:.1f} MiB"
             + (f" ({n(x['untrimmed'])} not cut: the {m['allocator']} allocator cannot)" if x["untrimmed"] else "")
             + (f", {n(x['copied'])} short frames copied out (copybreak)" if x["copied"] else "")
+            + f"; at the peak {n(m['frames_held_at_peak'])} frames held took "
+            + (f"{per:,.0f} bytes each" if per is not None else "-")
+            + f" beyond the {n(m['fill_pages_at_peak'])} pages its {n(m['fill_buffers_at_peak'])} fill buffers "
+              f"({m['fill_bytes_at_peak'] / 1048576:.1f} MiB) fill, asking for "
+            + (f"{m['asked_per_frame_held']:,.0f}" if m["asked_per_frame_held"] is not None else "-")
             + f"; at the end, the fill ring given back, {n(x['held_at_end'])} frames held took "
             + (f"{x['bytes_per_frame_held']:,.0f} bytes each ({n(x['pages_at_end'])} pages)"
                if x["bytes_per_frame_held"] is not None else "nothing")
-            + f"; at the peak {n(m['frames_held_at_peak'])} frames held took "
-            + (f"{per:,.0f} bytes each" if per is not None else "-")
-            + f" (the pages then, less {n(m['fill_buffers_at_peak'])} fill buffers: "
-              f"{m['fill_bytes_at_peak'] / 1048576:.1f} MiB), asking for "
-            + (f"{m['asked_per_frame_held']:,.0f}" if m["asked_per_frame_held"] is not None else "-")
             + (f"; {n(x['bad_descs'])} RX descriptors named no posted buffer" if x["bad_descs"] else ""))
 
 
@@ -179,7 +179,7 @@ def queue_lines(doc: dict, out) -> None:
     acct = doc["reconciliation"]["queues"]
     bad = [str(q["queue"]) for q in qs if not q["reconciled"]]
     if acct["reconciled"]:
-        print(f"  queues reconciled: each queue's " + ("sent = XDP seen, " if qs[0]["reconciliation"]["unaccounted"]
+        print("  queues reconciled: each queue's " + ("sent = XDP seen, " if qs[0]["reconciliation"]["unaccounted"]
                                                       is not None else "")
               + ("XDP seen = to socket + no socket, to socket = handled + dropped; " if xsk else
                  "XDP seen = ring submitted + lost, handled = submitted; " if meta else "")

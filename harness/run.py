@@ -480,7 +480,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             + (", freed by a reader on another CPU" if consumer and cfg.free_on == "other" else ""))
         # On a terminal, each line also says how far the run is (of the packets it calls for).
         total = None if cfg.replay.duration or cfg.replay.limit else info.frames * cfg.replay.loops
-        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, link=lambda: topo.link_stats("gen"), total=total,
+        loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, link=lambda: topo.link_stats("gen"),
+                    total=total,
                     progress=getattr(out, "isatty", lambda: False)(), say=say)
         say(loop.header())
         xmit0 = xdp_xmit(topo) if cfg.replayer == "xdp" else None

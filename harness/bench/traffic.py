@@ -162,23 +162,26 @@ REAL_HOLDS = ("flow:16", "packets:3000", "random:3000")
 
 
 def bench_real(loops: int = 300, pps: float = 200_000, holds=REAL_HOLDS, allocators=tuple(POOL_ALLOCATORS),
-               pcap: str | None = None, plot_dir: str | None = None, out=print) -> dict:
+               pcap: str | None = None, plot_dir: str | None = None, rx: str = "ring", copybreak: int = 0,
+               out=print) -> dict:
     """Each allocator places the fragments of the same capture, replayed at the same rate, held under the
     same policies (seeded lifetimes: the same frames held for the same packets): one run each. For each,
     the pool's pages holding fragments at their peak, the utilisation then and on average, and the ratio
     of its pages to the NTA's; with ``plot_dir``, the page maps of nta and slab at their peak under the
-    last policy."""
+    last policy. With ``rx="afxdp"`` the frames themselves come through AF_XDP (bench_afxdp_rows)."""
     require_root("nta bench real")
     allocators = list(dict.fromkeys(pool_allocator(a) for a in allocators))
     if pcap is None:
         pcap = replay_captures()["IMIX"]
-    doc = {"tool": "nta", "command": "bench real", "pcap": pcap, "loops": loops, "pps": pps, "results": []}
+    doc = {"tool": "nta", "command": "bench real", "pcap": pcap, "loops": loops, "pps": pps, "rx": rx,
+           "results": []}
     rows, maps = [], {}
     for hold in holds:
         runs = {}
         for al in allocators:
             r = run(RunConfig(pcap=pcap, replay=ReplayOptions(loops=loops, pps=pps), quiet=True,
-                              controller=True, hold=hold, allocator=al, replayer="builtin",
+                              controller=True, hold=hold, allocator=al, replayer="builtin", rx=rx,
+                              copybreak=copybreak if rx == "afxdp" and al == "nta" else 0,
                               peak_map=plot_dir is not None))
             c = r.consumer["controller"]
             if not r.reconciled or c["handled"] != r.xdp.packets or c["alloc_fails"]:
@@ -186,6 +189,9 @@ def bench_real(loops: int = 300, pps: float = 200_000, holds=REAL_HOLDS, allocat
             runs[al] = r
             if hold == holds[-1] and al in ("nta", "slab"):
                 maps[al] = r.peak_map
+        if rx == "afxdp":
+            rows += afxdp_rows(hold, runs, doc["results"])
+            continue
         base = runs["nta"].consumer["memory"]["peak_pages"] if "nta" in runs else None
         for al, r in runs.items():
             m = r.consumer["memory"]
@@ -195,6 +201,14 @@ def bench_real(loops: int = 300, pps: float = 200_000, holds=REAL_HOLDS, allocat
             rows.append([hold, al, fmt_n(m["peak_pages"]), fmt_n(m["peak_fragments"]),
                          pct(m["utilisation_at_peak"]), pct(m["utilisation_mean"]),
                          fmt_n(m["idle_mapped_pages_peak"]), f"{entry['pages_vs_nta']:.2f}" if base else "-"])
+    if rx == "afxdp":
+        out(f"\nreal frames: {os.path.basename(pcap)} x{loops} at {fmt_n(pps)} pps through XDP into an AF_XDP "
+            "socket whose UMEM is the pool's arena; at the pool's peak, the memory the frames held took beyond "
+            "the pages the fill ring's buffers fill, per frame held"
+            + (f"; nta copies frames of at most {copybreak} bytes out" if copybreak else ""))
+        table(rows, ["hold", "allocator", "frames held", "bytes/frame", "x 2048", "fill ring at peak",
+                     "peak pages", "x slab", "handed/frame", "at end/frame"])
+        return doc
     out(f"\nreal traffic: {os.path.basename(pcap)} x{loops} at {fmt_n(pps)} pps through XDP, the metadata "
         "ring and the controller; the pool's pages holding fragments at their peak")
     table(rows, ["hold", "allocator", "peak pages", "fragments", "util at peak", "util mean", "idle pages",
@@ -209,6 +223,36 @@ def bench_real(loops: int = 300, pps: float = 200_000, holds=REAL_HOLDS, allocat
         doc["plot"] = path
         out(f"\npage maps: {path}")
     return doc
+
+
+FIXED_CHUNK = 2048  # what every AF_XDP program known posts (xdpsock, xdp-bench, tcpreplay's AF_XDP mode)
+
+
+def afxdp_rows(hold: str, runs: dict, results: list) -> list[list[str]]:
+    """Per allocator, at the pool's peak: the frames held and what they took beyond the pages the fill
+    ring's buffers fill on their own, per frame (a fixed 2,048-byte chunk a frame: 2,048), against 2,048;
+    the fill ring then (buffers, pages); the peak pages against slab's; what the allocator handed each
+    held frame (chunks); and, more severe, what the frames held at the end took once the fill ring was
+    given back (the pool's pages then, per frame: it charges them the pages they share with buffers)."""
+    slab = runs["slab"].consumer["memory"]["peak_pages"] if "slab" in runs else None
+    rows = []
+    for al, r in runs.items():
+        x, m = r.consumer["xsk"], r.consumer["memory"]
+        held, per = m["frames_held_at_peak"], m["bytes_per_frame_held"]
+        entry = {"hold": hold, "allocator": al, "frames": r.xdp.packets, **m,
+                 "vs_fixed_chunks": per / FIXED_CHUNK if per is not None else None,
+                 "peak_pages_vs_slab": m["peak_pages"] / slab if slab else None,
+                 "handed_per_frame_held_at_end": x["handed_at_end"] / x["held_at_end"] if x["held_at_end"] else None,
+                 "frames_held_at_end": x["held_at_end"], "pages_at_end": x["pages_at_end"],
+                 "bytes_per_frame_held_at_end": x["bytes_per_frame_held"],
+                 "copied": x["copied"], "trims": r.consumer["pool"]["trims"]}
+        results.append(entry)
+        rows.append([hold, al, fmt_n(held), fmt_n(per), f"{entry['vs_fixed_chunks']:.2f}" if per is not None else "-",
+                     f"{fmt_n(m['fill_buffers_at_peak'])} x {fmt_n(m['fill_buffer_bytes'])} "
+                     f"({fmt_n(m['fill_pages_at_peak'])} pages)",
+                     fmt_n(m["peak_pages"]), f"{entry['peak_pages_vs_slab']:.2f}" if slab else "-",
+                     fmt_n(entry["handed_per_frame_held_at_end"]), fmt_n(x["bytes_per_frame_held"])])
+    return rows
 
 
 def _map_note(m) -> str:

@@ -89,7 +89,8 @@ def cmd_bench_real(args) -> int:
     if args.plot is not None and not os.path.isdir(args.plot):
         raise NtaError(f"--plot {args.plot}: not a directory")
     return _out(args, traffic.bench_real(loops=args.loops, pps=args.pps, holds=args.holds,
-                                         allocators=args.allocators, pcap=args.pcap, plot_dir=args.plot))
+                                         allocators=args.allocators, pcap=args.pcap, plot_dir=args.plot,
+                                         rx=args.rx, copybreak=args.copybreak))
 
 
 def add(sub) -> None:
@@ -175,6 +176,11 @@ def add(sub) -> None:
                     help="hold policies, comma-separated (default flow:16,packets:3000,random:3000)")
     rl.add_argument("--allocators", type=csv(str), default=["nta", "slab", "ppfrag", "page"],
                     help="comma-separated (default nta,slab,ppfrag,page)")
+    rl.add_argument("--rx", choices=("ring", "afxdp"), default="ring",
+                    help="ring: a metadata record a frame (the default); afxdp: the frames themselves through "
+                         "AF_XDP into the arena, the memory the held frames take against 2,048-byte chunks")
+    rl.add_argument("--copybreak", type=int, default=0, metavar="BYTES",
+                    help="with --rx afxdp: the nta copies frames of at most BYTES out of their buffers")
     rl.add_argument("--plot", metavar="DIR", help="write the page maps of nta and slab at their peak as "
                                                   "DIR/real-page-maps.png")
     rl.add_argument("--json", metavar="FILE")
