@@ -63,13 +63,19 @@ int nta_xdp_meta(struct xdp_md *ctx)
 	if (queue >= NTA_QUEUES) /* the device has more queues than the program was told: share the last */
 		queue = NTA_QUEUES - 1;
 	struct nta_queue_stats *rs = nta_queue_stats.lookup(&queue);
-	void *ring = nta_meta_rings.lookup(&queue);
-	if (!len || !rs || !ring)
+	if (!len || !rs)
 		return XDP_ABORTED;
 	rs->packets++;
 	rs->bytes += len;
 
+#if NTA_QUEUES > 1
+	void *ring = nta_meta_rings.lookup(&queue);
+	if (!ring)
+		return XDP_ABORTED;
 	struct nta_meta *m = bpf_ringbuf_reserve(ring, sizeof(struct nta_meta), 0);
+#else /* one queue: its ring, without the lookup */
+	struct nta_meta *m = nta_meta_ring.ringbuf_reserve(sizeof(struct nta_meta));
+#endif
 	if (!m) {
 		rs->lost++;
 		return NTA_ACTION;
