@@ -101,6 +101,18 @@ struct nta_gen_frame_hdr {
 };
 
 #ifndef NTA_CDEF
+/* One step of the flow hash (murmur3's mixing) over a 32-bit word: the metadata program hashes a frame's
+ * addresses and ports with it, and the controller a frame it received itself, the same way. */
+static inline __attribute__((always_inline)) __u32 nta_mix(__u32 h, __u32 v)
+{
+	v *= 0xcc9e2d51;
+	v = (v << 15) | (v >> 17);
+	v *= 0x1b873593;
+	h ^= v;
+	h = (h << 13) | (h >> 19);
+	return h * 5 + 0xe6546b64;
+}
+
 _Static_assert(sizeof(struct nta_xdp_stats) == 32, "nta_xdp_stats layout");
 _Static_assert(sizeof(struct nta_gen_state) == 48, "nta_gen_state layout");
 _Static_assert(sizeof(struct nta_meta) == 40, "nta_meta layout");

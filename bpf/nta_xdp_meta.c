@@ -43,16 +43,6 @@ struct vlan_hdr_ {
 	__be16 encap;
 };
 
-static __always_inline __u32 mix(__u32 h, __u32 v)
-{
-	v *= 0xcc9e2d51;
-	v = (v << 15) | (v >> 17);
-	v *= 0x1b873593;
-	h ^= v;
-	h = (h << 13) | (h >> 19);
-	return h * 5 + 0xe6546b64;
-}
-
 int nta_xdp_meta(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
@@ -126,7 +116,7 @@ int nta_xdp_meta(struct xdp_md *ctx)
 		}
 		m->flags |= NTA_META_L3;
 		l4 = ip->protocol;
-		h = mix(mix(h, ip->saddr), ip->daddr);
+		h = nta_mix(nta_mix(h, ip->saddr), ip->daddr);
 		if (ip->frag_off & bpf_htons(0x1fff)) {
 			m->flags |= NTA_META_FRAGMENT;
 		} else {
@@ -144,7 +134,7 @@ int nta_xdp_meta(struct xdp_md *ctx)
 		l4 = ip6->nexthdr; /* extension headers are not walked */
 		#pragma unroll
 		for (int i = 0; i < 4; i++)
-			h = mix(mix(h, ip6->saddr.in6_u.u6_addr32[i]), ip6->daddr.in6_u.u6_addr32[i]);
+			h = nta_mix(nta_mix(h, ip6->saddr.in6_u.u6_addr32[i]), ip6->daddr.in6_u.u6_addr32[i]);
 		l4h = ip6 + 1;
 	}
 	m->l4_proto = l4;
@@ -156,10 +146,10 @@ int nta_xdp_meta(struct xdp_md *ctx)
 			m->sport = bpf_ntohs(ports[0]);
 			m->dport = bpf_ntohs(ports[1]);
 			m->flags |= NTA_META_L4;
-			h = mix(h, ((__u32)ports[0] << 16) | ports[1]);
+			h = nta_mix(h, ((__u32)ports[0] << 16) | ports[1]);
 		}
 	}
-	m->flow_hash = mix(h, l4);
+	m->flow_hash = nta_mix(h, l4);
 out:
 	rs->submitted++;
 	bpf_ringbuf_submit(m, BPF_RB_NO_WAKEUP);

@@ -478,8 +478,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             + (f", {cfg.queues} queues" if cfg.queues > 1 else "")
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else "")
             + (", freed by a reader on another CPU" if consumer and cfg.free_on == "other" else "")
-            + (f"; AF_XDP into the arena (a reader attaches at {', '.join(c.arena.reader_path for c in consumer.queues)})"
-               if cfg.rx == "afxdp" else ""))
+            + ("; AF_XDP into the arena (a reader attaches at "
+               + ", ".join(c.arena.reader_path for c in consumer.queues) + ")" if cfg.rx == "afxdp" else ""))
         # On a terminal, each line also says how far the run is (of the packets it calls for).
         total = None if cfg.replay.duration or cfg.replay.limit else info.frames * cfg.replay.loops
         loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, link=lambda: topo.link_stats("gen"),

@@ -17,8 +17,28 @@
 #endif
 
 #ifndef NTA_CDEF /* the binding takes these from harness._nta_c and harness._traffic_c */
+#include <time.h>
+
 #include "nta.h"
 #include "nta_shared.h"
+
+/* CLOCK_MONOTONIC in ns (bpf_ktime_get_ns()'s clock), for the loops here. */
+static inline uint64_t nta_ctl_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A loop's wait with nothing to do: sleep *nap, or with none, a pause. */
+static inline void nta_ctl_idle(const struct timespec *nap)
+{
+	if (nap->tv_nsec)
+		nanosleep(nap, NULL);
+	else
+		__builtin_ia32_pause();
+}
 #endif
 
 /*

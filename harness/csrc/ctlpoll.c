@@ -16,14 +16,6 @@
 
 #include "ctl.h"
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void note_waits(struct nta_ctl_poll *p, const struct nta_meta *recs, long n, uint64_t now)
 {
 	for (long i = 0; i < n; i++) {
@@ -107,14 +99,14 @@ long nta_ctl_poll(struct nta_ctl *c, struct nta_ringbuf *rb, struct nta_ctl_poll
 		p->odd += odd;
 		p->passes++;
 		if (n > 0) {
-			now = mono_ns();
+			now = nta_ctl_now_ns();
 			if (p->lat_hist && !p->xsk) /* a frame has no XDP timestamp */
 				note_waits(p, p->buf, n, now);
 			if (!p->xsk) /* the socket's frames are held as they come */
 				nta_ctl_handle(c, p->buf, (size_t)n);
 			p->drained += (uint64_t)n;
 		} else {
-			now = mono_ns();
+			now = nta_ctl_now_ns();
 		}
 		if (p->sample_ns && now >= p->next_sample_ns) {
 			nta_ctl_poll_sample(c, p);
@@ -127,9 +119,6 @@ long nta_ctl_poll(struct nta_ctl *c, struct nta_ringbuf *rb, struct nta_ctl_poll
 		if (now >= p->until_ns || __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
 			return 0;
 		p->empty++;
-		if (p->idle_ns)
-			nanosleep(&nap, NULL);
-		else
-			__builtin_ia32_pause();
+		nta_ctl_idle(&nap);
 	}
 }

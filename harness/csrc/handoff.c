@@ -115,10 +115,7 @@ long nta_free_reader_run(struct nta_free_reader *r)
 			long rc;
 			while ((rc = nta_pool_put_remote_bulk(r->pool, offs, (size_t)n)) == -EAGAIN) {
 				r->full_waits++; /* the owner has not applied enough yet: wait for it */
-				if (r->idle_ns)
-					nanosleep(&nap, NULL);
-				else
-					__builtin_ia32_pause();
+				nta_ctl_idle(&nap);
 			}
 			if (rc < 0)
 				return rc;
@@ -129,9 +126,6 @@ long nta_free_reader_run(struct nta_free_reader *r)
 		if (__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && !nta_handoff_queued(r->from))
 			return 0;
 		r->empty++;
-		if (r->idle_ns)
-			nanosleep(&nap, NULL);
-		else
-			__builtin_ia32_pause();
+		nta_ctl_idle(&nap);
 	}
 }

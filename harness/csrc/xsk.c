@@ -65,24 +65,6 @@ static int silent(enum libxdp_print_level level, const char *fmt, va_list args)
 	return 0;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline uint32_t mix(uint32_t h, uint32_t v)
-{
-	v *= 0xcc9e2d51;
-	v = (v << 15) | (v >> 17);
-	v *= 0x1b873593;
-	h ^= v;
-	h = (h << 13) | (h >> 19);
-	return h * 5 + 0xe6546b64;
-}
-
 static inline uint32_t load32(const uint8_t *p)
 {
 	uint32_t v;
@@ -92,7 +74,7 @@ static inline uint32_t load32(const uint8_t *p)
 }
 
 /* The flow a frame belongs to, for the flow hold policy: its addresses and ports after up to two VLAN
- * tags, as nta_xdp_meta.c hashes them for a record (a frame it cannot parse hashes as flow 0). */
+ * tags, hashed as nta_xdp_meta.c hashes them for a record (a frame that is not IP: its protocol 0). */
 static uint32_t flow_hash(const uint8_t *f, uint32_t len)
 {
 	uint32_t off = 12, h = 0x9747b28c, l4 = 0, l4off = 0;
@@ -107,21 +89,19 @@ static uint32_t flow_hash(const uint8_t *f, uint32_t len)
 	}
 	off += 2;
 	if (proto == ETH_P_IP && off + 20 <= len) {
-		h = mix(mix(h, load32(f + off + 12)), load32(f + off + 16));
+		h = nta_mix(nta_mix(h, load32(f + off + 12)), load32(f + off + 16));
 		l4 = f[off + 9];
-		if (!((f[off + 6] << 8 | f[off + 7]) & 0x1fff))
+		if (!((f[off + 6] << 8 | f[off + 7]) & 0x1fff) && (f[off] & 0xf) >= 5)
 			l4off = off + (uint32_t)(f[off] & 0xf) * 4;
 	} else if (proto == ETH_P_IPV6 && off + 40 <= len) {
 		for (int i = 0; i < 4; i++)
-			h = mix(mix(h, load32(f + off + 8 + 4 * i)), load32(f + off + 24 + 4 * i));
+			h = nta_mix(nta_mix(h, load32(f + off + 8 + 4 * i)), load32(f + off + 24 + 4 * i));
 		l4 = f[off + 6];
 		l4off = off + 40;
-	} else {
-		return 0;
 	}
-	if (l4off && (l4 == 6 || l4 == 17) && l4off + 4 <= len)
-		h = mix(h, (uint32_t)load32(f + l4off));
-	return mix(h, l4);
+	if (l4off && (l4 == 6 || l4 == 17) && l4off + 4 <= len) /* the ports as the program reads them */
+		h = nta_mix(h, (uint32_t)(f[l4off] | f[l4off + 1] << 8) << 16 | (uint32_t)(f[l4off + 2] | f[l4off + 3] << 8));
+	return nta_mix(h, l4);
 }
 
 static inline uint64_t chunk_of(const struct nta_xsk *x, uint64_t off)
@@ -221,7 +201,7 @@ long nta_xsk_receive(struct nta_xsk *x, struct nta_meta *recs, int64_t *offs, si
 		uint32_t n = xsk_ring_cons__peek(&x->rx, want, &idx), k = 0;
 		if (!n)
 			break;
-		uint64_t now = mono_ns();
+		uint64_t now = nta_ctl_now_ns();
 		for (uint32_t i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
 			uint64_t off = x->umem_off + xsk_umem__add_offset_to_addr(d->addr);
