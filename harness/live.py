@@ -43,6 +43,10 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
         raise NtaError(f"bad --interval {cfg.interval}: must be positive")
     if duration is not None and duration <= 0:
         raise NtaError(f"bad --duration {duration}: must be positive")
+    for flag, given in (("--rx afxdp", cfg.rx != "ring"), (f"--queues {cfg.queues}", cfg.queues != 1),
+                        ("--free-on other", cfg.free_on != "self")):
+        if given:
+            raise NtaError(f"{flag}: only for a replayed run, not with --iface")
     check_writable(cfg.json_path)
     require_root("nta run --iface")
     if netns and not os.path.exists(os.path.join("/run/netns", netns)):

@@ -99,6 +99,15 @@ def test_bad_values_found_before_root_is_needed(tmp_path, imix_pcap, nothing_lef
     assert_one_line_error(nta("run", "--pcap", imix_pcap, "--name", "Bad Name!"), "bad topology name")
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--rx", "afxdp"], "--rx afxdp: only for a replayed run, not with --iface"),
+    (["--queues", "2"], "--queues 2: only for a replayed run, not with --iface"),
+    (["--free-on", "other", "--controller"], "--free-on other: only for a replayed run"),
+])
+def test_what_a_named_interface_cannot_take(flags, needle, nothing_left_behind):
+    assert_one_line_error(nta("run", "--iface", "lo", "--no-replay", *flags), needle)
+
+
 def _as_non_root(*args):
     """Run nta in a user namespace: it sees uid 65534, as an unprivileged user does."""
     if not shutil.which("unshare"):
