@@ -304,13 +304,8 @@ class Reader:
         return {"freed": r.taken, "batches": r.batches, "full_waits": r.full_waits}
 
     def close(self) -> None:
-        if self._thread is not None:
-            lib.nta_free_reader_stop(self._r)
-            while self._thread.is_alive():
-                with contextlib.suppress(Exception):
-                    self.pool.drain_remote()
-                self._thread.join(0.001)
-            self._thread = None
+        with contextlib.suppress(NtaError):  # a failed post was said by stop() at the run's end, if it ran
+            self.stop()
         if self._h is not None:
             lib.nta_handoff_destroy(self._h)
             self._h = None
