@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from harness import __version__
+from harness import __version__, signals
 from harness.commands import arena, bench, doctor, examples, pcap, run, topo
 from harness.errors import NtaError
 
@@ -63,7 +63,9 @@ def _install_signal_handlers() -> None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        raise KeyboardInterrupt(None if signum == signal.SIGINT else signal.Signals(signum).name)
+        name = None if signum == signal.SIGINT else signal.Signals(signum).name
+        signals.note(name)  # for the loops, should a library's bare except swallow what follows
+        raise KeyboardInterrupt(name)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)

@@ -21,6 +21,7 @@ import numpy as np
 from harness import cmodule, nsutil
 from harness.errors import NtaError
 from harness.nta import CELLS, Arena, ArenaError, Pool, counters_dict, pool_allocator
+from harness.signals import started
 
 ffi, lib = cmodule.load("_ctl_c")
 
@@ -282,8 +283,7 @@ class Reader:
                 os.sched_setaffinity(0, set(cpus))
             self._rc = lib.nta_free_reader_run(self._r)
 
-        self._thread = threading.Thread(target=body, name="nta-reader", daemon=True)
-        self._thread.start()
+        self._thread = started(threading.Thread(target=body, name="nta-reader", daemon=True))
 
     def stop(self) -> None:
         """Let it free what it was handed, then end it; the pool's owner (the calling thread now) applies
@@ -394,8 +394,7 @@ class Consumer:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
             self._rc = lib.nta_ctl_poll(self.ctl._c, self._rb, p)
 
-        self._thread = threading.Thread(target=body, name=f"nta-ctl-q{self.queue}", daemon=True)
-        self._thread.start()
+        self._thread = started(threading.Thread(target=body, name=f"nta-ctl-q{self.queue}", daemon=True))
 
     @property
     def running(self) -> bool:

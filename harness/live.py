@@ -18,7 +18,7 @@ import time
 
 from pyroute2 import IPRoute
 
-from harness import reconcile, report
+from harness import reconcile, report, signals
 from harness.controller import Consumer
 from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
@@ -72,6 +72,7 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
             loop.run(lambda: duration is None or time.monotonic() - t0 < duration)
         except KeyboardInterrupt:
             interrupted = True  # the end of the measurement, not an error: the summary follows
+            signals.handled()
         wall = loop.read().t
         ring = figures = None
         if consumer:

@@ -16,7 +16,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from harness import report
+from harness import report, signals
 
 SETTLE_TIMEOUT = 2.0  # seconds to wait for in-flight frames and records after the traffic ends
 
@@ -74,6 +74,7 @@ class Loop:
         next_tick = self.t0 + self.interval
         self.begin()
         while keep_going():
+            signals.check()
             time.sleep(min(0.02, max(0.0, next_tick - time.monotonic())))
             if time.monotonic() >= next_tick:
                 self._tick()
@@ -107,6 +108,7 @@ class Loop:
         record XDP submitted; returns the last reading."""
         deadline = time.monotonic() + timeout
         while True:
+            signals.check()
             s = self.read()
             done = arrived(s)
             if self.consumer:

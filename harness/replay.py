@@ -33,6 +33,7 @@ import numpy as np
 from harness import cmodule, linktype, nsutil
 from harness.cpus import usable as usable_cpus
 from harness.errors import NtaError
+from harness.signals import started
 from harness.xdp import GenProgram
 
 
@@ -354,8 +355,7 @@ class _Sender:
                 os.sched_setaffinity(0, {cpu})  # this thread only
             self.rc = rep._lib.nta_replay_run(self.r)
 
-        self.thread = threading.Thread(target=body, name="nta-replay", daemon=True)
-        self.thread.start()
+        self.thread = started(threading.Thread(target=body, name="nta-replay", daemon=True))
 
     def close(self) -> None:
         if self.sock is not None:
