@@ -15,6 +15,7 @@
  *                       packets (a seeded generator: runs repeat)
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,25 +61,21 @@ static uint64_t next_rand(struct nta_ctl *c)
 	return c->rng = x;
 }
 
+/* Let go of h: hand it to the reader (with a handoff that has room), or put it back here. */
 static void release(struct nta_ctl *c, struct held h)
 {
-	if (c->handoff) {
-		if (nta_handoff_push(c->handoff, h.off) == 0) {
-			c->st.handed_off++;
-			c->st.frees++;
-			c->st.held--;
-			c->st.bytes_held -= h.len;
-			return;
-		}
+	bool handed = c->handoff && nta_handoff_push(c->handoff, h.off) == 0;
+
+	if (c->handoff && !handed)
 		c->st.handoff_full++;
-	}
-	if (nta_pool_put(c->pool, (uint64_t)h.off, NTA_POOL_DIRECT) == 0) {
-		c->st.frees++;
-		c->st.held--;
-		c->st.bytes_held -= h.len;
-	} else {
+	if (!handed && nta_pool_put(c->pool, (uint64_t)h.off, NTA_POOL_DIRECT) != 0) {
 		c->st.put_errors++;
+		return;
 	}
+	c->st.handed_off += handed;
+	c->st.frees++;
+	c->st.held--;
+	c->st.bytes_held -= h.len;
 }
 
 static void heap_push(struct nta_ctl *c, struct held h)
