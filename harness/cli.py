@@ -64,8 +64,8 @@ def _install_signal_handlers() -> None:
             os.kill(os.getpid(), signum)
             return
         name = None if signum == signal.SIGINT else signal.Signals(signum).name
-        signals.note(name)  # for the loops, should a library's bare except swallow what follows
-        raise KeyboardInterrupt(name)
+        if signals.note(name):  # noted for the loops, should a library's bare except swallow what follows
+            raise KeyboardInterrupt(name)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)

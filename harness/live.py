@@ -16,19 +16,18 @@ import os
 import sys
 import time
 
-from pyroute2 import IPRoute
-
 from harness import reconcile, report, signals
 from harness.controller import Consumer
 from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop
+from harness.netlink import Netlink
 from harness.run import RunConfig
 
 
 def ifindex_of(iface: str, netns: str | None) -> int:
     try:
-        with IPRoute(netns=netns) if netns else IPRoute() as ipr:
+        with Netlink(netns) as ipr:
             found = ipr.link_lookup(ifname=iface)
     except OSError as exc:
         raise NtaError(f"namespace {netns}: {exc.strerror or exc}") from None

@@ -29,11 +29,12 @@ import socket
 import subprocess
 import time
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from harness import cmodule, nsutil
+from harness import cmodule, nsutil, signals
 from harness.errors import NtaError
+from harness.netlink import Netlink
 from harness.nta import proc_starttime
 
 GEN_PREFIX = "nta-gen-"
@@ -100,7 +101,7 @@ class Topology:
         self.dut_ns = DUT_PREFIX + self.tag
         self.gen_if = GEN_IF
         self.dut_if = DUT_IF
-        self._ipr: dict[str, IPRoute] = {}
+        self._ipr: dict[str, Netlink] = {}
         self._creator = os.getpid()
 
     # -- life cycle -------------------------------------------------------
@@ -147,11 +148,12 @@ class Topology:
         """
         if os.getpid() != self._creator:
             return
-        for ipr in self._ipr.values():
-            with contextlib.suppress(Exception):
-                ipr.close()
-        self._ipr.clear()
-        remove_namespaces(self.tag)
+        with signals.held():  # a second Ctrl-C must not leave the namespaces behind
+            for ipr in self._ipr.values():
+                with contextlib.suppress(Exception):
+                    ipr.close()
+            self._ipr.clear()
+            remove_namespaces(self.tag)
 
     def __enter__(self) -> "Topology":
         return self.create()
@@ -161,10 +163,10 @@ class Topology:
 
     # -- netlink ----------------------------------------------------------
 
-    def ipr(self, ns: str) -> IPRoute:
+    def ipr(self, ns: str) -> Netlink:
         """A netlink socket bound to namespace ``ns``, kept open until destroy()."""
         if ns not in self._ipr:
-            self._ipr[ns] = IPRoute(netns=ns)
+            self._ipr[ns] = Netlink(ns)
         return self._ipr[ns]
 
     def ifindex(self, ns: str, ifname: str) -> int:
@@ -360,7 +362,7 @@ def list_topologies(probe: bool = True) -> list[TopoInfo]:
         info = TopoInfo(tag=tag, state=state, owner_pid=pid, namespaces=names,
                         mtu=(owner or {}).get("mtu"))
         if probe and DUT_PREFIX + tag in names:
-            with contextlib.suppress(Exception), IPRoute(netns=DUT_PREFIX + tag) as ipr:
+            with contextlib.suppress(Exception), Netlink(DUT_PREFIX + tag) as ipr:
                 idx = ipr.link_lookup(ifname=DUT_IF)
                 if idx:
                     link = ipr.get_links(idx[0])[0]

@@ -87,6 +87,32 @@ def test_signal_mid_run_cleans_up(sig, why, tag):
     assert wait_until(lambda: not tcpreplay_pids(), timeout=5)
 
 
+# A signal delivered while pyroute2's asyncio loop runs a netlink request: the CI run that failed on it
+# (1 run in 40 of a Ctrl-C at a random moment) printed asyncio's tracebacks about async generators it
+# could not close; 2 in 40 lost the signal in pyroute2's bare excepts and ran on.
+SIGNAL_IN_A_NETLINK_REQUEST = """
+import os, signal, sys
+from harness import cli, topology
+cli._install_signal_handlers()
+try:
+    with topology.Topology(tag=sys.argv[1]) as topo:
+        nl = topo.ipr(topo.gen_ns)
+        getattr(nl, "_ipr", nl).asyncore.event_loop.call_soon(os.kill, os.getpid(), signal.SIGINT)
+        topo.ifindex(topo.gen_ns, topo.gen_if)
+        print("ran on after the signal")
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+"""
+
+
+def test_a_signal_inside_a_netlink_request_waits_for_it_then_ends_the_run(tag):
+    """The request ends, then the signal is raised: no asyncio traceback, nothing swallowed or left."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_NETLINK_REQUEST, tag], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert (done.stdout, done.stderr) == ("", "interrupted\n")
+    assert nta_namespaces() == []
+
+
 @pytest.mark.parametrize("extra", [["--replayer", "builtin"],
                                    ["--replayer", "builtin", "--send", "tx-ring", "--threads", "2"]])
 def test_signal_mid_run_of_the_builtin_replayer(extra, tag):

@@ -1,5 +1,6 @@
 """harness.signals: a Ctrl-C that a library swallows still ends the run; a thread never starts half way."""
 
+import os
 import signal
 import threading
 
@@ -29,3 +30,41 @@ def test_a_thread_starts_with_the_signals_held_and_the_caller_gets_them_back():
     t.join()
     assert signals.HELD <= seen["mask"]  # the new thread leaves them to the main thread
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
+@pytest.fixture
+def cli_handlers():
+    """The CLI's handlers in this process, for one test."""
+    from harness import cli
+    saved = {s: signal.getsignal(s) for s in signals.HELD}
+    cli._install_signal_handlers()
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+    signals.handled()
+
+
+def test_a_deferred_signal_waits_for_the_end_of_the_request_and_a_second_one_does_not(cli_handlers):
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            reached.append("after the first")  # the request runs to its end
+    assert reached == ["after the first"]
+    with pytest.raises(KeyboardInterrupt, match="SIGHUP"):
+        with signals.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGHUP)  # a hung request can still be interrupted
+            reached.append("after the second")
+    assert reached == ["after the first"]
+    with signals.deferred():
+        pass  # the signals that came before this region are not its own: it raises nothing
+
+
+def test_held_delivers_the_signal_after_the_body(cli_handlers):
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals.held():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("body ran to its end")
+    assert reached == ["body ran to its end"]
