@@ -157,21 +157,12 @@ NTA_API uint64_t nta_alloc_size(const struct nta_arena *a, size_t size)
 	return n <= a->h->max_pages ? (uint64_t)n << a->page_shift : 0;
 }
 
-NTA_API int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags)
+static NTA_NOINLINE int64_t alloc_slow(struct nta_arena *a, size_t size, unsigned flags)
 {
 	int64_t off;
 
 	if (unlikely(!a->writable))
 		return -EROFS;
-	if (likely(a->kind == NTA_KIND_NTA && size - 1 < a->page_size)) {
-		const uint32_t n = (uint32_t)((size + a->chunk_mask) >> a->chunk_shift);
-		off = nta_small_cache_pop(a, HEAP_ARENA, n); /* a block of exactly this length, freed a moment ago */
-		if (likely(off)) {
-			a->st->cache_hits++;
-			account_alloc(a->st, size, (uint64_t)n << a->chunk_shift);
-			return off;
-		}
-	}
 	if (unlikely(size == 0 || size > ((uint64_t)a->h->max_pages << a->page_shift))) {
 		a->st->alloc_fails++;
 		return size ? -ENOMEM : -EINVAL;
@@ -182,7 +173,32 @@ NTA_API int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags)
 	return off;
 }
 
-NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
+/* A block of exactly this length, freed a moment ago, from heap 0's cache; 0 if it has none. */
+NTA_INLINE int64_t alloc_cached(struct nta_arena *a, size_t size, const struct nta_geom G)
+{
+	const uint32_t n = (uint32_t)((size + (1u << G.chunk_shift) - 1) >> G.chunk_shift);
+	const int64_t off = nta_small_cache_pop_g(a, G, HEAP_ARENA, n);
+
+	if (likely(off)) {
+		struct nta_stats *st = a->st;
+		st->cache_hits++;
+		account_alloc(st, size, (uint64_t)n << G.chunk_shift);
+	}
+	return off;
+}
+
+NTA_API int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags)
+{
+	if (likely(a->kind == NTA_KIND_NTA && size - 1 < a->page_size && a->writable)) {
+		const int64_t off = likely(a->geom_default) ? alloc_cached(a, size, NTA_GEOM_DEFAULT)
+							    : alloc_cached(a, size, nta_geom(a));
+		if (likely(off))
+			return off;
+	}
+	return alloc_slow(a, size, flags);
+}
+
+static NTA_NOINLINE int free_slow(struct nta_arena *a, uint64_t off, size_t size)
 {
 	const uint64_t data_off = (uint64_t)a->gpage0 << a->page_shift;
 	const uint32_t ps = a->page_shift;
@@ -206,7 +222,7 @@ NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
 		const uint32_t c = (uint32_t)(off >> a->chunk_shift) & (a->cpp - 1);
 		if (likely(size <= a->page_size)) {
 			const uint32_t n = (uint32_t)((size + a->chunk_mask) >> a->chunk_shift);
-			err = nta_small_free_fast(a, d->heap, p, c, n);
+			err = nta_small_free(a, d->heap, p, c, n); /* nta_free's fast path could not park it */
 			if (likely(!err))
 				account_free(a->st, size, (uint64_t)n << a->chunk_shift);
 		} else { /* too big for a small block, but say "already free" or "not a block" first */
@@ -235,6 +251,35 @@ NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
 bad:
 	a->st->bad_frees++;
 	return err;
+}
+
+/*
+ * Park a small block of heap 0 in its length's cache (nta_small_park checks
+ * that it is one live block of this length); false, with nothing changed,
+ * for anything else, a bad free included, which free_slow checks in full.
+ */
+NTA_INLINE bool free_parked(struct nta_arena *a, uint64_t off, size_t size, const struct nta_geom G)
+{
+	const uint64_t rel = off - a->data_off;
+
+	if (unlikely(rel >= ((uint64_t)a->max_pages << G.page_shift) || (off & ((1u << G.chunk_shift) - 1)) ||
+		     size - 1 >= (1u << G.page_shift)))
+		return false;
+	const uint32_t p = (uint32_t)(rel >> G.page_shift), c = (uint32_t)(rel >> G.chunk_shift) & (G.cpp - 1);
+	const uint32_t n = (uint32_t)((size + (1u << G.chunk_shift) - 1) >> G.chunk_shift);
+	const struct nta_page *d = a->desc + p;
+	if (unlikely(d->kind != PG_SMALL || d->heap != HEAP_ARENA || !nta_small_park_g(a, G, HEAP_ARENA, p, c, n)))
+		return false;
+	account_free(a->st, size, (uint64_t)n << G.chunk_shift);
+	return true;
+}
+
+NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
+{
+	if (likely(a->writable && (a->geom_default ? free_parked(a, off, size, NTA_GEOM_DEFAULT)
+						   : free_parked(a, off, size, nta_geom(a)))))
+		return 0;
+	return free_slow(a, off, size);
 }
 
 NTA_API long nta_alloc_bulk(struct nta_arena *a, const uint32_t *sizes, int64_t *offs, size_t n,

@@ -111,6 +111,8 @@ void nta_arena_derive(struct nta_arena *a, const struct nta_hdr *g)
 	a->cfg_flags = g->flags;
 	a->data_off = g->data_off;
 	a->gpage0 = (uint32_t)(g->data_off >> g->page_shift);
+	a->geom_default = g->page_size == NTA_PAGE_SIZE_DEFAULT && g->chunk_size == NTA_CHUNK_SIZE_DEFAULT &&
+			  g->cache_depth == NTA_DEFAULT_CACHE;
 }
 
 static void arena_free(struct nta_arena *a)

@@ -215,6 +215,7 @@ struct nta_arena {
 	uint32_t chunk_size, max_pages, reserve_pages, cfg_flags;
 	uint64_t data_off;
 	uint32_t gpage0;        /* global chunk index >> (page_shift - chunk_shift) of page 0 */
+	bool geom_default;      /* page, chunk and cache depth are the defaults (nta_small.h: NTA_GEOM_DEFAULT) */
 	struct nta_feed feed[NTA_MAX_HEAPS];
 };
 

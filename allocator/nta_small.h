@@ -5,104 +5,132 @@
  * pool's heap). A block of n chunks out of the size cache, and a free that
  * is checked and then parked there. Everything else is nta.c.
  *
- * They load the geometry into locals once: every store to a bitmap could
- * alias the header's 64-bit fields, and reloading them after each store cost
- * more than the work itself.
+ * They compute with a struct nta_geom passed by value: the handle's geometry
+ * (nta_geom()), or, for an arena of the default geometry, the same values as
+ * constants (NTA_GEOM_DEFAULT), so that each caller is compiled twice and
+ * the common copy shifts and multiplies by immediates. Shifts by a variable
+ * and the register moves they force were half the fast path's instructions.
+ * Every load comes before the first store: a store through a bitmap or a
+ * slot may alias the handle's fields, and the compiler would load them again.
  */
 #ifndef NTA_SMALL_H
 #define NTA_SMALL_H
 
 #include "nta_internal.h"
 
+struct nta_geom {
+	uint32_t page_shift, chunk_shift, cpp, words, depth;
+};
+
+#define NTA_GEOM_DEFAULT ((struct nta_geom){ 12, 5, 128, 2, NTA_DEFAULT_CACHE })
+_Static_assert(NTA_PAGE_SIZE_DEFAULT == 1u << 12 && NTA_CHUNK_SIZE_DEFAULT == 1u << 5, "NTA_GEOM_DEFAULT");
+
+NTA_INLINE struct nta_geom nta_geom(const struct nta_arena *a)
+{
+	return (struct nta_geom){ a->page_shift, a->chunk_shift, a->cpp, a->words, a->depth };
+}
+
 /*
  * Where the block starting at chunk c of page p ends: used chunks are cut
  * into blocks by start bits (an invariant nta_check() proves), so it is the
  * first chunk above c that is a start or free, a set bit of start | ~used.
  */
-NTA_INLINE uint32_t nta_block_end(const struct nta_arena *a, uint32_t p, uint32_t c)
+NTA_INLINE uint32_t nta_block_end_g(const struct nta_arena *a, const struct nta_geom G, uint32_t p, uint32_t c)
 {
-	const uint32_t words = a->words;
-	const uint64_t *used = a->bmp + (size_t)p * 3 * words, *start = used + words;
+	const uint64_t *used = a->bmp + (size_t)p * 3 * G.words, *start = used + G.words;
 	uint32_t w = c >> 6;
-	uint64_t x = (start[w] | ~used[w]) & ((~0ull << (c & 63)) << 1);
+	uint64_t x = (start[w] | ~used[w]) & (~1ull << (c & 63));
 
 	while (!x) {
-		if (++w >= words)
-			return a->cpp;
+		if (++w >= G.words)
+			return G.cpp;
 		x = start[w] | ~used[w];
 	}
 	return (w << 6) + (uint32_t)__builtin_ctzll(x);
 }
 
-/* A parked block of n chunks from heap h's cache, or 0 when it has none. */
-NTA_INLINE int64_t nta_small_cache_pop(struct nta_arena *a, uint32_t h, uint32_t n)
+NTA_INLINE uint32_t nta_block_end(const struct nta_arena *a, uint32_t p, uint32_t c)
 {
-	uint32_t *count = a->heaps[h].cache_count + n;
+	return nta_block_end_g(a, nta_geom(a), p, c);
+}
+
+/* A parked block of n chunks from heap h's cache, or 0 when it has none. */
+NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t n)
+{
+	uint32_t *const count = a->heaps[h].cache_count + n;
 	const uint32_t cnt = *count;
 
 	if (!cnt)
 		return 0;
-	const uint32_t cs = a->chunk_shift, g = cache_slot(a, h, n)[cnt - 1];
-	const uint32_t p = (g >> (a->page_shift - cs)) - a->gpage0, c = g & (a->cpp - 1);
-	uint64_t *cached = a->bmp + ((size_t)p * 3 + BMP_CACHED) * a->words;
+	const uint32_t g = a->cache[((size_t)h * (G.cpp + 1) + n) * G.depth + cnt - 1];
+	const uint32_t p = (g >> (G.page_shift - G.chunk_shift)) - a->gpage0, c = g & (G.cpp - 1);
+	uint32_t *const aux = &a->desc[p].aux;
+	uint64_t *const cached = a->bmp + ((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6);
 	*count = cnt - 1;
-	cached[c >> 6] &= ~(1ull << (c & 63));
-	a->desc[p].aux--;
-	return (int64_t)((uint64_t)g << cs);
+	*cached &= ~(1ull << (c & 63));
+	--*aux;
+	return (int64_t)((uint64_t)g << G.chunk_shift);
+}
+
+NTA_INLINE int64_t nta_small_cache_pop(struct nta_arena *a, uint32_t h, uint32_t n)
+{
+	return nta_small_cache_pop_g(a, nta_geom(a), h, n);
 }
 
 /*
- * Free the block of n chunks at chunk c of page p (of heap h): check it, then
- * park it in the cache, or combine it (nta_small_free, which also works out
- * the exact errno of a bad free).
+ * Park the block of n chunks at chunk c of page p (of heap h) in the cache,
+ * if it is exactly one live block of that length and there is room; false,
+ * with nothing changed, for anything else (nta_small_free then checks it in
+ * full, gives a bad free its exact errno, and combines a good one).
  *
  * A start bit at c that is not cached is a live block, and nta_block_end()
  * says where it ends: one count-trailing-zeros instead of range masks.
  */
-NTA_INLINE int nta_small_free_fast(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
+NTA_INLINE bool nta_small_park_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t p, uint32_t c,
+				 uint32_t n)
 {
-	const uint32_t words = a->words, w = c >> 6, b = c & 63;
-	uint64_t *used = a->bmp + (size_t)p * 3 * words, *start = used + words, *cached = start + words;
-	const uint64_t bit = 1ull << b;
-	struct nta_heap *hp = a->heaps + h;
-	struct nta_page *d = a->desc + p;
+	const uint64_t *const used = a->bmp + (size_t)p * 3 * G.words;
+	const uint32_t w = c >> 6;
+	const uint64_t bit = 1ull << (c & 63);
 
-	if (unlikely(!(start[w] & bit) || (cached[w] & bit)))
-		return nta_small_free(a, h, p, c, n);
-	const uint32_t end = nta_block_end(a, p, c);
-	uint32_t *count = hp->cache_count + n;
-	const uint32_t cnt = *count;
-	if (unlikely(end != c + n || cnt >= hp->cache_limit ||
-		     (d->aux + 1 == d->live && a->feed[h].put && !nta_heap_keeps(a, h))))
-		return nta_small_free(a, h, p, c, n); /* odd, no room, or the page's last block in use */
-	cache_slot(a, h, n)[cnt] = (uint32_t)((((uint64_t)(a->gpage0 + p)) << (a->page_shift - a->chunk_shift)) + c);
-	*count = cnt + 1;
-	cached[w] |= bit;
+	if (unlikely(!(used[G.words + w] & bit) || (used[2 * G.words + w] & bit)))
+		return false; /* not the start of a block, or parked already */
+	if (unlikely(nta_block_end_g(a, G, p, c) != c + n))
+		return false;
+	struct nta_heap *const hp = a->heaps + h;
+	const uint32_t cnt = hp->cache_count[n];
+	if (unlikely(cnt >= hp->cache_limit))
+		return false;
+	struct nta_page *const d = a->desc + p;
+	if (h > HEAP_ARENA_RESERVE && a->feed[h].put && d->aux + 1 == d->live && !nta_heap_keeps(a, h))
+		return false; /* the page's last block in use: a pool's heap combines it and gives the page back */
+	a->cache[((size_t)h * (G.cpp + 1) + n) * G.depth + cnt] =
+		((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c;
+	hp->cache_count[n] = cnt + 1;
+	a->bmp[((size_t)p * 3 + BMP_CACHED) * G.words + w] |= bit;
 	d->aux++;
-	return 0;
+	return true;
 }
 
-/*
- * Free the block known to start at chunk c of page p (a live block of heap h:
- * its start bit set, not parked), its length from the bitmaps: park it, or
- * combine it. Returns its length in chunks.
- */
+NTA_INLINE bool nta_small_park(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
+{
+	return nta_small_park_g(a, nta_geom(a), h, p, c, n);
+}
+
+/* Free the block of n chunks at chunk c of page p (of heap h): park it, or check it in full and combine it.
+ * 0 or the negative errno of a bad free. */
+NTA_INLINE int nta_small_free_fast(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
+{
+	return likely(nta_small_park(a, h, p, c, n)) ? 0 : nta_small_free(a, h, p, c, n);
+}
+
+/* Free the block known to start at chunk c of page p (a live block of heap h: its start bit set, not
+ * parked), its length from the bitmaps. Returns its length in chunks. */
 NTA_INLINE uint32_t nta_small_free_block(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c)
 {
 	const uint32_t n = nta_block_end(a, p, c) - c;
-	struct nta_heap *hp = a->heaps + h;
-	struct nta_page *d = a->desc + p;
-	uint32_t *count = hp->cache_count + n;
-	const uint32_t cnt = *count;
 
-	if (unlikely(cnt >= hp->cache_limit || (d->aux + 1 == d->live && a->feed[h].put && !nta_heap_keeps(a, h)))) {
-		nta_small_free(a, h, p, c, n);
-		return n;
-	}
-	cache_slot(a, h, n)[cnt] = (uint32_t)((((uint64_t)(a->gpage0 + p)) << (a->page_shift - a->chunk_shift)) + c);
-	*count = cnt + 1;
-	a->bmp[((size_t)p * 3 + BMP_CACHED) * a->words + (c >> 6)] |= 1ull << (c & 63);
-	d->aux++;
+	nta_small_free_fast(a, h, p, c, n);
 	return n;
 }
 
