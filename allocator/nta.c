@@ -157,33 +157,34 @@ static NTA_NOINLINE void release_chunks(struct nta_arena *a, uint32_t h, uint32_
 
 /* -- the size cache ---------------------------------------------------------- */
 
-/* Take the parked block at chunk c of page p (n chunks) out of heap h's cache, and combine it. */
-static void unpark(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
-{
-	uint32_t *slot = cache_slot(a, h, n), *count = &heap(a, h)->cache_count[n];
-	uint32_t g = gchunk(a, p, c);
-
-	for (uint32_t i = 0; i < *count; i++)
-		if (slot[i] == g) {
-			slot[i] = slot[--*count];
-			break;
-		}
-	bit_clear(bmp(a, p, BMP_CACHED), c);
-	pg(a, p)->aux--;
-	release_chunks(a, h, p, c, n);
-}
-
 /* Every block left on page p is parked: a pool's heap gives the page back rather than let the cache
- * keep it (the page goes with its last block). */
+ * keep it. The page goes whole: its parked blocks leave the cache and its free regions their lists, and
+ * nothing is combined block by block (the page's next owner starts it afresh). */
 static void evict_page(struct nta_arena *a, uint32_t h, uint32_t p)
 {
-	const uint64_t *cached = bmp(a, p, BMP_CACHED);
+	const uint64_t *used = bmp(a, p, BMP_USED);
+	struct nta_heap *hp = heap(a, h);
 
-	for (uint32_t left = pg(a, p)->live, c = 0; left && c < a->cpp; c++)
-		if (bit_test(cached, c)) {
-			left--;
-			unpark(a, h, p, c, nta_block_end(a, p, c) - c);
+	for (uint32_t c = 0; c < a->cpp;) {
+		uint32_t g = gchunk(a, p, c);
+		if (!bit_test(used, c)) { /* a free region: it ends where the used bits start again */
+			region_unlink(a, h, g);
+			c = bit_next_set(used, c, a->cpp);
+			continue;
 		}
+		uint32_t e = nta_block_end(a, p, c), n = e - c, *slot = cache_slot(a, h, n);
+		uint32_t *count = &hp->cache_count[n];
+		for (uint32_t i = 0; i < *count; i++)
+			if (slot[i] == g) {
+				slot[i] = slot[--*count];
+				break;
+			}
+		hp->live--;
+		hp->handed -= (uint64_t)n << a->chunk_shift;
+		c = e;
+	}
+	free_chunks_add(a, h, -(int64_t)pg(a, p)->nfree);
+	nta_heap_page_put(a, h, p);
 }
 
 void nta_small_flush(struct nta_arena *a, uint32_t h)
