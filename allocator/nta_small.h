@@ -8,7 +8,8 @@
  * They compute with a struct nta_geom passed by value: the handle's geometry
  * (nta_geom()), or, for an arena of the default geometry, the same values as
  * constants (NTA_GEOM_DEFAULT), so that each caller is compiled twice and
- * the common copy shifts and multiplies by immediates. Shifts by a variable
+ * the common copy shifts and multiplies by immediates (the wrappers without
+ * _g choose; alloc.c chooses once for the whole of nta_free and nta_alloc). Shifts by a variable
  * and the register moves they force were half the fast path's instructions.
  * Every load comes before the first store: a store through a bitmap or a
  * slot may alias the handle's fields, and the compiler would load them again.
@@ -51,7 +52,7 @@ NTA_INLINE uint32_t nta_block_end_g(const struct nta_arena *a, const struct nta_
 
 NTA_INLINE uint32_t nta_block_end(const struct nta_arena *a, uint32_t p, uint32_t c)
 {
-	return nta_block_end_g(a, nta_geom(a), p, c);
+	return likely(a->geom_default) ? nta_block_end_g(a, NTA_GEOM_DEFAULT, p, c) : nta_block_end_g(a, nta_geom(a), p, c);
 }
 
 /* A parked block of n chunks from heap h's cache, or 0 when it has none. */
@@ -74,7 +75,8 @@ NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_g
 
 NTA_INLINE int64_t nta_small_cache_pop(struct nta_arena *a, uint32_t h, uint32_t n)
 {
-	return nta_small_cache_pop_g(a, nta_geom(a), h, n);
+	return likely(a->geom_default) ? nta_small_cache_pop_g(a, NTA_GEOM_DEFAULT, h, n)
+				       : nta_small_cache_pop_g(a, nta_geom(a), h, n);
 }
 
 /*
@@ -114,7 +116,8 @@ NTA_INLINE bool nta_small_park_g(struct nta_arena *a, const struct nta_geom G, u
 
 NTA_INLINE bool nta_small_park(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
 {
-	return nta_small_park_g(a, nta_geom(a), h, p, c, n);
+	return likely(a->geom_default) ? nta_small_park_g(a, NTA_GEOM_DEFAULT, h, p, c, n)
+				       : nta_small_park_g(a, nta_geom(a), h, p, c, n);
 }
 
 /* Free the block of n chunks at chunk c of page p (of heap h): park it, or check it in full and combine it.
