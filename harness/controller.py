@@ -21,7 +21,7 @@ import numpy as np
 from harness import cmodule, nsutil
 from harness.errors import NtaError
 from harness.nta import CELLS, Arena, ArenaError, Pool, counters_dict, pool_allocator
-from harness.signals import started
+from harness.signals import held, started
 
 ffi, lib = cmodule.load("_ctl_c")
 
@@ -328,24 +328,27 @@ class Consumer:
         self.reader: Reader | None = None
         self.ring = self.xsk = None
         self._xsk_end: dict | None = None
-        try:
-            self.arena = self._stack.enter_context(Arena(max_pages=arena_pages))
-            self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=queue,
-                                                       allocator=self.allocator))
-            self.ctl = self._stack.enter_context(Controller(self.pool, hold))
-            if free_on == "other":
-                self.reader = Reader(self.pool)
-                self._stack.callback(self.reader.close)  # before the controller and pool go
-                lib.nta_ctl_set_handoff(self.ctl._c, self.reader.handoff)
-            if xsk is not None:
-                self.xsk = Xsk(self.ctl, self.pool, xsk, queue)
-                self._stack.callback(self.xsk.close)
-            else:
-                self.ring = MetaRing(ring_fd)
-                self._stack.callback(self.ring.close)
-        except BaseException:
-            self._stack.close()
-            raise
+        # The signals held while the parts are made: one between a part's making and the registration of
+        # its clean-up left it open (a socket whose posted buffers the pool's destroy then waited for).
+        with held():
+            try:
+                self.arena = self._stack.enter_context(Arena(max_pages=arena_pages))
+                self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=queue,
+                                                           allocator=self.allocator))
+                self.ctl = self._stack.enter_context(Controller(self.pool, hold))
+                if free_on == "other":
+                    self.reader = Reader(self.pool)
+                    self._stack.callback(self.reader.close)  # before the controller and pool go
+                    lib.nta_ctl_set_handoff(self.ctl._c, self.reader.handoff)
+                if xsk is not None:
+                    self.xsk = Xsk(self.ctl, self.pool, xsk, queue)
+                    self._stack.callback(self.xsk.close)
+                else:
+                    self.ring = MetaRing(ring_fd)
+                    self._stack.callback(self.ring.close)
+            except BaseException:
+                self._stack.close()
+                raise
         # The C loop's state: its batch buffer; per microsecond of wait (XDP's timestamp -> the drain),
         # how many records waited that long; the pool's samples; its counts add up over calls.
         p = self._poll = ffi.new("struct nta_ctl_poll *")

@@ -260,9 +260,15 @@ class Topology:
         }
         path = owner_path(self.tag)
         tmp = f"{path}.{pid}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
+        with signals.held():  # a signal between the open and the rename left the .tmp behind
+            try:
+                with open(tmp, "w") as f:
+                    json.dump(record, f)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
 
 def napi_threads(ifname: str) -> list[int]:
@@ -372,9 +378,23 @@ def list_topologies(probe: bool = True) -> list[TopoInfo]:
     return infos
 
 
+def remove_half_written() -> list[str]:
+    """Remove the owner records a process killed while writing one left half written (``<tag>.json.<pid>.tmp``,
+    its pid gone); return their names."""
+    removed = []
+    for fn in sorted(os.listdir(STATE_DIR)) if os.path.isdir(STATE_DIR) else []:
+        m = re.fullmatch(r".+\.json\.(\d+)\.tmp", fn)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(STATE_DIR, fn))
+                removed.append(fn)
+    return removed
+
+
 def remove_stale() -> list[tuple[TopoInfo, list[tuple[int, str]]]]:
-    """Remove every stale topology (its owner process is gone), ending what still runs inside it; return
-    each with the processes that were ended."""
+    """Remove every stale topology (its owner process is gone), ending what still runs inside it, and any
+    half-written owner record; return each topology with the processes that were ended."""
+    remove_half_written()
     out = []
     for t in list_topologies(probe=False):
         if t.stale:

@@ -36,6 +36,8 @@ def cmd_topo_down(args) -> int:
             raise NtaError(f"no topology named {', '.join(missing)} (see 'nta topo status')")
         topos = [known[tag] for tag in args.names]
     status = 0
+    for fn in topology.remove_half_written() if not args.names else []:
+        print(f"removed {fn} (an owner record its process did not finish writing)")
     for t in topos:
         if t.state == "live" and not args.force:
             print(f"nta: skipped {t.tag}: in use by pid {t.owner_pid} (--force removes it anyway)",

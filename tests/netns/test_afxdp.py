@@ -173,6 +173,38 @@ def test_ctrl_c_mid_receive_leaves_nothing(tag):
     assert nta_namespaces() == [] and not nta_maps()
 
 
+# A signal the moment the socket is made (its fill ring posted), before the consumer has registered its
+# clean-up: the run ended with "pool destroy: 1024 pages in flight" and exit 1 (1 Ctrl-C in 60 at a
+# random moment of a run).
+SIGNAL_AS_THE_SOCKET_IS_MADE = """
+import os, signal, sys
+from harness import cli, controller
+
+class Lib:  # the C module, with a signal sent the moment nta_xsk_create returns
+    def __init__(self, lib):
+        self.lib = lib
+
+    def __getattr__(self, name):
+        return getattr(self.lib, name)
+
+    def nta_xsk_create(self, *args):
+        x = self.lib.nta_xsk_create(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+        return x
+
+controller.lib = Lib(controller.lib)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_as_the_socket_is_made_still_leaves_nothing(tag):
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AS_THE_SOCKET_IS_MADE, "run", "--pcap", "build/imix.pcap",
+                           "--rx", "afxdp", "--replayer", "xdp", "--name", tag, "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "nta: interrupted; everything it made was removed\n")
+    assert nta_namespaces() == [] and not nta_maps()
+
+
 def test_bench_real_afxdp_against_fixed_chunks(tmp_path):
     """Gross sanity of the memory comparison: slab posts 2,048-byte buffers and cannot cut them, so its
     frames take a fixed chunk each (the figure is about 2,048: the measure is right); the NTA's take less."""

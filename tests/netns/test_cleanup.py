@@ -1,5 +1,6 @@
 """Nothing is left behind: after an exception, Ctrl-C, SIGTERM, and kill -9 of a run."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 import harness.run
-from harness import cpus
+from harness import cpus, topology
 from harness.replay import ReplayOptions
 from harness.run import RunConfig, run
 from harness.topology import list_topologies
@@ -113,6 +114,33 @@ def test_a_signal_inside_a_netlink_request_waits_for_it_then_ends_the_run(tag):
     assert nta_namespaces() == []
 
 
+# A signal while the owner record is written: its .tmp stayed in /run/nta-harness (1 Ctrl-C in 60 at a
+# random moment of a run).
+SIGNAL_WHILE_THE_OWNER_RECORD_IS_WRITTEN = """
+import json, os, signal, sys
+from harness import cli, topology
+cli._install_signal_handlers()
+dump = json.dump
+def dump_then_signal(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    dump(*args, **kwargs)
+json.dump = dump_then_signal
+try:
+    topology.Topology(tag=sys.argv[1]).create()
+    print("ran on after the signal")
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+"""
+
+
+def test_a_signal_while_the_owner_record_is_written_leaves_no_tmp(tag):
+    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_THE_OWNER_RECORD_IS_WRITTEN, tag], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert (done.stdout, done.stderr) == ("", "interrupted\n")
+    assert [f for f in os.listdir(topology.STATE_DIR) if tag in f] == []
+    assert nta_namespaces() == []
+
+
 @pytest.mark.parametrize("extra", [["--replayer", "builtin"],
                                    ["--replayer", "builtin", "--send", "tx-ring", "--threads", "2"]])
 def test_signal_mid_run_of_the_builtin_replayer(extra, tag):
@@ -201,3 +229,23 @@ def test_topo_down_ends_what_still_runs_in_a_stale_topology(tag):
     assert f"removed {tag} (stale)" in out
     assert orphan.wait(timeout=5) == -signal.SIGKILL
     assert nta_namespaces() == []
+
+
+def test_topo_down_removes_an_owner_record_left_half_written_by_a_killed_run(tag):
+    """kill -9 cannot be held off: a run killed while writing its owner record leaves the .tmp, which the
+    next 'nta topo down' (or nta run) removes once its writer is gone, and not before."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    os.makedirs(topology.STATE_DIR, exist_ok=True)
+    gone, live = (os.path.join(topology.STATE_DIR, f"{tag}.json.{pid}.tmp") for pid in (dead.pid, os.getpid()))
+    for path in (gone, live):
+        with open(path, "w") as f:
+            f.write('{"tag": "')
+    try:
+        out = nta("topo", "down", check=True).stdout
+        assert f"removed {tag}.json.{dead.pid}.tmp (an owner record its process did not finish writing)" in out
+        assert not os.path.exists(gone) and os.path.exists(live)
+    finally:
+        for path in (gone, live):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
