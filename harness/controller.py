@@ -217,7 +217,7 @@ class XskConfig:
     ifname: str
     xskmap_fd: int
     buf_size: int
-    ring_size: int = 2048
+    ring_size: int = lib.NTA_XSK_RING
     fill_max: int = 0  # 0: ring_size
     copybreak: int = 0  # frames of at most this many bytes copied out of their buffer
 

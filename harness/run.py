@@ -18,6 +18,7 @@ import sys
 
 from harness import cpus, pcapfile, reconcile, report, topology
 from harness.controller import FREE_ON, Consumers, Place, XskConfig, parse_hold
+from harness.controller import lib as ctl_lib
 from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop
@@ -36,8 +37,8 @@ from harness.xdp import RING_PAGES, GenProgram, MetaProgram, XdpProgram, XdpStat
 
 NAPI_MODES = ("softirq", "threaded")
 RX_PATHS = ("ring", "afxdp")  # how frames reach the controller: metadata records, or the frames (AF_XDP)
-XSK_RING = 2048  # AF_XDP fill and RX ring entries
-XDP_PACKET_HEADROOM = 256  # the kernel's, before a frame in an AF_XDP buffer
+XSK_RING = ctl_lib.NTA_XSK_RING  # AF_XDP fill and RX ring entries
+XDP_PACKET_HEADROOM = ctl_lib.NTA_XSK_HEADROOM  # the kernel's, before a frame in an AF_XDP buffer
 DRAIN_US = 200  # the controller's sleep between drains of an empty ring, when it shares a CPU
 DRAIN_US_OWN_CPU = 50  # and when it has one of its own
 RATE_TOLERANCE = 0.01  # a --pps or --mbps rate is held when reached within 1%

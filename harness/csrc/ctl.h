@@ -154,6 +154,10 @@ void nta_free_reader_stop(struct nta_free_reader *r);
  * allocator), and the kernel's XDP_STATISTICS.
  */
 struct nta_xsk;
+/* An AF_XDP socket's buffers and rings, for C and Python alike. */
+#define NTA_XSK_HEADROOM 256 /* the kernel's XDP_PACKET_HEADROOM: a frame lands this far into a fill buffer */
+#define NTA_XSK_RING 2048    /* fill and RX ring entries */
+
 struct nta_xsk_config {
 	const char *ifname;
 	uint32_t queue;

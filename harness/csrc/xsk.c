@@ -38,6 +38,8 @@
 
 #include "ctl.h"
 
+_Static_assert(NTA_XSK_HEADROOM == XDP_PACKET_HEADROOM, "ctl.h tells Python the kernel's headroom");
+
 #define RX_BATCH 64
 
 struct nta_xsk {
