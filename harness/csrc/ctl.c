@@ -234,6 +234,22 @@ static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_
 	}
 }
 
+/* A record or frame came: counted whether or not it gets a fragment. The fragment's length (one byte for
+ * an empty record). */
+static inline uint32_t arrived(struct nta_ctl *c, const struct nta_meta *m)
+{
+	c->packets++;
+	c->st.handled++;
+	return m->len ? m->len : 1;
+}
+
+/* The policy takes the frame m whose fragment of len bytes is at off. */
+static inline void take(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_meta *m)
+{
+	c->st.bytes += m->len;
+	hold(c, off, len, m);
+}
+
 long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
 {
 	uint8_t *base = nta_arena_base(c->arena);
@@ -241,18 +257,15 @@ long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		const struct nta_meta *m = &recs[i];
-		c->packets++;
-		c->st.handled++;
-		uint32_t len = m->len ? m->len : 1;
+		const uint32_t len = arrived(c, m);
 		int64_t off = nta_pool_alloc_frag(c->pool, len, 0);
 		if (off <= 0) {
 			c->st.alloc_fails++;
 			continue;
 		}
-		c->st.bytes += len;
 		/* the record, where a driver would DMA the frame: the memory is really written */
 		memcpy(base + off, m, len < sizeof(*m) ? len : sizeof(*m));
-		hold(c, off, len, m);
+		take(c, off, len, m);
 		ok++;
 	}
 	return ok;
@@ -260,12 +273,8 @@ long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
 
 long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nta_meta *recs, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		c->packets++;
-		c->st.handled++;
-		c->st.bytes += recs[i].len;
-		hold(c, offs[i], recs[i].len ? recs[i].len : 1, &recs[i]);
-	}
+	for (size_t i = 0; i < n; i++)
+		take(c, offs[i], arrived(c, &recs[i]), &recs[i]);
 	return (long)n;
 }
 
