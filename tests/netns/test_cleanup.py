@@ -88,54 +88,36 @@ def test_signal_mid_run_cleans_up(sig, why, tag):
     assert wait_until(lambda: not tcpreplay_pids(), timeout=5)
 
 
-# A signal delivered while pyroute2's asyncio loop runs a netlink request: the CI run that failed on it
-# (1 run in 40 of a Ctrl-C at a random moment) printed asyncio's tracebacks about async generators it
-# could not close; 2 in 40 lost the signal in pyroute2's bare excepts and ran on.
-SIGNAL_IN_A_NETLINK_REQUEST = """
-import os, signal, sys
-from harness import cli, topology
-cli._install_signal_handlers()
-try:
-    with topology.Topology(tag=sys.argv[1]) as topo:
-        nl = topo.ipr(topo.gen_ns)
-        getattr(nl, "_ipr", nl).asyncore.event_loop.call_soon(os.kill, os.getpid(), signal.SIGINT)
-        topo.ifindex(topo.gen_ns, topo.gen_if)
-        print("ran on after the signal")
-except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-"""
+def signalled(body: str, tag: str) -> subprocess.CompletedProcess:
+    """Run ``body`` (lines of Python indented four spaces, which send the process a signal somewhere) under
+    the CLI's handlers in a process of its own, ``tag`` in sys.argv[1]. It prints "interrupted" to stderr
+    when the KeyboardInterrupt reaches its end, and what the body prints if the signal was lost."""
+    script = ("import json, os, signal, sys\nfrom harness import cli, topology\ncli._install_signal_handlers()\n"
+              f"try:\n{body}\n    print('ran on after the signal')\n"
+              "except KeyboardInterrupt:\n    print('interrupted', file=sys.stderr)\n")
+    return subprocess.run([sys.executable, "-c", script, tag], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
 def test_a_signal_inside_a_netlink_request_waits_for_it_then_ends_the_run(tag):
-    """The request ends, then the signal is raised: no asyncio traceback, nothing swallowed or left."""
-    done = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_NETLINK_REQUEST, tag], cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    """A signal while pyroute2's asyncio loop runs a netlink request: the request ends, then the signal is
+    raised. The CI run that failed on it (1 run in 40 of a Ctrl-C at a random moment) printed asyncio's
+    tracebacks about async generators it could not close; 2 in 40 lost the signal in pyroute2's bare
+    excepts and ran on."""
+    done = signalled("""
+    with topology.Topology(tag=sys.argv[1]) as topo:
+        nl = topo.ipr(topo.gen_ns)
+        getattr(nl, "_ipr", nl).asyncore.event_loop.call_soon(os.kill, os.getpid(), signal.SIGINT)
+        topo.ifindex(topo.gen_ns, topo.gen_if)""", tag)
     assert (done.stdout, done.stderr) == ("", "interrupted\n")
     assert nta_namespaces() == []
 
 
-# A signal while the owner record is written: its .tmp stayed in /run/nta-harness (1 Ctrl-C in 60 at a
-# random moment of a run).
-SIGNAL_WHILE_THE_OWNER_RECORD_IS_WRITTEN = """
-import json, os, signal, sys
-from harness import cli, topology
-cli._install_signal_handlers()
-dump = json.dump
-def dump_then_signal(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGINT)
-    dump(*args, **kwargs)
-json.dump = dump_then_signal
-try:
-    topology.Topology(tag=sys.argv[1]).create()
-    print("ran on after the signal")
-except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-"""
-
-
 def test_a_signal_while_the_owner_record_is_written_leaves_no_tmp(tag):
-    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_THE_OWNER_RECORD_IS_WRITTEN, tag], cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    """Its .tmp stayed in /run/nta-harness (1 Ctrl-C in 60 at a random moment of a run)."""
+    done = signalled("""
+    dump = json.dump
+    json.dump = lambda *args, **kwargs: (os.kill(os.getpid(), signal.SIGINT), dump(*args, **kwargs))
+    topology.Topology(tag=sys.argv[1]).create()""", tag)
     assert (done.stdout, done.stderr) == ("", "interrupted\n")
     assert [f for f in os.listdir(topology.STATE_DIR) if tag in f] == []
     assert nta_namespaces() == []
