@@ -215,13 +215,15 @@ void nta_small_release_empty(struct nta_arena *a, uint32_t h)
 	}
 }
 
-static uint64_t cached_in(const struct nta_arena *a, uint32_t h)
+/* Does heap h's cache park anything? (It stops at the first length that it does.) */
+static bool any_parked(const struct nta_arena *a, uint32_t h)
 {
-	uint64_t t = 0;
+	const uint32_t *count = a->heaps[h].cache_count;
 
 	for (uint32_t n = 1; n <= a->cpp && a->depth; n++)
-		t += a->heaps[h].cache_count[n];
-	return t;
+		if (count[n])
+			return true;
+	return false;
 }
 
 /* -- checking a small free ------------------------------------------------------ */
@@ -260,13 +262,13 @@ NTA_NOINLINE int64_t nta_small_alloc(struct nta_arena *a, uint32_t h, uint32_t n
 	if (off)
 		return off;
 	g = region_find(a, h, n);
-	if (!g && a->feed[h].put && cached_in(a, h)) { /* a pool's heap combines what it parks before it grows */
+	if (!g && a->feed[h].put && any_parked(a, h)) { /* a pool's heap combines what it parks before it grows */
 		nta_small_flush(a, h);
 		g = region_find(a, h, n);
 	}
 	if (!g)
 		g = small_page_new(a, h);
-	if (!g && cached_in(a, h)) { /* combining what the cache holds may make room */
+	if (!g && any_parked(a, h)) { /* combining what the cache holds may make room */
 		nta_small_flush(a, h);
 		g = region_find(a, h, n);
 	}
