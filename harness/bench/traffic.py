@@ -185,7 +185,13 @@ def bench_real(loops: int = 300, pps: float = 200_000, holds=REAL_HOLDS, allocat
                               peak_map=plot_dir is not None))
             c = r.consumer["controller"]
             if not r.reconciled or c["handled"] != r.xdp.packets or c["alloc_fails"]:
-                raise NtaError(f"bench real: {al} under {hold} did not handle every frame (see 'nta run')")
+                x = r.consumer.get("xsk") or {}
+                dropped = (f", the sockets dropped {x['rx_dropped']:,} (no fill buffer) and {x['rx_ring_full']:,} "
+                           f"(RX ring full)") if x else ""
+                raise NtaError(f"bench real: {al} under {hold} did not handle every frame: XDP saw "
+                               f"{r.xdp.packets:,}, the controller handled {c['handled']:,}{dropped}, "
+                               f"{c['alloc_fails']:,} allocations failed, {'' if r.reconciled else 'not '}"
+                               f"reconciled (see 'nta run')")
             runs[al] = r
             if hold == holds[-1] and al in ("nta", "slab"):
                 maps[al] = r.peak_map
