@@ -17,7 +17,7 @@ import sys
 import time
 
 from harness import reconcile, report, signals
-from harness.controller import Consumer
+from harness.consumer import Consumer
 from harness.errors import NtaError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop

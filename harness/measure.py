@@ -33,7 +33,7 @@ class Reading:
 
 class Loop:
     """Interval lines and in-flight settling over an XDP program, optionally a gen veth
-    (``link()``: its IFLA_STATS64) and a controller (harness.controller.Consumer)."""
+    (``link()``: its IFLA_STATS64) and a controller (harness.consumer.Consumer)."""
 
     def __init__(self, prog, consumer=None, *, interval: float = 1.0, drain_us: int = 200,
                  link: Callable[[], dict] | None = None,

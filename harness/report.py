@@ -194,7 +194,7 @@ def pct(x: float | None) -> str:
 
 
 def memory_line(m: dict) -> str:
-    """The memory the frames' fragments took (harness.controller.Consumer.memory)."""
+    """The memory the frames' fragments took (harness.consumer.Consumer.memory)."""
     return (f"memory ({m['allocator']}): peak {n(m['peak_pages'])} pages holding fragments "
             f"({m['peak_pages'] * m['page_size'] / 1048576:.1f} MiB) for at most {n(m['peak_fragments'])} "
             f"fragments ({m['peak_bytes_asked'] / 1048576:.1f} MiB asked for); utilisation at the peak "

@@ -315,7 +315,7 @@ class MetaProgram(XdpProgram):
 
 class XskProgram(XdpProgram):
     """nta_xdp_xsk: counts, then redirects every frame to the AF_XDP socket of its RX queue (the map
-    ``xskmap_fd``, which each queue's socket enters itself: harness.controller.Consumer)."""
+    ``xskmap_fd``, which each queue's socket enters itself: harness.consumer.Consumer)."""
 
     NAME = "nta_xdp_xsk"
     COUNTED_PER_QUEUE = True

@@ -178,7 +178,7 @@ def test_ctrl_c_mid_receive_leaves_nothing(tag):
 # random moment of a run).
 SIGNAL_AS_THE_SOCKET_IS_MADE = """
 import os, signal, sys
-from harness import cli, controller
+from harness import cli, xsk
 
 class Lib:  # the C module, with a signal sent the moment nta_xsk_create returns
     def __init__(self, lib):
@@ -192,7 +192,7 @@ class Lib:  # the C module, with a signal sent the moment nta_xsk_create returns
         os.kill(os.getpid(), signal.SIGINT)
         return x
 
-controller.lib = Lib(controller.lib)
+xsk.lib = Lib(xsk.lib)
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import harness.run
+import harness.xdp
 from harness import cpus, topology
 from harness.replay import ReplayOptions
 from harness.run import RunConfig, run
@@ -64,7 +64,7 @@ def test_exception_mid_run(pcaps, monkeypatch, exc, tag):
         seen["programs"] = nta_programs()
         raise exc
 
-    monkeypatch.setattr(harness.run.XdpProgram, "stats", stats)
+    monkeypatch.setattr(harness.xdp.XdpProgram, "stats", stats)
     with pytest.raises(type(exc)):
         run(RunConfig(pcap=os.path.join(pcaps, "tcpreplay-test.pcap"), interval=0.2,
                       replay=ReplayOptions(loops=1000, pps=20000), quiet=True, tag=tag))

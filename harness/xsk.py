@@ -1,0 +1,60 @@
+"""An AF_XDP socket per RX queue whose UMEM is the queue's arena (harness/csrc/xsk.c): its config, the
+socket, its counters."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+
+from harness import cmodule, nsutil
+from harness.controller import Controller
+from harness.errors import NtaError
+from harness.nta import Pool, counters_dict
+
+ffi, lib = cmodule.load("_ctl_c")
+
+
+@dataclasses.dataclass
+class XskConfig:
+    """An AF_XDP socket for a queue (harness/csrc/xsk.c): the device (``ifname`` in namespace ``ns``),
+    its rings' size, the most buffers posted to the fill ring, a buffer's bytes (the largest frame the
+    device takes), and the XDP program's XSKMAP."""
+
+    ns: str | None
+    ifname: str
+    xskmap_fd: int
+    buf_size: int
+    ring_size: int = lib.NTA_XSK_RING
+    fill_max: int = 0  # 0: ring_size
+    copybreak: int = 0  # frames of at most this many bytes copied out of their buffer
+
+
+class Xsk:
+    """An AF_XDP socket on queue ``queue`` whose UMEM is ``pool``'s arena, its buffers the pool's, its
+    frames held by ``ctl`` (made in the device's namespace; closed: the socket and UMEM gone, what was
+    still posted back in the pool)."""
+
+    def __init__(self, ctl: Controller, pool: Pool, cfg: XskConfig, queue: int):
+        c = ffi.new("struct nta_xsk_config *")
+        name = ffi.new("char[]", cfg.ifname.encode())
+        c.ifname, c.queue, c.ring_size, c.fill_max = name, queue, cfg.ring_size, cfg.fill_max
+        c.buf_size, c.xskmap_fd, c.copybreak = cfg.buf_size, cfg.xskmap_fd, cfg.copybreak
+        why = ffi.new("char[]", 256)
+        with nsutil.inside(cfg.ns) if cfg.ns else contextlib.nullcontext():
+            x = lib.nta_xsk_create(ctl._c, pool._h(), pool.arena._h(), c, why, 256)
+        if x == ffi.NULL:
+            raise NtaError(f"AF_XDP on {cfg.ifname}: {ffi.string(why).decode(errors='replace')}")
+        self._x, self.cfg = x, cfg
+
+    def stats(self) -> dict:
+        st = ffi.new("struct nta_xsk_stats *")
+        rc = lib.nta_xsk_stats(self._x, st)
+        if rc < 0:
+            raise NtaError(f"XDP_STATISTICS: {os.strerror(-rc)}")
+        return counters_dict(st)
+
+    def close(self) -> None:
+        if self._x is not None:
+            lib.nta_xsk_destroy(self._x)
+            self._x = None
