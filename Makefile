@@ -70,7 +70,7 @@ build/poolbench: $(NTA_SRC) allocator/bench/pool.c
 	@$(CC) $(CFLAGS) -Iallocator allocator/*.c allocator/bench/pool.c -lm -o $@
 
 # C tests: the allocator's, and the harness's C (with the allocator where it calls it)
-build/test_nta build/test_pool: build/test_%: $(NTA_SRC) tests/c/test_%.c tests/c/expect.h
+build/test_nta build/test_pool build/test_pressure: build/test_%: $(NTA_SRC) tests/c/test_%.c tests/c/expect.h
 	@mkdir -p build
 	$(CC) $(CFLAGS_TEST) allocator/*.c tests/c/test_$*.c -lm -o $@
 
@@ -94,9 +94,10 @@ build/test_replay: $(HC_SRC) tests/c/test_replay.c tests/c/expect.h
 	@mkdir -p build
 	$(CC) $(CFLAGS_TEST) harness/csrc/replay.c tests/c/test_replay.c -lbpf -o $@
 
-ctest: build/test_nta build/test_pool build/test_remote build/test_ctl build/test_handoff build/test_replay ## C tests (allocator, controller, replayer) under AddressSanitizer and UndefinedBehaviorSanitizer; remote puts and the reader's handoff under ThreadSanitizer
+ctest: build/test_nta build/test_pool build/test_pressure build/test_remote build/test_ctl build/test_handoff build/test_replay ## C tests (allocator, controller, replayer) under AddressSanitizer and UndefinedBehaviorSanitizer; remote puts and the reader's handoff under ThreadSanitizer
 	build/test_nta
 	build/test_pool
+	build/test_pressure
 	build/test_remote
 	build/test_ctl
 	build/test_handoff

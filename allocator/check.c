@@ -119,7 +119,7 @@ static bool check_small(const struct nta_arena *a, struct ck *k, uint32_t p, str
 		   "page %u: %u free chunks, %u blocks, %u parked; descriptor says %u, %u and %u",
 		   p, nfree, blocks, parked, d->nfree, d->live, d->aux))
 		return false;
-	bool kept = a->feed[d->heap].put && a->heaps[d->heap].pages == 1; /* a pool's heap keeps its last page */
+	bool kept = nta_heap_keeps(a, d->heap); /* a pool's ordinary heap keeps its last page */
 	if (!CHECK(k, blocks > 0 || kept, "page %u: a small page with no blocks was not given back", p))
 		return false;
 	if (!CHECK(k, !a->feed[d->heap].put || parked < blocks || kept,
@@ -146,6 +146,9 @@ static bool check_carve(const struct nta_arena *a, struct ck *k, uint32_t p, str
 	if (hp->cur == p + 1) {
 		if (!CHECK(k, hp->cursor <= a->cpp && !range_any(bmp(a, p, BMP_USED), hp->cursor, a->cpp),
 			   "carved page %u: chunks above its cursor %u are in use", p, hp->cursor))
+			return false;
+		if (!CHECK(k, blocks > 0 || nta_heap_keeps_idle(a, d->heap),
+			   "carved page %u: a reserve heap's current page holds nothing, and was not given back", p))
 			return false;
 	} else if (!CHECK(k, blocks > 0, "carved page %u: no fragment left, and not given back", p)) {
 		return false;
@@ -183,8 +186,8 @@ static bool check_slab(const struct nta_arena *a, struct ck *k, uint32_t p, stru
 		   "slab %u: %u free and %u live of %u objects, descriptor says %u and %u",
 		   p, nfree, live, objs, d->nfree, d->live))
 		return false;
-	/* a pool's heap may keep one empty slab a class (check_lists counts them) */
-	if (!CHECK(k, live > 0 || a->feed[d->heap].put, "slab %u: an empty slab was not given back", p))
+	/* a pool's ordinary heap may keep one empty slab a class (check_lists counts them) */
+	if (!CHECK(k, live > 0 || nta_heap_keeps_idle(a, d->heap), "slab %u: an empty slab was not given back", p))
 		return false;
 	t->live += live;
 	t->handed += (uint64_t)live << kk;
@@ -367,7 +370,7 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, uint32_t h, con
 			empty += d->nfree == a->page_size >> d->cls;
 			prev = q;
 		}
-		if (!CHECK(k, empty <= (a->feed[h].put ? 1u : 0u), "heap %u slab class %u: %u empty slabs kept", h, ci,
+		if (!CHECK(k, empty <= (nta_heap_keeps_idle(a, h) ? 1u : 0u), "heap %u slab class %u: %u empty slabs kept", h, ci,
 			   empty))
 			return false;
 	}

@@ -83,6 +83,22 @@ long nta_heap_drain(struct nta_arena *a, uint32_t h)
 	return hp->pages;
 }
 
+bool nta_heap_idle(const struct nta_arena *a, uint32_t h)
+{
+	const struct nta_heap *hp = &a->heaps[h];
+
+	switch (hp->kind) {
+	case HEAP_NTA:
+		return nta_small_idle(a, h);
+	case HEAP_SLAB:
+		return nta_slab_idle(a, h);
+	case HEAP_PPFRAG:
+		return hp->cur && !a->desc[hp->cur - 1].live;
+	default:
+		return false;
+	}
+}
+
 int nta_heap_close(struct nta_arena *a, uint32_t h)
 {
 	struct nta_heap *hp = heap(a, h);

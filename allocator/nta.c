@@ -226,6 +226,11 @@ static bool any_parked(const struct nta_arena *a, uint32_t h)
 	return false;
 }
 
+bool nta_small_idle(const struct nta_arena *a, uint32_t h)
+{
+	return any_parked(a, h) || a->heaps[h].lists.heads[a->cpp];
+}
+
 /* -- checking a small free ------------------------------------------------------ */
 
 /* Is [c, c + n) of page p exactly one live block? 0 or a negative errno. */

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 6
+#define NTA_VERSION 7
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,
@@ -166,6 +166,14 @@ long nta_free_histogram(const struct nta_arena *a, uint64_t *hist, size_t nbins,
  * Fragments larger than a page are combined blocks of whole pages (a power of
  * two of them with SLAB). A fragment's holders are counted (get/put).
  *
+ * Memory at the limit: with a budget, a pool holds at most that many
+ * ordinary pages (handed out, holding fragments, idle in its cache and ring);
+ * an allocation that needs another fails with -ENOMEM, after the pool's heap
+ * has given back what it kept idle. With NTA_F_RESERVE, an allocation that
+ * ordinary memory cannot hold is placed in the arena's reserve, apart from
+ * the budget; a reserve page never enters the cache or the ring (the kernel's
+ * pfmemalloc rule): it goes back to the reserve when its last holder is done.
+ *
  * Concurrency: one thread owns a pool and makes every call on it, except
  * nta_pool_put_remote() and _bulk(), which any thread may call: they post
  * puts to the owner through a lock-free queue made with the pool (one
@@ -192,7 +200,8 @@ struct nta_pool_config {
 	uint32_t flags;       /* NTA_POOL_BATCH_DTOR */
 	uint32_t allocator;   /* enum nta_pool_alloc: who places fragments */
 	uint32_t remote_size; /* remote puts the queue holds, a power of two; 0 means 4096 */
-	uint32_t pad;
+	uint32_t budget;      /* ordinary pages the pool may hold (handed out, holding fragments, idle in its
+	                       * cache and ring); 0: no budget. The arena's reserve is apart from it. */
 };
 #define NTA_POOL_BATCH_DTOR 0x1u /* pages nobody holds wait for nta_pool_dtor_take() */
 
@@ -241,6 +250,21 @@ struct nta_pool_stats {
 		uint64_t drains, full;     /* drains that applied some; batches refused, the queue full */
 		uint64_t max_wait_ns;      /* the longest a put waited from its post to being applied */
 	} remote;
+	struct nta_pool_budget_stats { /* the ordinary pages the pool holds, against its budget */
+		uint64_t budget_pages;     /* the budget (0: none) */
+		uint64_t budget_held;      /* ordinary pages held now (in use, cache, ring) */
+		uint64_t budget_peak;      /* and at most */
+		uint64_t budget_refused;   /* requests for a page the budget refused (an allocation's, and its retry's) */
+		uint64_t budget_reclaims;  /* times the pool gave back what it kept idle, and asked again */
+	} budget;
+	struct nta_pool_reserve_stats { /* bean counting: what the pool takes from the arena's reserve comes back */
+		uint64_t reserve_taken;    /* reserve pages taken */
+		uint64_t reserve_returned; /* and given back (taken - returned: pages.reserve_pages) */
+		uint64_t reserve_peak;     /* the most reserve pages held at once */
+		uint64_t reserve_min_free; /* the fewest pages the arena's reserve had free while the pool lived */
+		uint64_t reserve_allocs;   /* fragments and pages placed in reserve memory */
+		uint64_t reserve_exhausted; /* reserve allocations refused: the reserve had no room either */
+	} reserve;
 };
 
 /* errno EUSERS: the arena has NTA_MAX_POOLS pools already; EINVAL: a bad config. */

@@ -392,10 +392,18 @@ static inline uint32_t bit_next_set(const uint64_t *w, uint32_t i, uint32_t n)
 
 #define PEAK(st, field, peak) do { if ((st)->field > (st)->peak) (st)->peak = (st)->field; } while (0)
 
-/* A pool's heap keeps its last page when it empties (the arena's give every empty page back). */
+/* Does heap h keep what it empties (a pool's ordinary heap: its last page, a slab class's last slab, the
+ * current page it carves)? The arena's heaps give every empty page back, and a pool's reserve heap gives
+ * its pages back to the reserve at once, so that what was taken from it is returned. */
+static inline bool nta_heap_keeps_idle(const struct nta_arena *a, uint32_t h)
+{
+	return a->feed[h].put && !(a->heaps[h].flags & HEAP_RESERVE);
+}
+
+/* A pool's heap keeps its last page when it empties. */
 static inline bool nta_heap_keeps(const struct nta_arena *a, uint32_t h)
 {
-	return a->feed[h].put && a->heaps[h].pages == 1;
+	return nta_heap_keeps_idle(a, h) && a->heaps[h].pages == 1;
 }
 
 /* -- across files ---------------------------------------------------------- */
@@ -413,6 +421,8 @@ int nta_heap_open(struct nta_arena *a, uint32_t h, uint32_t kind, uint32_t flags
 /* Give back what the heap holds for nothing (its cache, the empty pages it keeps, an empty current
  * page); returns how many pages still hold its blocks. */
 long nta_heap_drain(struct nta_arena *a, uint32_t h);
+/* Would nta_heap_drain give anything back? (Cheap: what a failed allocation asks before it drains.) */
+bool nta_heap_idle(const struct nta_arena *a, uint32_t h);
 /* Close a heap none of whose pages remain anywhere (the caller knows): 0, or -EBUSY. */
 int nta_heap_close(struct nta_arena *a, uint32_t h);
 /* A small block (size <= page) from heap h; its offset or -errno. */
@@ -430,6 +440,7 @@ uint32_t nta_small_trim(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c,
 int nta_check_small_free(const struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n);
 void nta_small_flush(struct nta_arena *a, uint32_t h);
 void nta_small_release_empty(struct nta_arena *a, uint32_t h);
+bool nta_small_idle(const struct nta_arena *a, uint32_t h);
 
 /* pow2.c: the slab baseline on a heap. */
 int64_t nta_slab_alloc(struct nta_arena *a, uint32_t h, size_t size);
@@ -437,6 +448,7 @@ int nta_slab_free(struct nta_arena *a, uint32_t p, uint64_t off, size_t size);
 uint32_t nta_pow2_class(const struct nta_arena *a, size_t size);
 uint32_t nta_pow2_pages(uint64_t npages);
 void nta_slab_release_empty(struct nta_arena *a, uint32_t h);
+bool nta_slab_idle(const struct nta_arena *a, uint32_t h);
 
 /* ppfrag.c: the kernel's page_pool_alloc_frag on a heap. */
 int64_t nta_ppfrag_alloc(struct nta_arena *a, uint32_t h, uint32_t n);

@@ -44,10 +44,42 @@ static void spin_ns(uint32_t ns)
 
 /* -- pages in and out of the arena ------------------------------------------ */
 
-/* A page from the arena: mapped, the pool's (PG_POOL). Its state is the caller's to set. */
+/* The ordinary pages the pool holds: handed out, holding fragments, idle in its cache and ring. */
+static inline uint64_t ordinary_held(const struct nta_pool *p)
+{
+	return p->st.pages.hold - p->st.pages.release - p->st.pages.reserve_pages;
+}
+
+/* May the pool take n more ordinary pages from the arena? The one place the budget is enforced (reserve
+ * pages are apart from it: the caller asks only for ordinary ones). */
+bool pool_may_take(const struct nta_pool *p, uint32_t n)
+{
+	return !p->cfg.budget || ordinary_held(p) + n <= p->cfg.budget;
+}
+
+/* n pages (one block) came from the arena: mapped and held; those of the reserve taken from it. */
+void pool_took(struct nta_pool *p, uint32_t n, bool reserve)
+{
+	p->st.pages.maps++;
+	p->st.pages.hold += n;
+	if (reserve) {
+		uint64_t free = nta_pages_budget(p->a, true);
+		p->st.pages.reserve_pages += n;
+		p->st.reserve.reserve_taken += n;
+		if (p->st.pages.reserve_pages > p->st.reserve.reserve_peak)
+			p->st.reserve.reserve_peak = p->st.pages.reserve_pages;
+		if (free < p->st.reserve.reserve_min_free)
+			p->st.reserve.reserve_min_free = free;
+	} else if (ordinary_held(p) > p->st.budget.budget_peak) {
+		p->st.budget.budget_peak = ordinary_held(p);
+	}
+	spin_ns(p->cfg.map_cost_ns);
+}
+
+/* A page from the arena: mapped, the pool's (PG_POOL), within the budget. Its state is the caller's to set. */
 static int64_t page_from_arena(struct nta_pool *p, bool reserve)
 {
-	int64_t i = nta_pages_get(p->a, 1, reserve);
+	int64_t i = reserve || pool_may_take(p, 1) ? nta_pages_get(p->a, 1, reserve) : -ENOMEM;
 
 	if (i < 0)
 		return i;
@@ -55,15 +87,21 @@ static int64_t page_from_arena(struct nta_pool *p, bool reserve)
 	d->kind = PG_POOL;
 	d->heap = (uint8_t)(reserve ? p->rheap : p->heap);
 	p->pg[i] = (struct pp_page){ .state = PP_PAGE, .reserve = reserve };
-	p->st.pages.maps++;
-	p->st.pages.hold++;
-	if (reserve)
-		p->st.pages.reserve_pages++;
-	spin_ns(p->cfg.map_cost_ns);
+	pool_took(p, 1, reserve);
 	return i;
 }
 
-/* Unmap a page (or combined block) and give it back to the arena. */
+/* An ordinary page an allocation needs (not one more for the cache): a refusal of the budget is counted. */
+static int64_t page_needed(struct nta_pool *p)
+{
+	if (!pool_may_take(p, 1)) {
+		p->st.budget.budget_refused++;
+		return -ENOMEM;
+	}
+	return page_from_arena(p, false);
+}
+
+/* Unmap a page (or combined block) and give it back to the arena; a reserve page to the reserve. */
 void pool_page_to_arena(struct nta_pool *p, uint32_t i)
 {
 	struct pp_page *r = &p->pg[i];
@@ -75,10 +113,27 @@ void pool_page_to_arena(struct nta_pool *p, uint32_t i)
 		nta_pages_put(p->a, i, 1);
 	p->st.pages.unmaps++;
 	p->st.pages.release += n;
-	if (r->reserve)
+	if (r->reserve) {
 		p->st.pages.reserve_pages -= n;
+		p->st.reserve.reserve_returned += n;
+	}
 	spin_ns(p->cfg.map_cost_ns);
 	*r = (struct pp_page){ 0 };
+}
+
+/* Give idle pages (the ring's, then the cache's) back to the arena until n more fit the budget; whether
+ * they do now. For an allocation of several contiguous pages, which idle single pages cannot serve. */
+bool pool_make_room(struct nta_pool *p, uint32_t n)
+{
+	if (!p->cfg.budget || pool_may_take(p, n) || ordinary_held(p) - (p->cache_len + ring_count(p)) + n >
+	    p->cfg.budget)
+		return false;
+	while (!pool_may_take(p, n) && ring_count(p))
+		pool_page_to_arena(p, page_of(p, (uint64_t)p->ring[p->ring_tail++ & p->ring_mask]));
+	while (!pool_may_take(p, n) && p->cache_len)
+		pool_page_to_arena(p, page_of(p, (uint64_t)p->cache[--p->cache_len]));
+	p->st.budget.budget_reclaims++;
+	return true;
 }
 
 /* -- recycling ---------------------------------------------------------------- */
@@ -146,13 +201,16 @@ static NTA_NOINLINE int64_t alloc_slow(struct nta_pool *p, unsigned flags)
 		goto cached;
 	}
 	/* The arena: `refill` pages at once, as the kernel's bulk allocation. */
-	i = page_from_arena(p, false);
-	if (i < 0 && (flags & NTA_F_RESERVE))
+	i = page_needed(p);
+	if (i < 0 && (flags & NTA_F_RESERVE)) {
 		i = page_from_arena(p, true);
-	if (i < 0) {
-		p->st.alloc.alloc_fails++;
-		return i;
+		if (i < 0)
+			p->st.reserve.reserve_exhausted++;
+		else
+			p->st.reserve.reserve_allocs++;
 	}
+	if (i < 0)
+		return i;
 	p->st.alloc.slow++;
 	for (uint32_t n = 1; n < p->cfg.refill && p->cache_len < p->cfg.cache_size && !p->pg[i].reserve; n++) {
 		int64_t more = page_from_arena(p, false);
@@ -183,8 +241,9 @@ NTA_API int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags)
 	if (unlikely(pool_remote_pending(p))) /* puts other threads posted: applied first */
 		nta_pool_drain_remote(p);
 	off = take_page(p, flags);
-
-	if (off > 0) {
+	if (off < 0)
+		p->st.alloc.alloc_fails++;
+	else {
 		p->pg[page_of(p, (uint64_t)off)].frag = 0;
 		p->st.pages.pages_in_use++;
 		if (p->st.pages.pages_in_use > p->st.pages.peak_pages_in_use)
@@ -204,8 +263,6 @@ static int64_t feed_get(void *ctx, bool reserve)
 
 	if (reserve) {
 		i = page_from_arena(p, true);
-		if (i < 0)
-			p->st.alloc.alloc_fails++;
 	} else {
 		int64_t off = take_page(p, 0);
 		i = off > 0 ? (int64_t)page_of(p, (uint64_t)off) : off;
@@ -274,6 +331,8 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	c.refill = c.refill ? c.refill : 64;
 	c.ring_size = c.ring_size ? c.ring_size : 1024;
 	c.remote_size = c.remote_size ? c.remote_size : 4096;
+	if (c.budget > a->h->max_pages)
+		c.budget = a->h->max_pages; /* the arena's size is a budget already */
 	if (c.ring_size & (c.ring_size - 1) || c.refill > c.cache_size || c.cache_size > (1u << 20) ||
 	    c.ring_size > (1u << 24) || c.remote_size & (c.remote_size - 1) || c.remote_size > (1u << 24)) {
 		errno = EINVAL;
@@ -300,6 +359,8 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->ring_mask = c.ring_size - 1;
 	if (!p->pg || !p->cache || !p->ring || pool_remote_init(p, c.remote_size))
 		goto fail;
+	p->st.budget.budget_pages = c.budget;
+	p->st.reserve.reserve_min_free = nta_pages_budget(a, true);
 	p->light_fences = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
 	for (p->slot = 0; p->slot < NTA_MAX_POOLS && a->rd->pools[p->slot].info.pid; p->slot++)
 		;

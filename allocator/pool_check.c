@@ -10,7 +10,10 @@
  * descriptor says; in a page holding fragments every block is held (its live
  * byte counts its holders), pinned by a reader after its last put (on the
  * deferred list), or parked in the heap's size cache; no other chunk has a
- * live byte; an idle page has none. And of the remote queue: every put
+ * live byte; an idle page has none, and is never a reserve page (those go back
+ * to the reserve, not the cache or ring); what was taken from the reserve
+ * and not returned is what the pool holds of it; the ordinary pages held fit
+ * the budget. And of the remote queue: every put
  * posted and not yet applied is of a block the pool hands out, with a
  * holder for each put posted for it, and every put taken was applied or
  * refused.
@@ -143,6 +146,9 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 			t.pend += r->state == PP_PENDING;
 			if (!whole || live0)
 				err = bad(why, len, "idle pool page %u: arena kind %u, %u holders", i, d->kind, live0);
+			else if (r->reserve && r->state != PP_PENDING) /* the pfmemalloc rule */
+				err = bad(why, len, "reserve page %u is in the pool's %s", i,
+					  r->state == PP_CACHE ? "cache" : "ring");
 			break;
 		case PP_PAGE:
 		case PP_LARGE:
@@ -198,6 +204,13 @@ NTA_API int nta_pool_check(const struct nta_pool *p, char *why, size_t len)
 	if (t.pend != p->npending)
 		return bad(why, len, "%llu pages wait for a destructor, the queue holds %zu", (unsigned long long)t.pend,
 			   p->npending);
+	if (p->st.reserve.reserve_taken - p->st.reserve.reserve_returned != t.reserve || p->st.reserve.reserve_peak < t.reserve)
+		return bad(why, len, "reserve: %llu pages taken, %llu returned, peak %llu; the pool holds %llu",
+			   (unsigned long long)p->st.reserve.reserve_taken, (unsigned long long)p->st.reserve.reserve_returned,
+			   (unsigned long long)p->st.reserve.reserve_peak, (unsigned long long)t.reserve);
+	if (p->cfg.budget && t.held - t.reserve > p->cfg.budget)
+		return bad(why, len, "the pool holds %llu ordinary pages, over its budget of %u",
+			   (unsigned long long)(t.held - t.reserve), p->cfg.budget);
 	if (p->st.pages.peak_pages_in_use < p->st.pages.pages_in_use)
 		return bad(why, len, "peak pages in use %llu below pages in use %llu",
 			   (unsigned long long)p->st.pages.peak_pages_in_use, (unsigned long long)p->st.pages.pages_in_use);

@@ -50,16 +50,29 @@ NTA_INLINE void held_one(struct nta_pool *p, uint64_t off, uint64_t bytes)
 	__atomic_store_n(live_byte(p, off), 1, __ATOMIC_RELEASE);
 }
 
+/* n contiguous ordinary pages within the budget: idle single pages cannot serve them, so the pool gives
+ * back what it keeps idle to make room. */
+static int64_t large_ordinary(struct nta_pool *p, uint32_t n)
+{
+	if (!pool_may_take(p, n) && !pool_make_room(p, n)) {
+		p->st.budget.budget_refused++;
+		return -ENOMEM;
+	}
+	return nta_large_get(p->a, p->heap, n);
+}
+
 static NTA_NOINLINE int64_t alloc_large(struct nta_pool *p, size_t size, unsigned flags)
 {
 	struct nta_arena *a = p->a;
 	uint32_t n = large_pages(p, size);
 	bool reserve = false;
-	int64_t i = n <= a->h->max_pages ? nta_large_get(a, p->heap, n) : -ENOMEM;
+	int64_t i = n <= a->h->max_pages ? large_ordinary(p, n) : -ENOMEM;
 
 	if (i < 0 && (flags & NTA_F_RESERVE) && n <= a->h->max_pages) {
 		i = nta_large_get(a, p->rheap, n);
 		reserve = i >= 0;
+		p->st.reserve.reserve_allocs += reserve;
+		p->st.reserve.reserve_exhausted += !reserve;
 	}
 	if (i < 0) {
 		p->st.alloc.alloc_fails++;
@@ -67,16 +80,38 @@ static NTA_NOINLINE int64_t alloc_large(struct nta_pool *p, size_t size, unsigne
 	}
 	p->pg[i] = (struct pp_page){ .state = PP_LARGE, .reserve = reserve, .frag = 1, .npages = n };
 	p->st.alloc.slow_high_order++;
-	p->st.pages.maps++;
-	p->st.pages.hold += n;
+	pool_took(p, n, reserve);
 	p->st.pages.pages_in_use += n;
 	if (p->st.pages.pages_in_use > p->st.pages.peak_pages_in_use)
 		p->st.pages.peak_pages_in_use = p->st.pages.pages_in_use;
-	if (reserve)
-		p->st.pages.reserve_pages += n;
 	uint64_t off = off_of(p, (uint32_t)i);
 	held_one(p, off, (uint64_t)n << a->page_shift);
 	return (int64_t)off;
+}
+
+/* The ordinary heap could not place it (err): once more after the heap gave back what it keeps idle (a
+ * slab's empty slabs of other classes), then, with NTA_F_RESERVE, in the reserve. */
+static NTA_NOINLINE int64_t alloc_frag_slow(struct nta_pool *p, size_t size, unsigned flags, int64_t err)
+{
+	struct nta_arena *a = p->a;
+	int64_t off = err;
+
+	if (off == -ENOMEM && nta_heap_idle(a, p->heap)) {
+		nta_heap_drain(a, p->heap);
+		p->st.budget.budget_reclaims++;
+		off = nta_heap_alloc(a, p->heap, size);
+	}
+	if (off == -ENOMEM && (flags & NTA_F_RESERVE)) {
+		off = nta_heap_alloc(a, p->rheap, size);
+		p->st.reserve.reserve_allocs += off > 0;
+		p->st.reserve.reserve_exhausted += off == -ENOMEM;
+	}
+	if (off < 0) {
+		p->st.alloc.alloc_fails += off == -ENOMEM;
+		return off;
+	}
+	held_one(p, (uint64_t)off, nta_pool_frag_size(p, size));
+	return off;
 }
 
 NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned flags)
@@ -109,12 +144,8 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 	}
 	p->direct = true; /* an empty page the heap meets on the way goes to the cache */
 	off = nta_heap_alloc(a, p->heap, size);
-	if (unlikely(off < 0) && (flags & NTA_F_RESERVE))
-		off = nta_heap_alloc(a, p->rheap, size);
-	if (unlikely(off < 0)) {
-		p->st.alloc.alloc_fails += off == -ENOMEM;
-		return off;
-	}
+	if (unlikely(off < 0))
+		return alloc_frag_slow(p, size, flags, off);
 	held_one(p, (uint64_t)off, nta_pool_frag_size(p, size));
 	return off;
 }

@@ -109,6 +109,9 @@ static inline uint32_t pp_pages(const struct pp_page *r)
 /* pool.c */
 void pool_recycle(struct nta_pool *p, uint32_t i, bool direct);
 void pool_page_to_arena(struct nta_pool *p, uint32_t i);
+bool pool_may_take(const struct nta_pool *p, uint32_t n);
+void pool_took(struct nta_pool *p, uint32_t n, bool reserve);
+bool pool_make_room(struct nta_pool *p, uint32_t n);
 
 /* pool_dtor.c: page i (its pages no longer counted in use) has no holder left. */
 void pool_page_unused(struct nta_pool *p, uint32_t i, bool direct);

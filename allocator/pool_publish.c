@@ -12,6 +12,7 @@ void pool_snapshot(const struct nta_pool *p, struct nta_pool_stats *st)
 {
 	*st = p->st;
 	st->pages.inflight = p->st.pages.hold - p->st.pages.release;
+	st->budget.budget_held = st->pages.inflight - p->st.pages.reserve_pages;
 	st->pages.cache_len = p->cache_len;
 	st->pages.ring_len = ring_count(p);
 	pool_remote_counts(p, st);

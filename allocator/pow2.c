@@ -126,11 +126,22 @@ int nta_slab_free(struct nta_arena *a, uint32_t p, uint64_t off, size_t size)
 	if (d->nfree++ == 0)
 		slab_link(a, h, p);
 	/* empty: back to the heap's feeder, but a pool's heap keeps a class's last slab */
-	if (d->nfree == a->page_size >> k && !(a->feed[h].put && *slab_head(a, h, k) == p + 1 && !d->next)) {
+	if (d->nfree == a->page_size >> k && !(nta_heap_keeps_idle(a, h) && *slab_head(a, h, k) == p + 1 && !d->next)) {
 		slab_unlink(a, h, p);
 		nta_heap_page_put(a, h, p);
 	}
 	return 0;
+}
+
+/* Does heap h keep an empty slab? (A class keeps at most one, as its only partial slab.) */
+bool nta_slab_idle(const struct nta_arena *a, uint32_t h)
+{
+	for (uint32_t k = a->chunk_shift; k <= a->page_shift; k++) {
+		uint32_t q = *slab_head(a, h, k);
+		if (q && a->desc[q - 1].nfree == a->page_size >> k)
+			return true;
+	}
+	return false;
 }
 
 /* Give back heap h's empty slabs, the ones a pool's heap keeps. */

@@ -6,7 +6,8 @@
  * every fragment of the old one is already gone, in which case it starts
  * again at its beginning (page_pool_drain_frag). Nothing freed is reused
  * while a page still holds a fragment; the page goes back to the heap's
- * feeder with its last one (the current page stays current).
+ * feeder with its last one (the current page stays current, but in a
+ * reserve heap, which keeps nothing idle).
  *
  * Sizes are rounded to chunks (the kernel aligns to dma_get_cache_alignment(),
  * 1 byte on x86). The bitmaps are the NTA's, so frees are checked the same
@@ -70,7 +71,9 @@ int nta_ppfrag_free(struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n)
 	free_chunks_add(a, h, n);
 	hp->live--;
 	hp->handed -= (uint64_t)n << a->chunk_shift;
-	if (!d->live && hp->cur != p + 1) {
+	if (!d->live && (hp->cur != p + 1 || !nta_heap_keeps_idle(a, h))) { /* a reserve heap keeps no current page */
+		if (hp->cur == p + 1)
+			hp->cur = 0;
 		free_chunks_add(a, h, -(int64_t)a->cpp);
 		nta_heap_page_put(a, h, p);
 	}

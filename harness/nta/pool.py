@@ -61,7 +61,7 @@ class Pool:
 
     def __init__(self, arena: Arena, *, cache_size: int = 128, refill: int = 64, ring_size: int = 1024,
                  map_cost_ns: int = 0, ifindex: int = 0, queue: int = 0, batch_destructor: bool = False,
-                 allocator: str = "nta", remote_size: int = 4096):
+                 allocator: str = "nta", remote_size: int = 4096, budget: int = 0):
         self.allocator = pool_allocator(allocator)
         cfg = ffi.new("struct nta_pool_config *")
         cfg.cache_size, cfg.refill, cfg.ring_size = cache_size, refill, ring_size
@@ -69,6 +69,7 @@ class Pool:
         cfg.flags = lib.NTA_POOL_BATCH_DTOR if batch_destructor else 0
         cfg.allocator = POOL_ALLOCATORS[self.allocator]
         cfg.remote_size = remote_size
+        cfg.budget = budget  # ordinary pages it may hold (0: none); the arena's reserve is apart from it
         p = lib.nta_pool_create(arena._h(), cfg)
         if p == ffi.NULL:
             err = ffi.errno

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -144,10 +144,11 @@ def test_frags_hold_packet_bytes():
 
 SIZES = st.one_of(st.sampled_from([64, 576, 1500, 1514, 60]), st.integers(1, 4096), st.integers(4097, 20000))
 PAGE = 4096
-# pages a pool's two heaps may keep with nothing in them: the NTA its last page, ppfrag its current one,
 REMOTE_QUEUE = 4  # posts the pool's remote queue holds: full often
-# slab an empty slab a class (32 to 4096 bytes: 8 classes)
-KEPT = {"nta": 2, "ppfrag": 2, "slab": 16, "page": 0}
+# pages a pool's ordinary heap may keep with nothing in them: the NTA its last page, ppfrag its current one,
+# slab an empty slab a class (32 to 4096 bytes: 8 classes); its reserve heap keeps nothing
+KEPT = {"nta": 1, "ppfrag": 1, "slab": 8, "page": 0}
+RESERVE = 8  # the arena's reserve pages
 
 
 def handed(allocator: str, size: int) -> int:
@@ -172,15 +173,19 @@ class PoolModel(RuleBasedStateMachine):
     Two threads' worth of interleavings: a put may be posted as another thread would (alone, or a batch
     of them at once, into a queue of 4 that is often full), and stays posted, the fragment still held,
     until the owner's next allocation or drain applies it; the model's steps interleave posts with the
-    owner's calls in any order. (Threads really racing are test_remote.c's, under ThreadSanitizer.)"""
+    owner's calls in any order. (Threads really racing are test_remote.c's, under ThreadSanitizer.)
+
+    Memory at the limit: a budget of ordinary pages (none, or few enough that allocations fail), the
+    arena's reserve apart from it: an allocation not permitted the reserve never takes it, one that is
+    takes it only when ordinary memory is out, and what is taken from it is given back."""
 
     @initialize(cache=st.sampled_from([2, 8, 128]), ring=st.sampled_from([2, 16, 1024]),
-                allocator=st.sampled_from(["nta", "slab", "ppfrag", "page"]))
-    def make(self, cache, ring, allocator):
-        self.allocator = allocator
-        self.arena = Arena(max_pages=160, reserve_pages=8)
+                allocator=st.sampled_from(["nta", "slab", "ppfrag", "page"]), budget=st.sampled_from([0, 6, 24]))
+    def make(self, cache, ring, allocator, budget):
+        self.allocator, self.budget = allocator, budget
+        self.arena = Arena(max_pages=160, reserve_pages=RESERVE)
         self.pool = Pool(self.arena, cache_size=cache, refill=min(cache, 4), ring_size=ring,
-                         allocator=allocator, remote_size=REMOTE_QUEUE)
+                         allocator=allocator, remote_size=REMOTE_QUEUE, budget=budget)
         self.refs: dict[int, int] = {}  # holders, counting puts posted and not yet applied
         self.posted: list[int] = []  # offsets of puts posted, in order, not yet applied
         self.applied = 0
@@ -195,7 +200,10 @@ class PoolModel(RuleBasedStateMachine):
                     self.pool.put(off)
             self.pool.check()
             self.arena.check()
-            assert self.pool.stats()["pages_in_use"] <= KEPT[self.allocator]
+            s = self.pool.stats()
+            assert s["pages_in_use"] <= KEPT[self.allocator]
+            # bean counting: every page taken from the reserve was given back, the moment it emptied
+            assert s["reserve_taken"] == s["reserve_returned"] and s["reserve_pages"] == 0
             self.pool.destroy()
             assert self.arena.stats()["pages_in_use"] == 0  # every page back in the arena
             self.arena.close()
@@ -222,28 +230,48 @@ class PoolModel(RuleBasedStateMachine):
         self.fill[off] = (off // 32) & 0xFF
         self.arena.view(off, max(size, 1) if size else PAGE)[:] = self.fill[off]
 
+    def _reserve_rule(self, before: dict, reserve: bool, ok: bool) -> None:
+        """The reserve only with permission; exhausted counted only when it was asked and had no room."""
+        s = self.pool.stats()
+        took = s["reserve_allocs"] - before["reserve_allocs"]
+        assert took == 0 or (reserve and ok and took == 1), (reserve, ok, took)
+        assert s["reserve_exhausted"] - before["reserve_exhausted"] == (reserve and not ok)
+        event("the reserve taken" if took else "out of memory" if not ok else "ordinary memory")
+
     @rule(size=SIZES, reserve=st.booleans())
     def alloc_frag(self, size, reserve):
+        before = self.pool.stats()
         try:
             off = self.pool.alloc_frag(size, reserve=reserve)
         except ArenaError as e:
             assert e.errno == errno.ENOMEM
             self._applied()  # before it found no room
+            self._reserve_rule(before, reserve, False)
             return
         self._applied()
+        self._reserve_rule(before, reserve, True)
         self._took(off, size)
+        if self.pool.stats()["reserve_allocs"] > before["reserve_allocs"]:  # only once ordinary memory is out
+            with pytest.raises(ArenaError):
+                self.pool.alloc_frag(size)
 
     @rule(reserve=st.booleans())
     def alloc_page(self, reserve):
+        before = self.pool.stats()
         try:
             off = self.pool.alloc_page(reserve=reserve)
         except ArenaError as e:
             assert e.errno == errno.ENOMEM
             self._applied()
+            self._reserve_rule(before, reserve, False)
             return
         self._applied()
+        self._reserve_rule(before, reserve, True)
         assert off % PAGE == self.arena.data_off % PAGE
         self._took(off, 0)
+        if self.pool.stats()["reserve_allocs"] > before["reserve_allocs"]:  # only once ordinary memory is out
+            with pytest.raises(ArenaError):
+                self.pool.alloc_page()
 
     @precondition(lambda self: self._own())
     @rule(data=st.data())
@@ -333,7 +361,11 @@ class PoolModel(RuleBasedStateMachine):
         # what the heaps (ordinary and reserve) keep for the next fragment, with no fragment left in it
         extra = s["pages_in_use"] - large - len(small)
         assert 0 <= extra <= KEPT[self.allocator], (extra, self.allocator)
-        assert s["reserve_pages"] <= 8
+        assert s["reserve_pages"] <= RESERVE and s["reserve_peak"] <= RESERVE
+        assert s["reserve_taken"] - s["reserve_returned"] == s["reserve_pages"]
+        assert s["budget_held"] == s["inflight"] - s["reserve_pages"]
+        if self.budget:
+            assert s["budget_held"] <= s["budget_peak"] <= self.budget
 
 
 TestPoolModel = PoolModel.TestCase
