@@ -14,7 +14,7 @@
 #include <linux/types.h>
 #endif
 
-#define NTA_SHARED_VERSION 4
+#define NTA_SHARED_VERSION 5
 
 /* The harness compiles its BPF programs with -DNTA_EXPECT_SHARED_VERSION=<the version its C modules
  * were built with>: a binding built from another version of this header cannot read these layouts. */
@@ -69,6 +69,28 @@ struct nta_meta {
 #define NTA_META_L4        0x02 /* TCP or UDP ports parsed */
 #define NTA_META_FRAGMENT  0x04 /* an IPv4 fragment (ports absent) */
 #define NTA_META_TRUNCATED 0x08 /* a header ran past the frame */
+#define NTA_META_PERMIT    0x10 /* the frame passed the --permit filter: it may take the reserve */
+
+/*
+ * With AF_XDP, the mark rides in the frame's XDP metadata (bpf_xdp_adjust_meta), the 4 bytes the kernel
+ * copies in front of the frame into the socket's buffer: NTA_XSK_MARK, ORed with NTA_META_PERMIT for a
+ * permitted frame. The buffer has room for it (ctl.h: NTA_XSK_META_ROOM) and is cleared before it is
+ * posted, so a buffer without the mark holds a frame the program did not mark.
+ */
+#define NTA_XSK_MARK 0x4e544100u /* "NTA", then the flags */
+
+/*
+ * Why the controller dropped a frame: one counter each, counted in one place (harness/csrc/ctl.c), in
+ * the summary, the JSON and the interval lines by these names (lower case, without the prefix).
+ */
+enum nta_drop_reason {
+	NTA_DROP_NOMEM = 0,             /* no ordinary memory (the pool's budget), and not permitted the reserve */
+	NTA_DROP_FLOW_LIMIT = 1,        /* its flow holds its limit already (a socket's receive buffer) */
+	NTA_DROP_RESERVE_EXHAUSTED = 2, /* permitted, ordinary memory out, and the reserve too */
+	NTA_DROP_NOT_PERMITTED = 3,     /* landed in reserve memory (a buffer posted before its frame was
+	                                 * known) but not permitted: the kernel's pfmemalloc drop */
+	NTA_DROP_REASONS = 4,
+};
 
 /* Per-CPU counters of one RX queue (a slot a queue; a metadata ring a queue). */
 struct nta_queue_stats {
@@ -77,6 +99,8 @@ struct nta_queue_stats {
 	__u64 submitted;    /* records handed to the queue's metadata ring (nta_xdp_meta); frames
 	                     * redirected to the queue's AF_XDP socket (nta_xdp_xsk) */
 	__u64 lost;         /* reserve failed: the ring was full; no socket on the queue */
+	__u64 permitted;    /* frames the --permit filter passed (0 without one) */
+	__u64 pad;
 };
 
 /*
@@ -116,7 +140,7 @@ static inline __attribute__((always_inline)) __u32 nta_mix(__u32 h, __u32 v)
 _Static_assert(sizeof(struct nta_xdp_stats) == 32, "nta_xdp_stats layout");
 _Static_assert(sizeof(struct nta_gen_state) == 48, "nta_gen_state layout");
 _Static_assert(sizeof(struct nta_meta) == 40, "nta_meta layout");
-_Static_assert(sizeof(struct nta_queue_stats) == 32, "nta_queue_stats layout");
+_Static_assert(sizeof(struct nta_queue_stats) == 48, "nta_queue_stats layout");
 #endif
 
 #endif /* NTA_SHARED_H */

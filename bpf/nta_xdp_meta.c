@@ -6,6 +6,9 @@
  *   -DNTA_ACTION=NTA_ACT_DROP|NTA_ACT_PASS   (default NTA_ACT_DROP)
  *   -DNTA_RING_PAGES=N      ring size in pages, a power of two (default 256; the harness's 1024)
  *   -DNTA_QUEUES=N          RX queues of the device, each with a ring of its own (default 1)
+ *   -DNTA_PERMIT            mark the frames the --permit filter accepts (NTA_META_PERMIT) and count them
+ *                           per queue: the filter is nta_permit_gen.h, translated for the run
+ *                           (harness/permit.py), on -I
  * The record goes to the ring of the frame's RX queue: nta_meta_rings[queue]
  * (an array of ring buffers; the harness puts nta_meta_ring, the template, at
  * 0 and rings it made at the others), so that each queue's controller drains
@@ -22,6 +25,10 @@
 #include <uapi/linux/ipv6.h>
 #include "nta_shared.h"
 #include "nta_count.h"
+#ifdef NTA_PERMIT
+#include "nta_permit.h"
+#include "nta_permit_gen.h"
+#endif
 
 #ifndef NTA_ACTION
 #define NTA_ACTION NTA_ACT_DROP
@@ -57,6 +64,14 @@ int nta_xdp_meta(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	rs->packets++;
 	rs->bytes += len;
+	__u8 permit = 0;
+#ifdef NTA_PERMIT
+	struct nta_pkt pkt = { .data = data, .end = end, .ctx = ctx, .len = len };
+	if (nta_permit(&pkt)) {
+		permit = NTA_META_PERMIT;
+		rs->permitted++;
+	}
+#endif
 
 #if NTA_QUEUES > 1
 	void *ring = nta_meta_rings.lookup(&queue);
@@ -151,6 +166,7 @@ int nta_xdp_meta(struct xdp_md *ctx)
 	}
 	m->flow_hash = nta_mix(h, l4);
 out:
+	m->flags |= permit;
 	rs->submitted++;
 	bpf_ringbuf_submit(m, BPF_RB_NO_WAKEUP);
 	return NTA_ACTION;

@@ -4,6 +4,10 @@
  * of its RX queue (nta_xsks[queue], which the harness fills). Compiled by
  * BCC; -D flags:
  *   -DNTA_QUEUES=N   RX queues of the device, a socket each (default 1)
+ *   -DNTA_PERMIT     run the --permit filter (nta_permit_gen.h, translated for the run, on -I), count
+ *                    what it accepts per queue, and mark every frame in its XDP metadata, which the
+ *                    kernel copies in front of the frame into the socket's buffer: NTA_XSK_MARK, with
+ *                    NTA_META_PERMIT when accepted (a frame whose metadata cannot be made goes unmarked)
  * Per CPU and queue, nta_queue_stats counts the frames and bytes the queue
  * saw; submitted: redirected to the queue's socket; lost: no socket there
  * (dropped). What the socket then drops, the kernel counts in its
@@ -13,6 +17,10 @@
 #include <uapi/linux/bpf.h>
 #include "nta_shared.h"
 #include "nta_count.h"
+#ifdef NTA_PERMIT
+#include "nta_permit.h"
+#include "nta_permit_gen.h"
+#endif
 
 #ifndef NTA_QUEUES
 #define NTA_QUEUES 1
@@ -34,6 +42,20 @@ int nta_xdp_xsk(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	qs->packets++;
 	qs->bytes += len;
+#ifdef NTA_PERMIT
+	struct nta_pkt pkt = { .data = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end, .ctx = ctx,
+			       .len = len };
+	__u32 mark = NTA_XSK_MARK;
+	if (nta_permit(&pkt)) {
+		mark |= NTA_META_PERMIT;
+		qs->permitted++;
+	}
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)) == 0) {
+		__u32 *meta = (void *)(long)ctx->data_meta;
+		if ((void *)(meta + 1) <= (void *)(long)ctx->data)
+			*meta = mark;
+	}
+#endif
 	if (!nta_xsks.lookup(&queue)) {
 		qs->lost++;
 		return XDP_DROP;

@@ -34,7 +34,7 @@ from harness import cmodule, linktype, nsutil
 from harness.cpus import usable as usable_cpus
 from harness.errors import NtaError
 from harness.signals import started
-from harness.xdp import GenProgram
+from harness.xdpgen import GenProgram
 
 
 @dataclasses.dataclass

@@ -34,7 +34,7 @@ from harness.runconfig import (  # noqa: F401  (RunConfig, buffer_size, XDP_PACK
     check_afxdp,
 )
 from harness.runresult import RunResult
-from harness.xdp import GenProgram
+from harness.xdpgen import GenProgram
 from harness.xsk import XskConfig
 
 

@@ -29,6 +29,7 @@ BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PREFIX = "nta_"  # of every program and map name
 
 ACTIONS = {"drop": "NTA_ACT_DROP", "pass": "NTA_ACT_PASS"}
+XDP_PASS = 2  # enum xdp_action: the verdict of nta_xdp_permit for a frame the filter accepts
 MODES = ("native", "generic")
 # XDP_FLAGS_* (include/uapi/linux/if_link.h)
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -82,7 +83,7 @@ def cflags(action: str, defines: dict | None = None, version: int | None = None)
 
 
 @contextlib.contextmanager
-def _stderr_captured(into: list[str]):
+def stderr_captured(into: list[str]):
     """Collect what libbcc writes straight to fd 2 (compiler and libbpf chatter)."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -97,7 +98,7 @@ def _stderr_captured(into: list[str]):
             into.extend(ln.strip() for ln in tmp.read().splitlines() if ln.strip())
 
 
-def _why(exc: Exception, lines: list[str]) -> str:
+def why_failed(exc: Exception, lines: list[str]) -> str:
     """The compiler's first error line, else libbpf's last line, else BCC's exception text."""
     errors = [ln for ln in lines if "error:" in ln]
     return errors[0] if errors else (lines[-1] if lines else str(exc))
@@ -116,7 +117,7 @@ def load_xdp_frags(bpf, name: str) -> int:
     return fd
 
 
-def _bcc():
+def bcc_module():
     try:
         import bcc  # Debian's python3-bpfcc, seen through --system-site-packages
     except ImportError:
@@ -124,16 +125,16 @@ def _bcc():
     return bcc
 
 
-def _in_ns(ns: str | None):
+def in_ns(ns: str | None):
     """Inside namespace ``ns`` (None: this one)."""
     return nsutil.inside(ns) if ns else contextlib.nullcontext()
 
 
-def _remove_xdp(ns: str | None, ifname: str, flags: int) -> None:
+def remove_xdp(ns: str | None, ifname: str, flags: int) -> None:
     """Detach what is attached to ``ifname`` in ``ns`` with ``flags``; nothing when the namespace is gone."""
     if ns is None or os.path.exists(os.path.join(nsutil.NETNS_RUN_DIR, ns)):
-        with contextlib.suppress(Exception), _in_ns(ns):
-            _bcc().BPF.remove_xdp(ifname.encode(), flags)
+        with contextlib.suppress(Exception), in_ns(ns):
+            bcc_module().BPF.remove_xdp(ifname.encode(), flags)
 
 
 def described(name: str, flags: list[str]) -> str:
@@ -141,16 +142,72 @@ def described(name: str, flags: list[str]) -> str:
     return f"/* {name}.c, compiled by BCC with: {' '.join(flags)} */\n" + program_source(name)
 
 
-def compile_bpf(name: str, flags: list[str]):
-    """bpf/NAME.c compiled by BCC (its maps made, nothing loaded yet); NtaError with BCC's reason."""
-    bcc = _bcc()
+def compile_bpf(name: str, flags: list[str], permit=None):
+    """bpf/NAME.c compiled by BCC (its maps made, nothing loaded yet); NtaError with BCC's reason. With a
+    ``permit`` filter (harness.permit.Filter), its translation on the include path, -DNTA_PERMIT given."""
+    bcc = bcc_module()
     src = os.path.join(BPF_DIR, f"{name}.c")
     chatter: list[str] = []
-    try:
-        with _stderr_captured(chatter):
-            return bcc.BPF(src_file=src.encode(), cflags=flags)
-    except Exception as exc:  # BCC raises bare Exception; the reason went to fd 2
-        raise NtaError(f"loading {src}: {_why(exc, chatter)} (is BPF available? try 'nta doctor')") from None
+    with permit.written() if permit else contextlib.nullcontext() as gen:
+        try:
+            with stderr_captured(chatter):
+                return bcc.BPF(src_file=src.encode(), cflags=flags + ([f"-I{gen}", "-DNTA_PERMIT=1"] if gen else []))
+        except Exception as exc:  # BCC raises bare Exception; the reason went to fd 2
+            raise NtaError(f"loading {src}: {why_failed(exc, chatter)} (is BPF available? try 'nta doctor')") from None
+
+
+def permit_described(permit) -> str:
+    """The translated --permit filter as the programs include it: for --ebpf."""
+    return f"/* {permit.header_name}, on the include path with -DNTA_PERMIT=1 */\n" + permit.header()
+
+
+class PermitProgram:
+    """bpf/nta_xdp_permit.c: the --permit filter alone, loaded as the runs load theirs (frags-aware) and
+    never attached; ``verdicts(cap)`` is the kernel's verdict on each of a capture's frames. A context
+    manager."""
+
+    NAME = "nta_xdp_permit"
+
+    def __init__(self, permit):
+        self.permit = permit
+        self.bpf = None
+        self.fd = -1
+
+    def __enter__(self) -> "PermitProgram":
+        try:
+            self.bpf = compile_bpf(self.NAME, [f"-I{BPF_DIR}"], self.permit)
+            self.fd = load_xdp_frags(self.bpf, self.NAME)
+        except NtaError:
+            self.close()
+            raise
+        return self
+
+    def verdicts(self, cap):
+        """True for each frame of ``cap`` (a loaded harness.pcapfile.Capture) the filter accepts."""
+        import numpy as np
+
+        ffi, lib = cmodule.load("_traffic_c")
+        out = np.zeros(cap.frames, dtype=np.uint32)
+        if cap.frames:
+            rc = lib.nta_xdp_verdicts(self.fd, ffi.from_buffer("uint8_t[]", cap.blob),
+                                      ffi.from_buffer("uint64_t[]", cap.offsets),
+                                      ffi.from_buffer("uint32_t[]", cap.lengths), cap.frames,
+                                      ffi.from_buffer("uint32_t[]", out))
+            if rc < 0:
+                raise NtaError(f"running {self.NAME} on {cap.path}: {os.strerror(-rc)}")
+        return out == XDP_PASS
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.bpf is not None:
+            with contextlib.suppress(Exception):
+                self.bpf.cleanup()
+            self.bpf = None
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class XdpProgram:
@@ -159,26 +216,31 @@ class XdpProgram:
 
     NAME = "nta_xdp_count"
 
+    PERMITS = False  # whether the program takes a --permit filter (-DNTA_PERMIT)
+
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
-                 defines: dict | None = None, queues: int = 1):
+                 defines: dict | None = None, queues: int = 1, permit=None):
         if mode not in MODES:
             raise NtaError(f"bad XDP mode {mode!r}: choose {', '.join(MODES)}")
         if queues < 1:
             raise NtaError(f"bad number of queues {queues}")
+        if permit is not None and not self.PERMITS:
+            raise NtaError(f"{self.NAME} takes no --permit filter")
         self.ns, self.ifname, self.action, self.mode, self.name = ns, ifname, action, mode, self.NAME
-        self.queues = queues
+        self.queues, self.permit = queues, permit
         self._cflags = cflags(action, {**(defines or {}), "NTA_QUEUES": queues})
         self.bpf = None
         self._prog_fd = -1
         self._creator = os.getpid()
 
     def describe(self) -> str:
-        return described(self.name, self._cflags)
+        text = described(self.name, self._cflags + (["-DNTA_PERMIT=1"] if self.permit else []))
+        return text + ("\n" + permit_described(self.permit) if self.permit else "")
 
     def __enter__(self) -> "XdpProgram":
-        bcc = _bcc()
+        bcc = bcc_module()
         try:
-            self.bpf = compile_bpf(self.name, self._cflags)
+            self.bpf = compile_bpf(self.name, self._cflags, self.permit)
             self._prog_fd = load_xdp_frags(self.bpf, self.name)
             self._prepare()
         except NtaError:
@@ -188,11 +250,11 @@ class XdpProgram:
         flags = _MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
         chatter: list[str] = []
         try:
-            with _stderr_captured(chatter), _in_ns(self.ns):
+            with stderr_captured(chatter), in_ns(self.ns):
                 bcc.BPF.attach_xdp(self.ifname.encode(), fn, flags)
         except Exception as exc:
             self._close()
-            why = _why(exc, chatter)
+            why = why_failed(exc, chatter)
             if self.mode == "native" and os.strerror(errno.ERANGE) in why:
                 why = ("the MTU is too large for native XDP on this device; "
                        "use --mode generic or a smaller --mtu")
@@ -213,7 +275,7 @@ class XdpProgram:
         """
         if self.bpf is None or os.getpid() != self._creator:
             return
-        _remove_xdp(self.ns, self.ifname, _MODE_FLAGS[self.mode])
+        remove_xdp(self.ns, self.ifname, _MODE_FLAGS[self.mode])
         self._close()
 
     def _close(self) -> None:
@@ -247,7 +309,8 @@ class XdpProgram:
             s = self.stats()
             return [{"packets": s.packets, "bytes": s.bytes}]
         table = self.bpf[b"nta_queue_stats"]
-        keys = ("packets", "bytes", "submitted", "lost") if self.COUNTED_PER_QUEUE else ("packets", "bytes")
+        keys = (("packets", "bytes", "submitted", "lost", "permitted") if self.COUNTED_PER_QUEUE
+                else ("packets", "bytes"))
         out = []
         for q in range(self.queues):
             per_cpu = table[ctypes.c_int(q)]
@@ -259,6 +322,10 @@ class XdpProgram:
         (a program that counts per queue)."""
         per_q = self.queue_stats()
         return {k: sum(q[k] for q in per_q) for k in ("submitted", "lost")}
+
+    def permitted(self) -> int | None:
+        """Frames the --permit filter accepted, summed over queues (None: the program has no filter)."""
+        return sum(q["permitted"] for q in self.queue_stats()) if self.permit else None
 
 
 # the metadata ring's default size: 4 MiB, 13 ms of records at 6.5 Mpps (a stall of the controller on a
@@ -274,11 +341,14 @@ class MetaProgram(XdpProgram):
 
     NAME = "nta_xdp_meta"
 
+    PERMITS = True
+
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
-                 ring_pages: int = RING_PAGES, queues: int = 1):
+                 ring_pages: int = RING_PAGES, queues: int = 1, permit=None):
         if ring_pages < 1 or ring_pages & (ring_pages - 1):
             raise NtaError(f"bad ring size {ring_pages} pages: a power of two")
-        super().__init__(ns, ifname, action, mode, defines={"NTA_RING_PAGES": ring_pages}, queues=queues)
+        super().__init__(ns, ifname, action, mode, defines={"NTA_RING_PAGES": ring_pages}, queues=queues,
+                         permit=permit)
         self.ring_pages = ring_pages
         self._own_rings: list[int] = []
 
@@ -319,105 +389,8 @@ class XskProgram(XdpProgram):
 
     NAME = "nta_xdp_xsk"
     COUNTED_PER_QUEUE = True
+    PERMITS = True
 
     @property
     def xskmap_fd(self) -> int:
         return self.bpf[b"nta_xsks"].map_fd
-
-
-class GenProgram:
-    """nta_xdp_gen (bpf/nta_xdp_gen.c), the XDP live-frames replayer's program: compiled by BCC, loaded
-    (never attached), its maps holding ``cap``'s frames and each sender's list of them (``lists``: one
-    array of frame indices per sender, or None for all of them in order; the sender on CPU ``cpus[i]``).
-    BPF_PROG_RUN of it sends the frames out of ``ifname`` of namespace ``ns`` (index ``ifindex``; None
-    only to describe it), in which the senders run. A context manager.
-
-    It is also attached to ``ifname``, in generic mode, where it passes every frame that arrives: a
-    program attached to a device stays in the kernel's XDP dispatcher, and BPF_PROG_RUN of one that is
-    not adds it there and takes it out again on every call with more than one run, 24 ms of text
-    patching a call on this machine (about 6 us otherwise)."""
-
-    NAME = "nta_xdp_gen"
-
-    def __init__(self, cap, lists, cpus: list[int], ns: str | None, ifname: str, ifindex: int | None):
-        import numpy as np
-
-        self.cap, self.cpus, self.ns, self.ifname = cap, cpus, ns, ifname
-        self._attached = False
-        self.lists = [np.arange(cap.frames, dtype=np.uint32) if x is None else np.asarray(x, np.uint32)
-                      for x in lists]
-        frame_max = (int(cap.lengths.max()) + 7) & ~7 if cap.frames else 8
-        self.value_size = 8 + frame_max  # struct nta_gen_frame_hdr, then the frame
-        _, lib = cmodule.load("_traffic_c")
-        self._cflags = [f"-I{BPF_DIR}", f"-DNTA_EXPECT_SHARED_VERSION={lib.NTA_SHARED_VERSION}",
-                        f"-DNTA_GEN_FRAMES={max(cap.frames, 1)}", f"-DNTA_GEN_FRAME_MAX={frame_max}",
-                        f"-DNTA_GEN_INDEX={max(sum(len(x) for x in self.lists), 1)}",
-                        f"-DNTA_GEN_IFINDEX={'<ifindex>' if ifindex is None else ifindex}"]
-        self.bpf = None
-        self.prog_fd = -1
-
-    def describe(self) -> str:
-        return described(self.NAME, self._cflags)
-
-    def __enter__(self) -> "GenProgram":
-        import numpy as np
-
-        bcc = _bcc()
-        ffi, lib = cmodule.load("_traffic_c")
-        chatter: list[str] = []
-        try:
-            self.bpf = compile_bpf(self.NAME, self._cflags)
-            with _stderr_captured(chatter):
-                fn = self.bpf.load_func(self.NAME.encode(), bcc.BPF.XDP)
-            self.prog_fd = fn.fd
-            with _stderr_captured(chatter), _in_ns(self.ns):
-                bcc.BPF.attach_xdp(self.ifname.encode(), fn, XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)
-            self._attached = True
-        except Exception as exc:
-            self.close()
-            if isinstance(exc, NtaError):
-                raise
-            raise NtaError(f"loading {self.NAME} (the xdp replayer's program): {_why(exc, chatter)}") from None
-        cap = self.cap
-        flat = np.ascontiguousarray(np.concatenate(self.lists) if self.lists else np.zeros(0, np.uint32))
-        rc = 0
-        if cap.frames:
-            rc = lib.nta_gen_fill(self.bpf[b"nta_gen_frames"].map_fd, ffi.from_buffer("uint8_t[]", cap.blob),
-                                  ffi.from_buffer("uint64_t[]", cap.offsets),
-                                  ffi.from_buffer("uint32_t[]", cap.lengths), cap.frames, self.value_size)
-        if rc >= 0 and len(flat):
-            rc = lib.nta_gen_index_fill(self.bpf[b"nta_gen_index"].map_fd, ffi.from_buffer("uint32_t[]", flat),
-                                        len(flat))
-        if rc < 0:
-            self.close()
-            raise NtaError(f"filling the live-frames replayer's maps: {os.strerror(-rc)}")
-        state = self.bpf[b"nta_gen_state"]  # per CPU: sender i's is CPU cpus[i]'s copy
-        per_cpu = state.Leaf()
-        base = 0
-        for cpu, part in zip(self.cpus, self.lists, strict=False):
-            per_cpu[cpu].base, per_cpu[cpu].count, per_cpu[cpu].next = base, len(part), 0
-            base += len(part)
-        state[ctypes.c_int(0)] = per_cpu
-        return self
-
-    @property
-    def state_fd(self) -> int:
-        return self.bpf[b"nta_gen_state"].map_fd
-
-    def state(self, cpu: int) -> dict:
-        s = self.bpf[b"nta_gen_state"][ctypes.c_int(0)][cpu]
-        return {k: getattr(s, k) for k in ("runs", "sent", "bytes", "failed")}
-
-    def close(self) -> None:
-        """Detach and free it. Idempotent; the namespace may already be gone."""
-        if self._attached:
-            _remove_xdp(self.ns, self.ifname, XDP_FLAGS_SKB_MODE)
-        self._attached = False
-        if self.bpf is not None:
-            with contextlib.suppress(Exception):
-                self.bpf.cleanup()
-            self.bpf = None
-        self.prog_fd = -1
-
-    def __exit__(self, *exc) -> None:
-        self.close()

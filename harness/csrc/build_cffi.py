@@ -36,8 +36,8 @@ def traffic_ffi() -> FFI:
     ffi.cdef(allocator_build.cdef_text([SHARED, os.path.join(HERE, "traffic.h")],
                                        prelude=allocator_build.KERNEL_TYPES))
     ffi.set_source("harness._traffic_c", '#include "nta_shared.h"\n#include "traffic.h"\n',
-                   sources=sources("replay.c", "bpfload.c", "xdplive.c", "ethtool.c"), include_dirs=[HERE, BPF],
-                   libraries=["bpf"],
+                   sources=sources("replay.c", "bpfload.c", "xdplive.c", "ethtool.c", "xdpverdict.c"),
+                   include_dirs=[HERE, BPF], libraries=["bpf"],
                    extra_compile_args=allocator_build.CFLAGS)
     return ffi
 

@@ -93,4 +93,9 @@ long nta_gen_fill(int map_fd, const uint8_t *blob, const uint64_t *offsets, cons
 /* Each sender's list of frames, one after another, written into nta_gen_index (entry i = frames[i]). */
 long nta_gen_index_fill(int map_fd, const uint32_t *frames, uint64_t n);
 
+/* An XDP program's verdict (its return value) on each of n frames, by BPF_PROG_RUN once a frame, not
+ * live (xdpverdict.c): frame i is blob[offsets[i]], lengths[i] bytes. Returns n, or -errno. */
+long nta_xdp_verdicts(int prog_fd, const uint8_t *blob, const uint64_t *offsets, const uint32_t *lengths,
+		      uint64_t n, uint32_t *verdicts);
+
 #endif /* NTA_TRAFFIC_H */
