@@ -76,7 +76,7 @@ build/test_nta build/test_pool build/test_pressure: build/test_%: $(NTA_SRC) tes
 
 build/test_ctl: $(NTA_SRC) $(HC_SRC) tests/c/test_ctl.c tests/c/expect.h
 	@mkdir -p build
-	$(CC) $(CFLAGS_TEST) allocator/*.c harness/csrc/ctl.c harness/csrc/handoff.c tests/c/test_ctl.c -lm -o $@
+	$(CC) $(CFLAGS_TEST) allocator/*.c harness/csrc/ctl.c harness/csrc/ctl_flows.c harness/csrc/handoff.c tests/c/test_ctl.c -lm -o $@
 
 # many threads posting remote puts to one pool's owner: under ThreadSanitizer (which excludes ASan; it does not
 # model the standalone fences of the sequence locks the counters are published under, for other processes)
@@ -87,7 +87,7 @@ build/test_remote: $(NTA_SRC) tests/c/test_remote.c tests/c/expect.h
 # the controller handing its frees to a reader thread that posts them to the owner: ThreadSanitizer too
 build/test_handoff: $(NTA_SRC) $(HC_SRC) tests/c/test_handoff.c tests/c/expect.h
 	@mkdir -p build
-	$(CC) $(filter-out $(SAN),$(CFLAGS_TEST)) -fsanitize=thread -Wno-tsan allocator/*.c harness/csrc/ctl.c \
+	$(CC) $(filter-out $(SAN),$(CFLAGS_TEST)) -fsanitize=thread -Wno-tsan allocator/*.c harness/csrc/ctl.c harness/csrc/ctl_flows.c \
 		harness/csrc/handoff.c tests/c/test_handoff.c -lm -o $@
 
 build/test_replay: $(HC_SRC) tests/c/test_replay.c tests/c/expect.h

@@ -288,6 +288,9 @@ long nta_pool_frag_trim(struct nta_pool *p, uint64_t off, size_t size);
 /* Allocate n fragments; offs[i] = 0 where one failed. Returns the number allocated. */
 long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,
 			      unsigned flags);
+/* Does the block at off (handed out) lie in reserve memory (the kernel's page_is_pfmemalloc)? 1 or 0, or
+ * what nta_pool_put returns for a bad offset. */
+int nta_pool_frag_reserve(const struct nta_pool *p, uint64_t off);
 /* One more holder of the page or fragment at off (-EOVERFLOW past 255). */
 int nta_pool_get(struct nta_pool *p, uint64_t off);
 /* One holder fewer. -EALREADY when nothing holds it (a put below zero). */

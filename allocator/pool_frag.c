@@ -218,6 +218,14 @@ static uint64_t block_bytes(const struct nta_pool *p, uint32_t i, uint64_t off)
 	return (uint64_t)(nta_block_end(a, i, c) - c) << a->chunk_shift;
 }
 
+NTA_API int nta_pool_frag_reserve(const struct nta_pool *p, uint64_t off)
+{
+	uint32_t i;
+	int err = held(p, off, &i);
+
+	return err ? err : p->pg[i].reserve;
+}
+
 NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
 {
 	uint32_t i;

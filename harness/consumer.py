@@ -15,11 +15,12 @@ import threading
 import numpy as np
 
 from harness import cmodule
-from harness.controller import FREE_ON, META, Controller, MetaRing, parse_hold
+from harness.controller import FREE_ON, META, Controller, MetaRing, ctl_counters, parse_hold
 from harness.errors import NtaError
 from harness.figures import added, interval_counts, latency_figures, memory_figures, xsk_added
 from harness.freeing import FreeReader
 from harness.nta import CELLS, Arena, Pool, counters_dict, pool_allocator
+from harness.pressure import NONE, Limits
 from harness.signals import held, started
 from harness.xsk import Xsk, XskConfig
 
@@ -34,7 +35,7 @@ class Consumer:
 
     def __init__(self, ring_fd: int | None, ifindex: int, hold: str, allocator: str = "nta",
                  arena_pages: int = 65536, queue: int = 0, peak_map: bool = False, free_on: str = "self",
-                 xsk: XskConfig | None = None):
+                 xsk: XskConfig | None = None, limits: Limits = NONE):
         parse_hold(hold)
         if free_on not in FREE_ON:
             raise NtaError(f"bad --free-on {free_on!r}: choose {', '.join(FREE_ON)}")
@@ -47,15 +48,18 @@ class Consumer:
         # its clean-up left it open (a socket whose posted buffers the pool's destroy then waited for).
         with held():
             try:
-                self.arena = self._stack.enter_context(Arena(max_pages=arena_pages))
+                self.arena = self._stack.enter_context(Arena(max_pages=arena_pages, reserve_pages=limits.reserve))
                 self.pool = self._stack.enter_context(Pool(self.arena, ifindex=ifindex, queue=queue,
-                                                           allocator=self.allocator))
-                self.ctl = self._stack.enter_context(Controller(self.pool, hold))
+                                                           allocator=self.allocator, budget=limits.budget))
+                self.ctl = self._stack.enter_context(Controller(self.pool, hold, flow_limit=limits.flow_limit,
+                                                                reserve=limits.may_reserve, stuck=limits.stuck))
                 if free_on == "other":
                     self.reader = FreeReader(self.pool)
                     self._stack.callback(self.reader.close)  # before the controller and pool go
                     lib.nta_ctl_set_handoff(self.ctl._c, self.reader.handoff)
-                if xsk is not None:
+                if xsk is not None:  # with --permit, each buffer has room for the program's mark
+                    xsk = dataclasses.replace(xsk, meta_room=lib.NTA_XSK_META_ROOM if limits.permit else 0,
+                                              reserve=limits.may_reserve)
                     self.xsk = Xsk(self.ctl, self.pool, xsk, queue)
                     self._stack.callback(self.xsk.close)
                 else:
@@ -160,7 +164,7 @@ class Consumer:
         if self.running:
             snap = ffi.new("struct nta_ctl_snapshot *")
             lib.nta_ctl_poll_snapshot(self._poll, snap)
-            return snap.drained, counters_dict(snap.ctl), counters_dict(snap.pool)
+            return snap.drained, ctl_counters(snap.ctl), counters_dict(snap.pool)
         return self._poll.drained, self.ctl.stats(), self.pool.stats()
 
     @property
@@ -271,13 +275,14 @@ class Consumers:
 
     def __init__(self, ring_fds: list[int | None], ifindex: int, hold: str, allocator: str = "nta",
                  arena_pages: int = 65536, peak_map: bool = False, free_on: str = "self",
-                 placement: list[Place] | None = None, xsk: XskConfig | None = None):
+                 placement: list[Place] | None = None, xsk: XskConfig | None = None, limits: Limits = NONE):
         self.queues: list[Consumer] = []
         self.placement = placement or [Place()] * len(ring_fds)
         try:
             for q, fd in enumerate(ring_fds):  # the page map at the peak: queue 0's pool
                 self.queues.append(Consumer(fd, ifindex, hold, allocator, arena_pages, queue=q,
-                                            peak_map=peak_map and q == 0, free_on=free_on, xsk=xsk))
+                                            peak_map=peak_map and q == 0, free_on=free_on, xsk=xsk,
+                                            limits=limits))
         except BaseException:
             self.close()
             raise

@@ -15,6 +15,22 @@ from harness.nta import ArenaError, Pool, counters_dict
 
 ffi, lib = cmodule.load("_ctl_c")
 
+# why the controller drops a frame (enum nta_drop_reason, bpf/nta_shared.h), by its names: NTA_DROP_NOMEM
+# is "nomem"; the counters are drop_<name>
+DROP_REASONS = [name.removeprefix("NTA_DROP_").lower()
+                for _, name in sorted(ffi.typeof("enum nta_drop_reason").elements.items())
+                if name != "NTA_DROP_REASONS"]
+STUCK_MAX = lib.NTA_CTL_STUCK_MAX
+
+
+def ctl_counters(cdata) -> dict:
+    """The controller's counters (struct nta_ctl_stats) as a flat dict, the drops by reason as drop_<name>
+    and their sum as drops."""
+    d = counters_dict(cdata)
+    per = list(d.pop("drops"))
+    d.update({f"drop_{name}": per[i] for i, name in enumerate(DROP_REASONS)}, drops=sum(per))
+    return d
+
 FREE_ON = ("self", "other")  # who frees what the policy lets go: the controller, or a reader on another CPU
 HOLDS = {"immediate": lib.NTA_HOLD_IMMEDIATE, "packets": lib.NTA_HOLD_PACKETS, "usec": lib.NTA_HOLD_USEC,
          "flow": lib.NTA_HOLD_FLOW, "random": lib.NTA_HOLD_RANDOM}
@@ -81,10 +97,18 @@ class MetaRing:
 class Controller:
     """Metadata records in, pool fragments held and freed, in C, one call per batch (harness/csrc/ctl.c)."""
 
-    def __init__(self, pool: Pool, hold: str = "immediate", max_held: int = 1 << 20, seed: int = 1):
+    def __init__(self, pool: Pool, hold: str = "immediate", max_held: int = 1 << 20, seed: int = 1,
+                 flow_limit: int = 0, reserve: bool = False, stuck: list[int] = ()):
         self.policy, self.param = parse_hold(hold)
+        if len(stuck) > STUCK_MAX:
+            raise NtaError(f"{len(stuck)} stuck flows: at most {STUCK_MAX}")
         cfg = ffi.new("struct nta_ctl_config *")
         cfg.policy, cfg.param, cfg.max_held, cfg.seed = HOLDS[self.policy], self.param, max_held, seed
+        # at the limit: a flow's bytes (its fragments as the pool hands them out), permitted frames to the
+        # reserve, the flows never read (by flow hash)
+        cfg.flow_limit, cfg.reserve, cfg.nstuck = flow_limit, int(reserve), len(stuck)
+        for i, h in enumerate(stuck):
+            cfg.stuck[i] = h
         c = lib.nta_ctl_create(pool._h(), pool.arena._h(), cfg)
         if c == ffi.NULL:
             raise ArenaError(ffi.errno, f"creating the controller ({hold}): {os.strerror(ffi.errno)}")
@@ -113,7 +137,7 @@ class Controller:
     def stats(self) -> dict:
         st = ffi.new("struct nta_ctl_stats *")
         lib.nta_ctl_stats(self._c, st)
-        return counters_dict(st)
+        return ctl_counters(st)
 
     def close(self) -> None:
         if self._c is not None:

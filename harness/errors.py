@@ -14,6 +14,12 @@ class NtaError(Exception):
     exit_code = 1
 
 
+class UsageError(NtaError):
+    """A bad option value, refused before anything is made: one line naming the option, exit status 2."""
+
+    exit_code = 2
+
+
 class NeedRoot(NtaError):
     """The command needs root (CAP_NET_ADMIN and CAP_BPF)."""
 

@@ -11,7 +11,8 @@ def interval_counts(drained: int, c: dict, p: dict, lost: int, page_size: int) -
     back = p["cached"] + p["ring"]
     gone = back + p["ring_full"] + p["released_refcnt"]
     held_bytes = p["pages_in_use"] * page_size
-    return {"meta": drained, "lost": lost, "alloc": c["handled"] - c["alloc_fails"],
+    return {"meta": drained, "lost": lost, "alloc": c["kept"], "dropped": c["drops"],
+            **{k.replace("drop_", "dropped_", 1): v for k, v in c.items() if k.startswith("drop_")},
             "free": c["frees"], "pages": p["pages_in_use"], "inflight": p["inflight"],
             "recycle_pct": 100.0 * back / gone if gone else 0.0,
             # of the bytes of pages the pool has given to fragments, the share no frame asked for
@@ -59,13 +60,14 @@ def memory_figures(allocator: str, page: int, ctl: dict, pool: dict, util_sum: f
             "utilisation_samples": util_samples, "idle_mapped_pages_peak": pool["peak_idle"]}
 
 
-LONGEST = {"max_wait_ns", "data_off"}  # of the counters, those that add up as the largest, not the sum
+LONGEST = {"max_wait_ns", "data_off", "budget_pages"}  # of the counters, those that add up as the largest
+SMALLEST = {"reserve_min_free"}  # and as the smallest
 
 
 def added(dicts: list[dict]) -> dict:
     """Counters of several queues added up, key by key (a peak is the sum of each queue's peak; a longest
     wait the longest of theirs)."""
-    return {k: (max if k in LONGEST else sum)(d[k] for d in dicts) for k in dicts[0]}
+    return {k: (max if k in LONGEST else min if k in SMALLEST else sum)(d[k] for d in dicts) for k in dicts[0]}
 
 
 def xsk_added(per_queue: list[dict], page: int) -> dict:

@@ -44,7 +44,7 @@ class Loop:
         self.intervals: list[dict] = []
         self.t0 = time.monotonic()
         self._prev = Reading(0.0, 0, 0, 0)
-        self._prev_meta = {"meta": 0, "lost": 0, "alloc": 0, "free": 0}
+        self._prev_meta: dict = {}
 
     def header(self) -> str:
         return report.interval_header(replayed=self._link is not None, meta=self.consumer is not None)
@@ -92,8 +92,9 @@ class Loop:
         row["rx_total"] = s.seen
         if self.consumer:
             m = self.consumer.snapshot(self.prog.ring_stats())
-            for k in ("meta", "lost", "alloc", "free"):
-                row[f"{k}_pps"] = (m[k] - self._prev_meta[k]) / dt
+            # rates of the counts: records, ring losses, frames kept, dropped (and by reason), frees
+            for k in ("meta", "lost", "alloc", "dropped", "free", *(k for k in m if k.startswith("dropped_"))):
+                row[f"{k}_pps"] = (m[k] - self._prev_meta.get(k, 0)) / dt
             row.update(pages=m["pages"], inflight=m["inflight"], recycle_pct=m["recycle_pct"],
                        frag_pct=m["frag_pct"])
             self._prev_meta = m

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import tempfile
 
-from harness.errors import NtaError
+from harness.errors import NtaError, UsageError
 
 DLT_EN10MB = 1  # the XDP programs see Ethernet frames: other link types are given an Ethernet header first
 HEADER = "nta_permit_gen.h"  # the translation, as the programs include it
@@ -50,7 +50,7 @@ class Insn:
     k: int
 
 
-class BadFilter(NtaError):
+class BadFilter(UsageError):
     """A filter libpcap refused, or a program this translation cannot take."""
 
 

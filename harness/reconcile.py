@@ -22,7 +22,9 @@ queues' XDP counts add up to XDP seen.
 
 A replayed run reconciles when ``sent = XDP seen + veth drops not sent
 again``, the replayer sent (or failed) what the capture calls for, and with a
-controller ``XDP seen = submitted + ring lost`` and ``handled = submitted``.
+controller ``XDP seen = submitted + ring lost`` and ``handled = submitted``;
+with limits on memory (harness.pressure) also ``handled = kept + drops by
+reason`` and the reserve balanced (taken = returned, none outstanding).
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def queues(per_queue: list[dict], seen: int, veth_lost: int) -> dict:
             acct["metadata"] = sockets(q["xdp"]["packets"], q["ring"], q["xsk"], q["handled"])
         elif q.get("ring") is not None:
             acct["metadata"] = metadata(q["xdp"]["packets"], q["ring"], q["handled"])
+        if "kept" in q:  # every frame the queue's controller handled, kept or dropped for a reason
+            acct["drops_reconciled"] = q["handled"] == q["kept"] + sum(q["drops"].values())
         q["reconciliation"] = acct
-        q["reconciled"] = not acct["unaccounted"] and acct.get("metadata", {"reconciled": True})["reconciled"]
+        q["reconciled"] = (not acct["unaccounted"] and acct.get("metadata", {"reconciled": True})["reconciled"]
+                           and acct.get("drops_reconciled", True))
     total = sum(q["xdp"]["packets"] for q in per_queue)
     return {"xdp_packets": total, "xdp_seen": seen,
             "reconciled": total == seen and all(q["reconciled"] for q in per_queue)}

@@ -25,8 +25,8 @@ def table(rows: list[list[str]], header: list[str], out=sys.stdout) -> None:
 
 # -- interval lines -------------------------------------------------------------
 
-META_HEAD = (f" {'meta/s':>11} {'lost/s':>8} {'alloc/s':>11} {'free/s':>11} {'pages':>7} {'recycle':>7} "
-             f"{'frag':>6}")
+META_HEAD = (f" {'meta/s':>11} {'lost/s':>8} {'alloc/s':>11} {'dropped/s':>10} {'free/s':>11} {'pages':>7} "
+             f"{'recycle':>7} {'frag':>6}")
 
 
 def interval_header(replayed: bool, meta: bool) -> str:
@@ -44,8 +44,8 @@ def interval_line(row: dict, done_pct: float | None = None) -> str:
         line = f"{row['t']:8.3f}s {n(row['rx_pps']):>12} {n(row['rx_total']):>13}"
     if "meta_pps" in row:
         line += (f" {n(row['meta_pps']):>11} {n(row['lost_pps']):>8} {n(row['alloc_pps']):>11} "
-                 f"{n(row['free_pps']):>11} {n(row['pages']):>7} {row['recycle_pct']:>6.1f}% "
-                 f"{row['frag_pct']:>5.1f}%")
+                 f"{n(row['dropped_pps']):>10} {n(row['free_pps']):>11} {n(row['pages']):>7} "
+                 f"{row['recycle_pct']:>6.1f}% {row['frag_pct']:>5.1f}%")
     if done_pct is not None:
         line += f"  [{done_pct:5.1f}%]"
     return line
@@ -77,6 +77,20 @@ def _xdp_row(doc: dict) -> list[str]:
             n(x["pps"])]
 
 
+# why the controller dropped a frame (DROP_REASONS), as the summary says it
+DROP_TEXT = {"nomem": "no memory", "flow_limit": "over its flow's limit", "reserve_exhausted": "reserve exhausted",
+             "not_permitted": "in the reserve, not permitted"}
+
+
+def _drop_rows(doc: dict) -> list[list[str]]:
+    """The controller's frames: kept, and dropped by reason (each reason that can happen in this run)."""
+    c, p = doc["controller"]["controller"], doc.get("pressure")
+    by = {k.removeprefix("drop_"): v for k, v in c.items() if k.startswith("drop_")}
+    shown = [r for r in by if r == "nomem" or by[r] or p]
+    return ([["  kept", n(c["kept"]), n(c["bytes"]), "", ""]]
+            + [[f"  dropped: {DROP_TEXT.get(r, r)}", n(by[r]), "", "", ""] for r in shown])
+
+
 def _meta_rows(doc: dict) -> list[list[str]]:
     ring, c, x = doc["ring"], doc["controller"]["controller"], doc["controller"].get("xsk")
     if x:
@@ -85,11 +99,10 @@ def _meta_rows(doc: dict) -> list[list[str]]:
                 ["  dropped: no fill buffer", n(x["rx_dropped"]), "", "", ""],
                 ["  dropped: socket RX ring full", n(x["rx_ring_full"]), "", "", ""],
                 ["received into the arena", n(x["received"]), n(x["bytes"]), "", ""],
-                ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""]]
+                ["controller handled", n(c["handled"]), "", "", ""], *_drop_rows(doc)]
     return [["metadata ring: submitted", n(ring["submitted"]), "", "", ""],
             ["metadata ring: lost (full)", n(ring["lost"]), "", "", ""],
-            ["controller handled", n(c["handled"]), n(c["bytes"]), "", ""],
-            ["  of which no memory", n(c["alloc_fails"]), "", "", ""]]
+            ["controller handled", n(c["handled"]), "", "", ""], *_drop_rows(doc)]
 
 
 def _controller_lines(doc: dict, out) -> None:
@@ -105,6 +118,9 @@ def _controller_lines(doc: dict, out) -> None:
         print("  " + xsk_line(ctl["xsk"], p, ctl["memory"], doc["config"]["fill"]), file=out)
     if ctl.get("free_on") == "other":
         print("  " + remote_line(c, p, ctl["reader"]), file=out)
+    if doc.get("pressure"):
+        for line in pressure_lines(doc["pressure"]):
+            print("  " + line, file=out)
     lat = ctl["latency_us"]
     if lat["samples"]:
         how = f"slept {ctl['drain_us']} us on an empty ring" if ctl["drain_us"] else "spun on an empty ring"
@@ -187,6 +203,43 @@ def queue_lines(doc: dict, out) -> None:
     else:
         print(f"  queues NOT reconciled: queues {', '.join(bad) or 'none'} disagree; the queues' XDP counts "
               f"add up to {n(acct['xdp_packets'])}, XDP seen {n(acct['xdp_seen'])}", file=out)
+
+
+def pressure_lines(p: dict) -> list[str]:
+    """Memory at the limit (harness.pressure.figures): the account of drops, the budget, the reserve's
+    books, the permitted frames, the stuck flows, a starved fill ring."""
+    d = p["drops"]
+    lines = [f"drops {'reconciled' if d['reconciled'] else 'NOT reconciled'}: handled {n(d['handled'])} = kept "
+             f"{n(d['kept'])} + " + " + ".join(f"{DROP_TEXT[r]} {n(v)}" for r, v in d["by_reason"].items())]
+    if "budget" in p:
+        b = p["budget"]
+        lines.append(f"budget: {n(b['pages'])} pages a pool, at most {n(b['peak_held'])} held; {n(b['refused'])} "
+                     f"requests for a page refused, {n(b['reclaims'])} times idle pages given back to make room")
+    if "permitted" in p:
+        q = p["permitted"]
+        lines.append(f"permitted ({q['filter']!r}): XDP {n(q['xdp'])}, handled {n(q['handled'])}, kept {n(q['kept'])}, "
+                     f"dropped {n(q['dropped'])}; {n(q['lost'])} permitted frames lost; at most "
+                     f"{n(q['peak_bytes_held'])} bytes of them held")
+    if "reserve" in p:
+        r = p["reserve"]
+        lines.append(f"reserve {'balanced' if r['balanced'] else 'NOT balanced'}: {n(r['pages'])} pages, "
+                     f"{n(r['taken'])} taken, {n(r['returned'])} returned, {n(r['outstanding'])} outstanding; at most "
+                     f"{n(r['peak'])} held, at least {n(r['min_free'])} free; {n(r['allocs'])} placed there, "
+                     f"{n(r['exhausted'])} refused (exhausted)")
+    if "stuck" in p:
+        s = p["stuck"]
+        lines.append(f"stuck flows (never read): {', '.join(f['flow'] for f in s['flows'])}; {n(s['handled'])} of "
+                     f"their frames, {n(s['kept'])} held until the end")
+    if "flow_limit" in p:
+        f = p["flow_limit"]
+        lines.append(f"flow limit: {n(f['bytes'])} bytes a flow (as the pool hands them out), {n(f['flows'])} flows, "
+                     f"{n(f['dropped'])} frames over it dropped")
+    if "fill_ring" in p:
+        f = p["fill_ring"]
+        lines.append(f"fill ring: starved {n(f['starved'])} times by the pool's memory ({n(f['posts_refused'])} "
+                     f"buffers refused), the kernel dropping {n(f['dropped_while_starved'])} frames meanwhile (no fill "
+                     f"buffer); {n(f['posted_reserve'])} reserve buffers posted, {n(f['unmarked'])} frames unmarked")
+    return lines
 
 
 def pct(x: float | None) -> str:

@@ -19,10 +19,12 @@ import sys
 
 from harness import cpus, pcapfile, report, topology
 from harness.consumer import Consumers
+from harness.controller import DROP_REASONS
 from harness.errors import NtaError, require_root
 from harness.jsonfile import document, write_json
 from harness.measure import Loop
 from harness.placement import place_controllers, place_threads, queue_cpus
+from harness.pressure import NONE, limits_text
 from harness.replay import BuiltinReplayer, Replayer, ReplayResult, check_live_frames
 from harness.runconfig import (  # noqa: F401  (RunConfig, buffer_size, XDP_PACKET_HEADROOM: the API of nta run)
     MAX_TIMED_SPAN,
@@ -87,7 +89,8 @@ def queue_counts(cfg: RunConfig, per_queue_cpu: list[int], prog, replay: ReplayR
         if figures is not None:
             f = figures["queues"][q]
             c, p = f["controller"], f["pool"]
-            row.update(ring={"submitted": xs["submitted"], "lost": xs["lost"]}, handled=c["handled"],
+            row.update(ring={"submitted": xs["submitted"], "lost": xs["lost"]}, handled=c["handled"], kept=c["kept"],
+                       drops={name: c[f"drop_{name}"] for name in DROP_REASONS}, permitted=xs["permitted"],
                        frees=c["frees"], handed_off=c["handed_off"], handoff_full=c["handoff_full"],
                        remote={k: p[k] for k in ("posted", "batches", "applied", "bad", "pending", "full",
                                                  "max_wait_ns")},
@@ -118,9 +121,10 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             raise NtaError(f"{cfg.pcap}: at the capture's own timing one loop would take {span:,.0f} s (a "
                            "timestamp jumps: see 'nta inspect'); replay it with --topspeed, --pps or --mbps, "
                            "or cut it with --duration")
+    limits = cfg.limits(info) if cfg.controller else NONE
     require_root("nta run")
     if cfg.rx == "afxdp":
-        check_afxdp(info.mtu)
+        check_afxdp(info.mtu, permit=limits.permit is not None)
     if cfg.replayer == "xdp":
         check_live_frames(info)
 
@@ -144,7 +148,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             consumer = Consumers(prog.ring_fds if cfg.rx == "ring" else [None] * cfg.queues,
                                  topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
                                  cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir), free_on=cfg.free_on,
-                                 placement=placement, xsk=xsk)
+                                 placement=placement, xsk=xsk, limits=limits)
             stack.callback(consumer.close)
             cfg = dataclasses.replace(cfg, drain_us=cfg.drain_for(own_cpu=bool(spare)))
         # With the senders pinned and a CPU left, the controller's thread takes it, and this thread (the
@@ -161,6 +165,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             + (f", {cfg.queues} queues" if cfg.queues > 1 else "")
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else "")
             + (", freed by a reader on another CPU" if consumer and cfg.free_on == "other" else "")
+            + (f"; {limits_text(limits)}" if limits else "")
             + ("; AF_XDP into the arena (a reader attaches at "
                + ", ".join(c.arena.reader_path for c in consumer.queues) + ")" if cfg.rx == "afxdp" else ""))
         # On a terminal, each line also says how far the run is (of the packets it calls for).
@@ -187,7 +192,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                            replay=replay, xdp=prog.stats(), veth_tx=veth_tx,
                            veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=loop.intervals,
                            ring=ring, consumer=figures, peak_map=consumer.peak_map if consumer else None,
-                           xmit=xmit,
+                           xmit=xmit, limits=limits, permitted=prog.permitted(),
                            queues=queue_counts(cfg, per_queue_cpu, prog, replay, figures) if per_queue_cpu else None)
     doc = result.as_dict()
     if not cfg.quiet:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from harness import cpus, topology
+from harness import cpus, pressure, topology
 from harness.controller import FREE_ON, parse_hold
 from harness.controller import lib as ctl_lib
 from harness.errors import NtaError
 from harness.jsonfile import check_writable
 from harness.nta import pool_allocator
+from harness.permit import Filter
 from harness.replay import DRIVERS, ReplayOptions, check_builtin
 from harness.xdp import RING_PAGES, MetaProgram, XdpProgram, XskProgram
 
@@ -61,6 +62,12 @@ class RunConfig:
     rx: str = "ring"  # or "afxdp": an AF_XDP socket per RX queue, the arena its UMEM (implies the controller)
     fill: int = 0  # afxdp: buffers posted to a fill ring at most (0: the ring's size)
     copybreak: int = 0  # afxdp: frames of at most this many bytes copied out, their buffers reused whole
+    # memory at the limit (harness.pressure): None is not given
+    budget: int | None = None  # ordinary pages each pool may hold
+    reserve: int | None = None  # pages of each queue's arena for permitted frames, beside the budget
+    permit: object = None  # the frames that may take the reserve: a tcpdump filter (text; a Filter once checked)
+    flow_limit: int | None = None  # bytes one flow may hold, charged as its pool hands them out
+    stuck: int | None = None  # flows (picked from the capture by hash) never read until the run ends
 
     def check(self) -> None:
         """Everything about the options that can be checked before anything is made."""
@@ -108,18 +115,37 @@ class RunConfig:
         if self.controller:
             parse_hold(self.hold)
             self.allocator = pool_allocator(self.allocator)
+        pressure.check(self.budget, self.reserve, self.permit, self.flow_limit, self.stuck, self.arena_pages,
+                       self.controller)
+        self.permit = self.permit_filter
         if self.plot_dir is not None and not os.path.isdir(self.plot_dir):
             raise NtaError(f"--plot {self.plot_dir}: not a directory")
         if self.tag is not None:
             topology.check_tag(self.tag)
         check_writable(self.json_path)
 
+    @property
+    def permit_filter(self) -> Filter | None:
+        """--permit's filter, compiled by libpcap and translated (BadFilter, exit status 2, when it is bad)."""
+        return self.permit if self.permit is None or isinstance(self.permit, Filter) else Filter(self.permit)
+
+    def limits(self, cap) -> pressure.Limits:
+        """What each queue's pool and controller are held to, on this capture: the flow limit checked against
+        its largest frame, the stuck flows picked from its flows."""
+        permit = self.permit_filter
+        pressure.check_flow_limit(self.flow_limit, cap, self.allocator)
+        stuck = pressure.pick_stuck(cap, self.stuck, permit) if self.stuck else []
+        return pressure.Limits(budget=self.budget or 0, reserve=self.reserve or 0, permit=permit,
+                               flow_limit=self.flow_limit or 0, stuck=tuple(h for h, _ in stuck),
+                               stuck_names=tuple(name for _, name in stuck))
+
     def program(self, ns: str | None, ifname: str) -> XdpProgram:
         """The XDP program this run attaches (not yet attached)."""
         if self.rx == "afxdp":
-            return XskProgram(ns, ifname, self.action, self.mode, queues=self.queues)
+            return XskProgram(ns, ifname, self.action, self.mode, queues=self.queues, permit=self.permit_filter)
         if self.controller:
-            return MetaProgram(ns, ifname, self.action, self.mode, ring_pages=self.ring_pages, queues=self.queues)
+            return MetaProgram(ns, ifname, self.action, self.mode, ring_pages=self.ring_pages, queues=self.queues,
+                               permit=self.permit_filter)
         return XdpProgram(ns, ifname, self.action, self.mode, queues=self.queues)
 
     def drain_for(self, own_cpu: bool) -> int:
@@ -151,7 +177,8 @@ def buffer_size(mtu: int) -> int:
     return -(-(mtu + 18) // 32) * 32
 
 
-def check_afxdp(mtu: int) -> None:
-    if buffer_size(mtu) + XDP_PACKET_HEADROOM > os.sysconf("SC_PAGE_SIZE"):
+def check_afxdp(mtu: int, permit: bool = False) -> None:
+    room = ctl_lib.NTA_XSK_META_ROOM if permit else 0
+    if buffer_size(mtu) + room + XDP_PACKET_HEADROOM > os.sysconf("SC_PAGE_SIZE"):
         raise NtaError(f"--rx afxdp: frames of MTU {mtu} and the kernel's {XDP_PACKET_HEADROOM} bytes of headroom "
                        f"do not fit an AF_XDP buffer of a page; use --rx ring")

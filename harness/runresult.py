@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from harness import pcapfile, reconcile
+from harness import pcapfile, pressure, reconcile
 from harness.jsonfile import document
 from harness.replay import DEFAULT_BATCH, ReplayResult
 from harness.runconfig import RATE_TOLERANCE, XSK_RING, RunConfig
@@ -32,6 +32,16 @@ class RunResult:
     consumer: dict | None = None  # controller, pool, arena figures at the end (held ones flushed)
     peak_map: object = None  # the pool's page map at its peak (numpy; with --plot or peak_map)
     queues: list[dict] | None = None  # with --queues N: each RX queue's counts (queue_counts)
+    limits: pressure.Limits = pressure.NONE  # memory at the limit: the budget, the reserve, flows
+    permitted: int | None = None  # frames XDP's --permit filter accepted (None: no filter)
+
+    @property
+    def pressure(self) -> dict | None:
+        """What the limits did (harness.pressure.figures); None without limits."""
+        if self.consumer is None:
+            return None
+        return pressure.figures(self.limits, self.consumer["controller"], self.consumer["pool"],
+                                self.consumer.get("xsk"), self.permitted)
 
     @property
     def expected(self) -> int | None:
@@ -80,8 +90,12 @@ class RunResult:
 
     @property
     def reconciled(self) -> bool:
+        """Every counting point agrees; with limits, every frame handled kept or dropped for a reason, and
+        the reserve balanced."""
+        p = self.pressure
         return (self.traffic["reconciled"] and (self.metadata is None or self.metadata["reconciled"])
-                and (self.queue_account is None or self.queue_account["reconciled"]))
+                and (self.queue_account is None or self.queue_account["reconciled"])
+                and (p is None or (p["drops"]["reconciled"] and p.get("reserve", {"balanced": True})["balanced"])))
 
     @property
     def rate(self) -> dict | None:
@@ -110,7 +124,7 @@ class RunResult:
                     "batch": None if c.replayer == "tcpreplay" else c.batch or DEFAULT_BATCH[c.method],
                     "napi": c.napi, "queues": c.queues, "free_on": c.free_on if c.controller else None,
                     "rx": c.rx, "fill": c.fill or (XSK_RING if c.rx == "afxdp" else None),
-                    "copybreak": c.copybreak if c.rx == "afxdp" else None},
+                    "copybreak": c.copybreak if c.rx == "afxdp" else None, **self.limits.as_dict()},
             capture=self.capture.as_dict(),
             topology=self.topology,
             xdp={"mode": self.xdp_mode, "prog_id": self.xdp_prog_id},
@@ -134,6 +148,7 @@ class RunResult:
             controller=None if self.consumer is None else
             {"hold": c.hold, "allocator": c.allocator, "drain_us": c.drain_us, **self.consumer},
             queues=self.queues,
+            pressure=self.pressure,
             reconciliation={"traffic": acct, "metadata": meta, "queues": self.queue_account},
             reconciled=self.reconciled,
             unaccounted=acct["unaccounted"] + (meta["unaccounted"] if meta else 0),

@@ -28,6 +28,8 @@ class XskConfig:
     ring_size: int = lib.NTA_XSK_RING
     fill_max: int = 0  # 0: ring_size
     copybreak: int = 0  # frames of at most this many bytes copied out of their buffer
+    meta_room: int = 0  # with --permit: lib.NTA_XSK_META_ROOM, the room for the program's mark in front
+    reserve: bool = False  # buffers may come from the reserve once ordinary memory is out
 
 
 class Xsk:
@@ -40,6 +42,7 @@ class Xsk:
         name = ffi.new("char[]", cfg.ifname.encode())
         c.ifname, c.queue, c.ring_size, c.fill_max = name, queue, cfg.ring_size, cfg.fill_max
         c.buf_size, c.xskmap_fd, c.copybreak = cfg.buf_size, cfg.xskmap_fd, cfg.copybreak
+        c.meta_room, c.reserve = cfg.meta_room, int(cfg.reserve)
         why = ffi.new("char[]", 256)
         with nsutil.inside(cfg.ns) if cfg.ns else contextlib.nullcontext():
             x = lib.nta_xsk_create(ctl._c, pool._h(), pool.arena._h(), c, why, 256)

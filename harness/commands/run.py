@@ -39,7 +39,9 @@ def handle(args) -> int:
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
         allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict,
-        queues=args.queues, free_on=args.free_on, rx=args.rx, fill=args.fill, copybreak=args.copybreak, **builtin,
+        queues=args.queues, free_on=args.free_on, rx=args.rx, fill=args.fill, copybreak=args.copybreak,
+        budget=args.budget, reserve=args.reserve, permit=args.permit, flow_limit=args.flow_limit, stuck=args.stuck,
+        **builtin,
         **({"ring_pages": args.ring_pages} if args.ring_pages is not None else {}))
     if args.ebpf:
         print(cfg.program(args.netns, args.iface or DUT_IF).describe())
@@ -71,6 +73,8 @@ def add(sub) -> None:
             nta run --pcap build/imix.pcap --loops 500 --pps 200000 --controller --hold flow:16
             nta run --pcap build/imix.pcap --loops 5000 --topspeed --replayer xdp --queues 2 --controller \
                     --hold random:3000 --free-on other
+            nta run --pcap build/imix.pcap --loops 300 --pps 200000 --controller --hold random:3000 \
+                    --budget 200 --permit 'udp port 10003' --reserve 40 --stuck 4
             nta run --iface eth1 --no-replay --mode generic --controller --duration 30
             nta run --ebpf                     # print the XDP program and its flags
             exit status: 0 ok, 1 error, 2 bad usage or a malformed capture, 3 counts did not reconcile"""),
@@ -155,6 +159,27 @@ def add(sub) -> None:
                         "size in chunks, any partly used page, combined on free; the default), slab (powers "
                         "of two, a page per size class; pow2 is its old name), ppfrag (the kernel's "
                         "page_pool_alloc_frag: the current page only) or page (a page per frame)")
+    limit = p.add_argument_group(
+        "memory at the limit", "with --controller (or --rx afxdp): what each RX queue's pool and controller are held "
+        "to; every frame dropped is counted by its reason, and the summary reconciles handled = kept + drops")
+    limit.add_argument("--budget", type=positive_int, default=None, metavar="PAGES",
+                       help="ordinary pages each pool may hold: holding fragments, idle in its cache and ring, "
+                            "posted to an AF_XDP fill ring; at the cap a frame gets no memory and is dropped")
+    limit.add_argument("--permit", default=None, metavar="FILTER",
+                       help="the frames that may take the reserve once ordinary memory is out, in tcpdump's filter "
+                            "language (pcap-filter(7)), e.g. 'tcp port 3260 or tcp port 2049 or tcp port 10809' "
+                            "(iSCSI, NFS, NBD); XDP marks them (the filter compiled by libpcap, translated into "
+                            "the program: see --ebpf)")
+    limit.add_argument("--reserve", type=positive_int, default=None, metavar="PAGES",
+                       help="pages of each queue's arena set apart, beside the budget, for the frames --permit "
+                            "permits: only they take it, only when ordinary memory is out, and what is taken comes "
+                            "back (a reserve page never enters the cache or ring); the summary balances its books")
+    limit.add_argument("--flow-limit", type=positive_int, default=None, metavar="BYTES",
+                       help="bytes one flow may hold, charged as the pool hands them out (a socket's receive "
+                            "buffer); a frame over it is dropped")
+    limit.add_argument("--stuck", type=positive_int, default=None, metavar="K",
+                       help="K flows of the capture (picked by hash, never permitted ones; named in the summary) "
+                            "are never read until the run ends: a reader that stopped")
     p.add_argument("--ring-pages", type=positive_int, default=None, metavar="N",
                    help="metadata ring size in pages, a power of two (default 1024: 4 MiB)")
     p.add_argument("--arena-pages", type=positive_int, default=65536, metavar="N",

@@ -51,7 +51,8 @@ def ctl_ffi(nta: FFI, traffic: FFI) -> FFI:
     link["libraries"] = [*link["libraries"], "xdp", "bpf", "m"]
     # the included modules' declarations must be visible here too (cffi checks their layouts)
     preamble = "".join(f'#include "{h}"\n' for h in ("nta.h", "nta_shared.h", "traffic.h", "ctl.h"))
-    ffi.set_source("harness._ctl_c", preamble, sources=sources("ringbuf.c", "ctl.c", "ctlpoll.c", "handoff.c", "xsk.c"),
+    ffi.set_source("harness._ctl_c", preamble,
+                   sources=sources("ringbuf.c", "ctl.c", "ctl_flows.c", "ctlpoll.c", "handoff.c", "xsk.c"),
                    include_dirs=[HERE, ALLOCATOR, BPF], extra_compile_args=allocator_build.CFLAGS, **link)
     return ffi
 

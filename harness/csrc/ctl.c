@@ -13,6 +13,12 @@
  *                       queue: a flow's oldest goes when its K+1th arrives
  *   NTA_HOLD_RANDOM     a lifetime drawn per packet, geometric with mean N
  *                       packets (a seeded generator: runs repeat)
+ *
+ * At the limit (ctl.h's config): a frame is dropped, in one place (drop(), by reason, counted), when
+ * its flow holds its limit already, when the pool has no memory for it (a permitted frame may then
+ * take the reserve, and is dropped only when that is out too), or when it landed in reserve memory
+ * without permission (AF_XDP: buffers are posted before their frames are known). A stuck flow's frames
+ * are held until the end, whatever the policy. handled = kept + drops, exactly.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -20,15 +26,20 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "ctl_flows.h"
 #include "nta_shared.h"
 
 #define FLOW_BUCKETS 4096
+#define unlikely(x) __builtin_expect(!!(x), 0)
 
 struct held {
 	int64_t off;
-	uint64_t due; /* packet number or ns, by policy */
-	uint32_t len; /* bytes the frame asked for */
-	uint32_t pad;
+	uint64_t due;    /* packet number or ns, by policy */
+	uint32_t len;    /* bytes the frame asked for */
+	uint32_t charge; /* bytes its fragment takes (against its flow's limit) */
+	uint32_t flow;   /* its flow hash */
+	uint8_t permit;  /* NTA_META_PERMIT */
+	uint8_t pad[3];
 };
 
 struct nta_ctl {
@@ -50,6 +61,10 @@ struct nta_ctl {
 	uint64_t packets;
 	struct nta_handoff *handoff; /* frees go to a reader (handoff.c); NULL: put here */
 	const uint64_t *posted;      /* buffers of the pool holding no frame yet (xsk.c); NULL: none */
+	/* flows, kept with a flow limit or stuck flows (else flows.t is NULL), and the stuck flows' frames */
+	struct nta_flows ftab;
+	struct held *stuck;
+	size_t nstuck, stuck_cap;
 };
 
 static uint64_t next_rand(struct nta_ctl *c)
@@ -76,6 +91,24 @@ static void release(struct nta_ctl *c, struct held h)
 	c->st.frees++;
 	c->st.held--;
 	c->st.bytes_held -= h.len;
+	if (h.permit)
+		c->st.permitted_bytes_held -= h.len;
+	if (c->ftab.t) {
+		struct nta_flow *f = nta_flows_find(&c->ftab, h.flow);
+		if (f)
+			f->bytes -= h.charge;
+		if (f && f->stuck)
+			c->st.stuck_bytes -= h.charge;
+	}
+}
+
+/* The one place a frame is dropped: counted by its reason; its fragment, when it had one, put back. */
+static void drop(struct nta_ctl *c, int64_t off, enum nta_drop_reason why)
+{
+	c->st.drops[why]++;
+	c->st.alloc_fails += why == NTA_DROP_NOMEM || why == NTA_DROP_RESERVE_EXHAUSTED;
+	if (off > 0 && nta_pool_put(c->pool, (uint64_t)off, NTA_POOL_DIRECT) != 0)
+		c->st.put_errors++;
 }
 
 static void heap_push(struct nta_ctl *c, struct held h)
@@ -155,6 +188,19 @@ struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena,
 		goto nomem;
 	if (cfg->policy == NTA_HOLD_RANDOM && !c->heap)
 		goto nomem;
+	if (cfg->nstuck > NTA_CTL_STUCK_MAX) {
+		nta_ctl_destroy(c);
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((cfg->flow_limit || cfg->nstuck) && nta_flows_init(&c->ftab, 1024))
+		goto nomem;
+	for (uint32_t i = 0; i < cfg->nstuck; i++) {
+		struct nta_flow *f = nta_flows_get(&c->ftab, cfg->stuck[i]);
+		if (!f)
+			goto nomem;
+		f->stuck = 1;
+	}
 	return c;
 nomem:
 	nta_ctl_destroy(c);
@@ -172,13 +218,27 @@ static void flow_release_oldest(struct nta_ctl *c, uint32_t b)
 	c->flow_len[b]--;
 }
 
-/* Hold off under the policy; put back whatever falls due. */
-static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_meta *m)
+/* A stuck flow's frame: held until the end, whatever the policy (a reader that stopped). */
+static void hold_stuck(struct nta_ctl *c, struct held h)
 {
-	struct held h = { .off = off, .len = len };
+	if (c->nstuck == c->stuck_cap) {
+		size_t cap = c->stuck_cap ? 2 * c->stuck_cap : 1024;
+		struct held *ns = realloc(c->stuck, cap * sizeof(*ns));
+		if (!ns) { /* no room to remember it: let it go now, as read */
+			release(c, h);
+			return;
+		}
+		c->stuck = ns;
+		c->stuck_cap = cap;
+	}
+	c->stuck[c->nstuck++] = h;
+	c->st.stuck_kept++;
+	c->st.stuck_bytes += h.charge;
+}
 
-	c->st.held++;
-	c->st.bytes_held += len;
+/* Hold h under the policy; put back whatever falls due. */
+static void hold_policy(struct nta_ctl *c, struct held h, const struct nta_meta *m)
+{
 	switch (c->cfg.policy) {
 	case NTA_HOLD_IMMEDIATE:
 		release(c, h);
@@ -221,6 +281,23 @@ static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_
 		break;
 	}
 	}
+}
+
+/* Hold h, by its stuck flow or under the policy; then the peaks. */
+static void hold(struct nta_ctl *c, struct held h, const struct nta_meta *m, bool stuck)
+{
+	c->st.held++;
+	c->st.bytes_held += h.len;
+	if (h.permit) {
+		c->st.permitted_kept++;
+		c->st.permitted_bytes_held += h.len;
+		if (c->st.permitted_bytes_held > c->st.peak_permitted_bytes)
+			c->st.peak_permitted_bytes = c->st.permitted_bytes_held;
+	}
+	if (stuck)
+		hold_stuck(c, h);
+	else
+		hold_policy(c, h, m);
 	/* peaks after the policy let go of what fell due: memory grows only when a frame gets some */
 	if (c->st.held > c->st.peak_held)
 		c->st.peak_held = c->st.held;
@@ -234,20 +311,47 @@ static void hold(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_
 	}
 }
 
-/* A record or frame came: counted whether or not it gets a fragment. The fragment's length (one byte for
- * an empty record). */
-static inline uint32_t arrived(struct nta_ctl *c, const struct nta_meta *m)
+/* A record or frame came: counted whether or not it is kept. */
+struct arrival {
+	uint32_t len;          /* its fragment's length (one byte for an empty record) */
+	uint8_t permit;        /* NTA_META_PERMIT */
+	struct nta_flow *flow; /* with flows kept (a limit, stuck flows), its flow; else NULL */
+};
+
+static inline struct arrival arrived(struct nta_ctl *c, const struct nta_meta *m)
 {
+	struct arrival a = { .len = m->len ? m->len : 1, .permit = m->flags & NTA_META_PERMIT };
+
 	c->packets++;
 	c->st.handled++;
-	return m->len ? m->len : 1;
+	c->st.permitted += a.permit != 0;
+	if (unlikely(c->ftab.t)) {
+		a.flow = nta_flows_get(&c->ftab, m->flow_hash); /* NULL: no memory for the table, no limit */
+		c->st.flows = c->ftab.n;
+		c->st.stuck_handled += a.flow && a.flow->stuck;
+	}
+	return a;
 }
 
-/* The policy takes the frame m whose fragment of len bytes is at off. */
-static inline void take(struct nta_ctl *c, int64_t off, uint32_t len, const struct nta_meta *m)
+/* Would charge more bytes put the frame's flow over its limit? */
+static inline bool over_limit(const struct nta_ctl *c, const struct arrival *a, uint32_t charge)
 {
+	return c->cfg.flow_limit && a->flow && a->flow->bytes + charge > c->cfg.flow_limit;
+}
+
+/* The frame m, whose fragment of charge bytes is at off, is kept: held under the policy (or by its stuck
+ * flow), charged to its flow. */
+static inline void take(struct nta_ctl *c, int64_t off, const struct arrival *a, uint32_t charge,
+			const struct nta_meta *m)
+{
+	struct held h = { .off = off, .len = a->len, .charge = charge, .flow = m->flow_hash, .permit = a->permit };
+	bool stuck = a->flow && a->flow->stuck;
+
+	if (a->flow)
+		a->flow->bytes += charge;
+	c->st.kept++;
 	c->st.bytes += m->len;
-	hold(c, off, len, m);
+	hold(c, h, m, stuck);
 }
 
 long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
@@ -257,25 +361,50 @@ long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		const struct nta_meta *m = &recs[i];
-		const uint32_t len = arrived(c, m);
-		int64_t off = nta_pool_alloc_frag(c->pool, len, 0);
-		if (off <= 0) {
-			c->st.alloc_fails++;
+		const struct arrival a = arrived(c, m);
+		const bool may_reserve = a.permit && c->cfg.reserve;
+		uint32_t charge = 0;
+		if (unlikely(c->cfg.flow_limit)) {
+			charge = (uint32_t)nta_pool_frag_size(c->pool, a.len);
+			if (over_limit(c, &a, charge)) {
+				drop(c, 0, NTA_DROP_FLOW_LIMIT);
+				continue;
+			}
+		}
+		int64_t off = nta_pool_alloc_frag(c->pool, a.len, may_reserve ? NTA_F_RESERVE : 0);
+		if (unlikely(off <= 0)) {
+			drop(c, 0, may_reserve ? NTA_DROP_RESERVE_EXHAUSTED : NTA_DROP_NOMEM);
 			continue;
 		}
+		if (!charge && c->ftab.t)
+			charge = (uint32_t)nta_pool_frag_size(c->pool, a.len);
 		/* the record, where a driver would DMA the frame: the memory is really written */
-		memcpy(base + off, m, len < sizeof(*m) ? len : sizeof(*m));
-		take(c, off, len, m);
+		memcpy(base + off, m, a.len < sizeof(*m) ? a.len : sizeof(*m));
+		take(c, off, &a, charge, m);
 		ok++;
 	}
 	return ok;
 }
 
-long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nta_meta *recs, size_t n)
+long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nta_meta *recs,
+			 const uint32_t *charges, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		take(c, offs[i], arrived(c, &recs[i]), &recs[i]);
-	return (long)n;
+	long ok = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct arrival a = arrived(c, &recs[i]);
+		if (c->cfg.reserve && !a.permit && nta_pool_frag_reserve(c->pool, (uint64_t)offs[i]) == 1) {
+			drop(c, offs[i], NTA_DROP_NOT_PERMITTED); /* the pfmemalloc rule: back to the reserve */
+			continue;
+		}
+		if (over_limit(c, &a, charges[i])) {
+			drop(c, offs[i], NTA_DROP_FLOW_LIMIT);
+			continue;
+		}
+		take(c, offs[i], &a, charges[i], &recs[i]);
+		ok++;
+	}
+	return ok;
 }
 
 long nta_ctl_flush(struct nta_ctl *c)
@@ -293,6 +422,10 @@ long nta_ctl_flush(struct nta_ctl *c)
 		}
 	while (c->nheap) {
 		release(c, heap_pop(c));
+		n++;
+	}
+	while (c->nstuck) {
+		release(c, c->stuck[--c->nstuck]);
 		n++;
 	}
 	return n;
@@ -316,6 +449,8 @@ long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t
 			TAKE(c->flows[(size_t)b * c->cfg.param + (c->flow_head[b] + j) % c->cfg.param]);
 	for (size_t i = 0; i < c->nheap; i++)
 		TAKE(c->heap[i]);
+	for (size_t i = 0; i < c->nstuck; i++)
+		TAKE(c->stuck[i]);
 #undef TAKE
 	return (long)n;
 }
@@ -345,5 +480,7 @@ void nta_ctl_destroy(struct nta_ctl *c)
 	free(c->flow_len);
 	free(c->flow_head);
 	free(c->heap);
+	free(c->stuck);
+	nta_flows_free(&c->ftab);
 	free(c);
 }

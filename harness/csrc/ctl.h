@@ -68,13 +68,24 @@ enum nta_hold {
 	NTA_HOLD_FLOW = 3,    /* param: K per flow */
 	NTA_HOLD_RANDOM = 4,  /* param: mean lifetime in packets; max_held bounds it */
 };
+#define NTA_CTL_STUCK_MAX 64
 struct nta_ctl_config {
 	uint32_t policy, param, max_held, pad;
 	uint64_t seed;
+	/* memory at the limit */
+	uint32_t flow_limit;  /* bytes a flow may hold, charged as the pool hands them out (a socket's receive
+	                       * buffer, charged by truesize); a frame over it is dropped; 0: no limit */
+	uint32_t reserve;     /* permitted frames (NTA_META_PERMIT) may take the pool's reserve when ordinary
+	                       * memory is out; a frame in reserve memory that is not permitted is dropped */
+	uint32_t nstuck;      /* flows never read until the run ends (a reader that stopped), by flow hash */
+	uint32_t pad2;
+	uint32_t stuck[NTA_CTL_STUCK_MAX];
 };
 struct nta_ctl_stats {
-	uint64_t handled;     /* records processed */
-	uint64_t alloc_fails; /* records that got no memory */
+	uint64_t handled;     /* records processed: kept + the drops, by reason */
+	uint64_t kept;        /* frames that got memory, held by the policy or by a stuck flow */
+	uint64_t drops[NTA_DROP_REASONS]; /* frames dropped, by reason (enum nta_drop_reason) */
+	uint64_t alloc_fails; /* of the drops, frames that got no memory (no memory, the reserve exhausted) */
 	uint64_t frees, put_errors;
 	uint64_t held, peak_held;
 	uint64_t early;       /* let go before due: the hold structure was full */
@@ -87,6 +98,10 @@ struct nta_ctl_stats {
 	uint64_t posted_at_peak_pages; /* and buffers handed out holding no frame yet (nta_ctl_set_posted) */
 	uint64_t handed_off;          /* of frees, fragments handed to a reader (nta_ctl_set_handoff) */
 	uint64_t handoff_full;        /* of frees, put here because the handoff was full */
+	uint64_t permitted, permitted_kept; /* frames marked permitted the reserve, and of those the kept ones */
+	uint64_t permitted_bytes_held, peak_permitted_bytes; /* what the permitted frames held asked for, at most */
+	uint64_t stuck_handled, stuck_kept, stuck_bytes; /* frames of the stuck flows; kept; bytes charged now */
+	uint64_t flows;               /* flows the flow table knows (with a flow limit or stuck flows) */
 };
 struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena, const struct nta_ctl_config *cfg);
 long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n);
@@ -113,9 +128,15 @@ void nta_handoff_destroy(struct nta_handoff *h);
 int nta_handoff_push(struct nta_handoff *h, int64_t off);               /* 0, or -EAGAIN (full) */
 long nta_handoff_take(struct nta_handoff *h, int64_t *offs, size_t max); /* how many taken */
 uint64_t nta_handoff_queued(const struct nta_handoff *h);
-/* Hold n received frames under the policy: frame i in the fragment at offs[i] (of the controller's pool,
- * already the controller's), recs[i] its record (len, ts_ns, flow_hash). Returns n. */
-long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nta_meta *recs, size_t n);
+/* n received frames, each already in a fragment of the controller's pool (offs[i], which the fragment's
+ * charge, charges[i] bytes, the flow limit counts), recs[i] its record (len, ts_ns, flow_hash, flags):
+ * held under the policy, or dropped as a ring's record would be (over its flow's limit; in reserve memory
+ * and not permitted), its fragment put back. Returns how many were kept. */
+long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nta_meta *recs,
+			 const uint32_t *charges, size_t n);
+/* The flow a frame belongs to: its addresses and ports after up to two VLAN tags, hashed as the metadata
+ * program hashes a record's (a frame that is not IP: its protocol 0) (ctl_flows.c). */
+uint32_t nta_flow_hash(const uint8_t *frame, uint32_t len);
 /* The pool's fragments handed out and holding no frame yet (an AF_XDP fill ring's buffers) are *posted:
  * counted at the pool's peak (posted_at_peak_pages). */
 void nta_ctl_set_posted(struct nta_ctl *c, const uint64_t *posted);
@@ -157,6 +178,7 @@ struct nta_xsk;
 /* An AF_XDP socket's buffers and rings, for C and Python alike. */
 #define NTA_XSK_HEADROOM 256 /* the kernel's XDP_PACKET_HEADROOM: a frame lands this far into a fill buffer */
 #define NTA_XSK_RING 2048    /* fill and RX ring entries */
+#define NTA_XSK_META_ROOM 32 /* with --permit, a chunk in front of each frame: the program's mark ends there */
 
 struct nta_xsk_config {
 	const char *ifname;
@@ -166,11 +188,17 @@ struct nta_xsk_config {
 	uint32_t buf_size;   /* a buffer: the largest frame the device takes */
 	int32_t xskmap_fd;   /* the XDP program's XSKMAP: the socket goes in at queue */
 	uint32_t copybreak;  /* a frame of at most this many bytes is copied out, its buffer reused whole */
+	uint32_t meta_room;  /* 0, or NTA_XSK_META_ROOM with --permit: each block holds the mark, then the frame */
+	uint32_t reserve;    /* buffers may come from the reserve once ordinary memory is out (needs meta_room) */
 };
 struct nta_xsk_stats {
 	uint64_t received, bytes;
 	uint64_t posted, in_fill, post_fails, wakeups;
 	uint64_t bad_descs, untrimmed, copied;
+	uint64_t posted_reserve;     /* of posted, buffers in reserve memory */
+	uint64_t unmarked;           /* with meta_room: frames without the program's mark (taken as not permitted) */
+	uint64_t starved;            /* stretches the pool refused buffers (its budget: no memory) until the ring was full */
+	uint64_t rx_dropped_starved; /* of rx_dropped, the kernel's drops during those stretches */
 	uint64_t rx_dropped, rx_invalid_descs, rx_ring_full, rx_fill_ring_empty_descs; /* XDP_STATISTICS */
 };
 /* NULL with errno and a line in why on failure. */

@@ -22,6 +22,15 @@
  * Which buffers are posted is a bitmap over the arena's chunks: a receive
  * descriptor naming anything else is counted and ignored, and at the end
  * what is still posted is put back.
+ *
+ * At the limit: a pool at its budget refuses buffers, and the fill ring
+ * runs short; the kernel's drops for want of a fill buffer while that lasts
+ * (from a refused buffer until the ring is full again) are counted as the
+ * budget's. With a --permit filter (meta_room: a chunk in front of each
+ * frame for the program's mark, cleared before the buffer is posted) and a
+ * reserve, buffers come from the reserve once ordinary memory is out, as a
+ * driver's do when memalloc sockets exist: a frame that lands in one
+ * without permission is dropped by the controller (the pfmemalloc rule).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,6 +63,10 @@ struct nta_xsk {
 	uint64_t umem_len;
 	uint32_t chunk_shift, chunk_size, buf_size, umem_chunk;
 	uint32_t fill_max, copybreak;
+	uint32_t meta_room;     /* bytes in front of a frame: its mark ends there (0: no --permit) */
+	unsigned alloc_flags;   /* NTA_F_RESERVE: buffers may come from the reserve */
+	bool starved;           /* the pool refused a buffer since the ring was last full */
+	uint64_t starved_since; /* the kernel's rx_dropped then */
 	uint64_t *posted_map;   /* a bit per arena chunk: a buffer starting there is on the fill ring */
 	uint64_t map_bits;
 	int64_t *aside;         /* buffers the UMEM cannot take (too near its end): put back at the end */
@@ -65,45 +78,6 @@ static int silent(enum libxdp_print_level level, const char *fmt, va_list args)
 {
 	(void)level, (void)fmt, (void)args;
 	return 0;
-}
-
-static inline uint32_t load32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return v;
-}
-
-/* The flow a frame belongs to, for the flow hold policy: its addresses and ports after up to two VLAN
- * tags, hashed as nta_xdp_meta.c hashes them for a record (a frame that is not IP: its protocol 0). */
-static uint32_t flow_hash(const uint8_t *f, uint32_t len)
-{
-	uint32_t off = 12, h = 0x9747b28c, l4 = 0, l4off = 0;
-	uint16_t proto;
-
-	if (len < 14)
-		return 0;
-	proto = (uint16_t)(f[12] << 8 | f[13]);
-	for (int tags = 0; tags < 2 && (proto == ETH_P_8021Q || proto == ETH_P_8021AD) && off + 6 <= len; tags++) {
-		off += 4;
-		proto = (uint16_t)(f[off] << 8 | f[off + 1]);
-	}
-	off += 2;
-	if (proto == ETH_P_IP && off + 20 <= len) {
-		h = nta_mix(nta_mix(h, load32(f + off + 12)), load32(f + off + 16));
-		l4 = f[off + 9];
-		if (!((f[off + 6] << 8 | f[off + 7]) & 0x1fff) && (f[off] & 0xf) >= 5)
-			l4off = off + (uint32_t)(f[off] & 0xf) * 4;
-	} else if (proto == ETH_P_IPV6 && off + 40 <= len) {
-		for (int i = 0; i < 4; i++)
-			h = nta_mix(nta_mix(h, load32(f + off + 8 + 4 * i)), load32(f + off + 24 + 4 * i));
-		l4 = f[off + 6];
-		l4off = off + 40;
-	}
-	if (l4off && (l4 == 6 || l4 == 17) && l4off + 4 <= len) /* the ports as the program reads them */
-		h = nta_mix(h, (uint32_t)(f[l4off] | f[l4off + 1] << 8) << 16 | (uint32_t)(f[l4off + 2] | f[l4off + 3] << 8));
-	return nta_mix(h, l4);
 }
 
 static inline uint64_t chunk_of(const struct nta_xsk *x, uint64_t off)
@@ -125,6 +99,35 @@ static bool set_aside(struct nta_xsk *x, int64_t off)
 	return true;
 }
 
+/* The kernel's rx_dropped now (frames that found no fill buffer); 0 when it cannot be read. */
+static uint64_t kernel_rx_dropped(const struct nta_xsk *x)
+{
+	struct xdp_statistics ks;
+	socklen_t len = sizeof(ks);
+
+	return getsockopt(xsk_socket__fd(x->xsk), SOL_XDP, XDP_STATISTICS, &ks, &len) ? 0 : ks.rx_dropped;
+}
+
+/* The pool refused a buffer: a starved stretch begins (its drops are the budget's), unless one runs. */
+static void starve(struct nta_xsk *x)
+{
+	x->st.post_fails++;
+	if (x->starved)
+		return;
+	x->starved = true;
+	x->st.starved++;
+	x->starved_since = kernel_rx_dropped(x);
+}
+
+/* The ring is full again: what the kernel dropped meanwhile was for want of the buffers refused. */
+static void fed(struct nta_xsk *x)
+{
+	if (!x->starved)
+		return;
+	x->starved = false;
+	x->st.rx_dropped_starved += kernel_rx_dropped(x) - x->starved_since;
+}
+
 /* Keep the fill ring holding fill_max buffers of the pool: a batch of them taken, then posted at once.
  * The ring has room for them all: it holds fill_max, and what is posted and not received is at most
  * what the kernel has not taken yet. */
@@ -134,12 +137,12 @@ static void refill(struct nta_xsk *x)
 	uint32_t idx, n = 0;
 
 	while (x->st.in_fill + n < x->fill_max && n < RX_BATCH) {
-		int64_t off = nta_pool_alloc_frag(x->pool, x->buf_size, 0);
+		int64_t off = nta_pool_alloc_frag(x->pool, x->buf_size + x->meta_room, x->alloc_flags);
 		if (off <= 0) {
-			x->st.post_fails++;
+			starve(x);
 			break;
 		}
-		if ((uint64_t)off - x->umem_off - XDP_PACKET_HEADROOM + x->umem_chunk > x->umem_len) {
+		if ((uint64_t)off + x->meta_room - x->umem_off - XDP_PACKET_HEADROOM + x->umem_chunk > x->umem_len) {
 			if (set_aside(x, off)) /* the kernel takes no buffer ending past the UMEM */
 				continue;
 			nta_pool_put(x->pool, (uint64_t)off, NTA_POOL_DIRECT);
@@ -158,11 +161,18 @@ static void refill(struct nta_xsk *x)
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t c = chunk_of(x, (uint64_t)offs[i]);
 		x->posted_map[c >> 6] |= 1ull << (c & 63);
-		*xsk_ring_prod__fill_addr(&x->fill, idx + i) = (uint64_t)offs[i] - x->umem_off - XDP_PACKET_HEADROOM;
+		if (x->meta_room) { /* no mark but the program's: what a buffer held before is cleared */
+			memset(x->base + offs[i] + x->meta_room - sizeof(uint32_t), 0, sizeof(uint32_t));
+			x->st.posted_reserve += nta_pool_frag_reserve(x->pool, (uint64_t)offs[i]) == 1;
+		}
+		*xsk_ring_prod__fill_addr(&x->fill, idx + i) =
+			(uint64_t)offs[i] + x->meta_room - x->umem_off - XDP_PACKET_HEADROOM;
 	}
 	xsk_ring_prod__submit(&x->fill, n);
 	x->st.posted += n;
 	x->st.in_fill += n;
+	if (x->st.in_fill == x->fill_max)
+		fed(x);
 	if (xsk_ring_prod__needs_wakeup(&x->fill)) {
 		x->st.wakeups++;
 		recvfrom(xsk_socket__fd(x->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
@@ -171,30 +181,36 @@ static void refill(struct nta_xsk *x)
 		refill(x);
 }
 
-/* Where a received frame stays: a short one (copybreak) is copied into a block of its own size and its
- * buffer goes back whole, to be posted again, as drivers' rx_copybreak does; a longer one keeps its
- * buffer, cut to the frame. */
-static uint64_t settle(struct nta_xsk *x, uint64_t off, uint32_t len)
+/* Where a received frame stays (its block at off, the frame meta_room into it), and the bytes the block
+ * takes now, in *charge: a short one (copybreak) is copied into a block of its own size and its buffer goes
+ * back whole, to be posted again, as drivers' rx_copybreak does; a longer one keeps its buffer, cut to the
+ * frame (a pool of another allocator keeps it whole). */
+static uint64_t settle(struct nta_xsk *x, uint64_t off, uint32_t len, uint32_t *charge)
 {
-	if (!len)
-		return off;
-	if (len <= x->copybreak) {
-		int64_t to = nta_pool_alloc_frag(x->pool, len, 0);
+	const uint32_t room = x->meta_room, keep = room + (len ? len : 1);
+
+	if (len && len <= x->copybreak) {
+		int64_t to = nta_pool_alloc_frag(x->pool, keep, 0);
 		if (to > 0) {
-			memcpy(x->base + to, x->base + off, len);
+			memcpy(x->base + to, x->base + off, keep);
 			nta_pool_put(x->pool, off, NTA_POOL_DIRECT);
 			x->st.copied++;
+			*charge = (uint32_t)nta_pool_frag_size(x->pool, keep);
 			return (uint64_t)to;
 		}
 	}
-	if (nta_pool_frag_trim(x->pool, off, len) < 0)
+	long now = nta_pool_frag_trim(x->pool, off, keep);
+	if (now < 0) {
 		x->st.untrimmed++;
+		now = (long)nta_pool_frag_size(x->pool, x->buf_size + room);
+	}
+	*charge = (uint32_t)now;
 	return off;
 }
 
 long nta_xsk_receive(struct nta_xsk *x, struct nta_meta *recs, int64_t *offs, size_t max)
 {
-	uint32_t idx;
+	uint32_t idx, charges[RX_BATCH];
 	size_t total = 0;
 
 	refill(x);
@@ -206,27 +222,35 @@ long nta_xsk_receive(struct nta_xsk *x, struct nta_meta *recs, int64_t *offs, si
 		uint64_t now = nta_ctl_now_ns();
 		for (uint32_t i = 0; i < n; i++) {
 			const struct xdp_desc *d = xsk_ring_cons__rx_desc(&x->rx, idx + i);
-			uint64_t off = x->umem_off + xsk_umem__add_offset_to_addr(d->addr);
+			uint64_t off = x->umem_off + xsk_umem__add_offset_to_addr(d->addr) - x->meta_room;
 			uint64_t c = chunk_of(x, off);
 			if (off & (x->chunk_size - 1) || c >= x->map_bits ||
 			    !(x->posted_map[c >> 6] & (1ull << (c & 63)))) {
-				x->st.bad_descs++; /* names no buffer we posted (or the frame not at its start) */
+				x->st.bad_descs++; /* names no buffer we posted (or the frame not where we put it) */
 				continue;
 			}
 			x->posted_map[c >> 6] &= ~(1ull << (c & 63));
 			x->st.in_fill--;
 			x->st.received++;
 			x->st.bytes += d->len;
-			off = settle(x, off, d->len);
 			struct nta_meta *m = &recs[total + k];
 			memset(m, 0, sizeof(*m));
+			if (x->meta_room) { /* the program's mark, in front of the frame */
+				uint32_t mark;
+				memcpy(&mark, x->base + off + x->meta_room - sizeof(mark), sizeof(mark));
+				if ((mark & ~0xffu) == NTA_XSK_MARK)
+					m->flags = (uint8_t)(mark & NTA_META_PERMIT);
+				else
+					x->st.unmarked++;
+			}
+			off = settle(x, off, d->len, &charges[k]);
 			m->ts_ns = now;
 			m->len = d->len;
-			m->flow_hash = flow_hash(x->base + off, d->len);
+			m->flow_hash = nta_flow_hash(x->base + off + x->meta_room, d->len);
 			offs[total + k++] = (int64_t)off;
 		}
 		xsk_ring_cons__release(&x->rx, n);
-		nta_ctl_hold_frames(x->ctl, offs + total, recs + total, k);
+		nta_ctl_hold_frames(x->ctl, offs + total, recs + total, charges, k);
 		total += k;
 		refill(x);
 	}
@@ -241,6 +265,8 @@ int nta_xsk_stats(const struct nta_xsk *x, struct nta_xsk_stats *st)
 	*st = x->st;
 	if (getsockopt(xsk_socket__fd(x->xsk), SOL_XDP, XDP_STATISTICS, &ks, &len))
 		return -errno;
+	if (x->starved) /* a starved stretch that has not ended: its drops so far */
+		st->rx_dropped_starved += ks.rx_dropped - x->starved_since;
 	st->rx_dropped = ks.rx_dropped;
 	st->rx_invalid_descs = ks.rx_invalid_descs;
 	st->rx_ring_full = ks.rx_ring_full;
@@ -269,9 +295,14 @@ struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct 
 	}
 	nta_arena_config(a, &ac);
 	nta_stats(a, &as);
-	if (cfg->buf_size + XDP_PACKET_HEADROOM > ac.page_size) {
-		snprintf(why, whylen, "a buffer of %u bytes and the %u of headroom exceed a page", cfg->buf_size,
-			 XDP_PACKET_HEADROOM);
+	if ((cfg->meta_room && cfg->meta_room != NTA_XSK_META_ROOM) || (cfg->reserve && !cfg->meta_room)) {
+		snprintf(why, whylen, "the mark's room is %u bytes or none; reserve buffers need it", NTA_XSK_META_ROOM);
+		errno = EINVAL;
+		return NULL;
+	}
+	if (cfg->buf_size + cfg->meta_room + XDP_PACKET_HEADROOM > ac.page_size) {
+		snprintf(why, whylen, "a buffer of %u bytes, %u for the mark and the %u of headroom exceed a page",
+			 cfg->buf_size, cfg->meta_room, XDP_PACKET_HEADROOM);
 		errno = EMSGSIZE;
 		return NULL;
 	}
@@ -285,6 +316,8 @@ struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct 
 	x->umem_chunk = XDP_PACKET_HEADROOM + cfg->buf_size < 2048 ? 2048 : XDP_PACKET_HEADROOM + cfg->buf_size;
 	x->fill_max = cfg->fill_max ? cfg->fill_max : cfg->ring_size;
 	x->copybreak = cfg->copybreak;
+	x->meta_room = cfg->meta_room;
+	x->alloc_flags = cfg->reserve ? NTA_F_RESERVE : 0;
 	x->umem_off = as.data_off - ac.page_size;
 	x->umem_len = (uint64_t)(ac.max_pages + 1) * ac.page_size;
 	x->map_bits = (as.data_off + (uint64_t)ac.max_pages * ac.page_size) >> x->chunk_shift;
