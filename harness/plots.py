@@ -113,3 +113,26 @@ def plot_page_maps(maps: dict[str, np.ndarray], path: str, chunks_per_page: int,
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_pressure(doc: dict, path: str) -> str:
+    """``nta bench pressure``: the frames each allocator dropped against the pages its pool may hold, from
+    every probe of the bisection, a line per allocator; each one's zero-drop budget marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for al, d in doc["allocators"].items():
+        pts = sorted({p["budget"]: 100.0 * p["dropped"] / p["handled"] for p in
+                      [*d["budget_probes"], {"budget": doc["budget"], **d["at_budget"]}]}.items())
+        line = ax.plot([b for b, _ in pts], [x for _, x in pts], marker="o", label=f"{al}: nothing dropped from "
+                       f"{d['zero_drop_budget']:,} pages")[0]
+        ax.axvline(d["zero_drop_budget"], color=line.get_color(), linestyle=":", alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("budget: pages a pool may hold (log scale)")
+    ax.set_ylabel("frames dropped, % of those handled")
+    ax.set_title(f"{os.path.basename(doc['pcap'])} x{doc['loops']}, hold {doc['hold']}: drops at the memory limit")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

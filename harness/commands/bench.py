@@ -93,6 +93,22 @@ def cmd_bench_real(args) -> int:
                                          rx=args.rx, copybreak=args.copybreak))
 
 
+def cmd_bench_pressure(args) -> int:
+    from harness.bench import pressure
+
+    jsonfile.check_writable(args.json)
+    if args.plot is not None and not os.path.isdir(args.plot):
+        raise NtaError(f"--plot {args.plot}: not a directory")
+    if args.permit:
+        from harness.permit import Filter
+
+        Filter(args.permit)  # a bad filter: one line, exit 2, before any run
+    return _out(args, pressure.bench_pressure(pcap=args.pcap, loops=args.loops, pps=args.pps, hold=args.hold,
+                                              allocators=args.allocators, budget=args.budget, permit=args.permit,
+                                              stuck=args.stuck, replayer=args.replayer, rx=args.rx,
+                                              plot_dir=args.plot))
+
+
 def add(sub) -> None:
     p = sub.add_parser(
         "bench", help="benchmarks: allocators against peers, the page pool, and real traffic (root)",
@@ -106,9 +122,10 @@ def add(sub) -> None:
             nta bench pool                           # the kernel's bench_page_pool_simple shapes
             nta bench e2e                            # root: XDP alone vs the whole harness
             nta bench replay                         # root: tcpreplay vs the built-in replayer
-            nta bench real --plot build              # root: the pool's four allocators on real traffic"""),
+            nta bench real --plot build              # root: the pool's four allocators on real traffic
+            nta bench pressure --permit 'udp port 10003' --plot build  # root: the memory each needs"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e,replay,real}", required=True)
+    bsub = p.add_subparsers(dest="bench_cmd", metavar="{alloc,frag,bulk,pool,e2e,replay,real,pressure}", required=True)
     a = bsub.add_parser("alloc", help="ns per alloc+free and space on packet-size traces, against peers")
     a.add_argument("--traces", type=csv(str), default=["imix", "uniform", "pcap"],
                    help="comma list of imix, uniform, pcap (default all)")
@@ -185,3 +202,24 @@ def add(sub) -> None:
                                                   "DIR/real-page-maps.png")
     rl.add_argument("--json", metavar="FILE")
     rl.set_defaults(func=cmd_bench_real)
+    pr = bsub.add_parser("pressure", help="the fewest pages each allocator's pool needs to drop nothing, what each "
+                                          "drops with the NTA's, and with --permit the reserve each needs (root)")
+    pr.add_argument("--pcap", metavar="FILE", help="capture to replay (default the bundled IMIX)")
+    pr.add_argument("--loops", type=positive_int, default=100, help="loops of the capture per run (default 100)")
+    pr.add_argument("--pps", type=positive_float, default=200_000, help="replay rate (default 200000)")
+    pr.add_argument("--hold", default="random:3000", help="the hold policy (default random:3000)")
+    pr.add_argument("--allocators", type=csv(str), default=["nta", "slab", "ppfrag", "page"],
+                    help="comma-separated (default nta,slab,ppfrag,page)")
+    pr.add_argument("--budget", type=positive_int, default=None, metavar="PAGES",
+                    help="the budget every allocator is held to for its drops (default: the NTA's zero-drop budget)")
+    pr.add_argument("--permit", metavar="FILTER", default=None,
+                    help="also find the smallest reserve that keeps every frame this tcpdump filter permits while "
+                         "--stuck flows fill the budget")
+    pr.add_argument("--stuck", type=positive_int, default=4, metavar="K",
+                    help="with --permit: flows never read, filling the budget (default 4)")
+    pr.add_argument("--replayer", choices=("builtin", "xdp", "tcpreplay"), default="builtin",
+                    help="one sender, so that the controller sees the capture's order (default builtin)")
+    pr.add_argument("--rx", choices=("ring", "afxdp"), default="ring", help="metadata records (default) or AF_XDP")
+    pr.add_argument("--plot", metavar="DIR", help="write DIR/pressure.png: drops against budget, a line per allocator")
+    pr.add_argument("--json", metavar="FILE")
+    pr.set_defaults(func=cmd_bench_pressure)

@@ -11,6 +11,7 @@
  *   NTA_HOLD_USEC       held for T microseconds of the records' own clock
  *   NTA_HOLD_FLOW       a per-flow queue of depth K, as a socket's receive
  *                       queue: a flow's oldest goes when its K+1th arrives
+ *                       (kept or not: a frame is read K of its flow later)
  *   NTA_HOLD_RANDOM     a lifetime drawn per packet, geometric with mean N
  *                       packets (a seeded generator: runs repeat)
  *
@@ -54,6 +55,7 @@ struct nta_ctl {
 	/* per flow: FLOW_BUCKETS rings of K */
 	struct held *flows;
 	uint32_t *flow_len, *flow_head;
+	uint64_t *flow_seen; /* arrivals of each bucket's flows, kept or not */
 	/* random: a binary min-heap on due */
 	struct held *heap;
 	size_t nheap, heap_cap;
@@ -102,9 +104,12 @@ static void release(struct nta_ctl *c, struct held h)
 	}
 }
 
+static void release_due(struct nta_ctl *c, const struct nta_meta *m);
+
 /* The one place a frame is dropped: counted by its reason; its fragment, when it had one, put back. */
-static void drop(struct nta_ctl *c, int64_t off, enum nta_drop_reason why)
+static void drop(struct nta_ctl *c, int64_t off, const struct nta_meta *m, enum nta_drop_reason why)
 {
+	release_due(c, m); /* its arrival moves the policy on all the same */
 	c->st.drops[why]++;
 	c->st.alloc_fails += why == NTA_DROP_NOMEM || why == NTA_DROP_RESERVE_EXHAUSTED;
 	if (off > 0 && nta_pool_put(c->pool, (uint64_t)off, NTA_POOL_DIRECT) != 0)
@@ -172,6 +177,7 @@ struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena,
 		c->flows = calloc((size_t)FLOW_BUCKETS * cfg->param, sizeof(*c->flows));
 		c->flow_len = calloc(FLOW_BUCKETS, sizeof(*c->flow_len));
 		c->flow_head = calloc(FLOW_BUCKETS, sizeof(*c->flow_head));
+		c->flow_seen = calloc(FLOW_BUCKETS, sizeof(*c->flow_seen));
 		break;
 	case NTA_HOLD_RANDOM:
 		c->heap_cap = cfg->max_held ? cfg->max_held : 1u << 20;
@@ -184,7 +190,7 @@ struct nta_ctl *nta_ctl_create(struct nta_pool *pool, struct nta_arena *arena,
 	}
 	if ((cfg->policy == NTA_HOLD_PACKETS || cfg->policy == NTA_HOLD_USEC) && !c->fifo)
 		goto nomem;
-	if (cfg->policy == NTA_HOLD_FLOW && (!cfg->param || !c->flows || !c->flow_len || !c->flow_head))
+	if (cfg->policy == NTA_HOLD_FLOW && (!cfg->param || !c->flows || !c->flow_len || !c->flow_head || !c->flow_seen))
 		goto nomem;
 	if (cfg->policy == NTA_HOLD_RANDOM && !c->heap)
 		goto nomem;
@@ -236,7 +242,38 @@ static void hold_stuck(struct nta_ctl *c, struct held h)
 	c->st.stuck_bytes += h.charge;
 }
 
-/* Hold h under the policy; put back whatever falls due. */
+/* A frame arrived (m): let go of what falls due at it, whether or not the frame itself is kept. A reader
+ * reads on its own clock: a frame dropped for want of memory still moves the policy on (else, memory out,
+ * nothing would ever be let go). packets: what is N packets old; usec: what is T us old; flow: the flow's
+ * oldest when its queue is full; random: what its lifetime has run out. */
+static void release_due(struct nta_ctl *c, const struct nta_meta *m)
+{
+	switch (c->cfg.policy) {
+	case NTA_HOLD_PACKETS:
+		while (c->tail < c->head && c->fifo[c->tail % c->cap].due + c->cfg.param <= c->packets)
+			release(c, c->fifo[c->tail++ % c->cap]);
+		break;
+	case NTA_HOLD_USEC: {
+		uint64_t window = (uint64_t)c->cfg.param * 1000;
+		while (c->tail < c->head && c->fifo[c->tail % c->cap].due + window <= m->ts_ns)
+			release(c, c->fifo[c->tail++ % c->cap]);
+		break;
+	}
+	case NTA_HOLD_FLOW: { /* a flow's frame is read when K more of its flow have arrived */
+		uint32_t b = m->flow_hash % FLOW_BUCKETS, k = c->cfg.param;
+		uint64_t now = ++c->flow_seen[b];
+		while (c->flow_len[b] && c->flows[(size_t)b * k + c->flow_head[b]].due + k <= now)
+			flow_release_oldest(c, b);
+		break;
+	}
+	case NTA_HOLD_RANDOM:
+		while (c->nheap && c->heap[0].due <= c->packets)
+			release(c, heap_pop(c));
+		break;
+	}
+}
+
+/* Hold h under the policy (what falls due already let go). */
 static void hold_policy(struct nta_ctl *c, struct held h, const struct nta_meta *m)
 {
 	switch (c->cfg.policy) {
@@ -246,24 +283,17 @@ static void hold_policy(struct nta_ctl *c, struct held h, const struct nta_meta 
 	case NTA_HOLD_PACKETS:
 		h.due = c->packets;
 		c->fifo[c->head++ % c->cap] = h;
-		if (c->head - c->tail > c->cfg.param)
-			release(c, c->fifo[c->tail++ % c->cap]);
 		break;
-	case NTA_HOLD_USEC: {
-		uint64_t window = (uint64_t)c->cfg.param * 1000;
-		while (c->tail < c->head && c->fifo[c->tail % c->cap].due + window <= m->ts_ns)
-			release(c, c->fifo[c->tail++ % c->cap]);
+	case NTA_HOLD_USEC:
 		if (c->head - c->tail == c->cap - 1) /* full: the oldest goes early */
 			release(c, c->fifo[c->tail++ % c->cap]), c->st.early++;
 		h.due = m->ts_ns;
 		c->fifo[c->head++ % c->cap] = h;
 		break;
-	}
 	case NTA_HOLD_FLOW: {
 		uint32_t b = m->flow_hash % FLOW_BUCKETS, k = c->cfg.param;
 		struct held *q = c->flows + (size_t)b * k;
-		if (c->flow_len[b] == k) /* full: the flow's oldest goes */
-			flow_release_oldest(c, b);
+		h.due = c->flow_seen[b];
 		q[(c->flow_head[b] + c->flow_len[b]) % k] = h;
 		c->flow_len[b]++;
 		break;
@@ -272,8 +302,6 @@ static void hold_policy(struct nta_ctl *c, struct held h, const struct nta_meta 
 		/* geometric lifetime, mean param packets */
 		double u = (double)(next_rand(c) >> 11) / (double)(1ull << 53);
 		uint64_t life = c->cfg.param ? (uint64_t)(-(double)c->cfg.param * __builtin_log(1.0 - u)) : 0;
-		while (c->nheap && c->heap[0].due <= c->packets)
-			release(c, heap_pop(c));
 		if (c->nheap == c->heap_cap)
 			release(c, heap_pop(c)), c->st.early++;
 		h.due = c->packets + life;
@@ -294,6 +322,7 @@ static void hold(struct nta_ctl *c, struct held h, const struct nta_meta *m, boo
 		if (c->st.permitted_bytes_held > c->st.peak_permitted_bytes)
 			c->st.peak_permitted_bytes = c->st.permitted_bytes_held;
 	}
+	release_due(c, m);
 	if (stuck)
 		hold_stuck(c, h);
 	else
@@ -367,13 +396,13 @@ long nta_ctl_handle(struct nta_ctl *c, const struct nta_meta *recs, size_t n)
 		if (unlikely(c->cfg.flow_limit)) {
 			charge = (uint32_t)nta_pool_frag_size(c->pool, a.len);
 			if (over_limit(c, &a, charge)) {
-				drop(c, 0, NTA_DROP_FLOW_LIMIT);
+				drop(c, 0, m, NTA_DROP_FLOW_LIMIT);
 				continue;
 			}
 		}
 		int64_t off = nta_pool_alloc_frag(c->pool, a.len, may_reserve ? NTA_F_RESERVE : 0);
 		if (unlikely(off <= 0)) {
-			drop(c, 0, may_reserve ? NTA_DROP_RESERVE_EXHAUSTED : NTA_DROP_NOMEM);
+			drop(c, 0, m, may_reserve ? NTA_DROP_RESERVE_EXHAUSTED : NTA_DROP_NOMEM);
 			continue;
 		}
 		if (!charge && c->ftab.t)
@@ -394,11 +423,11 @@ long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nt
 	for (size_t i = 0; i < n; i++) {
 		const struct arrival a = arrived(c, &recs[i]);
 		if (c->cfg.reserve && !a.permit && nta_pool_frag_reserve(c->pool, (uint64_t)offs[i]) == 1) {
-			drop(c, offs[i], NTA_DROP_NOT_PERMITTED); /* the pfmemalloc rule: back to the reserve */
+			drop(c, offs[i], &recs[i], NTA_DROP_NOT_PERMITTED); /* the pfmemalloc rule: back to the reserve */
 			continue;
 		}
 		if (over_limit(c, &a, charges[i])) {
-			drop(c, offs[i], NTA_DROP_FLOW_LIMIT);
+			drop(c, offs[i], &recs[i], NTA_DROP_FLOW_LIMIT);
 			continue;
 		}
 		take(c, offs[i], &a, charges[i], &recs[i]);
@@ -479,6 +508,7 @@ void nta_ctl_destroy(struct nta_ctl *c)
 	free(c->flows);
 	free(c->flow_len);
 	free(c->flow_head);
+	free(c->flow_seen);
 	free(c->heap);
 	free(c->stuck);
 	nta_flows_free(&c->ftab);
