@@ -112,7 +112,7 @@ test: setup-test build ctest ## run every test (netns tests need root: real XDP 
 demo: setup build ## replay IMIX over a veth pair: XDP metadata -> controller -> page pool, pps and losses
 	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --replayer xdp --controller --hold flow:16 --json build/demo.json
 
-bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk, page pool, end to end, replay
+bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk, page pool, end to end, replay, memory at the limit
 	$(NTA) bench alloc --json build/bench-alloc.json
 	$(NTA) bench alloc --pattern producer-consumer --json build/bench-alloc-producer-consumer.json
 	$(NTA) bench alloc --pattern per-thread --json build/bench-alloc-per-thread.json
@@ -124,6 +124,7 @@ bench: setup-bench build ## benchmarks: allocators vs peers, fragmentation, bulk
 	$(NTA) bench real --plot build --json build/bench-real.json
 	$(NTA) bench real --rx afxdp --holds flow:16,random:3000 --allocators nta,slab --json build/bench-real-afxdp.json
 	$(NTA) bench real --rx afxdp --holds flow:16,random:3000 --allocators nta,slab --copybreak 1024 --json build/bench-real-afxdp-copybreak.json
+	$(NTA) bench pressure --permit 'udp port 10003' --plot build --json build/bench-pressure.json
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check harness tests

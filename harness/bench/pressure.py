@@ -7,10 +7,12 @@ controller sees the capture's order, so a run's drops do not depend on timing an
   runs (``nta run --budget``), every probe printed;
 * the drops at one budget for all (by default the NTA's zero-drop budget): what each allocator loses with
   the memory the NTA needs;
-* with ``--permit``: stuck flows fill that budget, and the smallest reserve that keeps every permitted
-  frame, by bisection; beside it the permitted traffic's peak bytes in flight N, and what two rules
-  predict from N: an exact-size allocator's, N rounded up to pages, and Zijlstra's for kmalloc's powers of
-  two (kmalloc_estimate_variable, 2008: 2N rounded up to pages, plus a slab for each size class).
+* with ``--permit``: stuck flows fill a small budget (``--permit-budget``, 8 pages: full almost at once,
+  so that the permitted traffic lives in the reserve all run, not in ordinary memory taken before the
+  budget filled), and the smallest reserve that keeps every permitted frame, by bisection; beside it the
+  permitted traffic's peak bytes in flight N, and what two rules predict from N: an exact-size
+  allocator's, N rounded up to pages, and Zijlstra's for kmalloc's powers of two
+  (kmalloc_estimate_variable, 2008: 2N rounded up to pages, plus a slab for each size class).
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ def smallest(ok, hi: int, say) -> tuple[int, dict, list]:
 
 def bench_pressure(pcap: str | None = None, loops: int = 100, pps: float = 200_000, hold: str = "random:3000",
                    allocators=tuple(POOL_ALLOCATORS), budget: int | None = None, permit: str | None = None,
-                   stuck: int = 4, replayer: str = "builtin", rx: str = "ring", plot_dir: str | None = None,
-                   out=print) -> dict:
+                   stuck: int = 4, permit_budget: int = 8, replayer: str = "builtin", rx: str = "ring",
+                   plot_dir: str | None = None, out=print) -> dict:
     require_root("nta bench pressure")
     allocators = list(dict.fromkeys(pool_allocator(a) for a in allocators))
     pcap = pcap or replay_captures()["IMIX"]
@@ -126,7 +128,7 @@ def bench_pressure(pcap: str | None = None, loops: int = 100, pps: float = 200_0
     table(rows, ["allocator", "zero-drop budget", "x nta", "held, no budget", f"dropped at {given}", "of frames"])
 
     if permit:
-        doc["permit"] = permit_part(probe, doc, allocators, permit, stuck, given, out)
+        doc["permit"] = permit_part(probe, doc, allocators, permit, stuck, permit_budget, out)
     if plot_dir:
         from harness.plots import plot_pressure
 

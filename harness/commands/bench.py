@@ -105,7 +105,8 @@ def cmd_bench_pressure(args) -> int:
         Filter(args.permit)  # a bad filter: one line, exit 2, before any run
     return _out(args, pressure.bench_pressure(pcap=args.pcap, loops=args.loops, pps=args.pps, hold=args.hold,
                                               allocators=args.allocators, budget=args.budget, permit=args.permit,
-                                              stuck=args.stuck, replayer=args.replayer, rx=args.rx,
+                                              stuck=args.stuck, permit_budget=args.permit_budget,
+                                              replayer=args.replayer, rx=args.rx,
                                               plot_dir=args.plot))
 
 
@@ -217,6 +218,9 @@ def add(sub) -> None:
                          "--stuck flows fill the budget")
     pr.add_argument("--stuck", type=positive_int, default=4, metavar="K",
                     help="with --permit: flows never read, filling the budget (default 4)")
+    pr.add_argument("--permit-budget", type=positive_int, default=8, metavar="PAGES",
+                    help="with --permit: the budget the stuck flows fill, small so that they fill it at once and "
+                         "the permitted traffic lives in the reserve all run (default 8)")
     pr.add_argument("--replayer", choices=("builtin", "xdp", "tcpreplay"), default="builtin",
                     help="one sender, so that the controller sees the capture's order (default builtin)")
     pr.add_argument("--rx", choices=("ring", "afxdp"), default="ring", help="metadata records (default) or AF_XDP")

@@ -60,6 +60,8 @@ struct nta_ctl {
 	struct held *heap;
 	size_t nheap, heap_cap;
 	uint64_t rng;
+	uint64_t life;    /* random: the lifetime drawn for the frame that arrived last (kept or not: a frame's
+	                   * lifetime is its arrival's, whatever memory the allocator left for it) */
 	uint64_t packets;
 	struct nta_handoff *handoff; /* frees go to a reader (handoff.c); NULL: put here */
 	const uint64_t *posted;      /* buffers of the pool holding no frame yet (xsk.c); NULL: none */
@@ -266,10 +268,13 @@ static void release_due(struct nta_ctl *c, const struct nta_meta *m)
 			flow_release_oldest(c, b);
 		break;
 	}
-	case NTA_HOLD_RANDOM:
+	case NTA_HOLD_RANDOM: { /* the frame's own lifetime, drawn now: geometric, mean param packets */
+		double u = (double)(next_rand(c) >> 11) / (double)(1ull << 53);
+		c->life = c->cfg.param ? (uint64_t)(-(double)c->cfg.param * __builtin_log(1.0 - u)) : 0;
 		while (c->nheap && c->heap[0].due <= c->packets)
 			release(c, heap_pop(c));
 		break;
+	}
 	}
 }
 
@@ -298,16 +303,12 @@ static void hold_policy(struct nta_ctl *c, struct held h, const struct nta_meta 
 		c->flow_len[b]++;
 		break;
 	}
-	case NTA_HOLD_RANDOM: {
-		/* geometric lifetime, mean param packets */
-		double u = (double)(next_rand(c) >> 11) / (double)(1ull << 53);
-		uint64_t life = c->cfg.param ? (uint64_t)(-(double)c->cfg.param * __builtin_log(1.0 - u)) : 0;
+	case NTA_HOLD_RANDOM:
 		if (c->nheap == c->heap_cap)
 			release(c, heap_pop(c)), c->st.early++;
-		h.due = c->packets + life;
+		h.due = c->packets + c->life;
 		heap_push(c, h);
 		break;
-	}
 	}
 }
 

@@ -9,6 +9,7 @@ records put through a controller here, without XDP.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -165,3 +166,24 @@ def test_limits_need_the_controller(imix_pcap):
     proc = nta("run", "--pcap", imix_pcap, "--budget", "10")
     assert_one_line_error(proc, "--budget: only with --controller or --rx afxdp", code=2)
     assert nta_namespaces() == []
+
+
+def test_bench_pressure_finds_the_budgets_and_the_reserve(imix_pcap, tmp_path):
+    """Gross sanity: the bisection's zero-drop budget drops nothing and one page less drops some, the NTA
+    needs no more than slab, and the reserve found keeps every permitted frame with its books balanced."""
+    out = tmp_path / "p.json"
+    nta("bench", "pressure", "--pcap", imix_pcap, "--loops", "5", "--pps", str(PPS), "--hold", "random:300",
+        "--allocators", "nta,slab", "--permit", IMIX_PERMIT, "--stuck", "2", "--plot", str(tmp_path),
+        "--json", str(out), check=True)
+    doc = json.loads(out.read_text())
+    for al, d in doc["allocators"].items():
+        probes = {p["budget"]: p["dropped"] for p in d["budget_probes"]}
+        z = d["zero_drop_budget"]
+        assert probes[z] == 0 and probes.get(z - 1, 1) > 0, (al, probes)
+        r = doc["permit"]["allocators"][al]
+        assert r["at_smallest"]["permitted"]["lost"] == 0 and r["at_smallest"]["reserve"]["balanced"]
+        assert r["rules"]["exact"] <= r["rules"]["two_n_m"]
+    assert doc["allocators"]["nta"]["zero_drop_budget"] <= doc["allocators"]["slab"]["zero_drop_budget"]
+    assert doc["budget"] == doc["allocators"]["nta"]["zero_drop_budget"]
+    assert doc["allocators"]["nta"]["at_budget"]["dropped"] == 0
+    assert os.path.getsize(tmp_path / "pressure.png") > 10_000
