@@ -16,9 +16,9 @@ import os
 import sys
 import time
 
-from harness import reconcile, report, signals
+from harness import pressure, reconcile, report, signals
 from harness.consumer import Consumer
-from harness.errors import NtaError, require_root
+from harness.errors import NtaError, UsageError, require_root
 from harness.jsonfile import check_writable, document, write_json
 from harness.measure import Loop
 from harness.netlink import Netlink
@@ -46,6 +46,11 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
                         ("--free-on other", cfg.free_on != "self")):
         if given:
             raise NtaError(f"{flag}: only for a replayed run, not with --iface")
+    pressure.check(cfg.budget, cfg.reserve, cfg.permit, cfg.flow_limit, cfg.stuck, cfg.arena_pages, cfg.controller)
+    if cfg.stuck:
+        raise UsageError(f"--stuck {cfg.stuck}: picks flows from a capture, not with --iface")
+    limits = pressure.Limits(budget=cfg.budget or 0, reserve=cfg.reserve or 0, permit=cfg.permit_filter,
+                             flow_limit=cfg.flow_limit or 0)
     check_writable(cfg.json_path)
     require_root("nta run --iface")
     if netns and not os.path.exists(os.path.join("/run/netns", netns)):
@@ -57,11 +62,12 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
         prog = stack.enter_context(cfg.program(netns, iface))
         consumer = None
         if cfg.controller:
-            consumer = Consumer(prog.ring_fd, ifindex, cfg.hold, cfg.allocator, cfg.arena_pages)
+            consumer = Consumer(prog.ring_fd, ifindex, cfg.hold, cfg.allocator, cfg.arena_pages, limits=limits)
             stack.callback(consumer.close)
         where = f"{iface} [{netns}]" if netns else iface
         say(f"nta run: {where} (ifindex {ifindex}), no replay, XDP {cfg.mode}, action {cfg.action}"
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else "")
+            + (f"; {pressure.limits_text(limits)}" if limits else "")
             + (f"; {duration:g} s" if duration else "; Ctrl-C ends the run"))
         drain_us = cfg.drain_for(own_cpu=False)
         loop = Loop(prog, consumer, interval=cfg.interval, drain_us=drain_us, say=say)
@@ -79,7 +85,11 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
             ring = prog.ring_stats()
             figures = consumer.finish()
         xdp = prog.stats()
+        permitted = prog.permitted()
     meta = reconcile.metadata(xdp.packets, ring, figures["controller"]["handled"]) if ring else None
+    limited = pressure.figures(limits, figures["controller"], figures["pool"], None, permitted) if figures else None
+    fine = (meta is None or meta["reconciled"]) and (limited is None or (
+        limited["drops"]["reconciled"] and limited.get("reserve", {"balanced": True})["balanced"]))
     doc = document("run", iface=iface, netns=netns, ifindex=ifindex, mode=cfg.mode, action=cfg.action,
                    xdp={"mode": cfg.mode}, wall_seconds=wall, interrupted=interrupted,
                    points={"xdp": {"packets": xdp.packets, "bytes": xdp.bytes, "seconds": xdp.seconds,
@@ -87,8 +97,8 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
                    intervals=loop.intervals, ring=ring,
                    controller=None if figures is None else
                    {"hold": cfg.hold, "allocator": cfg.allocator, "drain_us": drain_us, **figures},
-                   reconciliation={"metadata": meta},
-                   reconciled=meta["reconciled"] if meta else True)
+                   reconciliation={"metadata": meta}, pressure=limited,
+                   reconciled=fine)
     if not cfg.quiet:
         report.live_summary(doc, out)
     if cfg.json_path:

@@ -338,3 +338,5 @@ def live_summary(doc: dict, out=sys.stdout) -> None:
     table(rows, COLUMNS, out)
     if doc["ring"] is not None:
         print(_metadata_verdict(doc), file=out)
+    for line in pressure_lines(doc["pressure"]) if doc.get("pressure") else []:
+        print("  " + line, file=out)

@@ -61,3 +61,25 @@ def test_bad_live_usage(tag):
     with Topology(tag) as t:
         assert_one_line_error(nta("run", "--iface", "nope0", "--netns", t.dut_ns, "--no-replay"),
                               "no interface nope0")
+
+
+def test_a_named_interface_at_the_limit(pcaps, tmp_path, tag):
+    """The limits hold on an interface the harness did not replay into: a budget of 2 pages drops some,
+    the permitted frames take the reserve, every frame is kept or dropped for a reason; --stuck needs a
+    capture and is refused."""
+    with Topology(tag) as t:
+        proc, out = start_live(t, tmp_path, "--controller", "--hold", "packets:150", "--budget", "2",
+                               "--permit", "tcp port 80", "--reserve", "64")
+        Replayer(t.gen_ns, t.gen_if, os.path.join(pcaps, "tcpreplay-test.pcap"),
+                 ReplayOptions(pps=5000)).start().finish()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        doc = json.loads(out.read_text())
+        p, c = doc["pressure"], doc["controller"]["controller"]
+        assert c["handled"] == 179 and c["drop_nomem"] > 0 and p["drops"]["reconciled"]
+        assert p["permitted"]["xdp"] == p["permitted"]["kept"] > 0 and p["reserve"]["balanced"]
+        assert "drops reconciled: handled 179" in stdout and doc["reconciled"] is True
+        assert_one_line_error(nta("run", "--iface", t.dut_if, "--netns", t.dut_ns, "--no-replay", "--controller",
+                                  "--stuck", "2"), "--stuck 2: picks flows from a capture", code=2)
