@@ -13,6 +13,7 @@ EXIT_USAGE = 2
 
 def handle(args) -> int:
     from harness import live, run
+    from harness.pressure import check as check_limits
     from harness.replay import ReplayOptions
     from harness.run import RunConfig
     from harness.topology import DUT_IF
@@ -44,6 +45,8 @@ def handle(args) -> int:
         **builtin,
         **({"ring_pages": args.ring_pages} if args.ring_pages is not None else {}))
     if args.ebpf:
+        check_limits(cfg.budget, cfg.reserve, cfg.permit, cfg.flow_limit, cfg.stuck, cfg.arena_pages,
+                     cfg.controller or cfg.rx == "afxdp")
         print(cfg.program(args.netns, args.iface or DUT_IF).describe())
         if cfg.replayer == "xdp":
             print(run.sender_program(cfg).describe())
