@@ -17,7 +17,7 @@ SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omi
 CFLAGS  := -std=gnu11 -O2 -Wall -Wextra -Werror -pthread
 CFLAGS_TEST := -std=gnu11 -g -O1 -Wall -Wextra -Werror $(SAN) -pthread -Iallocator -Iharness/csrc -Ibpf
 
-.PHONY: help setup setup-system setup-test setup-bench build ctest test demo bench lint clean distclean
+.PHONY: help setup setup-system setup-test setup-bench build build-tests ctest test vm-test demo bench lint clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,7 +94,12 @@ build/test_replay: $(HC_SRC) tests/c/test_replay.c tests/c/expect.h
 	@mkdir -p build
 	$(CC) $(CFLAGS_TEST) harness/csrc/replay.c tests/c/test_replay.c -lbpf -o $@
 
-ctest: build/test_nta build/test_pool build/test_pressure build/test_remote build/test_ctl build/test_handoff build/test_replay ## C tests (allocator, controller, replayer) under AddressSanitizer and UndefinedBehaviorSanitizer; remote puts and the reader's handoff under ThreadSanitizer
+CTEST_BINS := build/test_nta build/test_pool build/test_pressure build/test_remote build/test_ctl build/test_handoff \
+	build/test_replay
+
+build-tests: $(CTEST_BINS)
+
+ctest: $(CTEST_BINS) ## C tests (allocator, controller, replayer) under AddressSanitizer and UndefinedBehaviorSanitizer; remote puts and the reader's handoff under ThreadSanitizer
 	build/test_nta
 	build/test_pool
 	build/test_pressure
@@ -108,6 +113,9 @@ $(IMIX): harness/imix.py | $(STAMP)
 
 test: setup-test build ctest ## run every test (netns tests need root: real XDP on veth)
 	$(PY) -m pytest tests
+
+vm-test: ## make test inside a Debian 12 VM on Debian's stock kernel (6.1): the image built once and kept in .vm/
+	@scripts/vm-test.sh
 
 demo: setup build ## replay IMIX over a veth pair: XDP metadata -> controller -> page pool, pps and losses
 	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --replayer xdp --controller --hold flow:16 --json build/demo.json
@@ -133,5 +141,5 @@ clean: ## remove build outputs
 	rm -rf build .pytest_cache harness/_*_c*.so harness/libnta.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-distclean: clean ## also remove the venv
-	rm -rf $(VENV) *.egg-info
+distclean: clean ## also remove the venv and the VM image of 'make vm-test'
+	rm -rf $(VENV) *.egg-info .vm

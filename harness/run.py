@@ -18,6 +18,7 @@ import os
 import sys
 
 from harness import cpus, pcapfile, report, topology
+from harness.builtin import BuiltinReplayer, check_live_frames
 from harness.consumer import Consumers
 from harness.controller import DROP_REASONS
 from harness.errors import NtaError, require_root
@@ -25,7 +26,7 @@ from harness.jsonfile import document, write_json
 from harness.measure import Loop
 from harness.placement import place_controllers, place_threads, queue_cpus
 from harness.pressure import NONE, limits_text
-from harness.replay import BuiltinReplayer, Replayer, ReplayResult, check_live_frames
+from harness.replay import Replayer, ReplayResult
 from harness.runconfig import (  # noqa: F401  (RunConfig, buffer_size, XDP_PACKET_HEADROOM: the API of nta run)
     MAX_TIMED_SPAN,
     NAPI_MODES,

@@ -7,13 +7,14 @@ import dataclasses
 import os
 
 from harness import cpus, pressure, topology
+from harness.builtin import check_builtin
 from harness.controller import FREE_ON, parse_hold
 from harness.controller import lib as ctl_lib
 from harness.errors import NtaError
 from harness.jsonfile import check_writable
 from harness.nta import pool_allocator
 from harness.permit import Filter
-from harness.replay import DRIVERS, ReplayOptions, check_builtin
+from harness.replay import DRIVERS, ReplayOptions
 from harness.xdp import RING_PAGES, MetaProgram, XdpProgram, XskProgram
 
 NAPI_MODES = ("softirq", "threaded")
@@ -52,7 +53,7 @@ class RunConfig:
     allocator: str = "nta"  # who places fragments in the pool: nta, slab (alias pow2), ppfrag or page
     replayer: str = "tcpreplay"  # or "builtin", or "xdp" (live frames)
     napi: str = "softirq"  # or "threaded": the dut veth polls in a kernel thread (see Topology)
-    batch: int | None = None  # frames per sendmmsg, TX ring send or BPF_PROG_RUN (None: replay.DEFAULT_BATCH)
+    batch: int | None = None  # frames per sendmmsg, TX ring send or BPF_PROG_RUN (None: builtin.DEFAULT_BATCH)
     send: str = "sendmmsg"  # or "tx-ring" (builtin)
     threads: int | None = None  # builtin or xdp senders, each on its own CPU and veth queue (None: one a queue)
     queues: int = 1  # RX queues of the dut, each with its own ring, controller and pool (and a sender each)

@@ -8,8 +8,9 @@ import dataclasses
 import os
 
 from harness import pcapfile, pressure, reconcile
+from harness.builtin import DEFAULT_BATCH
 from harness.jsonfile import document
-from harness.replay import DEFAULT_BATCH, ReplayResult
+from harness.replay import ReplayResult
 from harness.runconfig import RATE_TOLERANCE, XSK_RING, RunConfig
 from harness.xdp import XdpStats
 

@@ -14,11 +14,12 @@ import statistics
 import numpy as np
 
 from harness import cpus
+from harness.builtin import DEFAULT_BATCH
 from harness.errors import NtaError, require_root
 from harness.imix import write_frames, write_imix
 from harness.nta import CELLS, POOL_ALLOCATORS, pool_allocator
 from harness.plots import plot_page_maps
-from harness.replay import DEFAULT_BATCH, ReplayOptions
+from harness.replay import ReplayOptions
 from harness.report import n as fmt_n
 from harness.report import pct, table
 from harness.run import NAPI_MODES, RunConfig, run

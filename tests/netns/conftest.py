@@ -112,3 +112,37 @@ def root_and_clean():
 def tag() -> str:
     """A topology name no other test uses (in this run or a concurrent one)."""
     return f"t{os.getpid() % 100000}-{next(_tags)}"
+
+
+@pytest.fixture(scope="session")
+def ceilings(imix_pcap):
+    """What this machine reaches, measured once (tests assume no speed: one that needs a rate held, or
+    nothing dropped, asks for a share of these): IMIX by the xdp replayer at top speed (pps and Mbit/s at
+    the XDP hook), and frames received through AF_XDP per second when sent at top speed."""
+    from harness.replay import ReplayOptions
+    from harness.run import RunConfig, run
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    out = {}
+
+    def measure(key, **kw):
+        if key not in out:
+            r = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=200, topspeed=True), quiet=True,
+                              replayer="xdp", **kw))
+            if key == "afxdp":
+                x = r.consumer["xsk"]
+                out[key] = {"pps": x["received"] / max(r.xdp.seconds, 1e-3)}
+            else:
+                out[key] = {"pps": r.xdp.pps, "mbps": r.xdp.bytes * 8 / 1e6 / max(r.xdp.seconds, 1e-3)}
+        return out[key]
+
+    return measure
+
+
+def live_frame_max() -> int:
+    """The longest frame an XDP live frame carries on this kernel, as the harness probes it (3,408 bytes on
+    6.18, 3,368 on Debian's 6.1: never a constant)."""
+    from harness import cmodule
+
+    return cmodule.load("_traffic_c")[1].nta_xdp_live_max()

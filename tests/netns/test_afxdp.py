@@ -11,9 +11,10 @@ import sys
 import pytest
 
 from harness import cpus
+from harness.builtin import flow_split
 from harness.controller import Controller
 from harness.pcapfile import load
-from harness.replay import ReplayOptions, flow_split
+from harness.replay import ReplayOptions
 from harness.run import XDP_PACKET_HEADROOM, RunConfig, buffer_size, run
 from tests.conftest import ROOT, assert_one_line_error, manifest, nta
 from tests.netns.conftest import nta_maps, nta_namespaces
@@ -119,14 +120,21 @@ def test_a_starved_fill_ring_counts_its_drops(imix_pcap):
 
 
 @pytest.mark.parametrize("allocator, cut", [("nta", True), ("slab", False), ("ppfrag", False), ("page", False)])
-def test_buffers_are_cut_to_their_frames_by_the_nta_only(imix_pcap, allocator, cut):
-    r = afxdp_run(imix_pcap, "xdp", loops=20, pps=200_000, hold="random:500", allocator=allocator)
+def test_buffers_are_cut_to_their_frames_by_the_nta_only(imix_pcap, allocator, cut, ceilings):
+    """At a fifth of what AF_XDP receives here (at most 200,000 pps) nothing is dropped, and the figures
+    are of every frame; a frame the socket still dropped is counted, and the sums then hold as bounds."""
+    pps = min(200_000, int(ceilings("afxdp", rx="afxdp")["pps"] / 5))
+    r = afxdp_run(imix_pcap, "xdp", loops=20, pps=pps, hold="random:500", allocator=allocator)
     x, p = r.consumer["xsk"], r.consumer["pool"]
-    assert x["received"] == 20 * 1200  # at this rate nothing is dropped: the figures below are of every frame
+    assert x["received"] + x["rx_dropped"] + x["rx_ring_full"] == 20 * 1200 and r.reconciled
     if cut:  # IMIX: a 64, 576 or 1,500-byte frame in a 1,536-byte buffer: every one gives something back
         assert p["trims"] == x["received"] and x["untrimmed"] == 0
         chunks = [-(-int(n) // 32) * 32 for n in load(imix_pcap).lengths]
-        assert p["trimmed_bytes"] == 20 * sum(buffer_size(1500) - c for c in chunks)
+        if x["received"] == 20 * 1200:
+            assert p["trimmed_bytes"] == 20 * sum(buffer_size(1500) - c for c in chunks)
+        else:
+            assert (buffer_size(1500) - max(chunks)) * x["received"] <= p["trimmed_bytes"] <= \
+                (buffer_size(1500) - min(chunks)) * x["received"]
     else:
         assert p["trims"] == 0 and x["untrimmed"] == x["received"]
     assert_balanced(r)

@@ -11,9 +11,10 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import rdpcap
 
+from harness.builtin import BuiltinReplayer
 from harness.controller import MetaRing
 from harness.pcapfile import load
-from harness.replay import BuiltinReplayer, Replayer, ReplayOptions
+from harness.replay import Replayer, ReplayOptions
 from harness.topology import Topology
 from harness.xdp import MetaProgram
 

@@ -11,8 +11,9 @@ import signal
 import pytest
 
 from harness import cpus
+from harness.builtin import flow_split
 from harness.pcapfile import load
-from harness.replay import ReplayOptions, flow_split
+from harness.replay import ReplayOptions
 from harness.run import RunConfig, run
 from tests.conftest import assert_one_line_error, nta
 from tests.netns.conftest import nta_maps, nta_namespaces

@@ -10,15 +10,16 @@ import socket
 import pytest
 
 from harness import cpus, topology
+from harness.builtin import BuiltinReplayer, check_live_frames
+from harness.errors import NtaError
+from harness.imix import write_frames
 from harness.pcapfile import load
-from harness.replay import BuiltinReplayer, ReplayOptions, check_live_frames
+from harness.replay import ReplayOptions
 from harness.run import RunConfig, run
 from harness.xdp import XdpProgram
 from tests.conftest import assert_one_line_error, nta
-from tests.netns.conftest import nta_namespaces
+from tests.netns.conftest import live_frame_max, nta_namespaces
 from tests.netns.test_cleanup import long_run, wait_attached
-
-LIVE_FRAME_MAX = 3408  # x86-64, 4 KiB pages: what the kernel's live frames carry
 
 
 def xdp_run(pcap, **kw):
@@ -37,11 +38,19 @@ def assert_exact(r, packets, nbytes):
     assert r.unaccounted == 0 and r.reconciled
 
 
-def test_the_kernel_limit_is_probed():
-    from harness import cmodule
-
-    _, lib = cmodule.load("_traffic_c")
-    assert lib.nta_xdp_live_max() == LIVE_FRAME_MAX
+def test_the_kernel_limit_is_probed(tmp_path):
+    """The probe finds what this kernel's live frames carry: a frame of exactly that length goes out and
+    arrives whole, and one a byte longer is refused before anything is made."""
+    limit = live_frame_max()
+    assert 2048 < limit <= 4096 - 256  # a page, less XDP's headroom and the kernel's own structures
+    assert live_frame_max() == limit
+    fits, over = str(tmp_path / "fits.pcap"), str(tmp_path / "over.pcap")
+    write_frames(fits, [limit, 64])
+    write_frames(over, [limit + 1, 64])
+    r = xdp_run(fits, loops=3)
+    assert_exact(r, 6, 3 * (limit + 64))
+    with pytest.raises(NtaError, match=f"longer than the {limit:,} bytes an XDP live frame carries"):
+        check_live_frames(load(over))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -91,16 +100,18 @@ def test_frames_arrive_whole(pcaps, tag):
     assert sorted(got) == sorted(want)
 
 
-def test_holds_a_packet_rate(imix_pcap):
-    """Paced by its own clock: 400,000 pps for 2 s is reached within 1% (the run says whether it held)."""
-    r = xdp_run(imix_pcap, loops=10_000, pps=400_000, duration=2)
-    assert r.rate["held"] and abs(r.replay.rated_pps / 400_000 - 1) <= 0.01, r.rate
+def test_holds_a_packet_rate(imix_pcap, ceilings):
+    """Paced by its own clock: a quarter of this machine's ceiling (at most 400,000 pps) for 2 s is
+    reached within 1% (the run says whether it held)."""
+    pps = min(400_000, int(ceilings("xdp")["pps"] / 4))
+    r = xdp_run(imix_pcap, loops=10_000, pps=pps, duration=2)
+    assert r.rate["held"] and abs(r.replay.rated_pps / pps - 1) <= 0.01, r.rate
     assert 1.9 < r.replay.seconds < 2.3 and r.replay.sent == r.xdp.packets and r.reconciled
 
 
-def test_holds_a_bit_rate_and_a_limit(imix_pcap):
+def test_holds_a_bit_rate_and_a_limit(imix_pcap, ceilings):
     cap = load(imix_pcap)
-    r = xdp_run(imix_pcap, loops=50, mbps=500)
+    r = xdp_run(imix_pcap, loops=50, mbps=min(500, ceilings("xdp")["mbps"] / 4))
     assert_exact(r, 50 * cap.frames, 50 * cap.frame_bytes)
     assert r.rate["held"], r.rate
     cut = xdp_run(imix_pcap, loops=1000, topspeed=True, limit=123_457, threads=2)
@@ -152,16 +163,16 @@ def test_frames_over_the_live_frame_limit_are_refused(pcaps):
     """suricata-smb2-gro-frames.pcap holds GRO frames of up to 5,858 bytes."""
     path = os.path.join(pcaps, "suricata-smb2-gro-frames.pcap")
     proc = nta("run", "--pcap", path, "--replayer", "xdp", "--topspeed")
-    assert_one_line_error(proc, "suricata-smb2-gro-frames.pcap", f"longer than the {LIVE_FRAME_MAX:,} bytes",
+    assert_one_line_error(proc, "suricata-smb2-gro-frames.pcap", f"longer than the {live_frame_max():,} bytes",
                           "--replayer builtin or tcpreplay")
     assert nta_namespaces() == []
 
 
 def test_a_capture_over_the_maps_cap_is_refused(imix_pcap, monkeypatch):
-    import harness.replay
+    import harness.builtin
 
-    monkeypatch.setattr(harness.replay, "LIVE_FRAME_MAPS_MAX", 1 << 20)
-    with pytest.raises(harness.replay.NtaError, match="take 2 MiB in the live-frames replayer's maps, over "
+    monkeypatch.setattr(harness.builtin, "LIVE_FRAME_MAPS_MAX", 1 << 20)
+    with pytest.raises(harness.builtin.NtaError, match="take 2 MiB in the live-frames replayer's maps, over "
                                                       "its 1 MiB"):
         check_live_frames(load(imix_pcap))
 

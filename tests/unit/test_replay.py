@@ -73,8 +73,8 @@ def test_flow_split_keeps_conversations_whole_and_in_order(pcaps):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
+    from harness.builtin import _shares, flow_split
     from harness.pcapfile import load
-    from harness.replay import _shares, flow_split
 
     cap = load(os.path.join(pcaps, "tcpreplay-test.pcap"))
     parts = flow_split(cap, 2)

@@ -6,14 +6,14 @@ import subprocess
 
 import pytest
 
-from harness import topology
+from harness import topology, topostate
 from harness.errors import NtaError
 
 
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(topology, "STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(topology.netns, "listnetns", lambda: [])
+    monkeypatch.setattr(topostate, "STATE_DIR", str(tmp_path))  # where the owner records are read and written
+    monkeypatch.setattr(topostate.netns, "listnetns", lambda: [])
     return tmp_path
 
 
