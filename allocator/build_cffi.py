@@ -24,7 +24,7 @@ PACKAGE = os.path.join(ROOT, "harness")
 LIBNTA = os.path.join(BUILD, "libnta.so")
 CFLAGS = ["-std=gnu11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"]
 # nta_shared.h is written in the kernel's types for the BPF side
-KERNEL_TYPES = "".join(f"typedef uint{n}_t __u{n};\n" for n in (8, 16, 32, 64))
+KERNEL_TYPES = "".join(f"typedef uint{n}_t __u{n};\ntypedef int{n}_t __s{n};\n" for n in (8, 16, 32, 64))
 
 
 def cdef_text(headers: list[str], prelude: str = "") -> str:

@@ -14,7 +14,7 @@
 #include <linux/types.h>
 #endif
 
-#define NTA_SHARED_VERSION 5
+#define NTA_SHARED_VERSION 6
 
 /* The harness compiles its BPF programs with -DNTA_EXPECT_SHARED_VERSION=<the version its C modules
  * were built with>: a binding built from another version of this header cannot read these layouts. */
@@ -104,6 +104,29 @@ struct nta_queue_stats {
 };
 
 /*
+ * Replay timing where the frames land: per RX queue (one sender feeds one queue, and a queue's NAPI runs
+ * on one CPU at a time), each frame's gap from the one before it against the gap its sender's schedule
+ * called for (gaps[base + k], k its place in the sender's list of frames, wrapping each loop; gaps[base]
+ * is from a loop's last frame to the next loop's first). The error's size goes into a histogram of
+ * NTA_TIMING_BUCKETS log-linear buckets (nta_timing_bucket); the state keeps the first and last arrival
+ * and the schedule's sum for the drift at the end. The XDP programs keep it with -DNTA_TIMING; the
+ * controller from its records. nta_timing_step() is the one computation both run.
+ */
+#define NTA_TIMING_SUB 16       /* buckets per power of two of ns */
+#define NTA_TIMING_BUCKETS 768  /* up to 2^47 ns: the last bucket takes all larger */
+
+struct nta_timing {
+	__u32 base, count;  /* the queue's sender's gaps (count 0: not timed) */
+	__u32 k;            /* the next frame's place in them */
+	__u32 pad;
+	__u64 frames;       /* frames timed */
+	__u64 first_ns, last_ns;
+	__u64 scheduled_ns; /* the gaps the schedule called for between first and last, summed */
+	__u64 max_err_ns;   /* the largest gap error, exactly */
+	__s64 err_sum_ns;   /* the gap errors, signed, summed (last - first - scheduled) */
+};
+
+/*
  * The XDP live-frames replayer (nta_xdp_gen.c): one sender per CPU, its state
  * its CPU's copy of the per-CPU nta_gen_state. A frame of nta_gen_frames is this
  * header, then NTA_GEN_FRAME_MAX bytes (of which len are the frame's).
@@ -112,17 +135,21 @@ struct nta_gen_state {
 	__u32 base;   /* where its list of frames starts in nta_gen_index */
 	__u32 count;  /* how many it has (0: it sends nothing) */
 	__u32 next;   /* the one the next run sends, from 0 */
-	__u32 pad;
+	__u32 loop;   /* the loop it is in, from 0 (--unique-flows moves each loop's addresses by it) */
 	__u64 runs;   /* runs of the program: frames the kernel made for it */
 	__u64 sent;   /* frames written and redirected out of the device */
 	__u64 bytes;  /* their bytes */
 	__u64 failed; /* frames not written: a bad entry, or a length the kernel refused */
+	__u64 unchanged; /* --unique-flows: frames of a loop after the first sent as they are (not IP) */
 };
 
 struct nta_gen_frame_hdr {
 	__u32 len;
-	__u32 pad;
+	__u16 l3;    /* where its IP header starts (after the Ethernet header and any VLAN tags) */
+	__u8 ipver;  /* 4 or 6 with a whole IP header there, else 0 (--unique-flows leaves it as it is) */
+	__u8 pad;
 };
+
 
 #ifndef NTA_CDEF
 /* One step of the flow hash (murmur3's mixing) over a 32-bit word: the metadata program hashes a frame's
@@ -137,8 +164,83 @@ static inline __attribute__((always_inline)) __u32 nta_mix(__u32 h, __u32 v)
 	return h * 5 + 0xe6546b64;
 }
 
+/* The bucket of a gap error of e ns: NTA_TIMING_SUB linear ones below NTA_TIMING_SUB ns, then
+ * NTA_TIMING_SUB per power of two (a twentieth-ish of the value each). */
+static inline __attribute__((always_inline)) __u32 nta_timing_bucket(__u64 e)
+{
+	if (e < NTA_TIMING_SUB)
+		return (__u32)e;
+	__u32 log = 0; /* floor(log2(e)), >= 4: by halves (BCC's LLVM 14 cannot lower a count of leading zeros) */
+	__u64 v = e;
+	if (v >> 32) v >>= 32, log += 32;
+	if (v >> 16) v >>= 16, log += 16;
+	if (v >> 8) v >>= 8, log += 8;
+	if (v >> 4) v >>= 4, log += 4;
+	if (v >> 2) v >>= 2, log += 2;
+	if (v >> 1) log += 1;
+	__u32 b = (log - 3) * NTA_TIMING_SUB + (__u32)((e >> (log - 4)) & (NTA_TIMING_SUB - 1));
+	return b < NTA_TIMING_BUCKETS ? b : NTA_TIMING_BUCKETS - 1;
+}
+
+/* A frame arrived at now on a timed queue; gap: what its sender's schedule called for since the frame
+ * before it. Returns the bucket of its gap error, or -1 for the first frame (no gap yet). The caller
+ * moves k on (the gap of the next frame) and counts the bucket. */
+static inline __attribute__((always_inline)) int nta_timing_step(struct nta_timing *t, __u64 now, __u64 gap)
+{
+	int b = -1;
+
+	if (t->frames) {
+		__u64 was = t->last_ns, real = now > was ? now - was : 0;
+		__s64 err = (__s64)real - (__s64)gap;
+		__u64 mag = err < 0 ? (__u64)-err : (__u64)err;
+		t->scheduled_ns += gap;
+		t->err_sum_ns += err;
+		if (mag > t->max_err_ns)
+			t->max_err_ns = mag;
+		b = (int)nta_timing_bucket(mag);
+	} else {
+		t->first_ns = now;
+	}
+	t->last_ns = now;
+	t->frames++;
+	t->k = t->k + 1 == t->count ? 0 : t->k + 1;
+	return b;
+}
+
+/*
+ * --unique-flows, as tcpreplay's --unique-ip does it (send_packets.c, fast_edit_packet): in loop k (0:
+ * the capture as it is) the two addresses, an IPv4 header's or the low 32 bits of an IPv6 header's, in
+ * host order, move k apart: if dst > src, src - k and dst + k, else src + k and dst - k, and one of
+ * them one more towards the other when just one of them wrapped. The sum of the two, and with it the
+ * ones'-complement sum every checksum over them takes (IPv4's header, TCP's and UDP's pseudo-header),
+ * is what it was: no checksum needs changing. (RFC 1624's incremental update of each is zero.)
+ */
+static inline __attribute__((always_inline)) void nta_unique_ip(__u32 *src, __u32 *dst, __u32 k)
+{
+	__u32 s0 = *src, d0 = *dst, s = s0, d = d0;
+
+	if (d0 > s0) {
+		s -= k;
+		d += k;
+		if (s > s0 && d > d0)
+			s--;
+		else if (d < d0 && s < s0)
+			d++;
+	} else {
+		s += k;
+		d -= k;
+		if (d > d0 && s > s0)
+			d--;
+		else if (s < s0 && d < d0)
+			s++;
+	}
+	*src = s;
+	*dst = d;
+}
+
 _Static_assert(sizeof(struct nta_xdp_stats) == 32, "nta_xdp_stats layout");
-_Static_assert(sizeof(struct nta_gen_state) == 48, "nta_gen_state layout");
+_Static_assert(sizeof(struct nta_timing) == 64, "nta_timing layout");
+_Static_assert(sizeof(struct nta_gen_state) == 56, "nta_gen_state layout");
 _Static_assert(sizeof(struct nta_meta) == 40, "nta_meta layout");
 _Static_assert(sizeof(struct nta_queue_stats) == 48, "nta_queue_stats layout");
 #endif

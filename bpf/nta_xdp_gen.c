@@ -12,6 +12,8 @@
  *   -DNTA_GEN_FRAME_MAX=B  bytes of the largest (the value's data, a multiple of 8)
  *   -DNTA_GEN_INDEX=N      entries of nta_gen_index: every sender's list of frames, one after another
  *   -DNTA_GEN_IFINDEX=I    the device to send out of (in the sender's namespace)
+ *   -DNTA_UNIQUE           --unique-flows: in each loop after the first, the frame's addresses move
+ *                          apart by the loop's number (nta_shared.h: nta_unique_ip)
  *
  * A sender owns one CPU (BPF_PROG_RUN's live mode runs with migration off),
  * so its state is that CPU's copy of the per-CPU nta_gen_state: where its
@@ -23,8 +25,7 @@
 #include "nta_shared.h"
 
 struct nta_gen_frame {
-	__u32 len;
-	__u32 pad;
+	struct nta_gen_frame_hdr h;
 	__u8 data[NTA_GEN_FRAME_MAX];
 };
 
@@ -48,8 +49,13 @@ int nta_xdp_gen(struct xdp_md *ctx)
 	s->runs++;
 	if (!s->count) /* no list: nothing to send (the probe of the kernel's limits) */
 		return XDP_DROP;
-	__u32 slot = s->base + s->next;
-	s->next = s->next + 1 >= s->count ? 0 : s->next + 1;
+	__u32 slot = s->base + s->next, loop = s->loop;
+	if (s->next + 1 >= s->count) {
+		s->next = 0;
+		s->loop++;
+	} else {
+		s->next++;
+	}
 	__u32 *fi = nta_gen_index.lookup(&slot);
 	if (!fi) {
 		s->failed++;
@@ -60,7 +66,7 @@ int nta_xdp_gen(struct xdp_md *ctx)
 		s->failed++;
 		return XDP_DROP;
 	}
-	__u64 len = f->len; /* 64 bits: no zero-extending copy for a check to land on */
+	__u64 len = f->h.len; /* 64 bits: no zero-extending copy for a check to land on */
 	/* two checks the compiler may not fold into one (len - 14 > MAX - 14, on a copy): the verifier
 	 * must see both bounds on len itself, the length bpf_xdp_store_bytes reads */
 	if (len > NTA_GEN_FRAME_MAX) {
@@ -77,6 +83,26 @@ int nta_xdp_gen(struct xdp_md *ctx)
 		s->failed++;
 		return XDP_DROP;
 	}
+#ifdef NTA_UNIQUE
+	if (loop && f->h.ipver) {
+		__u32 so = f->h.l3 + (f->h.ipver == 4 ? 12 : 20), dof = f->h.l3 + (f->h.ipver == 4 ? 16 : 36), a, b;
+		if (bpf_xdp_load_bytes(ctx, so, &a, 4) || bpf_xdp_load_bytes(ctx, dof, &b, 4)) {
+			s->failed++;
+			return XDP_DROP;
+		}
+		a = bpf_ntohl(a), b = bpf_ntohl(b);
+		nta_unique_ip(&a, &b, loop);
+		a = bpf_htonl(a), b = bpf_htonl(b);
+		if (bpf_xdp_store_bytes(ctx, so, &a, 4) || bpf_xdp_store_bytes(ctx, dof, &b, 4)) {
+			s->failed++;
+			return XDP_DROP;
+		}
+	} else if (loop) {
+		s->unchanged++;
+	}
+#else
+	(void)loop;
+#endif
 	s->sent++;
 	s->bytes += len;
 	return bpf_redirect(NTA_GEN_IFINDEX, 0);

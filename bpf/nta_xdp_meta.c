@@ -6,6 +6,8 @@
  *   -DNTA_ACTION=NTA_ACT_DROP|NTA_ACT_PASS   (default NTA_ACT_DROP)
  *   -DNTA_RING_PAGES=N      ring size in pages, a power of two (default 256; the harness's 1024)
  *   -DNTA_QUEUES=N          RX queues of the device, each with a ring of its own (default 1)
+ *   -DNTA_FLOWS=N           count the distinct flows (addresses, protocol, ports: nta_parse.h's flow hash) in
+ *                    nta_flows, a hash map of N; a flow that finds it full is counted in nta_flows_over
  *   -DNTA_PERMIT            mark the frames the --permit filter accepts (NTA_META_PERMIT) and count them
  *                           per queue: the filter is nta_permit_gen.h, translated for the run
  *                           (harness/permit.py), on -I
@@ -19,12 +21,9 @@
  * every 64 records, they halved the rate XDP ran at with live frames).
  */
 #include <uapi/linux/bpf.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-#include <uapi/linux/ip.h>
-#include <uapi/linux/ipv6.h>
 #include "nta_shared.h"
 #include "nta_count.h"
+#include "nta_parse.h"
 #ifdef NTA_PERMIT
 #include "nta_permit.h"
 #include "nta_permit_gen.h"
@@ -44,11 +43,11 @@ BPF_PERCPU_ARRAY(nta_stats, struct nta_xdp_stats, 1);
 BPF_PERCPU_ARRAY(nta_queue_stats, struct nta_queue_stats, NTA_QUEUES);
 BPF_RINGBUF_OUTPUT(nta_meta_ring, NTA_RING_PAGES);
 BPF_ARRAY_OF_MAPS(nta_meta_rings, "nta_meta_ring", NTA_QUEUES);
+#ifdef NTA_FLOWS
+BPF_HASH(nta_flows, __u32, __u8, NTA_FLOWS);
+BPF_PERCPU_ARRAY(nta_flows_over, __u64, 1);
+#endif
 
-struct vlan_hdr_ {
-	__be16 tci;
-	__be16 encap;
-};
 
 int nta_xdp_meta(struct xdp_md *ctx)
 {
@@ -91,82 +90,16 @@ int nta_xdp_meta(struct xdp_md *ctx)
 	m->ifindex = ctx->ingress_ifindex;
 	m->rx_queue = ctx->rx_queue_index;
 
-	struct ethhdr *eth = data;
-	__u32 off = sizeof(*eth), h = 0x9747b28c;
-	__u16 proto;
-	if ((void *)(eth + 1) > end) {
-		m->flags = NTA_META_TRUNCATED;
-		goto out;
-	}
-	proto = eth->h_proto;
-	/* up to two VLAN tags (802.1ad outer, 802.1Q inner), unrolled for the verifier */
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct vlan_hdr_ *v = data + off;
-		if ((void *)(v + 1) > end) {
-			m->flags = NTA_META_TRUNCATED;
-			goto out;
-		}
-		m->vlan[0] = bpf_ntohs(v->tci);
-		proto = v->encap;
-		off += sizeof(*v);
-		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-			struct vlan_hdr_ *w = data + off;
-			if ((void *)(w + 1) > end) {
-				m->flags = NTA_META_TRUNCATED;
-				goto out;
-			}
-			m->vlan[1] = bpf_ntohs(w->tci);
-			proto = w->encap;
-			off += sizeof(*w);
-		}
-	}
-	m->ethertype = bpf_ntohs(proto);
-	__u8 l4 = 0;
-	void *l4h = 0;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = data + off;
-		if ((void *)(ip + 1) > end) {
-			m->flags = NTA_META_TRUNCATED;
-			goto out;
-		}
-		m->flags |= NTA_META_L3;
-		l4 = ip->protocol;
-		h = nta_mix(nta_mix(h, ip->saddr), ip->daddr);
-		if (ip->frag_off & bpf_htons(0x1fff)) {
-			m->flags |= NTA_META_FRAGMENT;
-		} else {
-			__u32 ihl = (ip->ihl & 0xf) * 4;
-			if (ihl >= sizeof(*ip))
-				l4h = (void *)ip + ihl;
-		}
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = data + off;
-		if ((void *)(ip6 + 1) > end) {
-			m->flags = NTA_META_TRUNCATED;
-			goto out;
-		}
-		m->flags |= NTA_META_L3;
-		l4 = ip6->nexthdr; /* extension headers are not walked */
-		#pragma unroll
-		for (int i = 0; i < 4; i++)
-			h = nta_mix(nta_mix(h, ip6->saddr.in6_u.u6_addr32[i]), ip6->daddr.in6_u.u6_addr32[i]);
-		l4h = ip6 + 1;
-	}
-	m->l4_proto = l4;
-	if (l4h && (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP)) {
-		__be16 *ports = l4h;
-		if ((void *)(ports + 2) > end) {
-			m->flags |= NTA_META_TRUNCATED;
-		} else {
-			m->sport = bpf_ntohs(ports[0]);
-			m->dport = bpf_ntohs(ports[1]);
-			m->flags |= NTA_META_L4;
-			h = nta_mix(h, ((__u32)ports[0] << 16) | ports[1]);
-		}
-	}
-	m->flow_hash = nta_mix(h, l4);
-out:
+	nta_parse(data, end, m);
 	m->flags |= permit;
+#ifdef NTA_FLOWS
+	__u8 one = 1;
+	if (nta_flows.update(&m->flow_hash, &one)) { /* full */
+		__u64 *over = nta_flows_over.lookup(&key);
+		if (over)
+			(*over)++;
+	}
+#endif
 	rs->submitted++;
 	bpf_ringbuf_submit(m, BPF_RB_NO_WAKEUP);
 	return NTA_ACTION;

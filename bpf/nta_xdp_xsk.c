@@ -4,6 +4,9 @@
  * of its RX queue (nta_xsks[queue], which the harness fills). Compiled by
  * BCC; -D flags:
  *   -DNTA_QUEUES=N   RX queues of the device, a socket each (default 1)
+ *   -DNTA_TIMING -DNTA_TIMING_GAPS=N   time each frame's gap from the one before it on its RX queue against
+ *                    the replayer's schedule (nta_gaps, N entries; struct nta_timing per queue), the errors
+ *                    in nta_timing_hist
  *   -DNTA_PERMIT     run the --permit filter (nta_permit_gen.h, translated for the run, on -I), count
  *                    what it accepts per queue, and mark every frame in its XDP metadata, which the
  *                    kernel copies in front of the frame into the socket's buffer: NTA_XSK_MARK, with
@@ -29,11 +32,17 @@
 BPF_PERCPU_ARRAY(nta_stats, struct nta_xdp_stats, 1);
 BPF_PERCPU_ARRAY(nta_queue_stats, struct nta_queue_stats, NTA_QUEUES);
 BPF_XSKMAP(nta_xsks, NTA_QUEUES);
+#ifdef NTA_TIMING /* replay timing where the frames land, per RX queue (nta_shared.h: struct nta_timing) */
+BPF_ARRAY(nta_timing, struct nta_timing, NTA_QUEUES);
+BPF_ARRAY(nta_gaps, __u64, NTA_TIMING_GAPS);
+BPF_ARRAY(nta_timing_hist, __u64, NTA_QUEUES * NTA_TIMING_BUCKETS);
+#endif
 
 int nta_xdp_xsk(struct xdp_md *ctx)
 {
 	u32 key = NTA_STATS_KEY, queue = ctx->rx_queue_index;
-	u32 len = nta_count(ctx, nta_stats.lookup(&key), bpf_ktime_get_ns());
+	u64 now = bpf_ktime_get_ns();
+	u32 len = nta_count(ctx, nta_stats.lookup(&key), now);
 
 	if (queue >= NTA_QUEUES)
 		queue = NTA_QUEUES - 1;
@@ -42,6 +51,19 @@ int nta_xdp_xsk(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	qs->packets++;
 	qs->bytes += len;
+#ifdef NTA_TIMING
+	struct nta_timing *t = nta_timing.lookup(&queue);
+	u32 gi = t ? t->base + t->k : 0;
+	u64 *gap = t && t->count ? nta_gaps.lookup(&gi) : 0;
+	if (gap) {
+		int b = nta_timing_step(t, now, *gap);
+		u32 hi = queue * NTA_TIMING_BUCKETS + (u32)b;
+		u64 *h = b >= 0 ? nta_timing_hist.lookup(&hi) : 0;
+		if (h)
+			(*h)++;
+	}
+#endif
+
 #ifdef NTA_PERMIT
 	struct nta_pkt pkt = { .data = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end, .ctx = ctx,
 			       .len = len };

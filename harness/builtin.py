@@ -152,6 +152,10 @@ class _Sender:
         r.loops, r.limit = opts.loops, limit
         r.duration_ns = int((opts.duration or 0) * 1e9)
         r.batch, r.method = rep.batch, rep._method
+        if opts.unique_flows:  # the frames' IP headers: where, and which (the xdp sender's program has its own)
+            r.unique = 1
+            r.l3, r.ipver = (ffi.cast(t, b) for t, b in zip(("const uint16_t *", "const uint8_t *"), rep._ip,
+                                                             strict=True))
         self.sock = None
         self.thread: threading.Thread | None = None
         self.rc = 0
@@ -210,6 +214,8 @@ class BuiltinReplayer:
                 ffi.from_buffer(cap.offsets), ffi.from_buffer(cap.lengths), ffi.from_buffer(cap.rel_ns)]
         types = ("const uint8_t *", "const uint64_t *", "const uint32_t *", "const int64_t *")
         self._arrays = [ffi.cast(t, b) for t, b in zip(types, keep, strict=True)]
+        self.l3, self.ipver = ip_headers(cap)
+        self._ip = [ffi.from_buffer(self.l3), ffi.from_buffer(self.ipver)]
         self._keep = keep
         parts = flow_split(cap, threads) if threads > 1 else [None]
         sizes = [cap.frames if p is None else len(p) for p in parts]
@@ -225,7 +231,7 @@ class BuiltinReplayer:
         try:
             if self.xdp:
                 self.gen = GenProgram(self.cap, self._parts, self.cpus[:len(self.senders)], self.ns, self.iface,
-                                      self.ifindex)
+                                      self.ifindex, unique=(self.l3, self.ipver) if self.opts.unique_flows else None)
                 self.gen.__enter__()
                 self._netns_fd = os.open(os.path.join(nsutil.NETNS_RUN_DIR, self.ns), os.O_RDONLY | os.O_CLOEXEC)
             for i, s in enumerate(self.senders):
@@ -260,6 +266,8 @@ class BuiltinReplayer:
             s.thread.join()
             s.close()
         runs = sum(self.gen.state(cpu)["runs"] for cpu in self.gen.cpus) if self.gen is not None else None
+        unchanged = (sum(self.gen.state(cpu)["unchanged"] for cpu in self.gen.cpus) if self.gen is not None
+                     else sum(s.r.unchanged for s in self.senders)) if self.opts.unique_flows else None
         self._close_gen()
         bad = [s.rc for s in self.senders if s.rc]
         if bad:
@@ -272,7 +280,7 @@ class BuiltinReplayer:
                            rated_pps=c["sent"] / secs if secs else 0.0,
                            successful=c["sent"], failed=c["failed"], truncated=None,
                            retried_enobufs=c["retried_enobufs"], retried_eagain=c["retried_eagain"],
-                           driver=self.driver, calls=c["calls"], runs=runs,
+                           driver=self.driver, calls=c["calls"], runs=runs, unchanged=unchanged,
                            senders=[{"cpu": self.cpus[i] if self.cpus else None, "sent": s.r.sent,
                                      "bytes": s.r.bytes, "failed": s.r.failed}
                                     for i, s in enumerate(self.senders)])
@@ -297,6 +305,17 @@ class BuiltinReplayer:
 
     def __exit__(self, *exc) -> None:
         self.kill()
+
+
+def ip_headers(cap) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, where its IP header starts and 4 or 6 (0: not IP, or too short for the whole header):
+    what --unique-flows edits, and what it leaves as it is."""
+    if not cap.frames:
+        return np.zeros(1, np.uint16), np.zeros(1, np.uint8)
+    l3 = cap.l3.astype(np.int64)
+    v4 = (cap.etype == linktype.ETH_P_IP) & (l3 + 20 <= cap.lengths)
+    v6 = (cap.etype == linktype.ETH_P_IPV6) & (l3 + 40 <= cap.lengths)
+    return l3.astype(np.uint16), np.where(v4, 4, np.where(v6, 6, 0)).astype(np.uint8)
 
 
 def _shares(total: int, sizes: list[int]) -> list[int]:

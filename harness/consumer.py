@@ -22,6 +22,7 @@ from harness.freeing import FreeReader
 from harness.nta import CELLS, Arena, Pool, counters_dict, pool_allocator
 from harness.pressure import NONE, Limits
 from harness.signals import held, started
+from harness.timing import ControllerTiming
 from harness.xsk import Xsk, XskConfig
 
 ffi, lib = cmodule.load("_ctl_c")
@@ -92,6 +93,7 @@ class Consumer:
             p.held_max = self.ctl.max_held
         self._thread: threading.Thread | None = None
         self._rc = 0
+        self.timing: ControllerTiming | None = None
 
     SAMPLE_EVERY_NS = 10_000_000  # the pool's utilisation and the published counters
     BATCH = 8192  # records per drain
@@ -130,6 +132,13 @@ class Consumer:
         self._thread.join()
         self._thread = None
         self._check(self._rc)
+
+    def time_records(self, gaps) -> None:
+        """Time the records' arrival at XDP against the schedule of the sender that feeds this queue (before
+        the loop starts)."""
+        if self.running:
+            raise RuntimeError("time_records() while the controller's thread runs")
+        self.timing = ControllerTiming(ffi, lib, self.ctl._c, gaps)
 
     def _check(self, rc: int) -> None:
         if rc < 0:

@@ -30,7 +30,10 @@ def latency_figures(hist: np.ndarray, max_ns: int) -> dict:
     def at(q: float) -> float:
         return float(np.searchsorted(cum, q * total, side="left"))
 
-    return {"samples": total, "p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": max_ns / 1000.0}
+    waited = np.flatnonzero(hist)  # the histogram itself, the microseconds some record waited
+    return {"samples": total, "p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": max_ns / 1000.0,
+            "histogram": {"us": waited.tolist(), "records": hist[waited].tolist(),
+                          "last_bucket_is_at_least": len(hist) - 1}}
 
 
 def memory_figures(allocator: str, page: int, ctl: dict, pool: dict, util_sum: float, util_samples: int,

@@ -35,7 +35,8 @@ def plot_run(doc: dict, out_dir: str, page_map: np.ndarray | None = None) -> lis
     ax.set_xlabel("seconds")
     ax.set_ylabel("packets per second")
     ax.set_title(f"{os.path.basename(doc['config']['pcap'])}: rate at each counting point")
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a run shorter than an interval has no line
+        ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "pps.png"))
@@ -62,6 +63,10 @@ def plot_run(doc: dict, out_dir: str, page_map: np.ndarray | None = None) -> lis
     paths.append(os.path.join(out_dir, "pool.png"))
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
+
+    lat = doc["controller"].get("latency_us") or {}
+    if lat.get("samples"):
+        paths.append(plot_latency(lat, os.path.join(out_dir, "latency.png"), hold))
 
     if page_map is not None:
         touched = np.flatnonzero((page_map != 0).any(axis=1))
@@ -132,6 +137,27 @@ def plot_pressure(doc: dict, path: str) -> str:
     ax.set_title(f"{os.path.basename(doc['pcap'])} x{doc['loops']}, hold {doc['hold']}: drops at the memory limit")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_latency(lat: dict, path: str, hold: str) -> str:
+    """The wait of every record from XDP's timestamp to the controller's drain, as a histogram (records per
+    microsecond, log scale), its p50, p99 and p99.9 marked."""
+    plt = _plt()
+    h = lat["histogram"]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.bar(h["us"], h["records"], width=1.0, color="#1f3b73")
+    for q, style in (("p50", "-"), ("p99", "--"), ("p999", ":")):
+        ax.axvline(lat[q], color="#d9534f", linestyle=style, label=f"{q.replace('p999', 'p99.9')} {lat[q]:.0f} us")
+    ax.set_yscale("log")
+    ax.set_xlabel("microseconds from XDP to the controller")
+    ax.set_ylabel("records")
+    ax.set_title(f"latency XDP -> controller, hold {hold}: {lat['samples']:,} records, max {lat['max']:.0f} us")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -39,6 +39,7 @@ class ReplayOptions:
     duration: int | None = None  # seconds, tcpreplay --duration
     limit: int | None = None  # packets, tcpreplay --limit
     preload: bool | None = None  # -K; default: on when looping
+    unique_flows: bool = False  # each loop's addresses moved apart by its number (tcpreplay --unique-ip)
 
     def validate(self) -> "ReplayOptions":
         if self.loops < 1:
@@ -83,6 +84,7 @@ class ReplayResult:
     retried_eagain: int | None = None
     output: str = ""
     driver: str = "tcpreplay"
+    unchanged: int | None = None  # --unique-flows: frames of later loops sent as they were (not IP)
     calls: int | None = None  # send calls (built-in)
     runs: int | None = None  # xdp: runs of the program (live frames the kernel made)
     senders: list | None = None  # built-in: each sender's cpu, sent, bytes, failed
@@ -155,6 +157,8 @@ def command(iface: str, pcap: str, opts: ReplayOptions) -> list[str]:
         cmd.append(f"--duration={opts.duration}")
     if opts.limit:
         cmd.append(f"--limit={opts.limit}")
+    if opts.unique_flows and opts.loops > 1:
+        cmd.append("--unique-ip")  # non-IP frames of later loops: not sent, counted as failed (tcpreplay's way)
     cmd.append(pcap)
     return cmd
 

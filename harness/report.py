@@ -242,6 +242,17 @@ def pressure_lines(p: dict) -> list[str]:
     return lines
 
 
+def timing_line(t: dict) -> str:
+    """How the frames kept to their schedule where they landed (harness.timing.figures)."""
+    if t.get("not_timed"):
+        return f"timing: not measured ({t['not_timed']})"
+    if not t["gaps"]:
+        return f"timing ({t['schedule']}): too few frames to time"
+    return (f"timing at {t['where']} against {t['schedule']}: gap error p50 {t['p50_us']:.1f} us, p99 "
+            f"{t['p99_us']:.1f} us, max {t['max_us']:.1f} us over {n(t['gaps'])} gaps; drift at the end "
+            f"{t['drift_us']:+,.0f} us ({t['drift_pct']:+.3f}%) of the {t['scheduled_s']:.3f} s scheduled")
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -296,6 +307,16 @@ def run_summary(doc: dict, out=sys.stdout) -> None:
     if rp["failed"]:
         print(f"  replayer failures: {n(rp['failed'])} packets {rp['driver']} could not send"
               + (f" ({rp['error']})" if rp.get("error") else ""), file=out)
+    if doc.get("timing"):
+        print("  " + timing_line(doc["timing"]), file=out)
+    if cfg.get("unique_flows"):
+        x = pts["xdp"]
+        print("  unique flows: each loop's addresses moved apart by its number (tcpreplay's --unique-ip, "
+              "checksums kept)" + (f"; {n(rp['unchanged'])} frames of later loops sent as they were (not IP)"
+                                   if rp.get("unchanged") is not None else "")
+              + (f"; {n(x['flows'])} distinct flows at XDP" + (f" ({n(x['overflow'])} more than its table held)"
+                                                               if x["overflow"] else "") if "flows" in x else ""),
+              file=out)
     rate = doc.get("rate")
     if rate:
         print(f"  rate: asked {n(rate['asked'])} {rate['unit']}, the replayer reached {n(rate['reached'])} "

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import sys
 
-from harness import cpus, pcapfile, report, topology
+from harness import cpus, pcapfile, report, timing, topology
 from harness.builtin import BuiltinReplayer, check_live_frames
 from harness.consumer import Consumers
 from harness.controller import DROP_REASONS
@@ -101,6 +101,35 @@ def queue_counts(cfg: RunConfig, per_queue_cpu: list[int], prog, replay: ReplayR
     return out
 
 
+def arm_timing(cfg: RunConfig, cap, sending, prog, consumer, per_queue_cpu) -> timing.Schedule | str | None:
+    """A paced run's schedule, per queue, handed to what times its frames: the XDP program, or each queue's
+    controller (its records); for a run that cannot be timed, why (None: at top speed, nothing to time)."""
+    if not cfg.paced:
+        return None
+    sched = timing.schedule(cfg.replay, cap, sending, cfg.queues, per_queue_cpu)
+    if isinstance(sched, str):
+        return sched
+    if consumer is not None and cfg.rx == "ring":
+        for q, gaps in enumerate(sched.per_queue):
+            if gaps is not None:
+                consumer.queues[q].time_records(gaps)
+    else:
+        timing.arm_program(prog, sched)
+    return sched
+
+
+def timing_figures(sched, prog, consumer, queues: int) -> dict | None:
+    """How the frames kept to their schedule, where they landed (harness.timing.figures)."""
+    if sched is None:
+        return None
+    if isinstance(sched, str):
+        return {"schedule": None, "not_timed": sched}
+    if consumer is not None and consumer.queues[0].timing is not None:
+        return timing.figures([c.timing.result() for c in consumer.queues if c.timing], sched.what,
+                              "the controller, from XDP's time in each record")
+    return timing.figures(timing.program_results(prog, queues), sched.what, "the XDP hook")
+
+
 def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
     """Check everything, then bring up, measure and tear down. Raises NtaError."""
     cfg.check()
@@ -136,7 +165,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
     say = (lambda line: None) if cfg.quiet else (lambda line: print(line, file=out, flush=True))
     with contextlib.ExitStack() as stack:
         topo = stack.enter_context(topology.Topology(cfg.tag, mtu=info.mtu, queues=cfg.threads))
-        prog = stack.enter_context(cfg.program(topo.dut_ns, topo.dut_if))
+        xdp_times = cfg.paced and not (cfg.controller and cfg.rx == "ring")  # else the controller times the records
+        prog = stack.enter_context(cfg.program(topo.dut_ns, topo.dut_if, timed_frames=info.frames if xdp_times else 0))
         sender_cpus = place_threads(cfg, topo)
         per_queue_cpu = queue_cpus(cfg, sender_cpus)
         placement, spare = place_controllers(cfg, sender_cpus, per_queue_cpu)
@@ -176,8 +206,10 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                     progress=getattr(out, "isatty", lambda: False)(), say=say)
         say(loop.header())
         xmit0 = xdp_xmit(topo) if cfg.replayer == "xdp" else None
+        sending = replayer(stack, cfg, info, topo, sender_cpus)
+        sched = arm_timing(cfg, info, sending, prog, consumer, per_queue_cpu)
         loop.begin()
-        with replayer(stack, cfg, info, topo, sender_cpus) as rp:
+        with sending as rp:
             loop.run(rp.running)
             replay = rp.finish()
         # Frames still in the veth ring or backlog reach XDP shortly after; records, the controller.
@@ -189,11 +221,12 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
         if consumer:
             ring = prog.ring_stats()
             figures = consumer.finish()
+        timed = timing_figures(sched, prog, consumer, cfg.queues)
         result = RunResult(config=cfg, capture=info, topology=topo.tag, xdp_mode=mode, xdp_prog_id=prog_id,
                            replay=replay, xdp=prog.stats(), veth_tx=veth_tx,
                            veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=loop.intervals,
                            ring=ring, consumer=figures, peak_map=consumer.peak_map if consumer else None,
-                           xmit=xmit, limits=limits, permitted=prog.permitted(),
+                           xmit=xmit, limits=limits, permitted=prog.permitted(), timing=timed, flows=prog.flows(),
                            queues=queue_counts(cfg, per_queue_cpu, prog, replay, figures) if per_queue_cpu else None)
     doc = result.as_dict()
     if not cfg.quiet:

@@ -29,6 +29,7 @@ RATE_TOLERANCE = 0.01  # a --pps or --mbps rate is held when reached within 1%
 # 0 the two split the CPU and the ring overflows (measured: --queues 2, two xdp senders, IMIX: 11-17% of
 # the records lost at nice 0; none at -5 or -10).
 CONTROLLER_NICE = -10
+FLOW_TABLE = 1 << 18  # distinct flows XDP counts at most (nta_flows); more are counted as overflowing
 MAX_TIMED_SPAN = 86400.0  # seconds: a loop at capture timing longer than a day is a bad timestamp
 
 
@@ -140,14 +141,29 @@ class RunConfig:
                                flow_limit=self.flow_limit or 0, stuck=tuple(h for h, _ in stuck),
                                stuck_names=tuple(name for _, name in stuck))
 
-    def program(self, ns: str | None, ifname: str) -> XdpProgram:
-        """The XDP program this run attaches (not yet attached)."""
+    @property
+    def paced(self) -> bool:
+        """A run at a rate or at the capture's timing: its frames have a schedule to be timed against."""
+        return not self.replay.topspeed
+
+    def program(self, ns: str | None, ifname: str, timed_frames: int = 0) -> XdpProgram:
+        """The XDP program this run attaches (not yet attached); with ``timed_frames`` (a paced run's
+        schedule, in frames) the counting programs time the frames (the metadata one leaves that to the
+        controller)."""
+        timing = {"NTA_TIMING": 1, "NTA_TIMING_GAPS": max(1, timed_frames)} if timed_frames else {}
+        flows = {"NTA_FLOWS": FLOW_TABLE} if self.count_flows else {}
         if self.rx == "afxdp":
-            return XskProgram(ns, ifname, self.action, self.mode, queues=self.queues, permit=self.permit_filter)
+            return XskProgram(ns, ifname, self.action, self.mode, queues=self.queues, permit=self.permit_filter,
+                              defines=timing)
         if self.controller:
             return MetaProgram(ns, ifname, self.action, self.mode, ring_pages=self.ring_pages, queues=self.queues,
-                               permit=self.permit_filter)
-        return XdpProgram(ns, ifname, self.action, self.mode, queues=self.queues)
+                               permit=self.permit_filter, defines=flows)
+        return XdpProgram(ns, ifname, self.action, self.mode, queues=self.queues, defines={**timing, **flows})
+
+    @property
+    def count_flows(self) -> bool:
+        """Whether XDP counts the distinct flows it sees (with --unique-flows; not on the AF_XDP path)."""
+        return self.replay.unique_flows and self.rx != "afxdp"
 
     def drain_for(self, own_cpu: bool) -> int:
         """How long the controller sleeps on an empty ring, unless told: DRAIN_US_OWN_CPU when it has a

@@ -35,6 +35,8 @@ class RunResult:
     queues: list[dict] | None = None  # with --queues N: each RX queue's counts (queue_counts)
     limits: pressure.Limits = pressure.NONE  # memory at the limit: the budget, the reserve, flows
     permitted: int | None = None  # frames XDP's --permit filter accepted (None: no filter)
+    timing: dict | None = None  # a paced run: how the frames kept to the schedule where they landed
+    flows: dict | None = None  # the distinct flows XDP saw (with --unique-flows)
 
     @property
     def pressure(self) -> dict | None:
@@ -125,7 +127,8 @@ class RunResult:
                     "batch": None if c.replayer == "tcpreplay" else c.batch or DEFAULT_BATCH[c.method],
                     "napi": c.napi, "queues": c.queues, "free_on": c.free_on if c.controller else None,
                     "rx": c.rx, "fill": c.fill or (XSK_RING if c.rx == "afxdp" else None),
-                    "copybreak": c.copybreak if c.rx == "afxdp" else None, **self.limits.as_dict()},
+                    "copybreak": c.copybreak if c.rx == "afxdp" else None, "unique_flows": c.replay.unique_flows,
+                    **self.limits.as_dict()},
             capture=self.capture.as_dict(),
             topology=self.topology,
             xdp={"mode": self.xdp_mode, "prog_id": self.xdp_prog_id},
@@ -136,20 +139,21 @@ class RunResult:
                              "pps": r.rated_pps, "failed": r.failed, "truncated": r.truncated,
                              "retried_enobufs": r.retried_enobufs, "retried_eagain": r.retried_eagain,
                              "error": r.output if r.driver != "tcpreplay" and r.output else None,
-                             "calls": r.calls, "runs": r.runs,
+                             "calls": r.calls, "runs": r.runs, "unchanged": r.unchanged,
                              "xdp_xmit": self.xmit["xdp_xmit"] if self.xmit else None,
                              "xdp_xmit_errors": self.xmit["xdp_xmit_errors"] if self.xmit else None},
                 "veth_sender_drops": {"packets": self.veth_dropped, "resent": acct["resent"],
                                       "lost": acct["veth_lost"]},
                 "veth_delivered": {"packets": self.veth_tx.get("tx_packets")},
                 "xdp": {"packets": self.xdp.packets, "bytes": self.xdp.bytes, "seconds": self.xdp.seconds,
-                        "pps": self.xdp.pps},
+                        "pps": self.xdp.pps, **(self.flows or {})},
             },
             ring=self.ring,
             controller=None if self.consumer is None else
             {"hold": c.hold, "allocator": c.allocator, "drain_us": c.drain_us, **self.consumer},
             queues=self.queues,
             pressure=self.pressure,
+            timing=self.timing,
             reconciliation={"traffic": acct, "metadata": meta, "queues": self.queue_account},
             reconciled=self.reconciled,
             unaccounted=acct["unaccounted"] + (meta["unaccounted"] if meta else 0),

@@ -228,7 +228,8 @@ class XdpProgram:
             raise NtaError(f"{self.NAME} takes no --permit filter")
         self.ns, self.ifname, self.action, self.mode, self.name = ns, ifname, action, mode, self.NAME
         self.queues, self.permit = queues, permit
-        self._cflags = cflags(action, {**(defines or {}), "NTA_QUEUES": queues})
+        self.defines = {**(defines or {}), "NTA_QUEUES": queues}
+        self._cflags = cflags(action, self.defines)
         self.bpf = None
         self._prog_fd = -1
         self._creator = os.getpid()
@@ -323,6 +324,14 @@ class XdpProgram:
         per_q = self.queue_stats()
         return {k: sum(q[k] for q in per_q) for k in ("submitted", "lost")}
 
+    def flows(self) -> dict | None:
+        """The distinct flows XDP saw (compiled with -DNTA_FLOWS; else None), and those its table could not
+        hold."""
+        if "NTA_FLOWS" not in self.defines:
+            return None
+        return {"flows": len(self.bpf[b"nta_flows"]),
+                "overflow": sum(self.bpf[b"nta_flows_over"][ctypes.c_int(0)])}
+
     def permitted(self) -> int | None:
         """Frames the --permit filter accepted, summed over queues (None: the program has no filter)."""
         return sum(q["permitted"] for q in self.queue_stats()) if self.permit else None
@@ -344,11 +353,11 @@ class MetaProgram(XdpProgram):
     PERMITS = True
 
     def __init__(self, ns: str | None, ifname: str, action: str = "drop", mode: str = "native",
-                 ring_pages: int = RING_PAGES, queues: int = 1, permit=None):
+                 ring_pages: int = RING_PAGES, queues: int = 1, permit=None, defines: dict | None = None):
         if ring_pages < 1 or ring_pages & (ring_pages - 1):
             raise NtaError(f"bad ring size {ring_pages} pages: a power of two")
-        super().__init__(ns, ifname, action, mode, defines={"NTA_RING_PAGES": ring_pages}, queues=queues,
-                         permit=permit)
+        super().__init__(ns, ifname, action, mode, defines={"NTA_RING_PAGES": ring_pages, **(defines or {})},
+                         queues=queues, permit=permit)
         self.ring_pages = ring_pages
         self._own_rings: list[int] = []
 

@@ -37,7 +37,8 @@ class GenProgram:
 
     NAME = "nta_xdp_gen"
 
-    def __init__(self, cap, lists, cpus: list[int], ns: str | None, ifname: str, ifindex: int | None):
+    def __init__(self, cap, lists, cpus: list[int], ns: str | None, ifname: str, ifindex: int | None,
+                 unique: tuple | None = None):
         import numpy as np
 
         self.cap, self.cpus, self.ns, self.ifname = cap, cpus, ns, ifname
@@ -50,7 +51,9 @@ class GenProgram:
         self._cflags = [f"-I{BPF_DIR}", f"-DNTA_EXPECT_SHARED_VERSION={lib.NTA_SHARED_VERSION}",
                         f"-DNTA_GEN_FRAMES={max(cap.frames, 1)}", f"-DNTA_GEN_FRAME_MAX={frame_max}",
                         f"-DNTA_GEN_INDEX={max(sum(len(x) for x in self.lists), 1)}",
-                        f"-DNTA_GEN_IFINDEX={'<ifindex>' if ifindex is None else ifindex}"]
+                        f"-DNTA_GEN_IFINDEX={'<ifindex>' if ifindex is None else ifindex}",
+                        *(["-DNTA_UNIQUE=1"] if unique is not None else [])]
+        self.unique = unique  # (l3, ipver) per frame with --unique-flows
         self.bpf = None
         self.prog_fd = -1
 
@@ -80,9 +83,13 @@ class GenProgram:
         flat = np.ascontiguousarray(np.concatenate(self.lists) if self.lists else np.zeros(0, np.uint32))
         rc = 0
         if cap.frames:
+            l3, ipver = self.unique if self.unique is not None else (None, None)
             rc = lib.nta_gen_fill(self.bpf[b"nta_gen_frames"].map_fd, ffi.from_buffer("uint8_t[]", cap.blob),
                                   ffi.from_buffer("uint64_t[]", cap.offsets),
-                                  ffi.from_buffer("uint32_t[]", cap.lengths), cap.frames, self.value_size)
+                                  ffi.from_buffer("uint32_t[]", cap.lengths),
+                                  ffi.from_buffer("uint16_t[]", l3) if l3 is not None else ffi.NULL,
+                                  ffi.from_buffer("uint8_t[]", ipver) if ipver is not None else ffi.NULL,
+                                  cap.frames, self.value_size)
         if rc >= 0 and len(flat):
             rc = lib.nta_gen_index_fill(self.bpf[b"nta_gen_index"].map_fd, ffi.from_buffer("uint32_t[]", flat),
                                         len(flat))
@@ -104,7 +111,7 @@ class GenProgram:
 
     def state(self, cpu: int) -> dict:
         s = self.bpf[b"nta_gen_state"][ctypes.c_int(0)][cpu]
-        return {k: getattr(s, k) for k in ("runs", "sent", "bytes", "failed")}
+        return {k: getattr(s, k) for k in ("runs", "sent", "bytes", "failed", "unchanged")}
 
     def close(self) -> None:
         """Detach and free it. Idempotent; the namespace may already be gone."""

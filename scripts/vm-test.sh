@@ -183,7 +183,9 @@ say "the project copied in and set up in $((SECONDS - t0)) s; booting Debian's s
 # -- the VM -------------------------------------------------------------------------------------------
 
 boot() { # accel, console log
-    qemu-system-x86_64 -machine q35,accel="$1" -cpu max -smp 2 -m "$MEM" -nographic -no-reboot \
+    local cpu=max
+    [ "$1" = kvm ] && cpu=host,-arch-capabilities # a nested KVM refuses to set IA32_ARCH_CAPABILITIES
+    qemu-system-x86_64 -machine q35,accel="$1" -cpu "$cpu" -smp 2 -m "$MEM" -nographic -no-reboot \
         -kernel "$TMP/vmlinuz" -initrd "$TMP/initrd" \
         -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 net.ifnames=0" \
         -drive file="$IMAGE",format=raw,if=virtio -nic none </dev/null >"$2" 2>&1 &
@@ -202,16 +204,28 @@ wait_for() { # pattern, log, seconds: 0 when the log shows it in time
 
 log=$TMP/console.log
 accel=${NTA_VM_ACCEL:-}
+# Whether a guest boots under KVM is this host's and this qemu's: remembered once probed.
+host_id="$(uname -r) $(qemu-system-x86_64 --version | head -n 1)"
+verdict=$VM_DIR/kvm-verdict
 t0=$SECONDS
-if [ -z "$accel" ] && [ -w /dev/kvm ]; then
+if [ -z "$accel" ] && [ -w /dev/kvm ] && [ "$(head -n 1 "$verdict" 2>/dev/null)" != "$host_id" ]; then
     boot kvm "$log"
     if wait_for NTA-VM-BOOTED "$log" "$BOOT_WAIT"; then
         accel=kvm
     else
-        say "KVM: the guest did not boot in $BOOT_WAIT s (nested KVM hangs on these machines); emulation (TCG) instead"
-        kill "$QEMU_PID" 2>/dev/null; wait "$QEMU_PID" 2>/dev/null || true
+        if kill -0 "$QEMU_PID" 2>/dev/null; then
+            why="the guest did not boot in $BOOT_WAIT s"
+        else
+            why="qemu ended: $(grep -m 1 -i "error" "$log" || tail -n 1 "$log")"
+        fi
+        kill "$QEMU_PID" 2>/dev/null || true
+        wait "$QEMU_PID" 2>/dev/null || true
         QEMU_PID=""
+        printf '%s\n%s\n' "$host_id" "$why" >"$verdict"
+        say "KVM: $why; emulation (TCG) instead (remembered in $verdict)"
     fi
+elif [ -z "$accel" ] && [ -f "$verdict" ]; then
+    say "KVM: $(sed -n 2p "$verdict") when last tried on this host; emulation (TCG) (remove $verdict to try again)"
 fi
 if [ "$accel" != kvm ]; then
     accel=tcg

@@ -35,7 +35,8 @@ def handle(args) -> int:
     cfg = RunConfig(
         pcap=args.pcap or "",
         replay=ReplayOptions(loops=args.loops, topspeed=args.topspeed, pps=args.pps, mbps=args.mbps,
-                             multiplier=args.multiplier, duration=args.duration, limit=args.limit),
+                             multiplier=args.multiplier, duration=args.duration, limit=args.limit,
+                             unique_flows=args.unique_flows),
         mode=args.mode, action=args.action, mtu=args.mtu, interval=args.interval,
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
@@ -116,6 +117,12 @@ def add(sub) -> None:
     p.add_argument("--duration", type=positive_int, metavar="S",
                    help="stop the replay (or with --no-replay, the measurement) after S seconds")
     p.add_argument("--limit", type=positive_int, metavar="N", help="stop the replay after N packets")
+    p.add_argument("--unique-flows", action="store_true",
+                   help="new flows every loop, as tcpreplay's --unique-ip: in loop k the two addresses of an "
+                        "IPv4 header (of an IPv6 one, their low 32 bits) move k apart, every checksum still "
+                        "valid; by every replayer (tcpreplay: its own --unique-ip, which skips what is not IP "
+                        "and counts it failed; the others send it unchanged and count it); XDP counts the "
+                        "distinct flows")
     p.add_argument("--mode", choices=("native", "generic"), default="native",
                    help="XDP attach mode (default native)")
     p.add_argument("--napi", choices=("softirq", "threaded"), default="softirq",

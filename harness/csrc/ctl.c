@@ -65,6 +65,10 @@ struct nta_ctl {
 	uint64_t packets;
 	struct nta_handoff *handoff; /* frees go to a reader (handoff.c); NULL: put here */
 	const uint64_t *posted;      /* buffers of the pool holding no frame yet (xsk.c); NULL: none */
+	/* replay timing from the records (nta_ctl_set_timing); NULL: not timed */
+	struct nta_timing *timing;
+	const uint64_t *gaps;
+	uint64_t *timing_hist;
 	/* flows, kept with a flow limit or stuck flows (else flows.t is NULL), and the stuck flows' frames */
 	struct nta_flows ftab;
 	struct held *stuck;
@@ -355,6 +359,11 @@ static inline struct arrival arrived(struct nta_ctl *c, const struct nta_meta *m
 	c->packets++;
 	c->st.handled++;
 	c->st.permitted += a.permit != 0;
+	if (unlikely(c->timing)) {
+		int b = nta_timing_step(c->timing, m->ts_ns, c->gaps[c->timing->k]);
+		if (b >= 0)
+			c->timing_hist[b]++;
+	}
 	if (unlikely(c->ftab.t)) {
 		a.flow = nta_flows_get(&c->ftab, m->flow_hash); /* NULL: no memory for the table, no limit */
 		c->st.flows = c->ftab.n;
@@ -483,6 +492,13 @@ long nta_ctl_held(const struct nta_ctl *c, int64_t *offs, uint32_t *lens, size_t
 		TAKE(c->stuck[i]);
 #undef TAKE
 	return (long)n;
+}
+
+void nta_ctl_set_timing(struct nta_ctl *c, struct nta_timing *t, const uint64_t *gaps, uint64_t *hist)
+{
+	c->timing = t && t->count ? t : NULL;
+	c->gaps = gaps;
+	c->timing_hist = hist;
 }
 
 void nta_ctl_set_posted(struct nta_ctl *c, const uint64_t *posted)

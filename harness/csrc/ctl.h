@@ -137,6 +137,11 @@ long nta_ctl_hold_frames(struct nta_ctl *c, const int64_t *offs, const struct nt
 /* The flow a frame belongs to: its addresses and ports after up to two VLAN tags, hashed as the metadata
  * program hashes a record's (a frame that is not IP: its protocol 0) (ctl_flows.c). */
 uint32_t nta_flow_hash(const uint8_t *frame, uint32_t len);
+/* Time the records' arrival at XDP (their ts_ns) against their sender's schedule: t the state (its
+ * count the gaps'), gaps as nta_replay_gaps gives them, each gap error counted in hist (NTA_TIMING_BUCKETS
+ * of them). NULL t: not timed. (AF_XDP frames are timed by the XDP program: their records hold no XDP
+ * time.) */
+void nta_ctl_set_timing(struct nta_ctl *c, struct nta_timing *t, const uint64_t *gaps, uint64_t *hist);
 /* The pool's fragments handed out and holding no frame yet (an AF_XDP fill ring's buffers) are *posted:
  * counted at the pool's peak (posted_at_peak_pages). */
 void nta_ctl_set_posted(struct nta_ctl *c, const uint64_t *posted);

@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <linux/bpf.h>
 #include <linux/if_packet.h>
@@ -107,6 +108,25 @@ static uint64_t frame_at(const struct nta_replay *r, uint64_t i)
 	return r->index ? r->index[i] : i;
 }
 
+static void advance(const struct nta_replay *r, struct cursor *c);
+
+/* --unique-flows: frame f, copied to to, its addresses moved for loop k (nta_shared.h: nta_unique_ip). */
+static void unique_copy(const struct nta_replay *r, uint64_t f, uint8_t *to, uint32_t k)
+{
+	const uint32_t len = r->lengths[f], l3 = r->l3[f];
+	const uint32_t so = l3 + (r->ipver[f] == 4 ? 12 : 20), dof = l3 + (r->ipver[f] == 4 ? 16 : 36);
+	uint32_t a, b;
+
+	memcpy(to, r->blob + r->offsets[f], len);
+	memcpy(&a, to + so, 4);
+	memcpy(&b, to + dof, 4);
+	a = ntohl(a), b = ntohl(b);
+	nta_unique_ip(&a, &b, k);
+	a = htonl(a), b = htonl(b);
+	memcpy(to + so, &a, 4);
+	memcpy(to + dof, &b, 4);
+}
+
 /* When the frame at c is due, ns after the start. */
 static uint64_t due_ns(const struct nta_replay *r, const struct cursor *c, uint64_t span)
 {
@@ -121,6 +141,25 @@ static uint64_t due_ns(const struct nta_replay *r, const struct cursor *c, uint6
 	default:
 		return 0;
 	}
+}
+
+long nta_replay_gaps(const struct nta_replay *r, uint64_t *gaps)
+{
+	struct cursor c = { 0 };
+	uint64_t prev = 0, first_of_next;
+
+	if (!r->frames || r->mode == NTA_REPLAY_TOPSPEED || r->mode > NTA_REPLAY_TIMING ||
+	    r->rate <= 0)
+		return -EINVAL;
+	for (uint64_t k = 0; k < r->frames; k++) { /* the first loop: gap k is from frame k - 1 to frame k */
+		uint64_t due = due_ns(r, &c, r->span_ns);
+		gaps[k] = k ? due - prev : 0;
+		prev = due;
+		advance(r, &c);
+	}
+	first_of_next = due_ns(r, &c, r->span_ns); /* the next loop's first frame, after the last one */
+	gaps[0] = first_of_next - prev;
+	return (long)r->frames;
 }
 
 static void advance(const struct nta_replay *r, struct cursor *c)
@@ -412,10 +451,23 @@ int nta_replay_run(struct nta_replay *r)
 	    r->batch > (r->method == NTA_REPLAY_XDP ? MAX_XDP_BATCH : MAX_BATCH) || r->loops == 0 ||
 	    r->mode > NTA_REPLAY_TIMING || r->method > NTA_REPLAY_XDP ||
 	    (r->mode != NTA_REPLAY_TOPSPEED && !(r->rate > 0)) ||
-	    (r->frames && (!r->blob || !r->offsets || !r->lengths || !r->rel_ns)))
+	    (r->frames && (!r->blob || !r->offsets || !r->lengths || !r->rel_ns)) ||
+	    (r->unique && r->method != NTA_REPLAY_XDP && (!r->l3 || !r->ipver)))
 		return -EINVAL;
-	if (r->method == NTA_REPLAY_TX_RING && (err = ring_open(r, &ring)))
+	/* --unique-flows on a socket: a frame of a later loop goes out of a copy in the batch's scratch */
+	uint8_t *scratch = NULL;
+	uint32_t frame_max = 0;
+	if (r->unique && r->method != NTA_REPLAY_XDP) {
+		for (uint64_t i = 0; i < r->frames; i++)
+			if (r->lengths[frame_at(r, i)] > frame_max)
+				frame_max = r->lengths[frame_at(r, i)];
+		if (!(scratch = malloc((size_t)r->batch * frame_max + 1)))
+			return -ENOMEM;
+	}
+	if (r->method == NTA_REPLAY_TX_RING && (err = ring_open(r, &ring))) {
+		free(scratch);
 		return err;
+	}
 	if (r->method == NTA_REPLAY_XDP && (err = xdp_open(r, &xs))) {
 		free(xs.all);
 		return err;
@@ -451,6 +503,12 @@ int nta_replay_run(struct nta_replay *r)
 
 				iov[k].iov_base = (void *)(r->blob + r->offsets[f]);
 				iov[k].iov_len = r->lengths[f];
+				if (r->unique && c.loop && r->ipver[f]) { /* loop c.loop's addresses, in the batch's copy */
+					unique_copy(r, f, scratch + (size_t)k * frame_max, (uint32_t)c.loop);
+					iov[k].iov_base = scratch + (size_t)k * frame_max;
+				} else if (r->unique && c.loop) {
+					add(&r->unchanged, 1);
+				}
 			}
 			k++;
 			advance(r, &c);
@@ -482,6 +540,7 @@ int nta_replay_run(struct nta_replay *r)
 		ring_close(&ring);
 	}
 	free(xs.all);
+	free(scratch);
 	r->end_ns = mono_ns();
 	return 0;
 }

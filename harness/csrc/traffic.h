@@ -63,6 +63,9 @@ struct nta_replay {
 	uint64_t limit;           /* packets; 0: none */
 	uint64_t duration_ns;     /* 0: none */
 	uint32_t batch;           /* frames per sendmmsg or send, 1..1024; runs per BPF_PROG_RUN, 1..65536 */
+	uint32_t unique;          /* --unique-flows: loop k's addresses moved k apart (nta_unique_ip) */
+	const uint16_t *l3;       /* with unique: per frame, where its IP header starts ... */
+	const uint8_t *ipver;     /* ... and 4 or 6 (0: not IP, or too short: sent as it is) */
 	/* out: the sender writes them with relaxed atomic stores */
 	uint64_t sent;            /* frames the kernel took */
 	uint64_t bytes;
@@ -70,6 +73,7 @@ struct nta_replay {
 	uint64_t retried_enobufs; /* sendmmsg calls retried on ENOBUFS (device queue full) */
 	uint64_t retried_eagain;
 	uint64_t calls;           /* sendmmsg, send or BPF_PROG_RUN calls */
+	uint64_t unchanged;       /* with unique: frames of a loop after the first sent as they are (not IP) */
 	int32_t last_errno;       /* of the last failed frame */
 	int32_t stop;             /* set to 1 (atomically) to stop early */
 	uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC */
@@ -77,6 +81,10 @@ struct nta_replay {
 
 /* Send; returns 0, or -errno when it could not start (a bad argument). */
 int nta_replay_run(struct nta_replay *r);
+/* The schedule of a paced sender, as gaps: gaps[k] (k of ->frames) is how long after its frame k - 1 the
+ * sender sends frame k, and gaps[0] how long after a loop's last frame the next loop's first; the same
+ * every loop. Returns ->frames, or -EINVAL for a sender at top speed or with no frames. */
+long nta_replay_gaps(const struct nta_replay *r, uint64_t *gaps);
 
 /*
  * The XDP live-frames replayer's set-up (xdplive.c). The largest frame a live frame carries on this
@@ -88,8 +96,8 @@ int nta_xdp_live_max(void);
 /* A device's driver statistics ('ethtool -S'), read on sock (a socket of the device's namespace): up to
  * max of them, their names in names (32 bytes each, NUL-terminated) and values. Returns how many. */
 long nta_ethtool_stats(int sock, const char *ifname, char *names, uint64_t *values, size_t max);
-long nta_gen_fill(int map_fd, const uint8_t *blob, const uint64_t *offsets, const uint32_t *lengths, uint64_t n,
-		  uint32_t value_size);
+long nta_gen_fill(int map_fd, const uint8_t *blob, const uint64_t *offsets, const uint32_t *lengths,
+		  const uint16_t *l3, const uint8_t *ipver, uint64_t n, uint32_t value_size);
 /* Each sender's list of frames, one after another, written into nta_gen_index (entry i = frames[i]). */
 long nta_gen_index_fill(int map_fd, const uint32_t *frames, uint64_t n);
 

@@ -53,8 +53,8 @@ out:
 	return err ? err : max;
 }
 
-long nta_gen_fill(int map_fd, const uint8_t *blob, const uint64_t *offsets, const uint32_t *lengths, uint64_t n,
-		  uint32_t value_size)
+long nta_gen_fill(int map_fd, const uint8_t *blob, const uint64_t *offsets, const uint32_t *lengths,
+		  const uint16_t *l3, const uint8_t *ipver, uint64_t n, uint32_t value_size)
 {
 	uint8_t *values = calloc(FILL_BATCH, value_size);
 	uint32_t keys[FILL_BATCH];
@@ -72,6 +72,8 @@ long nta_gen_fill(int map_fd, const uint8_t *blob, const uint64_t *offsets, cons
 			}
 			keys[k] = (uint32_t)i;
 			h->len = lengths[i];
+			h->l3 = l3 ? l3[i] : 0;
+			h->ipver = ipver ? ipver[i] : 0;
 			h->pad = 0;
 			memcpy(h + 1, blob + offsets[i], lengths[i]);
 		}
