@@ -97,6 +97,7 @@ class ReplayResult:
 
 _ACTUAL = re.compile(r"Actual:\s+(\d+) packets \((\d+) bytes\) sent in ([\d.]+) seconds")
 _RATED = re.compile(r"Rated:\s+([\d.]+) Bps,\s+([\d.]+) Mbps,\s+([\d.]+) pps")
+_SKIPPED = re.compile(r"Failed write attempts:\s+(\d+)")
 _DEVICE = {
     "successful": re.compile(r"Successful packets:\s+(\d+)"),
     "failed": re.compile(r"Failed packets:\s+(\d+)"),
@@ -120,6 +121,11 @@ def parse_tcpreplay(text: str) -> ReplayResult:
         m = rx.findall(text)
         if m:
             setattr(res, field, int(m[-1]))
+    # frames tcpreplay gave up on before the device: its --unique-ip skips what it cannot edit (not IP)
+    skipped = _SKIPPED.findall(text)
+    if skipped:
+        res.failed = (res.failed or 0) + int(skipped[-1])
+        res.unchanged = 0  # what --unique-ip cannot edit, tcpreplay does not send
     return res
 
 

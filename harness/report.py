@@ -312,7 +312,9 @@ def run_summary(doc: dict, out=sys.stdout) -> None:
     if cfg.get("unique_flows"):
         x = pts["xdp"]
         print("  unique flows: each loop's addresses moved apart by its number (tcpreplay's --unique-ip, "
-              "checksums kept)" + (f"; {n(rp['unchanged'])} frames of later loops sent as they were (not IP)"
+              "checksums kept)" + ("; tcpreplay does not send what it cannot edit (counted failed)"
+                                   if rp["driver"] == "tcpreplay" else
+                                   f"; {n(rp['unchanged'])} frames of later loops sent as they were (not IP)"
                                    if rp.get("unchanged") is not None else "")
               + (f"; {n(x['flows'])} distinct flows at XDP" + (f" ({n(x['overflow'])} more than its table held)"
                                                                if x["overflow"] else "") if "flows" in x else ""),

@@ -16,7 +16,7 @@ import numpy as np
 from harness import cpus
 from harness.builtin import DEFAULT_BATCH
 from harness.errors import NtaError, require_root
-from harness.imix import write_frames, write_imix
+from harness.imix import write_frames, write_imix, write_timed
 from harness.nta import CELLS, POOL_ALLOCATORS, pool_allocator
 from harness.plots import plot_page_maps
 from harness.replay import ReplayOptions
@@ -156,6 +156,45 @@ def bench_replay(loops: int = 1000, repeats: int = 3, napi=("softirq", "threaded
         f"the dut end; median of {repeats} interleaved runs; batch "
         + (f"{batch}" if batch else f"{DEFAULT_BATCH['sendmmsg']} (xdp {DEFAULT_BATCH['xdp']})"))
     table(rows, ["capture", "NAPI", "replayer", "XDP pps", "range", "x tcpreplay"])
+    doc["timing"] = bench_timing(repeats=repeats, out=out)
+    return doc
+
+
+TIMING_REPLAYERS = {"tcpreplay": {"replayer": "tcpreplay"}, "builtin": {"replayer": "builtin"},
+                    "xdp": {"replayer": "xdp"}}
+
+
+def bench_timing(loops: int = 40, pps: float = 100_000, repeats: int = 3, out=print) -> dict:
+    """How well each replayer keeps to its schedule, timed where the frames land (harness.timing): at the
+    capture's own timing (the IMIX frames with Poisson arrivals at 50,000 a second: build/imix-timed.pcap)
+    and at ``pps`` (the IMIX capture), below each one's ceiling; the median over ``repeats`` interleaved
+    runs of the p99 gap error and of the drift at the end."""
+    require_root("nta bench replay")
+    timed = os.path.join(ROOT, "build", "imix-timed.pcap")
+    if not os.path.exists(timed):
+        write_timed(timed)
+    cases = {"own timing (50 kpps Poisson)": (timed, {}), f"--pps {fmt_n(pps)}": (replay_captures()["IMIX"],
+                                                                                  {"pps": pps})}
+    doc = {"loops": loops, "pps": pps, "repeats": repeats, "results": []}
+    rows = []
+    for case, (path, rate) in cases.items():
+        runs: dict[str, list[dict]] = {name: [] for name in TIMING_REPLAYERS}
+        for _ in range(repeats):
+            for name, fields in TIMING_REPLAYERS.items():
+                r = run(RunConfig(pcap=path, replay=ReplayOptions(loops=loops, **rate), quiet=True, **fields))
+                if not r.reconciled or not r.timing or not r.timing.get("gaps"):
+                    raise NtaError(f"bench replay: {name} at {case} did not reconcile, or was not timed")
+                runs[name].append(r.timing)
+        for name, ts in runs.items():
+            p99 = statistics.median(t["p99_us"] for t in ts)
+            drift = statistics.median(abs(t["drift_pct"]) for t in ts)
+            doc["results"].append({"case": case, "replayer": name, "p99_us_median": p99,
+                                   "abs_drift_pct_median": drift, "runs": ts})
+            rows.append([case, name, f"{statistics.median(t['p50_us'] for t in ts):.1f}", f"{p99:.1f}",
+                         f"{statistics.median(t['max_us'] for t in ts):.0f}", f"{drift:.3f}%"])
+    out(f"\nreplay timing at the XDP hook: {loops} loops a run, median of {repeats} interleaved runs; gap error = "
+        "a frame's gap from the one before it against its schedule's")
+    table(rows, ["schedule", "replayer", "gap error p50 us", "p99 us", "max us", "|drift| at the end"])
     return doc
 
 

@@ -23,6 +23,13 @@ def test_parse_real_output():
     assert r.sent == 537 == 179 * 3
 
 
+def test_unique_ip_skips_are_counted_failed():
+    """tcpreplay 4.4.3 --loop=3 --unique-ip on tcpreplay-test.pcap (its real output): the 3 ARP frames of
+    loops 2 and 3 it cannot edit are not sent, and said apart from the device's figures."""
+    r = parse_tcpreplay(read("tcpreplay-4.4.3-unique-ip.txt"))
+    assert (r.sent, r.failed, r.unchanged) == (531, 6, 0) and r.sent + r.failed == 179 * 3
+
+
 def test_successful_count_wins_over_actual():
     text = read("tcpreplay-4.4.3-loop3.txt").replace("Successful packets:        537",
                                                      "Successful packets:        530")
