@@ -387,6 +387,7 @@ static int send_ring(struct nta_replay *r, struct txring *t, const struct iovec 
 
 struct xdpsend {
 	struct nta_gen_state at_start; /* the program's counts for this sender when the run began */
+	struct nta_gen_state last;     /* and after the last call: only this sender's calls change them */
 	struct nta_gen_state *all;     /* a lookup's buffer: one per possible CPU */
 };
 
@@ -403,7 +404,7 @@ static int xdp_state(const struct nta_replay *r, struct xdpsend *x, struct nta_g
 
 static int xdp_open(struct nta_replay *r, struct xdpsend *x)
 {
-	int ncpu = libbpf_num_possible_cpus();
+	int ncpu = libbpf_num_possible_cpus(), err;
 
 	if (r->prog_fd < 0 || r->state_fd < 0 || ncpu <= 0 || r->cpu >= (uint32_t)ncpu)
 		return -EINVAL;
@@ -411,7 +412,10 @@ static int xdp_open(struct nta_replay *r, struct xdpsend *x)
 		return -ENOMEM;
 	if (r->netns_fd >= 0 && setns(r->netns_fd, CLONE_NEWNET)) /* this thread only: the device's namespace */
 		return -errno;
-	return xdp_state(r, x, &x->at_start);
+	if ((err = xdp_state(r, x, &x->at_start)))
+		return err;
+	x->last = x->at_start;
+	return 0;
 }
 
 /* Run the program k times; the counters as the program kept them; *ran: how many it ran. */
@@ -420,17 +424,16 @@ static int send_xdp(struct nta_replay *r, struct xdpsend *x, uint32_t k, uint64_
 	static const uint8_t frame[64]; /* data_in: each run rewrites the frame whole */
 	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = frame, .data_size_in = sizeof(frame), .repeat = k,
 		    .batch_size = k < XDP_KERNEL_BATCH ? k : XDP_KERNEL_BATCH, .flags = BPF_F_TEST_XDP_LIVE_FRAMES);
-	struct nta_gen_state st, before;
+	struct nta_gen_state st;
 	int err;
 
-	if ((err = xdp_state(r, x, &before)))
-		return err;
 	if (bpf_prog_test_run_opts(r->prog_fd, &o) && errno != EINTR)
 		__atomic_store_n(&r->last_errno, errno, __ATOMIC_RELAXED);
 	add(&r->calls, 1);
 	if ((err = xdp_state(r, x, &st)))
 		return err;
-	*ran = st.runs - before.runs;
+	*ran = st.runs - x->last.runs;
+	x->last = st;
 	__atomic_store_n(&r->sent, st.sent - x->at_start.sent, __ATOMIC_RELAXED);
 	__atomic_store_n(&r->bytes, st.bytes - x->at_start.bytes, __ATOMIC_RELAXED);
 	__atomic_store_n(&r->failed, st.failed - x->at_start.failed, __ATOMIC_RELAXED);
