@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 
@@ -70,9 +71,21 @@ def imix_pcap(tmp_path_factory) -> str:
 
 
 def nta(*args: str, check: bool = False, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would, in a child process."""
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, **kw)
+    """Run the CLI as a user would, in a child process. Past ``timeout`` it is ended as a user's Ctrl-C
+    would end it (SIGINT: it removes what it made), and killed only if that does not end it."""
+    with subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=ROOT, **kw) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGINT)
+            try:
+                out, err = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                out, err = child.communicate()
+            raise AssertionError(f"nta {' '.join(args)} did not end in {timeout:g} s:\n{out}\n{err}") from None
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     if check and proc.returncode != 0:
         raise AssertionError(f"nta {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -140,24 +140,33 @@ def test_buffers_are_cut_to_their_frames_by_the_nta_only(imix_pcap, allocator, c
     assert_balanced(r)
 
 
-def test_copybreak_copies_short_frames_out(imix_pcap):
-    r = afxdp_run(imix_pcap, "xdp", loops=20, pps=200_000, hold="flow:16", copybreak=600)
+def test_copybreak_copies_short_frames_out(imix_pcap, ceilings):
+    """Frames of at most 600 bytes are copied out of their buffer, the rest cut to size: at a fifth of what
+    AF_XDP receives here, exactly the capture's short frames; with frames the socket still dropped
+    (counted), no more than them."""
+    pps = min(200_000, int(ceilings("afxdp", rx="afxdp")["pps"] / 5))
+    r = afxdp_run(imix_pcap, "xdp", loops=20, pps=pps, hold="flow:16", copybreak=600)
     x, p = r.consumer["xsk"], r.consumer["pool"]
-    assert x["received"] == 20 * 1200
+    assert x["received"] + x["rx_dropped"] + x["rx_ring_full"] == 20 * 1200
     small = sum(1 for n in load(imix_pcap).lengths if n <= 600)
-    assert x["copied"] == 20 * small
-    assert p["trims"] == x["received"] - x["copied"]
+    if x["received"] == 20 * 1200:
+        assert x["copied"] == 20 * small
+    else:
+        assert x["received"] - 20 * (1200 - small) <= x["copied"] <= 20 * small
+    assert x["copied"] > 0 and p["trims"] == x["received"] - x["copied"]
     assert_balanced(r)
 
 
 @pytest.mark.skipif(len(cpus.usable()) < 2, reason="two queues need two CPUs")
-def test_a_socket_per_queue(pcaps):
+def test_a_socket_per_queue(pcaps, ceilings):
     path = os.path.join(pcaps, "ndpi-reddit-ipv6.pcap")
     cap = load(path)
-    r = afxdp_run(path, "xdp", loops=10, pps=50_000, queues=2, hold="flow:8")
+    r = afxdp_run(path, "xdp", loops=10, pps=min(50_000, int(ceilings("afxdp", rx="afxdp")["pps"] / 5)), queues=2,
+                  hold="flow:8")
     want = [10 * len(part) for part in flow_split(cap, 2)]
     assert [q["xdp"]["packets"] for q in r.queues] == want
-    assert [q["xsk"]["received"] for q in r.queues] == want  # at this rate, no socket drops a frame
+    got = [q["xsk"]["received"] + q["xsk"]["rx_dropped"] + q["xsk"]["rx_ring_full"] for q in r.queues]
+    assert got == want  # every frame taken by its queue's socket, or dropped there and counted
     assert r.queue_account["reconciled"]
     assert_balanced(r)
 

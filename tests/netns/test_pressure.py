@@ -174,7 +174,7 @@ def test_bench_pressure_finds_the_budgets_and_the_reserve(imix_pcap, tmp_path):
     out = tmp_path / "p.json"
     nta("bench", "pressure", "--pcap", imix_pcap, "--loops", "5", "--pps", str(PPS), "--hold", "random:300",
         "--allocators", "nta,slab", "--permit", IMIX_PERMIT, "--stuck", "2", "--plot", str(tmp_path),
-        "--json", str(out), check=True)
+        "--json", str(out), check=True, timeout=1200)  # some 40 runs: 36 s here, ten times that emulated
     doc = json.loads(out.read_text())
     for al, d in doc["allocators"].items():
         probes = {p["budget"]: p["dropped"] for p in d["budget_probes"]}

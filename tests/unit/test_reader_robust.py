@@ -25,6 +25,7 @@ from harness.nta import Arena, Pool
 from tests.conftest import ROOT
 
 FUZZ_SECONDS = float(os.environ.get("NTA_FUZZ_SECONDS", 12))
+FUZZ_MIN = 50  # arenas at the least, however long a slower machine takes over them
 CHILD_TIMEOUT = 10.0
 
 
@@ -129,7 +130,7 @@ def test_readers_survive_damaged_arenas(tmp_path):
     bad = []
     mutant, log = str(tmp_path / "mutant"), str(tmp_path / "out")
     start = time.monotonic()
-    while time.monotonic() - start < FUZZ_SECONDS:
+    while time.monotonic() - start < FUZZ_SECONDS or sum(outcomes.values()) < FUZZ_MIN:
         with open(mutant, "wb") as f:
             f.write(mutate(data, rng, hdr_size))
         outcome, status, text = run_child(mutant, log)
@@ -140,8 +141,7 @@ def test_readers_survive_damaged_arenas(tmp_path):
             bad.append((outcome, status, text[-400:]))
             with open(str(tmp_path / f"bad-{len(bad)}"), "wb") as f:
                 f.write(open(mutant, "rb").read())
-    print(f"\nfuzzed {sum(outcomes.values())} arenas in {FUZZ_SECONDS:g} s: {outcomes}")
-    assert sum(outcomes.values()) >= 50
+    print(f"\nfuzzed {sum(outcomes.values())} arenas in {time.monotonic() - start:.1f} s: {outcomes}")
     assert not bad, f"{len(bad)} of {sum(outcomes.values())} mutants broke a reader: {bad[:3]}"
 
 
