@@ -143,6 +143,9 @@ struct nta_gen_state {
 	__u64 unchanged; /* --unique-flows: frames of a loop after the first sent as they are (not IP) */
 };
 
+/* A paced xdp sender's ring of due times in nta_gen_due (nta_xdp_gen.c): its runs per call, at most. */
+#define NTA_GEN_PACE_DEPTH 256
+
 struct nta_gen_frame_hdr {
 	__u32 len;
 	__u16 l3;    /* where its IP header starts (after the Ethernet header and any VLAN tags) */

@@ -14,6 +14,16 @@
  *   -DNTA_GEN_IFINDEX=I    the device to send out of (in the sender's namespace)
  *   -DNTA_UNIQUE           --unique-flows: in each loop after the first, the frame's addresses move
  *                          apart by the loop's number (nta_shared.h: nta_unique_ip)
+ *   -DNTA_GEN_PACE=N       a paced replay (a rate, or the capture's timing): each run first waits for
+ *   -DNTA_GEN_CPUS=C       its frame's due time (below); N a power of two, C the possible CPUs
+ *
+ * Paced, a BPF_PROG_RUN call costs more than a gap at 100 kpps (14 us here: the kernel sets up a page
+ * pool for the call and tears it down), so a call per frame cannot time the frames. Instead the sender
+ * writes the due times of its next frames (bpf_ktime_get_ns's clock, CLOCK_MONOTONIC) into nta_gen_due
+ * (CPU c's ring of N at c * N, by run number; mmapped by the sender: no system call per frame) and makes
+ * one call of them, one frame per kernel batch so that each goes to the device as soon as it is
+ * written; each run spins until its frame is due. The sender calls a call's set-up early and ends a
+ * call where a gap leaves time for the next one's set-up, so a run spins for tens of us at most.
  *
  * A sender owns one CPU (BPF_PROG_RUN's live mode runs with migration off),
  * so its state is that CPU's copy of the per-CPU nta_gen_state: where its
@@ -32,6 +42,33 @@ struct nta_gen_frame {
 BPF_ARRAY(nta_gen_frames, struct nta_gen_frame, NTA_GEN_FRAMES);
 BPF_ARRAY(nta_gen_index, __u32, NTA_GEN_INDEX);
 BPF_PERCPU_ARRAY(nta_gen_state, struct nta_gen_state, 1);
+#ifdef NTA_GEN_PACE
+BPF_F_TABLE("array", int, __u64, nta_gen_due, NTA_GEN_PACE * NTA_GEN_CPUS, BPF_F_MMAPABLE);
+/* The wait is a bounded loop (bpf_loop's callback is beyond BCC 0.26's loader). The verifier walks each
+ * iteration and keeps a branch of each pending: more than 8,192 of them is refused (E2BIG). So 4,096
+ * iterations of four clock reads each: about 16,384 reads, 0.3 ms here, beyond any wait the sender
+ * asks for; a frame is sent at most three reads past its time. */
+#define NTA_GEN_SPIN_ITERS 4096
+
+/* Wait until the due time of run number run of this CPU's sender (none: 0, at once). */
+static __always_inline void nta_gen_wait(__u64 run)
+{
+	int i = (int)(bpf_get_smp_processor_id() * NTA_GEN_PACE + (run & (NTA_GEN_PACE - 1)));
+	__u64 *due = nta_gen_due.lookup(&i);
+
+	if (!due)
+		return;
+	__u64 t = *due;
+	/* every way out of the loop leaves the same state (n = 0), so the verifier walks the rest of the
+	 * program once, not once per iteration the loop might end at */
+	for (__u32 n = NTA_GEN_SPIN_ITERS; n;) {
+		bpf_ktime_get_ns();
+		bpf_ktime_get_ns();
+		bpf_ktime_get_ns();
+		n = bpf_ktime_get_ns() >= t ? 0 : n - 1;
+	}
+}
+#endif
 
 int nta_xdp_gen(struct xdp_md *ctx)
 {
@@ -46,6 +83,9 @@ int nta_xdp_gen(struct xdp_md *ctx)
 	s = nta_gen_state.lookup(&key);
 	if (!s)
 		return XDP_ABORTED;
+#ifdef NTA_GEN_PACE
+	nta_gen_wait(s->runs);
+#endif
 	s->runs++;
 	if (!s->count) /* no list: nothing to send (the probe of the kernel's limits) */
 		return XDP_DROP;

@@ -164,6 +164,7 @@ class _Sender:
         if rep.gen is not None:  # live frames: the program and its state, in the device's namespace
             self.r.fd, self.r.prog_fd, self.r.state_fd = -1, rep.gen.prog_fd, rep.gen.state_fd
             self.r.netns_fd, self.r.cpu = rep._netns_fd, cpu
+            self.r.due_fd, self.r.due_cpus = rep.gen.due_fd, rep.gen.possible_cpus()
         else:
             self.sock = packet_socket(rep.ns, rep.iface)
             self.r.fd = self.sock.fileno()
@@ -231,7 +232,8 @@ class BuiltinReplayer:
         try:
             if self.xdp:
                 self.gen = GenProgram(self.cap, self._parts, self.cpus[:len(self.senders)], self.ns, self.iface,
-                                      self.ifindex, unique=(self.l3, self.ipver) if self.opts.unique_flows else None)
+                                      self.ifindex, unique=(self.l3, self.ipver) if self.opts.unique_flows else None,
+                                      paced=not self.opts.topspeed)
                 self.gen.__enter__()
                 self._netns_fd = os.open(os.path.join(nsutil.NETNS_RUN_DIR, self.ns), os.O_RDONLY | os.O_CLOEXEC)
             for i, s in enumerate(self.senders):

@@ -64,7 +64,8 @@ def replayer(stack: contextlib.ExitStack, cfg: RunConfig, cap: pcapfile.Capture,
 def sender_program(cfg: RunConfig) -> GenProgram:
     """The xdp replayer's program for cfg's capture (or, without one, for none), not loaded: for --ebpf."""
     cap = pcapfile.load(cfg.pcap, mtu=cfg.mtu) if cfg.pcap else pcapfile.Capture(path="")
-    return GenProgram(cap, [None], [0], None, topology.GEN_IF, None)
+    return GenProgram(cap, [None], [0], None, topology.GEN_IF, None,
+                      unique=(None, None) if cfg.replay.unique_flows else None, paced=not cfg.replay.topspeed)
 
 
 def xdp_xmit(topo) -> dict:

@@ -38,7 +38,7 @@ class GenProgram:
     NAME = "nta_xdp_gen"
 
     def __init__(self, cap, lists, cpus: list[int], ns: str | None, ifname: str, ifindex: int | None,
-                 unique: tuple | None = None):
+                 unique: tuple | None = None, paced: bool = False):
         import numpy as np
 
         self.cap, self.cpus, self.ns, self.ifname = cap, cpus, ns, ifname
@@ -52,7 +52,10 @@ class GenProgram:
                         f"-DNTA_GEN_FRAMES={max(cap.frames, 1)}", f"-DNTA_GEN_FRAME_MAX={frame_max}",
                         f"-DNTA_GEN_INDEX={max(sum(len(x) for x in self.lists), 1)}",
                         f"-DNTA_GEN_IFINDEX={'<ifindex>' if ifindex is None else ifindex}",
-                        *(["-DNTA_UNIQUE=1"] if unique is not None else [])]
+                        *(["-DNTA_UNIQUE=1"] if unique is not None else []),
+                        *([f"-DNTA_GEN_PACE={lib.NTA_GEN_PACE_DEPTH}", f"-DNTA_GEN_CPUS={self.possible_cpus()}"]
+                          if paced else [])]
+        self.paced = paced
         self.unique = unique  # (l3, ipver) per frame with --unique-flows
         self.bpf = None
         self.prog_fd = -1
@@ -104,6 +107,18 @@ class GenProgram:
             base += len(part)
         state[ctypes.c_int(0)] = per_cpu
         return self
+
+    @staticmethod
+    def possible_cpus() -> int:
+        """CPUs the kernel may number (a per-CPU map's copies; the paced runs' rings in nta_gen_due)."""
+        from bcc.utils import get_possible_cpus
+
+        return max(get_possible_cpus()) + 1
+
+    @property
+    def due_fd(self) -> int:
+        """Paced: nta_gen_due, the due time of each run (bpf/nta_xdp_gen.c), mmapped by the senders; else -1."""
+        return self.bpf[b"nta_gen_due"].map_fd if self.paced else -1
 
     @property
     def state_fd(self) -> int:

@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -58,6 +59,11 @@
  * into it overflows it at full rate where one of 64 (the kernel's default) does not. */
 #define XDP_KERNEL_BATCH 64
 #define SPIN_NS 50000ull
+/* A paced xdp sender (nta_xdp_gen.c, NTA_GEN_PACE): a call is made this much before its first frame is due
+ * (about a call's set-up: its runs spin the rest), and a gap this long ends a call (room for the next
+ * call's set-up and tear-down, which cost 14 us here). */
+#define XDP_LEAD_NS 20000ull
+#define XDP_BREAK_NS 40000ull
 #define SLICE_NS 10000000ull
 #define BACKOFF_NS 5000ull
 
@@ -388,6 +394,9 @@ static int send_ring(struct nta_replay *r, struct txring *t, const struct iovec 
 struct xdpsend {
 	struct nta_gen_state at_start; /* the program's counts for this sender when the run began */
 	struct nta_gen_state last;     /* and after the last call: only this sender's calls change them */
+	uint64_t *due_map;             /* paced: nta_gen_due, mmapped ... */
+	size_t due_len;
+	uint64_t *due;                 /* ... and this CPU's ring in it (NULL: each call is timed, not each run) */
 	struct nta_gen_state *all;     /* a lookup's buffer: one per possible CPU */
 };
 
@@ -415,15 +424,35 @@ static int xdp_open(struct nta_replay *r, struct xdpsend *x)
 	if ((err = xdp_state(r, x, &x->at_start)))
 		return err;
 	x->last = x->at_start;
+	if (r->mode != NTA_REPLAY_TOPSPEED && r->due_fd >= 0) {
+		if (r->cpu >= r->due_cpus)
+			return -EINVAL;
+		x->due_len = (size_t)r->due_cpus * NTA_GEN_PACE_DEPTH * sizeof(uint64_t);
+		x->due_map = mmap(NULL, x->due_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->due_fd, 0);
+		if (x->due_map == MAP_FAILED) {
+			x->due_map = NULL;
+			return -errno;
+		}
+		x->due = x->due_map + (size_t)r->cpu * NTA_GEN_PACE_DEPTH;
+	}
 	return 0;
+}
+
+static void xdp_close(struct xdpsend *x)
+{
+	if (x->due_map)
+		munmap(x->due_map, x->due_len);
+	free(x->all);
 }
 
 /* Run the program k times; the counters as the program kept them; *ran: how many it ran. */
 static int send_xdp(struct nta_replay *r, struct xdpsend *x, uint32_t k, uint64_t *ran)
 {
 	static const uint8_t frame[64]; /* data_in: each run rewrites the frame whole */
+	/* paced runs: a frame per kernel batch, each flushed to the device once its run has waited for it */
 	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = frame, .data_size_in = sizeof(frame), .repeat = k,
-		    .batch_size = k < XDP_KERNEL_BATCH ? k : XDP_KERNEL_BATCH, .flags = BPF_F_TEST_XDP_LIVE_FRAMES);
+		    .batch_size = x->due ? 1 : k < XDP_KERNEL_BATCH ? k : XDP_KERNEL_BATCH,
+		    .flags = BPF_F_TEST_XDP_LIVE_FRAMES);
 	struct nta_gen_state st;
 	int err;
 
@@ -472,7 +501,7 @@ int nta_replay_run(struct nta_replay *r)
 		return err;
 	}
 	if (r->method == NTA_REPLAY_XDP && (err = xdp_open(r, &xs))) {
-		free(xs.all);
+		xdp_close(&xs);
 		return err;
 	}
 	total = r->frames * r->loops;
@@ -480,6 +509,10 @@ int nta_replay_run(struct nta_replay *r)
 		total = r->limit;
 	span = r->span_ns;
 	memset(msgs, 0, sizeof(msgs));
+	/* A sleep may end up to the thread's timer slack late (50 us by default): more than the spin after
+	 * it covers. This thread's slack is 1 ns while it sends. */
+	const long slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+	prctl(PR_SET_TIMERSLACK, 1ul, 0, 0, 0);
 	start = mono_ns();
 	r->start_ns = start;
 
@@ -492,15 +525,19 @@ int nta_replay_run(struct nta_replay *r)
 
 			if (r->duration_ns && due > start + r->duration_ns)
 				due = start + r->duration_ns; /* the end comes first */
-			if (!wait_until(due, &r->stop))
+			if (!wait_until(xs.due ? due - XDP_LEAD_NS : due, &r->stop)) /* paced runs wait in the kernel */
 				break;
 		}
 		now = mono_ns();
 		if (r->duration_ns && now - start >= r->duration_ns)
 			break;
 		struct cursor at = c;
-		/* every frame that is due now, up to a batch */
+		uint64_t last_due = 0;
+		const uint32_t most = xs.due && r->batch > NTA_GEN_PACE_DEPTH ? NTA_GEN_PACE_DEPTH : r->batch;
+		/* every frame that is due now, up to a batch; paced xdp runs, also those that follow closely */
 		do {
+			if (xs.due) /* this run's due time, where the program looks for it */
+				xs.due[(xs.last.runs + k) & (NTA_GEN_PACE_DEPTH - 1)] = last_due = start + due_ns(r, &c, span);
 			if (r->method != NTA_REPLAY_XDP) { /* the program has the frames: only how many */
 				uint64_t f = frame_at(r, c.idx);
 
@@ -515,8 +552,10 @@ int nta_replay_run(struct nta_replay *r)
 			}
 			k++;
 			advance(r, &c);
-		} while (k < r->batch && c.seq < total &&
-			 (r->mode == NTA_REPLAY_TOPSPEED || start + due_ns(r, &c, span) <= now));
+		} while (k < most && c.seq < total &&
+			 (r->mode == NTA_REPLAY_TOPSPEED || start + due_ns(r, &c, span) <= now ||
+			  (xs.due && start + due_ns(r, &c, span) <= last_due + XDP_BREAK_NS &&
+			   (!r->duration_ns || due_ns(r, &c, span) <= r->duration_ns))));
 		if (r->method == NTA_REPLAY_XDP) {
 			uint64_t ran = 0;
 			if ((err = send_xdp(r, &xs, k, &ran))) {
@@ -542,8 +581,10 @@ int nta_replay_run(struct nta_replay *r)
 		add(&r->failed, ring.used);
 		ring_close(&ring);
 	}
-	free(xs.all);
+	xdp_close(&xs);
 	free(scratch);
 	r->end_ns = mono_ns();
+	if (slack > 0)
+		prctl(PR_SET_TIMERSLACK, (unsigned long)slack, 0, 0, 0);
 	return 0;
 }

@@ -51,6 +51,8 @@ struct nta_replay {
 	int state_fd;             /* NTA_REPLAY_XDP: its nta_gen_state map; this sender's entry is its CPU's */
 	int netns_fd;             /* NTA_REPLAY_XDP: the sending device's namespace (entered by this thread), or -1 */
 	uint32_t cpu;             /* NTA_REPLAY_XDP: the CPU this sender runs on (pinned by the caller) */
+	int due_fd;               /* NTA_REPLAY_XDP, paced: nta_gen_due (the runs wait for their due times), or -1 */
+	uint32_t due_cpus;        /* and its CPUs (NTA_GEN_PACE_DEPTH entries each) */
 	double rate;
 	const uint8_t *blob;      /* the frames, back to back */
 	const uint64_t *offsets;  /* per frame: offset in blob */
