@@ -330,7 +330,8 @@ class Consumers:
         """Each queue's end (Consumer.finish); the figures added up, and each queue's."""
         per_queue = [c.finish() for c in self.queues]
         if len(per_queue) == 1:
-            return per_queue[0]
+            f = per_queue[0]
+            return {**f, "xsk": xsk_added([f["xsk"]], self.queues[0].arena.page_size) if f["xsk"] else None}
         ctl, pool = added([f["controller"] for f in per_queue]), added([f["pool"] for f in per_queue])
         first = self.queues[0]
         polls = [c._poll for c in self.queues]

@@ -3,6 +3,8 @@ up. Pure arithmetic on dicts and numpy arrays (the consumer and the tests call i
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -75,6 +77,26 @@ def added(dicts: list[dict]) -> dict:
 
 def xsk_added(per_queue: list[dict], page: int) -> dict:
     """The queues' socket counters added up, and what the frames held at the end took, per frame."""
-    total = added([{k: v for k, v in x.items() if k != "bytes_per_frame_held"} for x in per_queue])
+    total = added([{k: v for k, v in x.items() if k not in ("bytes_per_frame_held", "zerocopy", "zc_errno")}
+                   for x in per_queue])
     held = total["held_at_end"]
-    return {**total, "bytes_per_frame_held": total["pages_at_end"] * page / held if held else None}
+    return {**total, "bytes_per_frame_held": total["pages_at_end"] * page / held if held else None,
+            "sockets": [socket_mode(x) for x in per_queue]}
+
+
+def socket_mode(x: dict) -> dict:
+    """How a socket was bound: zero-copy or copy, and when zero-copy was asked for and refused, the kernel's
+    reason."""
+    return {"mode": "zero-copy" if x["zerocopy"] else "copy",
+            "zerocopy_refused": os.strerror(x["zc_errno"]) if x["zc_errno"] else None}
+
+
+def modes_text(sockets: list[dict]) -> str:
+    """The sockets' modes in a few words: 'zero-copy', or 'copy mode (zero-copy refused: ...)', or per queue."""
+    def one(s):
+        return s["mode"] + (f" mode (zero-copy refused: {s['zerocopy_refused']})" if s["zerocopy_refused"] else
+                            " mode")
+    texts = [one(s) for s in sockets]
+    if len(set(texts)) == 1:
+        return ("all sockets " if len(texts) > 1 else "") + texts[0]
+    return "; ".join(f"queue {q} {t}" for q, t in enumerate(texts))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+from harness.figures import modes_text
+
 
 def n(x) -> str:
     """A count with thousands separators; '-' for unknown."""
@@ -131,8 +133,9 @@ def _controller_lines(doc: dict, out) -> None:
 def xsk_line(x: dict, p: dict, m: dict, fill: int) -> str:
     """AF_XDP: the fill ring, the trimming, and the memory the held frames took apart from the fill ring."""
     per = m["bytes_per_frame_held"]
-    return (f"AF_XDP (copy mode, UMEM = the arena): fill ring up to {n(fill)} buffers of {n(m['fill_buffer_bytes'])} "
-            f"bytes, {n(x['posted'])} posted in all, {n(x['in_fill'])} still posted at the end, "
+    return (f"AF_XDP ({modes_text(x['sockets'])}; UMEM = the arena): fill ring up to {n(fill)} buffers of "
+            f"{n(m['fill_buffer_bytes'])} bytes, {n(x['posted'])} posted in all, {n(x['in_fill'])} still posted at "
+            f"the end, "
             f"{n(x['wakeups'])} wake-ups, fill ring found empty {n(x['rx_fill_ring_empty_descs'])} times; "
             f"{n(p['trims'])} buffers cut to their frames gave back {p['trimmed_bytes'] / 1048576:.1f} MiB"
             + (f" ({n(x['untrimmed'])} not cut: the {m['allocator']} allocator cannot)" if x["untrimmed"] else "")
@@ -181,7 +184,7 @@ def queue_lines(doc: dict, out) -> None:
         return row
 
     rows = [[str(q["queue"]), str(q["cpu"]), *cells(q)] for q in qs]
-    total = {"sent": sum(q["sent"] for q in qs),
+    total = {"sent": None if None in (q["sent"] for q in qs) else sum(q["sent"] for q in qs),
              "xdp": {k: sum(q["xdp"][k] for q in qs) for k in ("packets", "bytes")}}
     if meta:
         total.update(ring={k: sum(q["ring"][k] for q in qs) for k in ("submitted", "lost")},
@@ -361,5 +364,7 @@ def live_summary(doc: dict, out=sys.stdout) -> None:
     table(rows, COLUMNS, out)
     if doc["ring"] is not None:
         print(_metadata_verdict(doc), file=out)
-    for line in pressure_lines(doc["pressure"]) if doc.get("pressure") else []:
-        print("  " + line, file=out)
+    if doc.get("queues"):
+        queue_lines(doc, out)
+    if doc["controller"] is not None:
+        _controller_lines(doc, out)

@@ -22,6 +22,7 @@ from harness.builtin import BuiltinReplayer, check_live_frames
 from harness.consumer import Consumers
 from harness.controller import DROP_REASONS
 from harness.errors import NtaError, require_root
+from harness.ifacestate import detach_stale
 from harness.jsonfile import document, write_json
 from harness.measure import Loop
 from harness.placement import place_controllers, place_threads, queue_cpus
@@ -76,17 +77,21 @@ def xdp_xmit(topo) -> dict:
             for k in ("xdp_xmit", "xdp_xmit_errors")}
 
 
-def queue_counts(cfg: RunConfig, per_queue_cpu: list[int], prog, replay: ReplayResult,
-                 figures: dict | None) -> list[dict]:
-    """Each RX queue's counts: its CPU, what its sender sent, what XDP saw on it, and with a controller
-    its ring, controller and pool at the end."""
+def sent_per_queue(replay: ReplayResult, per_queue_cpu: list[int]) -> list[int]:
+    """What the senders sent to each RX queue (sender on CPU c: the queue whose CPU is c)."""
     queue_of = {cpu: q for q, cpu in enumerate(per_queue_cpu)}
-    sent = [0] * cfg.queues
+    sent = [0] * len(per_queue_cpu)
     for s in replay.senders or []:
         sent[queue_of[s["cpu"]]] += s["sent"]
+    return sent
+
+
+def queue_counts(per_queue_cpu: list[int], prog, sent: list[int] | None, figures: dict | None) -> list[dict]:
+    """Each RX queue's counts: its CPU, what was sent to it (None: not known, traffic from elsewhere), what
+    XDP saw on it, and with a controller its ring, controller and pool at the end."""
     out = []
     for q, xs in enumerate(prog.queue_stats()):
-        row = {"queue": q, "cpu": per_queue_cpu[q], "sent": sent[q],
+        row = {"queue": q, "cpu": per_queue_cpu[q], "sent": sent[q] if sent else None,
                "xdp": {"packets": xs["packets"], "bytes": xs["bytes"]}}
         if figures is not None:
             f = figures["queues"][q]
@@ -159,6 +164,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
     if cfg.replayer == "xdp":
         check_live_frames(info)
 
+    for line in detach_stale():
+        print(f"nta: {line}", file=sys.stderr)
     for t, ended in topology.remove_stale():
         print(f"nta: removed stale topology {t.tag} (owner pid {t.owner_pid or '?'} is gone)"
               + (f"; ended {topology.ended_text(ended)} still inside it" if ended else ""), file=sys.stderr)
@@ -176,7 +183,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             xsk = None
             if cfg.rx == "afxdp":
                 xsk = XskConfig(topo.dut_ns, topo.dut_if, prog.xskmap_fd, buffer_size(info.mtu), XSK_RING, cfg.fill,
-                                cfg.copybreak)
+                                cfg.copybreak, xdp_mode=cfg.xdp_mode)
             consumer = Consumers(prog.ring_fds if cfg.rx == "ring" else [None] * cfg.queues,
                                  topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
                                  cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir), free_on=cfg.free_on,
@@ -228,7 +235,8 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
                            veth_dropped=veth_tx["tx_dropped"], wall=wall, intervals=loop.intervals,
                            ring=ring, consumer=figures, peak_map=consumer.peak_map if consumer else None,
                            xmit=xmit, limits=limits, permitted=prog.permitted(), timing=timed, flows=prog.flows(),
-                           queues=queue_counts(cfg, per_queue_cpu, prog, replay, figures) if per_queue_cpu else None)
+                           queues=queue_counts(per_queue_cpu, prog, sent_per_queue(replay, per_queue_cpu),
+                                                figures) if per_queue_cpu else None)
     doc = result.as_dict()
     if not cfg.quiet:
         report.run_summary(doc, out)

@@ -16,6 +16,7 @@ from harness.nta import pool_allocator
 from harness.permit import Filter
 from harness.replay import DRIVERS, ReplayOptions
 from harness.xdp import RING_PAGES, MetaProgram, XdpProgram, XskProgram
+from harness.xsk import XDP_MODES
 
 NAPI_MODES = ("softirq", "threaded")
 RX_PATHS = ("ring", "afxdp")  # how frames reach the controller: metadata records, or the frames (AF_XDP)
@@ -64,6 +65,7 @@ class RunConfig:
     rx: str = "ring"  # or "afxdp": an AF_XDP socket per RX queue, the arena its UMEM (implies the controller)
     fill: int = 0  # afxdp: buffers posted to a fill ring at most (0: the ring's size)
     copybreak: int = 0  # afxdp: frames of at most this many bytes copied out, their buffers reused whole
+    xdp_mode: str = "auto"  # afxdp: how each socket binds (harness.xsk.XDP_MODES): zero-copy first, else copy
     # memory at the limit (harness.pressure): None is not given
     budget: int | None = None  # ordinary pages each pool may hold
     reserve: int | None = None  # pages of each queue's arena for permitted frames, beside the budget
@@ -74,8 +76,6 @@ class RunConfig:
     def check(self) -> None:
         """Everything about the options that can be checked before anything is made."""
         self.replay.validate()
-        if self.interval <= 0:
-            raise NtaError(f"bad --interval {self.interval}: must be positive")
         if self.mtu is not None:
             topology.check_mtu(self.mtu)
         if self.napi not in NAPI_MODES:
@@ -99,14 +99,25 @@ class RunConfig:
         if self.queues > 1 and self.threads != self.queues:
             raise NtaError(f"--threads {self.threads} with --queues {self.queues}: a sender per queue")
         cpus.check_threads(self.threads)
+        if self.tag is not None:
+            topology.check_tag(self.tag)
+        self.check_receive()
+
+    def check_receive(self) -> None:
+        """What is checked of the receiving side's options, for a replayed run and a named interface alike."""
+        if self.interval <= 0:
+            raise NtaError(f"bad --interval {self.interval}: must be positive")
         if self.rx not in RX_PATHS:
             raise NtaError(f"bad --rx {self.rx!r}: choose {', '.join(RX_PATHS)}")
         if self.rx == "afxdp":
             self.controller = True  # the frames go to the controller's pool
             if not 0 <= self.fill <= XSK_RING:
                 raise NtaError(f"bad --fill {self.fill}: 1..{XSK_RING} buffers (0: the ring's size)")
-        elif self.fill or self.copybreak:
-            raise NtaError(f"{'--fill' if self.fill else '--copybreak'}: only with --rx afxdp")
+        elif self.fill or self.copybreak or self.xdp_mode != "auto":
+            flag = "--fill" if self.fill else "--copybreak" if self.copybreak else f"--xdp-mode {self.xdp_mode}"
+            raise NtaError(f"{flag}: only with --rx afxdp")
+        if self.xdp_mode not in XDP_MODES:
+            raise NtaError(f"bad --xdp-mode {self.xdp_mode!r}: choose {', '.join(XDP_MODES)}")
         if self.free_on not in FREE_ON:
             raise NtaError(f"bad --free-on {self.free_on!r}: choose {', '.join(FREE_ON)}")
         if self.free_on == "other":
@@ -122,8 +133,6 @@ class RunConfig:
         self.permit = self.permit_filter
         if self.plot_dir is not None and not os.path.isdir(self.plot_dir):
             raise NtaError(f"--plot {self.plot_dir}: not a directory")
-        if self.tag is not None:
-            topology.check_tag(self.tag)
         check_writable(self.json_path)
 
     @property

@@ -29,13 +29,12 @@ BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PREFIX = "nta_"  # of every program and map name
 
 ACTIONS = {"drop": "NTA_ACT_DROP", "pass": "NTA_ACT_PASS"}
-XDP_PASS = 2  # enum xdp_action: the verdict of nta_xdp_permit for a frame the filter accepts
 MODES = ("native", "generic")
 # XDP_FLAGS_* (include/uapi/linux/if_link.h)
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
-_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 
 
 @dataclasses.dataclass
@@ -161,55 +160,6 @@ def permit_described(permit) -> str:
     return f"/* {permit.header_name}, on the include path with -DNTA_PERMIT=1 */\n" + permit.header()
 
 
-class PermitProgram:
-    """bpf/nta_xdp_permit.c: the --permit filter alone, loaded as the runs load theirs (frags-aware) and
-    never attached; ``verdicts(cap)`` is the kernel's verdict on each of a capture's frames. A context
-    manager."""
-
-    NAME = "nta_xdp_permit"
-
-    def __init__(self, permit):
-        self.permit = permit
-        self.bpf = None
-        self.fd = -1
-
-    def __enter__(self) -> "PermitProgram":
-        try:
-            self.bpf = compile_bpf(self.NAME, [f"-I{BPF_DIR}"], self.permit)
-            self.fd = load_xdp_frags(self.bpf, self.NAME)
-        except NtaError:
-            self.close()
-            raise
-        return self
-
-    def verdicts(self, cap):
-        """True for each frame of ``cap`` (a loaded harness.pcapfile.Capture) the filter accepts."""
-        import numpy as np
-
-        ffi, lib = cmodule.load("_traffic_c")
-        out = np.zeros(cap.frames, dtype=np.uint32)
-        if cap.frames:
-            rc = lib.nta_xdp_verdicts(self.fd, ffi.from_buffer("uint8_t[]", cap.blob),
-                                      ffi.from_buffer("uint64_t[]", cap.offsets),
-                                      ffi.from_buffer("uint32_t[]", cap.lengths), cap.frames,
-                                      ffi.from_buffer("uint32_t[]", out))
-            if rc < 0:
-                raise NtaError(f"running {self.NAME} on {cap.path}: {os.strerror(-rc)}")
-        return out == XDP_PASS
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if self.bpf is not None:
-            with contextlib.suppress(Exception):
-                self.bpf.cleanup()
-            self.bpf = None
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 class XdpProgram:
     """The counting XDP program (bpf/nta_xdp_count.c) attached to ``ifname`` in namespace ``ns`` (None:
     this one). Subclasses name another program and its -D flags."""
@@ -248,7 +198,7 @@ class XdpProgram:
             self._close()
             raise
         fn = bcc.BPF.Function(self.bpf, self.name.encode(), self._prog_fd)
-        flags = _MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
+        flags = MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
         chatter: list[str] = []
         try:
             with stderr_captured(chatter), in_ns(self.ns):
@@ -276,7 +226,7 @@ class XdpProgram:
         """
         if self.bpf is None or os.getpid() != self._creator:
             return
-        remove_xdp(self.ns, self.ifname, _MODE_FLAGS[self.mode])
+        remove_xdp(self.ns, self.ifname, MODE_FLAGS[self.mode])
         self._close()
 
     def _close(self) -> None:

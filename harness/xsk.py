@@ -14,6 +14,10 @@ from harness.nta import Pool, counters_dict
 
 ffi, lib = cmodule.load("_ctl_c")
 
+# --xdp-mode: how a socket binds. auto asks for zero-copy (XDP_ZEROCOPY: the driver DMAs into the arena)
+# and takes copy mode when the driver refuses; zerocopy refuses the run instead.
+XDP_MODES = {"auto": lib.NTA_XSK_AUTO, "copy": lib.NTA_XSK_COPY, "zerocopy": lib.NTA_XSK_ZEROCOPY}
+
 
 @dataclasses.dataclass
 class XskConfig:
@@ -30,6 +34,7 @@ class XskConfig:
     copybreak: int = 0  # frames of at most this many bytes copied out of their buffer
     meta_room: int = 0  # with --permit: lib.NTA_XSK_META_ROOM, the room for the program's mark in front
     reserve: bool = False  # buffers may come from the reserve once ordinary memory is out
+    xdp_mode: str = "auto"  # zero-copy first, else copy; "copy"; "zerocopy": or refuse (XDP_MODES)
 
 
 class Xsk:
@@ -42,12 +47,15 @@ class Xsk:
         name = ffi.new("char[]", cfg.ifname.encode())
         c.ifname, c.queue, c.ring_size, c.fill_max = name, queue, cfg.ring_size, cfg.fill_max
         c.buf_size, c.xskmap_fd, c.copybreak = cfg.buf_size, cfg.xskmap_fd, cfg.copybreak
-        c.meta_room, c.reserve = cfg.meta_room, int(cfg.reserve)
+        c.meta_room, c.reserve, c.xdp_mode = cfg.meta_room, int(cfg.reserve), XDP_MODES[cfg.xdp_mode]
         why = ffi.new("char[]", 256)
         with nsutil.inside(cfg.ns) if cfg.ns else contextlib.nullcontext():
             x = lib.nta_xsk_create(ctl._c, pool._h(), pool.arena._h(), c, why, 256)
         if x == ffi.NULL:
-            raise NtaError(f"AF_XDP on {cfg.ifname}: {ffi.string(why).decode(errors='replace')}")
+            why = ffi.string(why).decode(errors="replace")
+            if cfg.xdp_mode == "zerocopy" and "zero-copy" in why:
+                why += " (the driver has no zero-copy AF_XDP; --xdp-mode auto falls back to copy mode)"
+            raise NtaError(f"AF_XDP on {cfg.ifname}: {why}")
         self._x, self.cfg = x, cfg
 
     def stats(self) -> dict:

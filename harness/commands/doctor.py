@@ -1,4 +1,5 @@
-"""``nta doctor``: can this machine run the harness? (root, BCC, kernel headers, BPF, tcpreplay)"""
+"""``nta doctor``: can this machine run the harness? (root, BCC, kernel headers, BPF, tcpreplay); with --iface,
+what an interface is (harness.nic)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import sys
 
 from harness.commands import parser
+from harness.errors import NtaError
 
 
 def _checks():
@@ -70,6 +72,14 @@ def check(verbose: bool = True) -> list[str]:
 
 
 def handle(args) -> int:
+    if args.iface:
+        from harness.nic import describe
+
+        for line in describe(args.iface, args.netns).lines():
+            print(line)
+        return 0
+    if args.netns:
+        raise NtaError("--netns: only with --iface")
     failures = check(verbose=not args.quiet)
     if failures and args.quiet:
         print(f"nta: error: {failures[0]}", file=sys.stderr)
@@ -81,4 +91,9 @@ def add(sub) -> None:
                "Check that this machine can run the harness: root, BCC's Python module, the kernel-headers "
                "link BCC compiles against, loading an XDP program, tcpreplay.")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the first failure, on one line")
+    p.add_argument("--iface", metavar="IFACE",
+                   help="instead, describe IFACE as 'nta run --iface' finds it: driver, RX queues, MTU, XDP "
+                        "features (zero-copy among them; unknown before Linux 6.3), a program already attached, "
+                        "the CPU of each RX queue")
+    p.add_argument("--netns", metavar="NS", help="with --iface: the interface's network namespace")
     p.set_defaults(func=handle)

@@ -41,7 +41,8 @@ def handle(args) -> int:
         json_path=args.json, tag=args.name, quiet=args.quiet, controller=args.controller, hold=args.hold,
         arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
         allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict,
-        queues=args.queues, free_on=args.free_on, rx=args.rx, fill=args.fill, copybreak=args.copybreak,
+        queues=args.queues or 1, free_on=args.free_on, rx=args.rx, fill=args.fill, copybreak=args.copybreak,
+        xdp_mode=args.xdp_mode,
         budget=args.budget, reserve=args.reserve, permit=args.permit, flow_limit=args.flow_limit, stuck=args.stuck,
         **builtin,
         **({"ring_pages": args.ring_pages} if args.ring_pages is not None else {}))
@@ -53,7 +54,7 @@ def handle(args) -> int:
             print(run.sender_program(cfg).describe())
         return 0
     if args.no_replay:
-        doc = live.run_live(cfg, args.iface, args.netns, args.duration)
+        doc = live.run_live(cfg, args.iface, args.netns, args.duration, queues=args.queues)
         return 0 if doc.get("reconciled", True) else EXIT_UNRECONCILED
     result = run.run(cfg)
     if result is not None and not result.reconciled:
@@ -80,6 +81,7 @@ def add(sub) -> None:
             nta run --pcap build/imix.pcap --loops 300 --pps 200000 --controller --hold random:3000 \
                     --budget 200 --permit 'udp port 10003' --reserve 40 --stuck 4
             nta run --iface eth1 --no-replay --mode generic --controller --duration 30
+            nta run --iface eth1 --no-replay --rx afxdp --free-on other --hold random:3000
             nta run --ebpf                     # print the XDP program and its flags
             exit status: 0 ok, 1 error, 2 bad usage or a malformed capture, 3 counts did not reconcile"""),
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,11 +102,12 @@ def add(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="with --replayer builtin or xdp: N senders, each on its own CPU and veth queue, each "
                         "with whole conversations of the capture (default 1)")
-    p.add_argument("--queues", type=positive_int, default=1, metavar="N",
+    p.add_argument("--queues", type=positive_int, default=None, metavar="N",
                    help="N RX/TX queues on the veth pair, up to the CPUs, a sender on each (--replayer builtin "
                         "or xdp; --threads defaults to N), and with --controller a metadata ring, controller "
                         "thread (on the queue's CPU) and page pool on an arena of its own per queue; the "
-                        "summary counts each queue (default 1)")
+                        "summary counts each queue (default 1; with --iface, the interface's first N RX queues, "
+                        "default all)")
     p.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="with --replayer builtin or xdp: frames per call, 1..1024 (default 64); with xdp, runs "
                         "of the program per BPF_PROG_RUN, 1..65536 (default 4096)")
@@ -138,7 +141,8 @@ def add(sub) -> None:
                    help="write pps.png (and with --controller pool.png, pagemap.png) into DIR")
     p.add_argument("--name", metavar="TAG", help="topology name (default: this process id)")
     p.add_argument("--iface", metavar="IFACE",
-                   help="with --no-replay: attach to this interface (a real NIC, or any you name)")
+                   help="with --no-replay: attach to this interface (a real NIC, or any you name; never one "
+                        "with an XDP program on it): every RX queue, as 'nta doctor --iface' shows them")
     p.add_argument("--netns", metavar="NS", help="with --iface: the interface's network namespace")
     p.add_argument("--no-replay", action="store_true",
                    help="no topology, no replay: measure traffic from an external generator until "
@@ -156,6 +160,10 @@ def add(sub) -> None:
     p.add_argument("--fill", type=natural_int, default=0, metavar="N",
                    help=f"with --rx afxdp: buffers posted to each fill ring at most (default: the ring's "
                         f"{2048}); fewer starve the socket, and its drops are counted")
+    p.add_argument("--xdp-mode", choices=("auto", "zerocopy", "copy"), default="auto",
+                   help="with --rx afxdp: how each socket binds: auto asks for zero-copy (the NIC DMAs frames into "
+                        "the arena) and falls back to copy mode when the driver refuses, saying why (the default); "
+                        "zerocopy refuses the run instead; copy never asks")
     p.add_argument("--copybreak", type=natural_int, default=0, metavar="BYTES",
                    help="with --rx afxdp: a frame of at most BYTES is copied into a block of its own size and "
                         "its buffer posted again whole, as drivers' rx_copybreak does; longer ones keep their "

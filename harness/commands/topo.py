@@ -24,6 +24,7 @@ def cmd_topo_up(args) -> int:
 
 def cmd_topo_down(args) -> int:
     from harness import topology
+    from harness.ifacestate import detach_stale
 
     require_root("nta topo down")
     for tag in args.names:
@@ -38,6 +39,9 @@ def cmd_topo_down(args) -> int:
     status = 0
     for fn in topology.remove_half_written() if not args.names else []:
         print(f"removed {fn} (an owner record its process did not finish writing)")
+    detached = detach_stale() if not args.names else []
+    for line in detached:
+        print(line)
     for t in topos:
         if t.state == "live" and not args.force:
             print(f"nta: skipped {t.tag}: in use by pid {t.owner_pid} (--force removes it anyway)",
@@ -49,7 +53,7 @@ def cmd_topo_down(args) -> int:
             print(f"ended {topology.ended_text(ended)} still inside {t.tag}")
         removed = topology.remove_namespaces(t.tag)
         print(f"removed {t.tag} ({t.state}): {', '.join(removed) or 'owner record only'}")
-    if not topos:
+    if not topos and not detached:
         print("no nta topologies")
     return status
 
@@ -61,7 +65,7 @@ def cmd_topo_status(args) -> int:
     topos = topology.list_topologies()
     if write_doc(args, jsonfile.document("topo status", topologies=[dataclasses.asdict(t) for t in topos])):
         return 0
-    if not topos:
+    if not topos and not detached:
         print("no nta topologies")
         return 0
     rows = [[t.tag, t.state, str(t.owner_pid or "-"), " ".join(t.namespaces) or "-", str(t.mtu or "-"),

@@ -195,7 +195,11 @@ struct nta_xsk_config {
 	uint32_t copybreak;  /* a frame of at most this many bytes is copied out, its buffer reused whole */
 	uint32_t meta_room;  /* 0, or NTA_XSK_META_ROOM with --permit: each block holds the mark, then the frame */
 	uint32_t reserve;    /* buffers may come from the reserve once ordinary memory is out (needs meta_room) */
+	uint32_t xdp_mode;   /* NTA_XSK_AUTO: zero-copy, else copy; NTA_XSK_COPY; NTA_XSK_ZEROCOPY: or fail */
 };
+#define NTA_XSK_AUTO 0
+#define NTA_XSK_COPY 1
+#define NTA_XSK_ZEROCOPY 2
 struct nta_xsk_stats {
 	uint64_t received, bytes;
 	uint64_t posted, in_fill, post_fails, wakeups;
@@ -205,6 +209,8 @@ struct nta_xsk_stats {
 	uint64_t starved;            /* stretches the pool refused buffers (its budget: no memory) until the ring was full */
 	uint64_t rx_dropped_starved; /* of rx_dropped, the kernel's drops during those stretches */
 	uint64_t rx_dropped, rx_invalid_descs, rx_ring_full, rx_fill_ring_empty_descs; /* XDP_STATISTICS */
+	uint64_t zerocopy;           /* 1: bound in zero-copy mode (the driver DMAs into the arena); 0: copy */
+	uint64_t zc_errno;           /* in copy mode after zero-copy was asked for: the kernel's errno refusing it */
 };
 /* NULL with errno and a line in why on failure. */
 struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct nta_arena *a,

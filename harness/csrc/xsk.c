@@ -279,6 +279,37 @@ int nta_xsk_fd(const struct nta_xsk *x)
 	return xsk_socket__fd(x->xsk);
 }
 
+/* The arena registered as UMEM and a socket bound to the queue with bind_flags (XDP_ZEROCOPY or
+ * XDP_COPY). On failure neither is left: a socket whose bind failed keeps its rings, and libxdp would
+ * give the next one the same descriptor, so a retry starts from a fresh UMEM. */
+static int open_socket(struct nta_xsk *x, const struct nta_xsk_config *cfg, uint16_t bind_flags, char *why,
+		       size_t whylen)
+{
+	struct xsk_umem_config uc = { .fill_size = cfg->ring_size, .comp_size = cfg->ring_size,
+				      .frame_size = x->umem_chunk, .frame_headroom = 0,
+				      .flags = XDP_UMEM_UNALIGNED_CHUNK_FLAG };
+	int err = xsk_umem__create(&x->umem, x->base + x->umem_off, x->umem_len, &x->fill, &x->comp, &uc);
+
+	if (err) {
+		x->umem = NULL;
+		snprintf(why, whylen, "registering the arena as UMEM (%llu bytes): %s", (unsigned long long)x->umem_len,
+			 strerror(-err));
+		return err;
+	}
+	struct xsk_socket_config sc = { .rx_size = cfg->ring_size, .tx_size = 0,
+					.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+					.bind_flags = bind_flags | XDP_USE_NEED_WAKEUP };
+	err = xsk_socket__create(&x->xsk, cfg->ifname, cfg->queue, x->umem, &x->rx, NULL, &sc);
+	if (err) {
+		x->xsk = NULL;
+		xsk_umem__delete(x->umem);
+		x->umem = NULL;
+		snprintf(why, whylen, "an AF_XDP socket on %s queue %u%s: %s", cfg->ifname, cfg->queue,
+			 bind_flags & XDP_ZEROCOPY ? " in zero-copy mode" : "", strerror(-err));
+	}
+	return err;
+}
+
 struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct nta_arena *a,
 			       const struct nta_xsk_config *cfg, char *why, size_t whylen)
 {
@@ -326,22 +357,20 @@ struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct 
 		free(x);
 		return NULL;
 	}
-	struct xsk_umem_config uc = { .fill_size = cfg->ring_size, .comp_size = cfg->ring_size,
-				      .frame_size = x->umem_chunk, .frame_headroom = 0,
-				      .flags = XDP_UMEM_UNALIGNED_CHUNK_FLAG };
-	err = xsk_umem__create(&x->umem, x->base + x->umem_off, x->umem_len, &x->fill, &x->comp, &uc);
-	if (err) {
-		snprintf(why, whylen, "registering the arena as UMEM (%llu bytes): %s", (unsigned long long)x->umem_len,
-			 strerror(-err));
-		goto fail;
+	if (cfg->xdp_mode != NTA_XSK_COPY) {
+		err = open_socket(x, cfg, XDP_ZEROCOPY, why, whylen);
+		if (!err) {
+			x->st.zerocopy = 1;
+		} else if (cfg->xdp_mode == NTA_XSK_ZEROCOPY) {
+			goto fail;
+		} else {
+			x->st.zc_errno = (uint64_t)-err; /* the kernel's reason for refusing it */
+		}
 	}
-	struct xsk_socket_config sc = { .rx_size = cfg->ring_size, .tx_size = 0,
-					.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
-					.bind_flags = XDP_COPY | XDP_USE_NEED_WAKEUP };
-	err = xsk_socket__create(&x->xsk, cfg->ifname, cfg->queue, x->umem, &x->rx, NULL, &sc);
-	if (err) {
-		snprintf(why, whylen, "an AF_XDP socket on %s queue %u: %s", cfg->ifname, cfg->queue, strerror(-err));
-		goto fail;
+	if (!x->st.zerocopy) {
+		err = open_socket(x, cfg, XDP_COPY, why, whylen);
+		if (err)
+			goto fail;
 	}
 	err = xsk_socket__update_xskmap(x->xsk, cfg->xskmap_fd);
 	if (err) {

@@ -10,7 +10,7 @@ import pytest
 
 from harness import pcapfile
 from harness.permit import Filter
-from harness.xdp import PermitProgram
+from harness.permitprog import PermitProgram
 from tests.unit.test_permit import FILTERS
 
 

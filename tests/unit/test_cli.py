@@ -100,11 +100,13 @@ def test_bad_values_found_before_root_is_needed(tmp_path, imix_pcap, nothing_lef
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--rx", "afxdp"], "--rx afxdp: only for a replayed run, not with --iface"),
-    (["--queues", "2"], "--queues 2: only for a replayed run, not with --iface"),
-    (["--free-on", "other", "--controller"], "--free-on other: only for a replayed run"),
+    (["--queues", "2"], "--queues 2: lo has 1 RX queue"),
+    (["--rx", "afxdp"], "--rx afxdp: frames of MTU 65536"),
+    (["--free-on", "other"], "--free-on other: only with --controller"),
+    (["--xdp-mode", "zerocopy"], "--xdp-mode zerocopy: only with --rx afxdp"),
 ])
 def test_what_a_named_interface_cannot_take(flags, needle, nothing_left_behind):
+    """Refused before anything is attached (lo is named, never attached to)."""
     assert_one_line_error(nta("run", "--iface", "lo", "--no-replay", *flags), needle)
 
 
