@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV    := .venv
+TESTS   ?= tests
 PY      := $(VENV)/bin/python
 NTA     := $(VENV)/bin/nta
 STAMP   := $(VENV)/.installed
@@ -111,11 +112,11 @@ ctest: $(CTEST_BINS) ## C tests (allocator, controller, replayer) under AddressS
 $(IMIX): harness/imix.py | $(STAMP)
 	@$(NTA) pcap imix $@
 
-test: setup-test build ctest ## run every test (netns tests need root: real XDP on veth)
-	$(PY) -m pytest tests
+test: setup-test build ctest ## run every test (netns tests need root: real XDP on veth); TESTS=path: only those
+	$(PY) -m pytest $(TESTS)
 
-vm-test: ## make test inside a Debian 12 VM on Debian's stock kernel (6.1): the image built once and kept in .vm/
-	@scripts/vm-test.sh
+vm-test: ## make test inside a Debian 12 VM on Debian's stock kernel (6.1): the image built once and kept in .vm/; TESTS=path: only those
+	@NTA_VM_TESTS="$(TESTS)" scripts/vm-test.sh
 
 demo: setup build ## replay IMIX over a veth pair: XDP metadata -> controller -> page pool, pps and losses
 	$(NTA) run --pcap $(IMIX) --loops $(DEMO_LOOPS) --topspeed --replayer xdp --controller --hold flow:16 --json build/demo.json

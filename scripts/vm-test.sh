@@ -12,7 +12,7 @@
 #
 # Environment: NTA_VM_DIR, NTA_VM_MIRROR (default http://deb.debian.org/debian), NTA_VM_TIMEOUT (minutes
 # the tests may take, default 150), NTA_VM_MEM (MiB, default 6144), NTA_VM_ACCEL (kvm or tcg: skip the
-# probe).
+# probe), NTA_VM_TESTS (what pytest runs, default tests: e.g. tests/netns/test_nic.py after a change to it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +20,7 @@ SHARED=$(cd "$ROOT/.." && pwd)/shared
 VM_DIR=${NTA_VM_DIR:-$ROOT/.vm}
 MIRROR=${NTA_VM_MIRROR:-http://deb.debian.org/debian}
 TIMEOUT_MIN=${NTA_VM_TIMEOUT:-150}
+TESTS=${NTA_VM_TESTS:-tests}
 MEM=${NTA_VM_MEM:-6144}
 IMAGE=$VM_DIR/debian12-stock.img
 IMAGE_GB=10
@@ -127,19 +128,6 @@ EOF
     DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -qq --no-install-recommends \
         linux-image-amd64 linux-headers-amd64 initramfs-tools >"$TMP/apt.log" 2>&1 \
         || { tail -n 3 "$TMP/apt.log" >&2; die "installing Debian's stock kernel in the image failed"; }
-    # the guest's only job: run the tests, print their end, say its exit status, power off
-    cat >"$MNT/root/nta-vm-test.sh" <<EOF
-#!/bin/bash
-exec >/dev/ttyS0 2>&1
-echo "NTA-VM-BOOTED \$(uname -r)"
-cd $GUEST_ROOT && CI=true make test </dev/null >/root/vm-test.log 2>&1
-rc=\$?
-tail -n 40 /root/vm-test.log
-echo "NTA-VM-TEST-EXIT=\$rc"
-sync
-systemctl poweroff --force --force
-EOF
-    chmod +x "$MNT/root/nta-vm-test.sh"
     cat >"$MNT/etc/systemd/system/nta-vm-test.service" <<'EOF'
 [Unit]
 Description=nta-harness: make test, then power off
@@ -169,6 +157,19 @@ mkdir -p "$MNT$GUEST_ROOT" "$MNT/root/shared/pcaps"
 rsync -a --delete --exclude=/.venv --exclude=/build --exclude=/.vm --exclude=/.git --exclude=__pycache__ \
     --exclude='harness/_*_c*.so' --exclude=harness/libnta.so --exclude='*.egg-info' "$ROOT/" "$MNT$GUEST_ROOT/"
 rsync -a --delete "$SHARED/pcaps/" "$MNT/root/shared/pcaps/"
+# the guest's only job, written on every run: run the tests, print their end, say its exit status, power off
+cat >"$MNT/root/nta-vm-test.sh" <<EOF
+#!/bin/bash
+exec >/dev/ttyS0 2>&1
+echo "NTA-VM-BOOTED \$(uname -r)"
+cd $GUEST_ROOT && CI=true make test TESTS="$TESTS" </dev/null >/root/vm-test.log 2>&1
+rc=\$?
+tail -n 40 /root/vm-test.log
+echo "NTA-VM-TEST-EXIT=\$rc"
+sync
+systemctl poweroff --force --force
+EOF
+chmod +x "$MNT/root/nta-vm-test.sh"
 in_root "$GUEST_ROOT/scripts/setup-system.sh" --test >"$TMP/setup.log" 2>&1 \
     && in_root make -C "$GUEST_ROOT" .venv/.installed build build-tests >>"$TMP/setup.log" 2>&1 \
     || { tail -n 5 "$TMP/setup.log" >&2; die "the project's set-up in the image failed (its last lines above)"; }

@@ -65,7 +65,7 @@ def cmd_topo_status(args) -> int:
     topos = topology.list_topologies()
     if write_doc(args, jsonfile.document("topo status", topologies=[dataclasses.asdict(t) for t in topos])):
         return 0
-    if not topos and not detached:
+    if not topos:
         print("no nta topologies")
         return 0
     rows = [[t.tag, t.state, str(t.owner_pid or "-"), " ".join(t.namespaces) or "-", str(t.mtu or "-"),

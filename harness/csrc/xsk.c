@@ -19,6 +19,17 @@
  * (nta_pool_frag_trim; a pool of another allocator keeps it whole), or a
  * short frame is copied out and its buffer reused whole (copybreak).
  *
+ * Zero-copy (XDP_ZEROCOPY) is asked for first unless the config says copy:
+ * the driver then DMAs each frame into the arena itself, and the pool's
+ * buffers are a driver's page pool made real. A driver without it refuses
+ * the bind (veth: EOPNOTSUPP); then the arena is registered afresh and bound
+ * in copy mode, and the kernel's errno is kept for the run to report. The
+ * layout is the same in both modes: the frame lands XDP_PACKET_HEADROOM past
+ * the posted address, the mark (if any) just before it. A zero-copy driver
+ * is told its receive buffer is the UMEM chunk less the headroom, which may
+ * be longer than the fragment; it writes only the frame, which the device's
+ * MTU bounds to the fragment's length.
+ *
  * Which buffers are posted is a bitmap over the arena's chunks: a receive
  * descriptor naming anything else is counted and ignored, and at the end
  * what is still posted is put back.
