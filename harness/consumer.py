@@ -56,7 +56,11 @@ class Consumer:
                                                                 reserve=limits.may_reserve, stuck=limits.stuck))
                 if free_on == "other":
                     self.reader = FreeReader(self.pool)
-                    self._stack.callback(self.reader.close)  # before the controller and pool go
+                    # undone in reverse: the reader closes (what it was handed freed, its posts applied
+                    # when the pool goes), then the controller frees what it still holds itself, never
+                    # into a handoff already gone (a run stopped before finish(): a second Ctrl-C)
+                    self._stack.callback(lib.nta_ctl_set_handoff, self.ctl._c, ffi.NULL)
+                    self._stack.callback(self.reader.close)
                     lib.nta_ctl_set_handoff(self.ctl._c, self.reader.handoff)
                 if xsk is not None:  # with --permit, each buffer has room for the program's mark
                     xsk = dataclasses.replace(xsk, meta_room=lib.NTA_XSK_META_ROOM if limits.permit else 0,
@@ -258,12 +262,14 @@ class Consumer:
 
     def close(self) -> None:
         """Stop the loop's thread (it uses all of the below), then the reader's, then free the ring,
-        controller, pool, arena."""
-        if self._thread is not None:
-            lib.nta_ctl_poll_stop(self._poll)
-            self._thread.join()
-            self._thread = None
-        self._stack.close()
+        controller, pool, arena. With the signals held: a second Ctrl-C must not stop it half way (the
+        thread left running over a socket or pool the rest destroys)."""
+        with held():
+            if self._thread is not None:
+                lib.nta_ctl_poll_stop(self._poll)
+                self._thread.join()
+                self._thread = None
+            self._stack.close()
 
 
 @dataclasses.dataclass

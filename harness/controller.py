@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from harness import cmodule
+from harness import cmodule, signals
 from harness.errors import NtaError
 from harness.nta import ArenaError, Pool, counters_dict
 
@@ -89,9 +89,10 @@ class MetaRing:
         return out[:n]
 
     def close(self) -> None:
-        if self._rb is not None:
-            lib.nta_ringbuf_close(self._rb)
-            self._rb = None
+        with signals.held():  # a signal between the close and the forgetting closed it twice
+            rb, self._rb = self._rb, None
+            if rb is not None:
+                lib.nta_ringbuf_close(rb)
 
 
 class Controller:
@@ -140,10 +141,11 @@ class Controller:
         return ctl_counters(st)
 
     def close(self) -> None:
-        if self._c is not None:
-            self.flush()
-            lib.nta_ctl_destroy(self._c)
-            self._c = None
+        with signals.held():
+            if self._c is not None:
+                self.flush()
+                c, self._c = self._c, None
+                lib.nta_ctl_destroy(c)
 
     def __enter__(self) -> "Controller":
         return self

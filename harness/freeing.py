@@ -7,10 +7,9 @@ import contextlib
 import os
 import threading
 
-from harness import cmodule
+from harness import cmodule, signals
 from harness.errors import NtaError
 from harness.nta import Pool
-from harness.signals import started
 
 ffi, lib = cmodule.load("_ctl_c")
 
@@ -46,7 +45,7 @@ class FreeReader:
                 os.sched_setaffinity(0, set(cpus))
             self._rc = lib.nta_free_reader_run(self._r)
 
-        self._thread = started(threading.Thread(target=body, name="nta-reader", daemon=True))
+        self._thread = signals.started(threading.Thread(target=body, name="nta-reader", daemon=True))
 
     def stop(self) -> None:
         """Let it free what it was handed, then end it; the pool's owner (the calling thread now) applies
@@ -69,6 +68,7 @@ class FreeReader:
     def close(self) -> None:
         with contextlib.suppress(NtaError):  # a failed post was said by stop() at the run's end, if it ran
             self.stop()
-        if self._h is not None:
-            lib.nta_handoff_destroy(self._h)
-            self._h = None
+        with signals.held():
+            h, self._h = self._h, None
+            if h is not None:
+                lib.nta_handoff_destroy(h)

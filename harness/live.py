@@ -57,6 +57,8 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
     if cfg.stuck:
         raise UsageError(f"--stuck {cfg.stuck}: picks flows from a capture, not with --iface")
     require_root("nta run --iface")
+    for line in detach_stale():  # a program a killed run left here is gone before the interface is looked at
+        print(f"nta: {line}", file=sys.stderr)
     nic = describe(iface, netns)
     if nic.attached[0]:
         raise NtaError(f"{nic.where} already has an XDP program ({nic.attached[0]}, prog id {nic.attached[1]}); "
@@ -69,8 +71,6 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
                            f"features: {nic.features_text()} (--xdp-mode auto falls back to copy mode)")
     limits = pressure.Limits(budget=cfg.budget or 0, reserve=cfg.reserve or 0, permit=cfg.permit,
                              flow_limit=cfg.flow_limit or 0)
-    for line in detach_stale():
-        print(f"nta: {line}", file=sys.stderr)
     per_queue_cpu = nic.queue_cpus[:cfg.queues]
     # each controller on its queue's CPU, as the kernel runs a queue's page pool where its NAPI runs; one
     # queue whose CPU is only a guess (round robin) is left to the scheduler

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import os
 
-from harness import cmodule, nsutil
+from harness import cmodule, nsutil, signals
 from harness.controller import Controller
 from harness.errors import NtaError
 from harness.nta import Pool, counters_dict
@@ -66,6 +66,7 @@ class Xsk:
         return counters_dict(st)
 
     def close(self) -> None:
-        if self._x is not None:
-            lib.nta_xsk_destroy(self._x)
-            self._x = None
+        with signals.held():  # a signal between the destroy and the forgetting destroyed it twice
+            x, self._x = self._x, None
+            if x is not None:
+                lib.nta_xsk_destroy(x)

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from harness import signals
 from harness.nta.binding import (
     CHUNK_SIZE,
     KIND_NAMES,
@@ -108,8 +109,9 @@ class Arena:
             if not force:
                 raise ArenaError(E.EBUSY,
                                  "views of this arena are still alive: delete them before close()") from None
-        lib.nta_arena_close(self._a)
-        self._a = None
+        with signals.held():  # a signal between the close and the forgetting closed it twice
+            a, self._a = self._a, None
+            lib.nta_arena_close(a)
 
     @property
     def closed(self) -> bool:

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from harness import signals
 from harness.errors import NtaError
 from harness.nta.arena import Arena
 from harness.nta.binding import ArenaCorrupt, ArenaError, counters_dict, ffi, lib, raise_errno
@@ -92,12 +93,14 @@ class Pool:
             return
         pages = np.zeros(64, dtype=np.int64)
         count = ffi.new("size_t *")
-        rc = lib.nta_pool_destroy(self._p, int(timeout * 1000), ffi.from_buffer("int64_t[]", pages), 64,
-                                  count)
+        with signals.held():  # a signal between the destroy and the forgetting destroyed it twice
+            rc = lib.nta_pool_destroy(self._p, int(timeout * 1000), ffi.from_buffer("int64_t[]", pages), 64,
+                                      count)
+            if rc != -E.EBUSY:
+                self._p = None
+                self.arena._pools.discard(id(self))
         if rc == -E.EBUSY:
             raise PoolBusy([int(x) for x in pages[:min(64, count[0])]], int(count[0]))
-        self._p = None
-        self.arena._pools.discard(id(self))
 
     def __enter__(self) -> "Pool":
         return self
