@@ -348,6 +348,7 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->data_end = p->data_off + ((uint64_t)p->npg << a->page_shift);
 	p->cshift = a->chunk_shift;
 	p->pshift = a->page_shift;
+	p->pmask = ((uint64_t)1 << a->page_shift) - 1;
 	p->cmask = a->chunk_mask;
 	p->cpp = a->cpp;
 	p->words = a->words;
@@ -362,6 +363,8 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->st.budget.budget_pages = c.budget;
 	p->st.reserve.reserve_min_free = nta_pages_budget(a, true);
 	p->light_fences = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+	p->plain_recycle = !(c.flags & NTA_POOL_BATCH_DTOR);
+	p->nreaders = &a->rd->nreaders;
 	for (p->slot = 0; p->slot < NTA_MAX_POOLS && a->rd->pools[p->slot].info.pid; p->slot++)
 		;
 	if (p->slot == NTA_MAX_POOLS) { /* a slot names the pool's heaps: no slot, no pool */

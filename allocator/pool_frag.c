@@ -251,15 +251,10 @@ NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
  * here a compiler barrier is enough. Without the registration, a seq_cst
  * store.
  */
-static bool defer_if_pinned(struct nta_pool *p, uint64_t off)
+/* A reader pins off: keep it (true), unless it cannot be remembered. */
+static NTA_NOINLINE bool defer_pinned(struct nta_pool *p, uint64_t off)
 {
-	if (likely(p->light_fences)) {
-		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_RELAXED);
-		__asm__ __volatile__("" ::: "memory");
-	} else {
-		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_SEQ_CST);
-	}
-	if (likely(!nta_readers_attached(p->a)) || likely(!nta_pinned(p->a, off)))
+	if (likely(!nta_pinned(p->a, off)))
 		return false;
 	if (p->ndeferred == p->deferred_cap) {
 		size_t cap = p->deferred_cap ? p->deferred_cap * 2 : 64;
@@ -272,6 +267,19 @@ static bool defer_if_pinned(struct nta_pool *p, uint64_t off)
 	p->deferred[p->ndeferred++] = (int64_t)off;
 	p->st.fragments.pinned++;
 	return true;
+}
+
+NTA_INLINE bool defer_if_pinned(struct nta_pool *p, uint64_t off)
+{
+	if (likely(p->light_fences)) {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_RELAXED);
+		__asm__ __volatile__("" ::: "memory");
+	} else {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_SEQ_CST);
+	}
+	if (likely(!__atomic_load_n(p->nreaders, __ATOMIC_SEQ_CST)))
+		return false;
+	return defer_pinned(p, off);
 }
 
 /* Nobody holds the block at off any more (its live byte is 0): let it go. */
@@ -301,7 +309,40 @@ NTA_INLINE void let_go(struct nta_pool *p, uint32_t i, uint64_t off, bool direct
 	pool_page_unused(p, i, direct);
 }
 
-NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
+/*
+ * page_pool's recycle_direct: a whole page its only holder gives back in the owner's context goes
+ * straight into the alloc cache, when nothing else has a say (no destructor, no reader's pin, not a
+ * reserve page, room in the cache). True: done; false: nothing changed, the general path decides. The
+ * same checks and counts as held(), let_go() and pool_recycle() make on that path, in one place.
+ */
+NTA_INLINE bool put_page_direct(struct nta_pool *p, uint64_t off)
+{
+	if (off & p->pmask) /* a fragment inside a page (the data region starts on a page) */
+		return false;
+	if (unlikely(off >= p->data_end) || unlikely(off < p->data_off))
+		return false;
+	const uint32_t i = page_of(p, off);
+	struct pp_page *const r = &p->pg[i];
+	uint8_t *const lb = live_byte(p, off);
+	const uint32_t len = p->cache_len;
+
+	if (r->state != PP_PAGE || r->frag || r->reserve || r->npages > 1 || *lb != 1 || !p->plain_recycle ||
+	    len >= p->cfg.cache_size)
+		return false;
+	if (unlikely(defer_if_pinned(p, off))) { /* the reader's pin keeps it: counted as the general path does */
+		return true;
+	}
+	r->state = PP_CACHE;
+	p->cache[len] = (int64_t)off;
+	p->cache_len = len + 1;
+	p->st.pages.pages_in_use--;
+	p->st.recycle.cached++;
+	if (len + 1 + ring_count(p) > p->st.pages.peak_idle)
+		p->st.pages.peak_idle = len + 1 + ring_count(p);
+	return true;
+}
+
+static NTA_NOINLINE int put_general(struct nta_pool *p, uint64_t off, unsigned flags)
 {
 	uint32_t i;
 	int err = held(p, off, &i);
@@ -321,6 +362,13 @@ NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
 	}
 	let_go(p, i, off, flags & NTA_POOL_DIRECT);
 	return 0;
+}
+
+NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
+{
+	if ((flags & NTA_POOL_DIRECT) && put_page_direct(p, off))
+		return 0;
+	return put_general(p, off, flags);
 }
 
 NTA_API long nta_pool_reap(struct nta_pool *p)

@@ -49,6 +49,7 @@ struct nta_pool {
 	/* the arena's geometry, read on the fast paths without going through a */
 	uintptr_t live_base;       /* the live byte of the block at off is at live_base + (off >> cshift) */
 	uint64_t data_off, data_end;
+	uint64_t pmask;            /* page size - 1: an offset with none of these bits is a page's first byte */
 	uint32_t cshift, pshift, cmask, cpp, words;
 	uint32_t heap_kind;        /* of the pool's heaps (enum nta_heap_kind) */
 	uint64_t *bmp;
@@ -62,6 +63,7 @@ struct nta_pool {
 	int64_t *ring;             /* owner-only: pages recycled outside the fast context */
 	uint32_t ring_head, ring_tail, ring_mask;
 	bool direct;               /* the put in progress is in the owner's fast context */
+	bool plain_recycle;        /* no destructor, none batched: a page nobody holds is recycled as it is */
 	nta_pool_dtor_fn dtor;
 	void *dtor_ctx;
 	int64_t *pending;
@@ -70,6 +72,7 @@ struct nta_pool {
 	size_t ndeferred, deferred_cap;
 	struct nta_pool_pub *pub;  /* our slot in the arena */
 	bool light_fences;         /* registered for readers' membarrier: no fence of our own */
+	const uint32_t *nreaders;  /* the arena's count of attached readers (nta_readers_attached, one load) */
 	/* the remote queue: the producers' tail and the owner's head each on a line of their own */
 	struct pool_remote_slot *remote;
 	uint32_t remote_mask;
@@ -116,9 +119,15 @@ bool pool_make_room(struct nta_pool *p, uint32_t n);
 /* pool_dtor.c: page i (its pages no longer counted in use) has no holder left. */
 void pool_page_unused(struct nta_pool *p, uint32_t i, bool direct);
 
+/* Have other threads posted puts the owner has not applied? (Every allocation asks: inline, one load of
+ * the producers' line, which stays shared while nothing is posted.) */
+static inline bool pool_remote_pending(const struct nta_pool *p)
+{
+	return __atomic_load_n(&p->remote_tail, __ATOMIC_RELAXED) != p->remote_head;
+}
+
 /* pool_remote.c */
 int pool_remote_init(struct nta_pool *p, uint32_t size);
-bool pool_remote_pending(const struct nta_pool *p);
 void pool_remote_counts(const struct nta_pool *p, struct nta_pool_stats *st);
 
 /* pool_publish.c */

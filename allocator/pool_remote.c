@@ -111,11 +111,6 @@ NTA_API long nta_pool_drain_remote(struct nta_pool *p)
 	return n;
 }
 
-bool pool_remote_pending(const struct nta_pool *p)
-{
-	return __atomic_load_n(&p->remote_tail, __ATOMIC_RELAXED) != p->remote_head;
-}
-
 void pool_remote_counts(const struct nta_pool *p, struct nta_pool_stats *st)
 {
 	uint64_t tail = __atomic_load_n(&p->remote_tail, __ATOMIC_ACQUIRE);

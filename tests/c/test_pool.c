@@ -656,6 +656,35 @@ static void test_trim(void)
 	nta_arena_close(a);
 }
 
+/* A whole page a reader pins, given back in the owner's context: the direct recycle waits for the pin
+ * (never into the cache while pinned), as a fragment's free does; once unpinned, reaped into the cache. */
+static void test_page_pinned_by_reader(void)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/dev/shm/nta-ctest-pinpage-%d", getpid());
+	struct nta_config cfg = { .max_pages = 64, .flags = NTA_ARENA_UNLINK };
+	struct nta_arena *a = nta_arena_create(path, &cfg);
+	struct nta_pool *p = pool(a, 8, 1, 8, 0);
+	int64_t w = nta_pool_alloc_page(p, 0);
+	struct nta_reader *r = nta_reader_attach(path);
+
+	EXPECT(r != NULL);
+	EXPECT_EQ(nta_reader_pin(r, (uint64_t)w), 0);
+	uint32_t cached = pst(p).pages.cache_len;
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)w, NTA_POOL_DIRECT), 0);
+	EXPECT_EQ(pst(p).fragments.pinned, 1);
+	EXPECT_EQ(pst(p).pages.cache_len, cached);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 1); /* still out: its reader has it */
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)w, NTA_POOL_DIRECT), -EALREADY);
+	EXPECT_EQ(nta_reader_unpin(r, (uint64_t)w), 0);
+	EXPECT_EQ(nta_pool_reap(p), 1);
+	EXPECT_EQ(pst(p).pages.pages_in_use, 0);
+	EXPECT_EQ(pst(p).fragments.pinned, 0);
+	nta_reader_close(r);
+	destroy(p);
+	nta_arena_close(a);
+}
+
 int main(void)
 {
 	test_trim();
@@ -664,6 +693,7 @@ int main(void)
 	test_heaps_apart();
 	test_slab_fragments();
 	test_reader();
+	test_page_pinned_by_reader();
 	test_defaults_and_fast_path();
 	test_ring_refill_and_full();
 	test_fragments();
