@@ -23,8 +23,9 @@ IFACE_DIR = os.path.join(STATE_DIR, "ifaces")
 
 
 class Attachment:
-    """The owner record of one run's program on a named interface: written before attaching (``begin``),
-    given the program's id once attached (``attached``), removed when the run detaches (``end``)."""
+    """The owner record of one run's program on a named interface: written before the program is loaded
+    (``begin``), given its id once loaded and before it is attached (``attached``), removed when the run has
+    detached it (``end``)."""
 
     def __init__(self, iface: str, netns: str | None, mode: str):
         self.path = os.path.join(IFACE_DIR, f"{os.getpid()}.json")

@@ -82,9 +82,10 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
     with contextlib.ExitStack() as stack:
         record.begin()
         stack.callback(record.end)  # after the program is detached (the stack unwinds in reverse)
-        prog = stack.enter_context(cfg.program(netns, iface))
+        prog = cfg.program(netns, iface)
+        prog.loaded = record.attached  # the record names it before it is attached: kill -9 may come any time
+        stack.enter_context(prog)
         mode, prog_id = describe_attached(iface, netns)
-        record.attached(prog_id)
         consumer = None
         if cfg.controller:
             xsk = None

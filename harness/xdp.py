@@ -183,6 +183,7 @@ class XdpProgram:
         self.bpf = None
         self._prog_fd = -1
         self._creator = os.getpid()
+        self.loaded = None  # called with the program's id once loaded, before it is attached (an owner record)
 
     def describe(self) -> str:
         text = described(self.name, self._cflags + (["-DNTA_PERMIT=1"] if self.permit else []))
@@ -194,6 +195,8 @@ class XdpProgram:
             self.bpf = compile_bpf(self.name, self._cflags, self.permit)
             self._prog_fd = load_xdp_frags(self.bpf, self.name)
             self._prepare()
+            if self.loaded:
+                self.loaded(self.prog_id)
         except NtaError:
             self._close()
             raise
@@ -212,6 +215,17 @@ class XdpProgram:
             where = f" in {self.ns}" if self.ns else ""
             raise NtaError(f"attaching XDP ({self.mode}) to {self.ifname}{where}: {why}") from None
         return self
+
+    @property
+    def prog_id(self) -> int | None:
+        """The loaded program's id, as the kernel shows it for its descriptor (fdinfo), None before."""
+        if self._prog_fd < 0:
+            return None
+        with open(f"/proc/self/fdinfo/{self._prog_fd}") as f:
+            for line in f:
+                if line.startswith("prog_id:"):
+                    return int(line.split()[1])
+        return None
 
     def _prepare(self) -> None:
         """What the program's maps need before it is attached (subclasses)."""
