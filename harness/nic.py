@@ -184,6 +184,16 @@ def _device_irqs(ifname: str) -> list[int]:
     return []
 
 
+RX_IRQ = re.compile(r"(?i)(rx|txrx|input|comp|fp|queue)[^0-9]*(\d+)(@|$)")
+
+
+def irq_queue(name: str) -> int | None:
+    """The RX queue an IRQ's name says it serves (eth0-TxRx-3, mlx5_comp3@pci:..., virtio0-input.3,
+    ice-eth0-TxRx-3: 3), or None (a transmit-only or a control one: virtio0-output.0, eth0-tx-2)."""
+    m = RX_IRQ.search(name)
+    return int(m.group(2)) if m else None
+
+
 def queue_cpus_from_irqs(ifname: str, queues: int) -> list[int] | None:
     """Queue q's CPU: the affinity of the IRQ whose name ends in q among the device's receive ones
     (eth0-TxRx-3, mlx5_comp3@pci:..., virtio0-input.3, ice-eth0-TxRx-3), or None when not all are found."""
@@ -191,11 +201,9 @@ def queue_cpus_from_irqs(ifname: str, queues: int) -> list[int] | None:
     irqs = _device_irqs(ifname) or [i for i, n in names.items() if ifname in n]
     found: dict[int, int] = {}
     for irq in irqs:
-        name = names.get(irq, "")
-        m = re.search(r"(?i)(rx|txrx|input|comp|fp|queue)[^0-9]*(\d+)(@|$)", name)
-        cpu = _irq_cpu(irq)
-        if m and cpu is not None:
-            found.setdefault(int(m.group(2)), cpu)
+        q, cpu = irq_queue(names.get(irq, "")), _irq_cpu(irq)
+        if q is not None and cpu is not None:
+            found.setdefault(q, cpu)
     if all(q in found for q in range(queues)):
         return [found[q] for q in range(queues)]
     return None
