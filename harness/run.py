@@ -22,6 +22,7 @@ from harness.builtin import BuiltinReplayer, check_live_frames
 from harness.consumer import Consumers
 from harness.controller import DROP_REASONS
 from harness.errors import NtaError, require_root
+from harness.figures import modes_text, socket_mode
 from harness.ifacestate import detach_stale
 from harness.jsonfile import document, write_json
 from harness.measure import Loop
@@ -205,8 +206,9 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             + (f", controller hold {cfg.hold}, allocator {cfg.allocator}" if consumer else "")
             + (", freed by a reader on another CPU" if consumer and cfg.free_on == "other" else "")
             + (f"; {limits_text(limits)}" if limits else "")
-            + ("; AF_XDP into the arena (a reader attaches at "
-               + ", ".join(c.arena.reader_path for c in consumer.queues) + ")" if cfg.rx == "afxdp" else ""))
+            + ("; AF_XDP into the arena, " + modes_text([socket_mode(c.xsk_stats()) for c in consumer.queues])
+               + " (a reader attaches at " + ", ".join(c.arena.reader_path for c in consumer.queues) + ")"
+               if cfg.rx == "afxdp" else ""))
         # On a terminal, each line also says how far the run is (of the packets it calls for).
         total = None if cfg.replay.duration or cfg.replay.limit else info.frames * cfg.replay.loops
         loop = Loop(prog, consumer, interval=cfg.interval, drain_us=cfg.drain_us, link=lambda: topo.link_stats("gen"),
