@@ -3,7 +3,7 @@
  * xthread.c - an allocation trace with two threads, one allocator, in this
  * process.
  *
- *   xthread ALLOCATOR PATTERN TRACEFILE REPEATS
+ *   xthread ALLOCATOR PATTERN TRACEFILE REPEATS [THREADS]
  *
  * ALLOCATOR: nta (a page pool whose fragments the NTA places, in an arena in
  * a memfd) | malloc (this process's: glibc, or jemalloc/tcmalloc/mimalloc
@@ -22,10 +22,16 @@
  *     freed out of order) with blocks of its own: for the NTA, an arena and
  *     allocator of its own (per CPU, as designed); malloc's is shared.
  *
+ * THREADS: producer-consumer pairs of threads (default 1), each pair with a
+ * ring of its own (and for the NTA a pool and arena of its own: the producer
+ * owns it); per-thread: threads (default 2). So that scaling past two CPUs
+ * can be measured where more CPUs exist.
+ *
  * Each block's first and last byte are written. The run is timed REPEATS
- * times, start to end of both threads; prints one line of JSON: ns per
- * alloc+free pair (producer-consumer: wall time over the pairs; per-thread:
- * wall time over one thread's pairs), and the peak memory the run added
+ * times, start to end of every thread; prints one line of JSON: ns per
+ * alloc+free pair (producer-consumer: wall time over every pair's steps, all
+ * pairs together; per-thread: wall time over one thread's steps), and the
+ * peak memory the run added
  * (RssAnon + RssShmem, as trace.c), sampled with the blocks live: half way
  * through (producer-consumer: a ring of blocks in flight, as many as the
  * trace's window), or as each thread ends its trace (per-thread).
@@ -50,7 +56,7 @@ struct run {
 	int nta;
 	uint32_t window, n;
 	const uint32_t *sizes, *slots;
-	/* producer-consumer */
+	/* producer-consumer: one pair's */
 	struct nta_arena *a;
 	struct nta_pool *pool;
 	uint8_t *base;
@@ -210,8 +216,8 @@ out:
 
 int main(int argc, char **argv)
 {
-	if (argc != 5) {
-		fprintf(stderr, "usage: %s nta|malloc producer-consumer|per-thread TRACEFILE REPEATS\n", argv[0]);
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: %s nta|malloc producer-consumer|per-thread TRACEFILE REPEATS [THREADS]\n", argv[0]);
 		return 2;
 	}
 	int nta = !strcmp(argv[1], "nta"), pc = !strcmp(argv[2], "producer-consumer");
@@ -220,82 +226,107 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int repeats = atoi(argv[4]);
+	int nthreads = argc == 6 ? atoi(argv[5]) : pc ? 1 : 2; /* pairs, or threads */
 	struct trace t;
-	if (repeats < 1 || trace_read("xthread", argv[3], &t))
+	if (repeats < 1 || nthreads < 1 || nthreads > 256 || trace_read("xthread", argv[3], &t))
 		return 2;
-	struct run r = { .nta = nta, .window = t.window, .n = t.n, .sizes = t.sizes, .slots = t.slots };
 	double *took = calloc((size_t)repeats, sizeof(double));
-	if (!took)
-		return 1;
 	uint64_t depth = 1;
-	while (depth < r.window)
+	while (depth < t.window)
 		depth <<= 1;
-	r.mask = depth - 1;
-	r.ring = calloc(depth, sizeof(*r.ring));
-	if (!r.ring)
+	int npairs = pc ? nthreads : 1;
+	struct run *runs = aligned_alloc(64, ((size_t)npairs * sizeof(struct run) + 63) / 64 * 64);
+	struct own *own = calloc((size_t)nthreads, sizeof(*own));
+	pthread_t *th = calloc((size_t)nthreads * 2, sizeof(*th));
+	if (!took || !runs || !own || !th)
 		return 1;
-	for (volatile uint64_t i = 0; i < depth; i++) /* resident before the baseline */
-		r.ring[i] = 0;
+	memset(runs, 0, (size_t)npairs * sizeof(struct run));
+	for (int j = 0; j < npairs; j++) {
+		struct run *r = &runs[j];
+		*r = (struct run){ .nta = nta, .window = t.window, .n = t.n, .sizes = t.sizes, .slots = t.slots,
+				   .mask = depth - 1 };
+		if (!(r->ring = calloc(depth, sizeof(*r->ring))))
+			return 1;
+		for (volatile uint64_t i = 0; i < depth; i++) /* resident before the baseline */
+			r->ring[i] = 0;
+	}
 	long base_kb = held_kb(), peak_kb = base_kb;
 	for (int k = 0; k < repeats; k++) {
-		pthread_t t[2];
-		struct own own[2] = { { .r = &r }, { .r = &r } };
-		if (pc && nta) { /* room for the ring's blocks and the queue's, at their largest, twice over */
-			struct nta_config cfg = { .max_pages = (uint32_t)(depth * 2 * 2 + 8192 + 64) };
-			struct nta_pool_config pcfg = { .allocator = NTA_POOL_NTA };
-			if (!(r.a = nta_arena_create(NULL, &cfg)) || !(r.pool = nta_pool_create(r.a, &pcfg))) {
-				perror("xthread: arena or pool");
-				return 1;
+		for (int j = 0; j < nthreads; j++)
+			own[j] = (struct own){ .r = &runs[0] };
+		for (int j = 0; pc && j < npairs; j++) {
+			struct run *r = &runs[j];
+			if (nta) { /* room for the ring's blocks and the queue's, at their largest, twice over */
+				struct nta_config cfg = { .max_pages = (uint32_t)(depth * 2 * 2 + 8192 + 64) };
+				struct nta_pool_config pcfg = { .allocator = NTA_POOL_NTA };
+				if (!(r->a = nta_arena_create(NULL, &cfg)) || !(r->pool = nta_pool_create(r->a, &pcfg))) {
+					perror("xthread: arena or pool");
+					return 1;
+				}
+				r->base = nta_arena_base(r->a);
 			}
-			r.base = nta_arena_base(r.a);
+			r->head = r->tail = 0;
+			r->failed = 0;
 		}
-		r.head = r.tail = 0;
 		double t0 = now_ns();
-		if (pc) {
-			pthread_create(&t[0], NULL, produce, &r);
-			pthread_create(&t[1], NULL, consume, &r);
-		} else {
-			pthread_create(&t[0], NULL, replay_own, &own[0]);
-			pthread_create(&t[1], NULL, replay_own, &own[1]);
+		for (int j = 0; j < nthreads; j++) {
+			if (pc) {
+				pthread_create(&th[2 * j], NULL, produce, &runs[j]);
+				pthread_create(&th[2 * j + 1], NULL, consume, &runs[j]);
+			} else {
+				pthread_create(&th[j], NULL, replay_own, &own[j]);
+			}
 		}
-		pthread_join(t[0], NULL);
-		/* the producer, the pool's owner, is done: this thread owns the pool now, and must apply what
-		 * the consumer still posts (a queue shorter than the ring fills, and nobody else drains it) */
-		while (pthread_tryjoin_np(t[1], NULL)) {
-			if (pc && nta)
-				nta_pool_drain_remote(r.pool);
-			sched_yield();
+		/* a producer, its pool's owner, done: this thread owns the pool now, and must apply what the
+		 * consumer still posts (a queue shorter than the ring fills, and nobody else drains it) */
+		for (int j = 0; j < nthreads; j++) {
+			if (!pc) {
+				pthread_join(th[j], NULL);
+				continue;
+			}
+			pthread_join(th[2 * j], NULL);
+			while (pthread_tryjoin_np(th[2 * j + 1], NULL)) {
+				if (nta)
+					nta_pool_drain_remote(runs[j].pool);
+				sched_yield();
+			}
 		}
-		took[k] = (now_ns() - t0) / r.n;
-		long kb = pc ? r.mid_kb : held_kb();
-		for (int j = 0; j < 2; j++)
+		took[k] = (now_ns() - t0) / ((double)t.n * (pc ? npairs : 1));
+		long kb = pc ? runs[0].mid_kb : held_kb();
+		int failed = 0;
+		for (int j = 0; j < nthreads; j++) {
 			kb = own[j].peak_kb > kb ? own[j].peak_kb : kb;
+			failed |= own[j].failed;
+		}
+		for (int j = 0; pc && j < npairs; j++)
+			failed |= runs[j].failed;
 		peak_kb = kb > peak_kb ? kb : peak_kb;
-		if (r.failed || own[0].failed || own[1].failed) {
+		if (failed) {
 			fprintf(stderr, "xthread: the run failed\n");
 			return 1;
 		}
-		if (pc && nta) {
-			char why[256];
-			nta_pool_drain_remote(r.pool); /* what the consumer posted last */
+		for (int j = 0; pc && nta && j < npairs; j++) {
+			struct run *r = &runs[j];
+			char why[256] = "";
+			nta_pool_drain_remote(r->pool); /* what the consumer posted last */
 			struct nta_pool_stats st;
-			nta_pool_stats(r.pool, &st);
-			if (st.remote.applied != r.n || st.fragments.frags || nta_pool_check(r.pool, why, sizeof(why))) {
-				fprintf(stderr, "xthread: after the run: %llu of %u puts applied, %llu fragments left: %s\n",
-					(unsigned long long)st.remote.applied, r.n, (unsigned long long)st.fragments.frags,
+			nta_pool_stats(r->pool, &st);
+			if (st.remote.applied != r->n || st.fragments.frags || nta_pool_check(r->pool, why, sizeof(why))) {
+				fprintf(stderr, "xthread: after the run, pair %d: %llu of %u puts applied, %llu fragments left: %s\n",
+					j, (unsigned long long)st.remote.applied, r->n, (unsigned long long)st.fragments.frags,
 					why);
 				return 1;
 			}
-			if (nta_pool_destroy(r.pool, 1000, NULL, 0, NULL)) {
+			if (nta_pool_destroy(r->pool, 1000, NULL, 0, NULL)) {
 				fprintf(stderr, "xthread: the pool would not close\n");
 				return 1;
 			}
-			nta_arena_close(r.a);
+			nta_arena_close(r->a);
 		}
 	}
 	qsort(took, (size_t)repeats, sizeof(double), cmp_double);
-	printf("{\"allocator\": \"%s\", \"pattern\": \"%s\", \"window\": %u, \"steps\": %u, \"ns_per_pair\": [", argv[1],
-	       argv[2], r.window, r.n);
+	printf("{\"allocator\": \"%s\", \"pattern\": \"%s\", \"threads\": %d, \"window\": %u, \"steps\": %u, "
+	       "\"ns_per_pair\": [", argv[1], argv[2], nthreads, t.window, t.n);
 	for (int k = 0; k < repeats; k++)
 		printf("%s%.3f", k ? ", " : "", took[k]);
 	printf("], \"peak_rss_bytes\": %ld}\n", (peak_kb - base_kb) * 1024);

@@ -112,9 +112,10 @@ def write_trace(path: str, sizes: np.ndarray, slots: np.ndarray, window: int) ->
 PATTERNS = ("single", "producer-consumer", "per-thread")  # threads and who frees: see allocator/bench/xthread.c
 
 
-def run_trace(allocator: str, path: str, repeats: int, pattern: str = "single") -> dict:
+def run_trace(allocator: str, path: str, repeats: int, pattern: str = "single", threads: int | None = None) -> dict:
     """The trace at ``path`` replayed by ``allocator`` in a process of its own: one thread (trace.c), or
-    two in ``pattern`` (xthread.c)."""
+    in ``pattern`` (xthread.c): ``threads`` producer-consumer pairs (default 1), or threads each with
+    blocks of its own (default 2)."""
     binary = TRACE_BIN if pattern == "single" else XTHREAD_BIN
     if not os.access(binary, os.X_OK):
         raise NtaError(f"{binary} is missing: run 'make build'")
@@ -127,7 +128,8 @@ def run_trace(allocator: str, path: str, repeats: int, pattern: str = "single") 
         if not lib:
             raise NtaError(f"{allocator}: {PEERS[allocator]} not found (make bench installs it)")
         env["LD_PRELOAD"] = lib
-    argv = [binary, which, path, str(repeats)] if pattern == "single" else [binary, which, pattern, path, str(repeats)]
+    argv = ([binary, which, path, str(repeats)] if pattern == "single" else
+            [binary, which, pattern, path, str(repeats), *([str(threads)] if threads else [])])
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
         raise NtaError(f"trace run of {allocator} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -136,7 +138,7 @@ def run_trace(allocator: str, path: str, repeats: int, pattern: str = "single") 
 
 def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps=2_000_000, repeats=7,
                 allocators=("nta", "pow2", "glibc", "jemalloc", "tcmalloc", "mimalloc"), pcap=None,
-                seed=1, processes=3, pattern: str = "single", out=print) -> dict:
+                seed=1, processes=3, pattern: str = "single", threads: int | None = None, out=print) -> dict:
     results = []
     with tempfile.TemporaryDirectory(prefix="nta-bench-") as tmp:
         for kind in traces:
@@ -145,15 +147,17 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                 sizes, slots = trace_sizes(kind, n, seed, pcap), trace_slots(window, n, seed)
                 path = os.path.join(tmp, f"{kind}-{window}.trace")
                 write_trace(path, sizes, slots, window)
-                # per-thread: two threads, each with the whole trace's blocks live at once
-                req = peak_requested(sizes, slots) * (2 if pattern == "per-thread" else 1)
+                # per-thread: each thread with the whole trace's blocks live at once; producer-consumer: a ring
+                # of them per pair
+                copies = (threads or 2) if pattern == "per-thread" else (threads or 1)
+                req = peak_requested(sizes, slots) * copies
                 rows = {}
                 # each allocator runs `processes` times, interleaved with the others, so that
                 # a noisy moment of this shared machine does not land on one allocator only
                 runs = {name: [] for name in allocators}
                 for _ in range(processes):
                     for name in allocators:
-                        runs[name].append(run_trace(name, path, repeats, pattern))
+                        runs[name].append(run_trace(name, path, repeats, pattern, threads))
                 for name, rs in runs.items():
                     ns = statistics.median(statistics.median(r["ns_per_pair"]) for r in rs)
                     rss = int(statistics.median(r["peak_rss_bytes"] for r in rs))
@@ -168,15 +172,18 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                     row["time_vs_nta"] = row["ns_per_pair"] / base["ns_per_pair"] if base else None
                     row["space_vs_nta"] = row["space"] / base["space"] if base else None
                 results.append({"trace": kind, "window": window, "steps": steps, "pattern": pattern,
+                                "threads": None if pattern == "single" else copies,
                                 "peak_requested_bytes": req, "allocators": rows})
                 out(f"\n{kind} trace, window {fmt_n(window)}, {fmt_n(steps)} steps, "
-                    + ("" if pattern == "single" else f"two threads, {pattern}, ")
+                    + ("" if pattern == "single" else
+                       f"{threads or 1} producer-consumer pair{'s' if (threads or 1) > 1 else ''}, "
+                       if pattern == "producer-consumer" else f"{threads or 2} threads, per-thread, ")
                     + f"peak requested {req / 1024:,.0f} KiB")
                 table([[name, f"{r['ns_per_pair']:.1f}", f"{r['time_vs_nta']:.2f}",
                         f"{r['peak_rss_bytes'] / 1024:,.0f}", f"{r['space'] * 100:.1f}%",
                         f"{r['space_vs_nta']:.2f}"] for name, r in rows.items()],
                       ["allocator", "ns/pair", "x nta", "peak KiB", "space used", "x nta"])
-    return {"tool": "nta", "command": "bench alloc", "pattern": pattern, "repeats": repeats,
+    return {"tool": "nta", "command": "bench alloc", "pattern": pattern, "threads": threads, "repeats": repeats,
             "processes": processes, "seed": seed, "results": results}
 
 

@@ -33,13 +33,15 @@ def cmd_bench_alloc(args) -> int:
         raise NtaError(f"unknown allocator {bad[0]!r}: choose nta, pow2, {', '.join(alloc.PEERS)}")
     if args.pattern != "single" and "pow2" in allocators:
         raise NtaError(f"--pattern {args.pattern}: pow2 runs one thread only")
+    if args.threads and args.pattern == "single":
+        raise NtaError(f"--threads {args.threads}: with --pattern producer-consumer (pairs) or per-thread")
     if any(w < 1 for w in args.windows):
         raise NtaError(f"bad --windows {','.join(map(str, args.windows))}: each must be 1 or more")
     if "pcap" in args.traces:
         check_replayable(load(args.pcap or alloc.DEFAULT_PCAP, keep_frames=False))  # fails here, in one line
     doc = alloc.bench_alloc(traces=args.traces, windows=args.windows, steps=args.steps, repeats=args.repeats,
                             allocators=allocators, pcap=args.pcap, seed=args.seed,
-                            processes=args.processes, pattern=args.pattern)
+                            processes=args.processes, pattern=args.pattern, threads=args.threads)
     return _out(args, doc)
 
 
@@ -143,6 +145,10 @@ def add(sub) -> None:
                    help="single: one thread (default); producer-consumer: one thread allocates, another frees "
                         "(the NTA's free posted to the owner lock-free); per-thread: two threads, each its own "
                         "blocks (the NTA: an arena each)")
+    a.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="producer-consumer: N pairs of threads, each pair with its own ring (the NTA: its own "
+                        "pool and arena), ns per pair over all pairs' steps (default 1); per-thread: N threads "
+                        "(default 2). Scaling past two CPUs, where more CPUs exist")
     a.add_argument("--pcap", metavar="FILE", help="capture whose frame sizes make the pcap trace "
                                                   "(default ../shared/pcaps/tcpreplay-test.pcap)")
     a.add_argument("--seed", type=int, default=1)

@@ -76,6 +76,9 @@ def test_two_threads_replay_the_trace(tmp_path, allocator, pattern):
     r = bench.run_trace(allocator, path, 2, pattern)
     assert r["pattern"] == pattern and r["window"] == 64 and r["steps"] == n and len(r["ns_per_pair"]) == 2
     assert all(x > 0 for x in r["ns_per_pair"]) and r["peak_rss_bytes"] >= 0
+    assert r["threads"] == (1 if pattern == "producer-consumer" else 2)
+    r = bench.run_trace(allocator, path, 1, pattern, threads=3)  # each pair's pool checked and closed by xthread
+    assert r["threads"] == 3 and len(r["ns_per_pair"]) == 1
 
 
 def test_frag_test_exact_beats_pow2():
@@ -118,11 +121,12 @@ def test_cli_bench_alloc_pattern_json(tmp_path):
     proc = nta("bench", "alloc", "--pattern", "producer-consumer", "--traces", "imix", "--windows", "64",
                "--steps", "4000", "--repeats", "2", "--processes", "1", "--allocators", "nta,glibc",
                "--json", str(out), check=True)
-    assert "two threads, producer-consumer" in proc.stdout
+    assert "1 producer-consumer pair, " in proc.stdout
     doc = json.loads(out.read_text())
     assert doc["pattern"] == "producer-consumer" and doc["results"][0]["pattern"] == "producer-consumer"
     assert_one_line_error(nta("bench", "alloc", "--pattern", "per-thread", "--allocators", "nta,pow2"),
                           "--pattern per-thread: pow2 runs one thread only")
+    assert_one_line_error(nta("bench", "alloc", "--threads", "2"), "--threads 2: with --pattern")
 
 
 def test_cli_bench_errors():
