@@ -118,15 +118,17 @@ static int large_free(struct nta_arena *a, uint32_t p, uint64_t off, size_t size
 
 /* -- small blocks ----------------------------------------------------------------- */
 
-/* Heap 0; with NTA_F_RESERVE, heap 1 when heap 0 cannot. */
+/* Heap 0; with NTA_F_RESERVE, heap 1 when heap 0 cannot. For the NTA, from their free regions: nta_alloc
+ * found heap 0's cache empty, and the reserve heap's parks nothing. */
 static NTA_NOINLINE int64_t small_alloc(struct nta_arena *a, size_t size, unsigned flags)
 {
 	bool nta = a->kind == NTA_KIND_NTA;
 	uint32_t n = (uint32_t)((size + a->chunk_mask) >> a->chunk_shift);
-	int64_t off = nta ? nta_small_alloc(a, HEAP_ARENA, n) : nta_slab_alloc(a, HEAP_ARENA, size);
+	int64_t off = nta ? nta_small_alloc_regions(a, HEAP_ARENA, n) : nta_slab_alloc(a, HEAP_ARENA, size);
 
 	if (off < 0 && (flags & NTA_F_RESERVE)) {
-		off = nta ? nta_small_alloc(a, HEAP_ARENA_RESERVE, n) : nta_slab_alloc(a, HEAP_ARENA_RESERVE, size);
+		off = nta ? nta_small_alloc_regions(a, HEAP_ARENA_RESERVE, n)
+			  : nta_slab_alloc(a, HEAP_ARENA_RESERVE, size);
 		if (off > 0)
 			a->st->reserve_allocs++;
 	} else if (off < 0) {

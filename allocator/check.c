@@ -356,6 +356,9 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, uint32_t h, con
 	if (!CHECK(k, cached == t->cached, "heap %u: its cache holds %llu blocks, its pages mark %llu", h,
 		   (unsigned long long)cached, (unsigned long long)t->cached))
 		return false;
+	if (!CHECK(k, hp->parked == cached, "heap %u: its cache holds %llu blocks, its count says %u", h,
+		   (unsigned long long)cached, hp->parked))
+		return false;
 	for (uint32_t ci = 0; ci < NTA_POW2_CLASSES; ci++) {
 		uint32_t prev = 0, steps = 0, empty = 0;
 		if (!CHECK(k, hp->kind == HEAP_SLAB || !L->slabs[ci], "heap %u of kind %u has slabs", h, hp->kind))

@@ -117,7 +117,7 @@ int64_t nta_heap_alloc(struct nta_arena *a, uint32_t h, size_t size)
 	switch (a->heaps[h].kind) {
 	case HEAP_NTA: {
 		int64_t off = nta_small_cache_pop(a, h, n);
-		return off ? off : nta_small_alloc(a, h, n);
+		return off ? off : nta_small_alloc_regions(a, h, n);
 	}
 	case HEAP_SLAB:
 		return nta_slab_alloc(a, h, size);

@@ -120,6 +120,8 @@ struct nta_heap {
 	uint32_t cur;           /* HEAP_PPFRAG: the current page + 1, 0 = none */
 	uint32_t cursor;        /* HEAP_PPFRAG: its first chunk not yet carved */
 	uint32_t cache_limit;   /* HEAP_NTA: blocks its cache parks per length (0 for a reserve heap) */
+	uint32_t parked;        /* HEAP_NTA: blocks its cache parks, of every length (the sum of cache_count) */
+	uint32_t pad;
 	uint64_t live;          /* blocks taken from it: in use, or parked in its cache */
 	uint64_t handed;        /* their bytes (chunks or objects) */
 	uint64_t free_chunks;   /* free chunks in its pages */
@@ -434,7 +436,7 @@ int nta_heap_free_block(struct nta_arena *a, uint32_t h, uint64_t off, uint64_t 
 int nta_heap_block_at(const struct nta_arena *a, uint32_t p, uint32_t c);
 
 /* nta.c: the NTA's small blocks on a heap. */
-int64_t nta_small_alloc(struct nta_arena *a, uint32_t h, uint32_t n);
+int64_t nta_small_alloc_regions(struct nta_arena *a, uint32_t h, uint32_t n);
 int nta_small_free(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n);
 uint32_t nta_small_trim(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t m);
 int nta_check_small_free(const struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n);

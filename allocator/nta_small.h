@@ -59,7 +59,8 @@ NTA_INLINE uint32_t nta_block_end(const struct nta_arena *a, uint32_t p, uint32_
 /* A parked block of n chunks from heap h's cache, or 0 when it has none. */
 NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t n)
 {
-	uint32_t *const count = a->heaps[h].cache_count + n;
+	struct nta_heap *const hp = a->heaps + h;
+	uint32_t *const count = hp->cache_count + n;
 	const uint32_t cnt = *count;
 
 	if (!cnt)
@@ -69,6 +70,7 @@ NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_g
 	uint32_t *const aux = &a->desc[p].aux;
 	uint64_t *const cached = a->bmp + ((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6);
 	*count = cnt - 1;
+	hp->parked--;
 	*cached &= ~(1ull << (c & 63));
 	--*aux;
 	return (int64_t)((uint64_t)g << G.chunk_shift);
@@ -100,6 +102,7 @@ NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom
 	a->cache[((size_t)h * (G.cpp + 1) + n) * G.depth + cnt] =
 		((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c;
 	hp->cache_count[n] = cnt + 1;
+	hp->parked++;
 	a->bmp[((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6)] |= 1ull << (c & 63);
 	d->aux++;
 	return true;

@@ -134,8 +134,9 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 		}
 		return off;
 	}
+	uint32_t n = 0;
 	if (likely(p->heap_kind == HEAP_NTA)) { /* the NTA: a block of exactly this length, freed a moment ago */
-		const uint32_t n = (uint32_t)((size + p->cmask) >> p->cshift);
+		n = (uint32_t)((size + p->cmask) >> p->cshift);
 		off = nta_small_cache_pop(a, p->heap, n);
 		if (likely(off)) {
 			held_one(p, (uint64_t)off, (uint64_t)n << p->cshift);
@@ -143,10 +144,10 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 		}
 	}
 	p->direct = true; /* an empty page the heap meets on the way goes to the cache */
-	off = nta_heap_alloc(a, p->heap, size);
+	off = n ? nta_small_alloc_regions(a, p->heap, n) : nta_heap_alloc(a, p->heap, size); /* cache read */
 	if (unlikely(off < 0))
 		return alloc_frag_slow(p, size, flags, off);
-	held_one(p, (uint64_t)off, nta_pool_frag_size(p, size));
+	held_one(p, (uint64_t)off, n ? (uint64_t)n << p->cshift : nta_pool_frag_size(p, size));
 	return off;
 }
 

@@ -369,6 +369,7 @@ static void test_check_sees_corruption(void)
 	} cases[] = {
 		{ "used bit", "used chunk outside any block" }, { "start bit", "blocks" }, { "counter", "counter live_allocs" },
 		{ "node", "node" }, { "nonempty", "non-empty" }, { "cache", "cache" },
+		{ "parked count", "its count says 2" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct nta_arena *a = mk(NTA_KIND_NTA, 32, 16, 0, 4);
@@ -388,6 +389,7 @@ static void test_check_sees_corruption(void)
 		case 3: node(a, (uint32_t)((y + 64) >> h->chunk_shift))->magic = 0; break;
 		case 4: h->heaps[0].lists.nonempty[0] |= 1ull << 7; break;
 		case 5: cache_slot(a, 0, 2)[0] += 1; break;
+		case 6: h->heaps[0].parked++; break;           /* one block parked, counted twice */
 		}
 		char why[256];
 		EXPECT_EQ(nta_check(a, why, sizeof(why)), -EUCLEAN);
