@@ -18,8 +18,8 @@
 #include "nta_small.h"
 
 /* -- accounting ------------------------------------------------------------
- * live blocks = allocs - frees and cached blocks = the sum of cache_count are
- * derived when read (stats.c), not counted on the fast paths.
+ * live blocks = allocs - frees is derived when read (stats.c), not counted
+ * on the fast paths; cached blocks are the heaps' parked counts.
  */
 
 static inline void account_alloc(struct nta_stats *st, size_t size, uint64_t handed)

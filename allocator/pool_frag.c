@@ -144,7 +144,7 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 		}
 	}
 	p->direct = true; /* an empty page the heap meets on the way goes to the cache */
-	off = n ? nta_small_alloc_regions(a, p->heap, n) : nta_heap_alloc(a, p->heap, size); /* cache read */
+	off = n ? nta_small_alloc_regions(a, p->heap, n) : nta_heap_alloc(a, p->heap, size); /* NTA: cache missed */
 	if (unlikely(off < 0))
 		return alloc_frag_slow(p, size, flags, off);
 	held_one(p, (uint64_t)off, n ? (uint64_t)n << p->cshift : nta_pool_frag_size(p, size));

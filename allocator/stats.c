@@ -54,8 +54,7 @@ NTA_API int nta_stats(const struct nta_arena *a, struct nta_stats *st)
 	st->live_allocs = st->allocs - st->frees;
 	st->cached_blocks = 0;
 	for (uint32_t h = 0; h < NTA_MAX_HEAPS; h++)
-		for (uint32_t n = 1; n <= a->cpp && a->depth; n++)
-			st->cached_blocks += a->heaps[h].cache_count[n];
+		st->cached_blocks += a->heaps[h].parked;
 	st->largest_free = largest_free(a);
 	/* the geometry as validated, not as the header says now */
 	st->pages_max = a->max_pages;
