@@ -189,15 +189,30 @@ NTA_INLINE int64_t alloc_cached(struct nta_arena *a, size_t size, const struct n
 	return off;
 }
 
-NTA_API int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags)
+/* Any arena: heap 0's cache for an NTA arena of another geometry, then the slow path. */
+static NTA_NOINLINE int64_t alloc_other(struct nta_arena *a, size_t size, unsigned flags)
 {
-	if (likely(a->kind == NTA_KIND_NTA && size - 1 < a->page_size && a->writable)) {
-		const int64_t off = likely(a->geom_default) ? alloc_cached(a, size, NTA_GEOM_DEFAULT)
-							    : alloc_cached(a, size, nta_geom(a));
-		if (likely(off))
+	if (a->kind == NTA_KIND_NTA && !a->geom_default && size - 1 < a->page_size && a->writable) {
+		const int64_t off = alloc_cached(a, size, nta_geom(a));
+		if (off)
 			return off;
 	}
 	return alloc_slow(a, size, flags);
+}
+
+/*
+ * The fast path is for the common arena only (a->fast: the NTA, the default geometry, writable), with
+ * the geometry as constants; everything else leaves at once, so that the fast path needs no more
+ * registers than it uses (a shared body with the general geometry saved and restored six).
+ */
+NTA_API int64_t nta_alloc(struct nta_arena *a, size_t size, unsigned flags)
+{
+	if (likely(a->fast && size - 1 < NTA_PAGE_SIZE_DEFAULT)) {
+		const int64_t off = alloc_cached(a, size, NTA_GEOM_DEFAULT);
+		if (likely(off))
+			return off;
+	}
+	return alloc_other(a, size, flags);
 }
 
 static NTA_NOINLINE int free_slow(struct nta_arena *a, uint64_t off, size_t size)
@@ -276,12 +291,18 @@ NTA_INLINE bool free_parked(struct nta_arena *a, uint64_t off, size_t size, cons
 	return true;
 }
 
-NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
+static NTA_NOINLINE int free_other(struct nta_arena *a, uint64_t off, size_t size)
 {
-	if (likely(a->writable && (a->geom_default ? free_parked(a, off, size, NTA_GEOM_DEFAULT)
-						   : free_parked(a, off, size, nta_geom(a)))))
+	if (a->kind == NTA_KIND_NTA && !a->geom_default && a->writable && free_parked(a, off, size, nta_geom(a)))
 		return 0;
 	return free_slow(a, off, size);
+}
+
+NTA_API int nta_free(struct nta_arena *a, uint64_t off, size_t size)
+{
+	if (likely(a->fast && free_parked(a, off, size, NTA_GEOM_DEFAULT)))
+		return 0;
+	return free_other(a, off, size);
 }
 
 NTA_API long nta_alloc_bulk(struct nta_arena *a, const uint32_t *sizes, int64_t *offs, size_t n,

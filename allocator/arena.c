@@ -113,6 +113,20 @@ void nta_arena_derive(struct nta_arena *a, const struct nta_hdr *g)
 	a->gpage0 = (uint32_t)(g->data_off >> g->page_shift);
 	a->geom_default = g->page_size == NTA_PAGE_SIZE_DEFAULT && g->chunk_size == NTA_CHUNK_SIZE_DEFAULT &&
 			  g->cache_depth == NTA_DEFAULT_CACHE;
+	a->fast = a->geom_default && a->kind == NTA_KIND_NTA && a->writable;
+}
+
+void *nta_zero_map(size_t bytes)
+{
+	void *m = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return m == MAP_FAILED ? NULL : m;
+}
+
+void nta_zero_unmap(void *m, size_t bytes)
+{
+	if (m)
+		munmap(m, bytes ? bytes : 1);
 }
 
 static void arena_free(struct nta_arena *a)
@@ -170,7 +184,10 @@ NTA_API struct nta_arena *nta_arena_create(const char *path, const struct nta_co
 	a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
 	if (a->base == MAP_FAILED)
 		goto fail_unlink;
-	memcpy(a->base, &h, sizeof(h));
+	/* What is not zero: the geometry and the arena's own heaps, then the counters. The pools' heaps are
+	 * zero in a new file, and left untouched they take no memory (36 KiB of the header). */
+	memcpy(a->base, &h, offsetof(struct nta_hdr, heaps) + 2 * sizeof(struct nta_heap));
+	memcpy(a->base + offsetof(struct nta_hdr, st), &h.st, sizeof(h.st));
 	nta_arena_derive(a, &h);
 	a->h->owner_pid = (uint32_t)getpid();
 	/* The magic goes in last: a reader never validates a half-made arena. */

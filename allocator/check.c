@@ -115,9 +115,10 @@ static bool check_small(const struct nta_arena *a, struct ck *k, uint32_t p, str
 		t->regions++;
 		c = e;
 	}
-	if (!CHECK(k, nfree == d->nfree && blocks == d->live && parked == d->aux,
+	const uint32_t counted = heap_counts_parked(d->heap) ? parked : 0;
+	if (!CHECK(k, nfree == d->nfree && blocks == d->live && counted == d->aux,
 		   "page %u: %u free chunks, %u blocks, %u parked; descriptor says %u, %u and %u",
-		   p, nfree, blocks, parked, d->nfree, d->live, d->aux))
+		   p, nfree, blocks, counted, d->nfree, d->live, d->aux))
 		return false;
 	bool kept = nta_heap_keeps(a, d->heap); /* a pool's ordinary heap keeps its last page */
 	if (!CHECK(k, blocks > 0 || kept, "page %u: a small page with no blocks was not given back", p))
@@ -342,7 +343,7 @@ static bool check_lists(const struct nta_arena *a, struct ck *k, uint32_t h, con
 			   "heap %u: cache of %u-chunk blocks holds %u", h, n, count))
 			return false;
 		for (uint32_t i = 0; i < count; i++) {
-			uint32_t g = cache_slot(a, h, n)[i], p = gchunk_page(a, g), c = gchunk_index(a, g);
+			uint32_t g = *cache_at(a, h, n, i), p = gchunk_page(a, g), c = gchunk_index(a, g);
 			if (!CHECK(k, p < nta_top(a) && pg(a, p)->kind == PG_SMALL && pg(a, p)->heap == h &&
 					      bit_test(bmp(a, p, BMP_CACHED), c),
 				   "heap %u: cache of %u-chunk blocks: entry %u is not a parked block of it", h, n, i))

@@ -172,11 +172,11 @@ static void evict_page(struct nta_arena *a, uint32_t h, uint32_t p)
 			c = bit_next_set(used, c, a->cpp);
 			continue;
 		}
-		uint32_t e = nta_block_end(a, p, c), n = e - c, *slot = cache_slot(a, h, n);
+		uint32_t e = nta_block_end(a, p, c), n = e - c;
 		uint32_t *count = &hp->cache_count[n];
 		for (uint32_t i = 0; i < *count; i++)
-			if (slot[i] == g) {
-				slot[i] = slot[--*count];
+			if (*cache_at(a, h, n, i) == g) {
+				*cache_at(a, h, n, i) = *cache_at(a, h, n, --*count);
 				hp->parked--;
 				break;
 			}
@@ -194,11 +194,12 @@ void nta_small_flush(struct nta_arena *a, uint32_t h)
 
 	for (uint32_t n = 1; n <= a->cpp && a->depth; n++) {
 		while (hp->cache_count[n]) {
-			uint32_t g = cache_slot(a, h, n)[--hp->cache_count[n]];
+			uint32_t g = *cache_at(a, h, n, --hp->cache_count[n]);
 			hp->parked--;
 			uint32_t p = gchunk_page(a, g), c = gchunk_index(a, g);
 			bit_clear(bmp(a, p, BMP_CACHED), c);
-			pg(a, p)->aux--;
+			if (heap_counts_parked(h))
+				pg(a, p)->aux--;
 			release_chunks(a, h, p, c, n);
 		}
 	}
@@ -302,10 +303,11 @@ NTA_NOINLINE int nta_small_free(struct nta_arena *a, uint32_t h, uint32_t p, uin
 		return err;
 	if (hp->cache_count[n] < hp->cache_limit &&
 	    !(a->feed[h].put && d->aux + 1 == d->live && !nta_heap_keeps(a, h))) {
-		cache_slot(a, h, n)[hp->cache_count[n]++] = gchunk(a, p, c);
+		*cache_at(a, h, n, hp->cache_count[n]++) = gchunk(a, p, c);
 		hp->parked++;
 		bit_set(bmp(a, p, BMP_CACHED), c);
-		d->aux++;
+		if (heap_counts_parked(h))
+			d->aux++;
 		return 0;
 	}
 	bool last = d->live == 1;

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 8
+#define NTA_VERSION 9
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,
@@ -70,7 +70,7 @@ struct nta_config {
 	uint32_t chunk_size;    /* power of two, >= 16, page_size/chunk_size <= 256; 0: NTA_CHUNK_SIZE_DEFAULT */
 	uint32_t max_pages;     /* data pages reserved up front; required */
 	uint32_t reserve_pages; /* of max_pages, only for NTA_F_RESERVE allocations */
-	uint32_t cache_depth;   /* per-size cache entries; 0 means 16; NTA_CACHE_OFF disables */
+	uint32_t cache_depth;   /* per-size cache entries; 0 means 128; NTA_CACHE_OFF disables */
 	uint32_t flags;         /* NTA_ARENA_* */
 	uint32_t pad;
 };
@@ -199,7 +199,7 @@ struct nta_pool_config {
 	uint32_t ifindex, queue;
 	uint32_t flags;       /* NTA_POOL_BATCH_DTOR */
 	uint32_t allocator;   /* enum nta_pool_alloc: who places fragments */
-	uint32_t remote_size; /* remote puts the queue holds, a power of two; 0 means 4096 */
+	uint32_t remote_size; /* remote puts the queue holds, a power of two; 0 means 1024 */
 	uint32_t budget;      /* ordinary pages the pool may hold (handed out, holding fragments, idle in its
 	                       * cache and ring); 0: no budget. The arena's reserve is apart from it. */
 };

@@ -8,7 +8,7 @@
  *   0          struct nta_hdr     magic, version, geometry, page runs, the heaps, counters
  *   desc_off   struct nta_page[max_pages]
  *   bmp_off    uint64_t[max_pages][3][words]   used, start, cached bits per chunk
- *   cache_off  uint32_t[NTA_MAX_HEAPS][cpp + 1][cache_depth]  per heap, per size: parked blocks
+ *   cache_off  uint32_t[NTA_MAX_HEAPS][cache_depth][cpp + 1]  per heap, by depth and size: parked blocks
  *   live_off   uint8_t[max_pages * cpp]        page pool: holders of the block starting there
  *   readers_off struct nta_readers, then struct nta_reader_slot[NTA_MAX_READERS]
  *              (page aligned, the only part a reader maps writable)
@@ -47,7 +47,7 @@
 #define NTA_RUN_CLASSES 128                /* then one list per power of two */
 #define NTA_POW2_CLASSES 17
 #define NTA_NODE_MAGIC 0x4e544146u         /* "NTAF" */
-#define NTA_DEFAULT_CACHE 16
+#define NTA_DEFAULT_CACHE 128
 
 /* The heaps: the arena's two, then two per pool slot. */
 #define NTA_MAX_HEAPS (2 + 2 * NTA_MAX_POOLS)
@@ -205,7 +205,7 @@ struct nta_arena {
 	/* derived, read-only after open */
 	struct nta_page *desc;
 	uint64_t *bmp;
-	uint32_t *cache;        /* [NTA_MAX_HEAPS][cpp + 1][depth] */
+	uint32_t *cache;        /* [NTA_MAX_HEAPS][depth][cpp + 1] */
 	uint8_t *live;          /* by global chunk index - data_off / chunk */
 	struct nta_readers *rd;
 	struct nta_reader_slot *readers;
@@ -218,8 +218,15 @@ struct nta_arena {
 	uint64_t data_off;
 	uint32_t gpage0;        /* global chunk index >> (page_shift - chunk_shift) of page 0 */
 	bool geom_default;      /* page, chunk and cache depth are the defaults (nta_small.h: NTA_GEOM_DEFAULT) */
+	bool fast;              /* an NTA arena of the default geometry, writable: alloc.c's fast paths, one test */
 	struct nta_feed feed[NTA_MAX_HEAPS];
 };
+
+/* Private zeroed memory whose pages take memory only once touched (a pool's record of every arena page:
+ * calloc cleared all of them when it reused the heap, 96 KiB for 12,352 pages before the first packet);
+ * NULL when there is none. */
+void *nta_zero_map(size_t bytes);
+void nta_zero_unmap(void *m, size_t bytes);
 
 /* Fill in the derived fields of a from the geometry of g, a header validated (or made) before
  * mapping (arena.c). */
@@ -288,10 +295,29 @@ static inline struct nta_heap *heap(const struct nta_arena *a, uint32_t h)
 	return &a->h->heaps[h];
 }
 
-/* The parked blocks of n chunks in heap h. */
-static inline uint32_t *cache_slot(const struct nta_arena *a, uint32_t h, uint32_t n)
+/*
+ * Does heap h count, in each page's descriptor (aux), the blocks of the page that its cache parks? A
+ * pool's heaps do: a pool gives back a page whose every block is parked. The arena's own never give a
+ * page back for that, and their fast paths leave the descriptor alone (nta_check proves aux == 0).
+ */
+static inline bool heap_counts_parked(uint32_t h)
 {
-	return a->cache + ((size_t)h * (a->cpp + 1) + n) * a->depth;
+	return h > HEAP_ARENA_RESERVE;
+}
+
+/*
+ * Entry i of heap h's cache of blocks of n chunks. A heap's cache is laid out by depth, then length: the
+ * entries of every length at one depth side by side, so that a heap parking a few blocks of many lengths
+ * (a capture's sizes) touches a page or two of it, not one for each length.
+ */
+static inline size_t cache_index(uint32_t cpp, uint32_t depth, uint32_t h, uint32_t n, uint32_t i)
+{
+	return ((size_t)h * depth + i) * (cpp + 1) + n;
+}
+
+static inline uint32_t *cache_at(const struct nta_arena *a, uint32_t h, uint32_t n, uint32_t i)
+{
+	return a->cache + cache_index(a->cpp, a->depth, h, n, i);
 }
 
 /* -- bitmaps (at most NTA_MAX_WORDS words) --------------------------------- */

@@ -65,14 +65,15 @@ NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_g
 
 	if (!cnt)
 		return 0;
-	const uint32_t g = a->cache[((size_t)h * (G.cpp + 1) + n) * G.depth + cnt - 1];
+	const uint32_t g = a->cache[cache_index(G.cpp, G.depth, h, n, cnt - 1)];
 	const uint32_t p = (g >> (G.page_shift - G.chunk_shift)) - a->gpage0, c = g & (G.cpp - 1);
 	uint32_t *const aux = &a->desc[p].aux;
 	uint64_t *const cached = a->bmp + ((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6);
 	*count = cnt - 1;
 	hp->parked--;
 	*cached &= ~(1ull << (c & 63));
-	--*aux;
+	if (heap_counts_parked(h))
+		--*aux;
 	return (int64_t)((uint64_t)g << G.chunk_shift);
 }
 
@@ -99,12 +100,13 @@ NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom
 		return false;
 	if (h > HEAP_ARENA_RESERVE && a->feed[h].put && d->aux + 1 == d->live && !nta_heap_keeps(a, h))
 		return false;
-	a->cache[((size_t)h * (G.cpp + 1) + n) * G.depth + cnt] =
+	a->cache[cache_index(G.cpp, G.depth, h, n, cnt)] =
 		((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c;
 	hp->cache_count[n] = cnt + 1;
 	hp->parked++;
 	a->bmp[((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6)] |= 1ull << (c & 63);
-	d->aux++;
+	if (heap_counts_parked(h))
+		d->aux++;
 	return true;
 }
 

@@ -388,7 +388,7 @@ static void test_check_sees_corruption(void)
 		case 2: h->st.allocs++; break;
 		case 3: node(a, (uint32_t)((y + 64) >> h->chunk_shift))->magic = 0; break;
 		case 4: h->heaps[0].lists.nonempty[0] |= 1ull << 7; break;
-		case 5: cache_slot(a, 0, 2)[0] += 1; break;
+		case 5: *cache_at(a, 0, 2, 0) += 1; break;
 		case 6: h->heaps[0].parked++; break;           /* one block parked, counted twice */
 		}
 		char why[256];
