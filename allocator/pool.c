@@ -308,7 +308,7 @@ static int open_heaps(struct nta_pool *p)
 
 static void pool_free(struct nta_pool *p)
 {
-	free(p->pg);
+	nta_zero_unmap(p->pg, (size_t)p->npg * sizeof(*p->pg));
 	free(p->cache);
 	free(p->ring);
 	free(p->pending);
@@ -354,7 +354,7 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->words = a->words;
 	p->bmp = a->bmp;
 	p->live_base = (uintptr_t)a->live - (uintptr_t)(p->data_off >> a->chunk_shift);
-	p->pg = calloc(p->npg, sizeof(*p->pg));
+	p->pg = nta_zero_map((size_t)p->npg * sizeof(*p->pg)); /* one a page: only the pages used take memory */
 	p->cache = calloc(c.cache_size, sizeof(*p->cache));
 	p->ring = calloc(c.ring_size, sizeof(*p->ring));
 	p->ring_mask = c.ring_size - 1;

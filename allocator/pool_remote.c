@@ -2,8 +2,11 @@
 /*
  * pool_remote.c - puts from threads other than the pool's owner, posted
  * lock-free to the owner, who applies them on its next allocation (and
- * whenever it drains, and while destroy waits), outside its fast context,
- * so the pages they free go to the ring.
+ * whenever it drains, and while destroy waits). Applied in the owner's
+ * context, as page_pool's direct recycling is in its NAPI's: a page they
+ * empty goes to the alloc cache while it has room, hot, the next page
+ * handed out (to the ring, the oldest page next, it widened the memory a
+ * producer-consumer run touched by a quarter).
  *
  * The queue is a bounded multi-producer, single-consumer ring of slots made
  * with the pool (nothing is allocated on the put path; a full queue refuses
@@ -98,7 +101,7 @@ NTA_API long nta_pool_drain_remote(struct nta_pool *p)
 			now = mono_ns();
 		if (now > posted && now - posted > p->st.remote.max_wait_ns)
 			p->st.remote.max_wait_ns = now - posted;
-		if (nta_pool_put(p, (uint64_t)off, 0) == 0) /* not the fast context: the ring */
+		if (nta_pool_put(p, (uint64_t)off, NTA_POOL_DIRECT) == 0) /* the owner's context: a page to the cache */
 			p->st.remote.applied++;
 		else
 			p->st.remote.bad++;
