@@ -32,9 +32,11 @@
  * alloc+free pair (producer-consumer: wall time over every pair's steps, all
  * pairs together; per-thread: wall time over one thread's steps), and the
  * peak memory the run added
- * (RssAnon + RssShmem, as trace.c), sampled with the blocks live: half way
- * through (producer-consumer: a ring of blocks in flight, as many as the
- * trace's window), or as each thread ends its trace (per-thread).
+ * (RssAnon + RssShmem, as trace.c), sampled with the blocks live: the most
+ * of 8 samples the producer takes once its ring has filled (up to a window
+ * of blocks in flight; one sample half way read whatever the consumer had
+ * left in the ring at that moment, and varied by half between runs), or as
+ * each thread ends its trace (per-thread).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,11 +52,13 @@
 #include "nta.h"
 
 #define REMOTE_BATCH 64 /* the consumer's puts posted at once */
+#define RSS_SAMPLES 8   /* producer-consumer: samples of the memory held, a read of /proc each */
 
 
 struct run {
 	int nta;
 	uint32_t window, n;
+	uint32_t sample_every; /* producer-consumer: steps between samples of the memory held */
 	const uint32_t *sizes, *slots;
 	/* producer-consumer: one pair's */
 	struct nta_arena *a;
@@ -62,7 +66,7 @@ struct run {
 	uint8_t *base;
 	uint64_t *ring; /* blocks handed over: pointers, or the NTA's offsets */
 	uint64_t mask;
-	long mid_kb;    /* the process's, half way: the ring full of live blocks */
+	long peak_kb;   /* the process's, the most of RSS_SAMPLES samples once the ring has filled */
 	uint64_t head __attribute__((aligned(64))); /* the producer's */
 	uint64_t tail __attribute__((aligned(64))); /* the consumer's */
 	int failed;
@@ -110,8 +114,10 @@ static void *produce(void *arg)
 		}
 		r->ring[head & r->mask] = h;
 		__atomic_store_n(&r->head, ++head, __ATOMIC_RELEASE);
-		if (i == r->n / 2)
-			r->mid_kb = held_kb();
+		if (i >= r->window && (i - r->window) % r->sample_every == 0) {
+			long kb = held_kb();
+			r->peak_kb = kb > r->peak_kb ? kb : r->peak_kb;
+		}
 	}
 	return NULL;
 }
@@ -266,6 +272,8 @@ int main(int argc, char **argv)
 				r->base = nta_arena_base(r->a);
 			}
 			r->head = r->tail = 0;
+			r->peak_kb = 0;
+			r->sample_every = t.n > t.window + RSS_SAMPLES ? (t.n - t.window) / RSS_SAMPLES : 1;
 			r->failed = 0;
 		}
 		double t0 = now_ns();
@@ -292,7 +300,7 @@ int main(int argc, char **argv)
 			}
 		}
 		took[k] = (now_ns() - t0) / ((double)t.n * (pc ? npairs : 1));
-		long kb = pc ? runs[0].mid_kb : held_kb();
+		long kb = pc ? runs[0].peak_kb : held_kb();
 		int failed = 0;
 		for (int j = 0; j < nthreads; j++) {
 			kb = own[j].peak_kb > kb ? own[j].peak_kb : kb;
