@@ -330,14 +330,45 @@ static void test_random(uint32_t kind, uint32_t chunk, uint32_t pages, uint32_t 
 			fill[i] = fill[live - 1];
 			live--;
 		} else if (live) {
-			/* a bad free changes nothing */
-			int i = (int)((r >> 8) % (uint64_t)live);
-			int err = nta_free(a, (uint64_t)off[i] + chunk, size[i]);
-			EXPECT(err == -ENOENT || err == -EALREADY || err == -EINVAL || err == -ERANGE || err == 0);
-			if (err == 0) { /* the offset happened to be another live block of that size */
+			/* a bad free is refused and changes nothing but the count of bad frees: inside a block
+			 * (which may happen to be another live block of that size, then a good free), with a
+			 * size that needs one chunk more, or a second free of a block just freed */
+			int i = (int)((r >> 8) % (uint64_t)live), how = (int)((r >> 20) % 3);
+			uint64_t o = (uint64_t)off[i];
+			uint32_t s = size[i];
+			if (how == 2) { /* free it for real first */
+				EXPECT_EQ(nta_free(a, o, s), 0);
+				off[i] = off[live - 1];
+				size[i] = size[live - 1];
+				fill[i] = fill[live - 1];
+				live--;
+			}
+			if (how == 0)
+				o += chunk;
+			else if (how == 1 && (kind != NTA_KIND_NTA || s > 4096 - chunk))
+				how = 3; /* pow2 classes and whole pages round up: no wrong size is sure */
+			else if (how == 1)
+				s = (s + chunk - 1) / chunk * chunk + 1;
+			struct nta_stats before = stats(a);
+			int err = how == 3 ? -ERANGE : nta_free(a, o, s);
+			if (how == 0) {
+				EXPECT(err == -ENOENT || err == -EALREADY || err == -EINVAL || err == -ERANGE || err == 0);
+			} else if (how == 1) {
+				EXPECT_EQ(err, -ERANGE);
+			} else if (how == 2) {
+				EXPECT_EQ(err, -EALREADY);
+			}
+			struct nta_stats after = stats(a);
+			if (err && how != 3) {
+				EXPECT_EQ(after.bad_frees, before.bad_frees + 1);
+				after.bad_frees = before.bad_frees;
+				after.largest_free = before.largest_free;
+				EXPECT(!memcmp(&before, &after, sizeof(before)));
+			}
+			if (err == 0 && how == 0) { /* the offset happened to be another live block of that size */
 				for (int j = 0; j < live; j++)
-					if ((uint64_t)off[j] == (uint64_t)off[i] + chunk) {
-						drift += (int64_t)size[j] - (int64_t)size[i];
+					if ((uint64_t)off[j] == o) {
+						drift += (int64_t)size[j] - (int64_t)s;
 						off[j] = off[live - 1];
 						size[j] = size[live - 1];
 						fill[j] = fill[live - 1];
@@ -416,6 +447,7 @@ int main(void)
 	test_trim();
 	test_attach();
 	test_bad_configs();
+	test_random(NTA_KIND_NTA, 32, 256, 0, 20000); /* the default geometry: alloc.c's fast paths */
 	test_random(NTA_KIND_NTA, 32, 256, 16, 20000);
 	test_random(NTA_KIND_NTA, 64, 128, NTA_CACHE_OFF, 20000);
 	test_random(NTA_KIND_NTA, 16, 512, 4, 10000);
