@@ -147,15 +147,20 @@ NTA_INLINE int nta_small_free_fast(struct nta_arena *a, uint32_t h, uint32_t p, 
 
 /* Free the block known to start at chunk c of page p (a live block of heap h: its start bit set, not
  * parked), its length from the bitmaps. Returns its length in chunks. */
-NTA_INLINE uint32_t nta_small_free_block(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c)
+NTA_INLINE uint32_t nta_small_free_block_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t p,
+					   uint32_t c)
 {
-	const uint32_t n = nta_block_end(a, p, c) - c;
-	const bool parked = likely(a->geom_default) ? nta_small_park_live_g(a, NTA_GEOM_DEFAULT, h, p, c, n)
-						    : nta_small_park_live_g(a, nta_geom(a), h, p, c, n);
+	const uint32_t n = nta_block_end_g(a, G, p, c) - c;
 
-	if (!parked)
+	if (!nta_small_park_live_g(a, G, h, p, c, n))
 		nta_small_free(a, h, p, c, n);
 	return n;
+}
+
+NTA_INLINE uint32_t nta_small_free_block(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c)
+{
+	return likely(a->geom_default) ? nta_small_free_block_g(a, NTA_GEOM_DEFAULT, h, p, c)
+				       : nta_small_free_block_g(a, nta_geom(a), h, p, c);
 }
 
 /* Might a reader pin anything? (The reader protocol's first test, without a call.) */

@@ -52,6 +52,7 @@ struct nta_pool {
 	uint64_t pmask;            /* page size - 1: an offset with none of these bits is a page's first byte */
 	uint32_t cshift, pshift, cmask, cpp, words;
 	uint32_t heap_kind;        /* of the pool's heaps (enum nta_heap_kind) */
+	bool frag_fast;            /* the NTA places fragments, in the default geometry: pool_frag.c's fast paths */
 	uint64_t *bmp;
 	struct nta_pool_config cfg;
 	uint32_t slot;             /* in the arena's published pools; its heaps follow from it */

@@ -351,6 +351,7 @@ static void test_random(int steps, uint32_t allocator)
 	struct nta_pool *p = nta_pool_create(a, &cfg);
 	enum { MAX = 400 };
 	int64_t off[MAX];
+	uint32_t len[MAX];
 	int refs[MAX], live = 0;
 
 	for (int s = 0; s < steps && failures < 20; s++) {
@@ -360,6 +361,7 @@ static void test_random(int steps, uint32_t allocator)
 			int64_t o = (r >> 32) % 5 == 0 ? nta_pool_alloc_page(p, 0) : nta_pool_alloc_frag(p, size, 0);
 			if (o > 0) {
 				off[live] = o;
+				len[live] = (r >> 32) % 5 == 0 ? 4096 : size;
 				refs[live++] = 1;
 			}
 		} else if (r % 100 < 60) {
@@ -369,12 +371,28 @@ static void test_random(int steps, uint32_t allocator)
 		} else {
 			int i = (int)((r >> 8) % (uint64_t)live);
 			unsigned flags = (r >> 40) & 1 ? NTA_POOL_DIRECT : 0;
-			if ((r >> 41) % 8 == 0)
+			int remote = (r >> 41) % 8 == 0;
+			if (len[i] > 32 && (r >> 44) % 8 == 0) { /* inside a block: refused, nothing changed */
+				struct nta_pool_stats b = pst(p);
+				int err = nta_pool_put(p, (uint64_t)off[i] + 32, flags);
+				struct nta_pool_stats after = pst(p);
+				EXPECT(err == -ENOENT || err == -EALREADY);
+				EXPECT(!memcmp(&b.fragments, &after.fragments, sizeof(b.fragments)));
+			}
+			if (remote)
 				EXPECT_EQ(nta_pool_put_remote(p, (uint64_t)off[i]), 0);
 			else
 				EXPECT_EQ(nta_pool_put(p, (uint64_t)off[i], flags), 0);
 			if (--refs[i] == 0) {
+				if (!remote && (r >> 47) % 4 == 0) { /* a second put of what nobody holds: refused */
+					struct nta_pool_stats b = pst(p);
+					int err = nta_pool_put(p, (uint64_t)off[i], flags);
+					struct nta_pool_stats after = pst(p);
+					EXPECT(err == -EALREADY || err == -ENOENT);
+					EXPECT(!memcmp(&b.fragments, &after.fragments, sizeof(b.fragments)));
+				}
 				off[i] = off[--live];
+				len[i] = len[live];
 				refs[i] = refs[live];
 			}
 		}
