@@ -348,16 +348,31 @@ static inline uint64_t word_mask(uint32_t wi, uint32_t lo, uint32_t hi)
 	return m & ~((1ull << s) - 1);
 }
 
+/* Set (or clear) bits [lo, hi), lo < hi: the first and last words by their masks, whole words between
+ * (word_mask() a word at a time cost 50 instructions a block carved). */
+static inline void range_write(uint64_t *w, uint32_t lo, uint32_t hi, bool set)
+{
+	const uint32_t wl = lo >> 6, wh = (hi - 1) >> 6;
+	const uint64_t first = ~0ull << (lo & 63), last = ~0ull >> (63 - ((hi - 1) & 63));
+
+	if (wl == wh) {
+		w[wl] = set ? w[wl] | (first & last) : w[wl] & ~(first & last);
+		return;
+	}
+	w[wl] = set ? w[wl] | first : w[wl] & ~first;
+	for (uint32_t wi = wl + 1; wi < wh; wi++)
+		w[wi] = set ? ~0ull : 0;
+	w[wh] = set ? w[wh] | last : w[wh] & ~last;
+}
+
 static inline void range_set(uint64_t *w, uint32_t lo, uint32_t hi)
 {
-	for (uint32_t wi = lo >> 6; wi <= (hi - 1) >> 6; wi++)
-		w[wi] |= word_mask(wi, lo, hi);
+	range_write(w, lo, hi, true);
 }
 
 static inline void range_clear(uint64_t *w, uint32_t lo, uint32_t hi)
 {
-	for (uint32_t wi = lo >> 6; wi <= (hi - 1) >> 6; wi++)
-		w[wi] &= ~word_mask(wi, lo, hi);
+	range_write(w, lo, hi, false);
 }
 
 /* are all bits of [lo, hi) set? */
