@@ -174,9 +174,8 @@ static void evict_page(struct nta_arena *a, uint32_t h, uint32_t p)
 		}
 		uint32_t e = nta_block_end(a, p, c), n = e - c;
 		uint32_t *count = &hp->cache_count[n], *q = cache_at(a, h, n, 0);
-		const uint32_t stride = a->cpp + 1; /* the next entry of this length (cache_index) */
-		for (uint32_t i = 0; i < *count; i++, q += stride) /* the oldest first: a page dies in the order
-								     * its blocks were parked */
+		for (uint32_t i = 0; i < *count; i++, q++) /* the oldest first: a page dies in the order its blocks
+							     * were parked */
 			if (*q == g) {
 				*q = *cache_at(a, h, n, --*count);
 				hp->parked--;

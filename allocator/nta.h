@@ -70,7 +70,7 @@ struct nta_config {
 	uint32_t chunk_size;    /* power of two, >= 16, page_size/chunk_size <= 256; 0: NTA_CHUNK_SIZE_DEFAULT */
 	uint32_t max_pages;     /* data pages reserved up front; required */
 	uint32_t reserve_pages; /* of max_pages, only for NTA_F_RESERVE allocations */
-	uint32_t cache_depth;   /* per-size cache entries; 0 means 128; NTA_CACHE_OFF disables */
+	uint32_t cache_depth;   /* per-size cache entries; 0 means 16; NTA_CACHE_OFF disables */
 	uint32_t flags;         /* NTA_ARENA_* */
 	uint32_t pad;
 };

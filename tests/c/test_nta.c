@@ -448,7 +448,7 @@ int main(void)
 	test_attach();
 	test_bad_configs();
 	test_random(NTA_KIND_NTA, 32, 256, 0, 20000); /* the default geometry: alloc.c's fast paths */
-	test_random(NTA_KIND_NTA, 32, 256, 16, 20000);
+	test_random(NTA_KIND_NTA, 32, 256, 64, 20000); /* another depth: the general path */
 	test_random(NTA_KIND_NTA, 64, 128, NTA_CACHE_OFF, 20000);
 	test_random(NTA_KIND_NTA, 16, 512, 4, 10000);
 	test_random(NTA_KIND_POW2, 32, 256, 0, 20000);

@@ -22,7 +22,7 @@ SIZES = st.one_of(st.integers(1, 1518), st.sampled_from([64, 576, 1500, 32, 33, 
 class ArenaModel(RuleBasedStateMachine):
     kind = "nta"
 
-    @initialize(chunk=st.sampled_from([32, 64]), cache=st.sampled_from([0, 2, 16, None]))  # None: the default (128)
+    @initialize(chunk=st.sampled_from([32, 64]), cache=st.sampled_from([0, 2, 16, None]))  # None: the default
     def make(self, chunk, cache):
         self.arena = Arena(max_pages=96, reserve_pages=4, kind=self.kind, chunk_size=chunk, cache_depth=cache)
         self.chunk = chunk
