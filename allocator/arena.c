@@ -153,9 +153,8 @@ static struct nta_arena *arena_new(const char *path)
 	return a;
 }
 
-NTA_API struct nta_arena *nta_arena_create(const char *path, const struct nta_config *cfg)
+static struct nta_arena *create(const char *path, const struct nta_config *cfg, struct nta_hdr *h)
 {
-	struct nta_hdr h;
 	struct nta_arena *a;
 	int err;
 
@@ -163,7 +162,7 @@ NTA_API struct nta_arena *nta_arena_create(const char *path, const struct nta_co
 		errno = EINVAL;
 		return NULL;
 	}
-	err = layout(cfg, &h);
+	err = layout(cfg, h);
 	if (err) {
 		errno = -err;
 		return NULL;
@@ -178,17 +177,17 @@ NTA_API struct nta_arena *nta_arena_create(const char *path, const struct nta_co
 	a->creator = true;
 	a->writable = true;
 	/* Sparse: only touched pages take memory ("commit as it grows"). */
-	if (ftruncate(a->fd, (off_t)h.total_size) < 0)
+	if (ftruncate(a->fd, (off_t)h->total_size) < 0)
 		goto fail_unlink;
-	a->size = h.total_size;
+	a->size = h->total_size;
 	a->base = mmap(NULL, a->size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
 	if (a->base == MAP_FAILED)
 		goto fail_unlink;
 	/* What is not zero: the geometry and the arena's own heaps, then the counters. The pools' heaps are
 	 * zero in a new file, and left untouched they take no memory (36 KiB of the header). */
-	memcpy(a->base, &h, offsetof(struct nta_hdr, heaps) + 2 * sizeof(struct nta_heap));
-	memcpy(a->base + offsetof(struct nta_hdr, st), &h.st, sizeof(h.st));
-	nta_arena_derive(a, &h);
+	memcpy(a->base, h, offsetof(struct nta_hdr, heaps) + 2 * sizeof(struct nta_heap));
+	memcpy(a->base + offsetof(struct nta_hdr, st), &h->st, sizeof(h->st));
+	nta_arena_derive(a, h);
 	a->h->owner_pid = (uint32_t)getpid();
 	/* The magic goes in last: a reader never validates a half-made arena. */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
@@ -205,6 +204,23 @@ fail:
 	arena_free(a);
 	errno = err;
 	return NULL;
+}
+
+/* The header is made in scratch memory handed back at once: made on the stack, its 42 KiB stayed resident
+ * in the creating thread for good. */
+NTA_API struct nta_arena *nta_arena_create(const char *path, const struct nta_config *cfg)
+{
+	struct nta_hdr *h = nta_zero_map(sizeof(*h));
+	struct nta_arena *a;
+	int err;
+
+	if (!h)
+		return NULL;
+	a = create(path, cfg, h);
+	err = errno;
+	nta_zero_unmap(h, sizeof(*h));
+	errno = err;
+	return a;
 }
 
 /* Start time of pid (field 22 of /proc/pid/stat), 0 when it is gone or a zombie. */

@@ -331,7 +331,7 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	c.cache_size = c.cache_size ? c.cache_size : 128;
 	c.refill = c.refill ? c.refill : 64;
 	c.ring_size = c.ring_size ? c.ring_size : 1024;
-	c.remote_size = c.remote_size ? c.remote_size : 4096;
+	c.remote_size = c.remote_size ? c.remote_size : 1024;
 	if (c.budget > a->h->max_pages)
 		c.budget = a->h->max_pages; /* the arena's size is a budget already */
 	if (c.ring_size & (c.ring_size - 1) || c.refill > c.cache_size || c.cache_size > (1u << 20) ||
