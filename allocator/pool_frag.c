@@ -429,13 +429,20 @@ NTA_INLINE bool put_frag_fast(struct nta_pool *p, uint64_t off, unsigned flags)
 	return true;
 }
 
+/* Not a whole page put direct: a fragment, or anything else. Out of line, so that the page's fast path
+ * saves no registers for the fragment's (inline there, it took the page's from 56 to 75 instructions). */
+static NTA_NOINLINE int put_frag(struct nta_pool *p, uint64_t off, unsigned flags)
+{
+	if (likely(p->frag_fast) && put_frag_fast(p, off, flags))
+		return 0;
+	return put_general(p, off, flags);
+}
+
 NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
 {
 	if ((flags & NTA_POOL_DIRECT) && put_page_direct(p, off))
 		return 0;
-	if (likely(p->frag_fast) && put_frag_fast(p, off, flags))
-		return 0;
-	return put_general(p, off, flags);
+	return put_frag(p, off, flags);
 }
 
 NTA_API long nta_pool_reap(struct nta_pool *p)
