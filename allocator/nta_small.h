@@ -98,7 +98,7 @@ NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom
 
 	if (unlikely(cnt >= hp->cache_limit))
 		return false;
-	if (h > HEAP_ARENA_RESERVE && a->feed[h].put && d->aux + 1 == d->live && !nta_heap_keeps(a, h))
+	if (heap_counts_parked(h) && a->feed[h].put && d->aux + 1 == d->live && !nta_heap_keeps(a, h))
 		return false;
 	a->cache[cache_index(G.cpp, G.depth, h, n, cnt)] =
 		((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c;

@@ -187,6 +187,15 @@ NTA_API long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes,
 
 /* -- holders ------------------------------------------------------------------- */
 
+/* Is chunk c of page i the start of a live block, not parked (used, start, not cached)? words: the
+ * bitmap words per page and kind, a constant on the fast paths. */
+NTA_INLINE bool live_start(const struct nta_pool *p, uint32_t words, uint32_t i, uint32_t c)
+{
+	const uint64_t *w = p->bmp + (size_t)i * 3 * words + (c >> 6), bit = 1ull << (c & 63);
+
+	return (w[0] & bit) && (w[words] & bit) && !(w[2 * words] & bit);
+}
+
 /* Which page does off name, and is it the start of a block the pool handed out? */
 NTA_INLINE int resolve(const struct nta_pool *p, uint64_t off, uint32_t *page)
 {
@@ -197,8 +206,7 @@ NTA_INLINE int resolve(const struct nta_pool *p, uint64_t off, uint32_t *page)
 	*page = i;
 	if (likely(state == PP_FRAG)) { /* a live block starts here: used, start, not parked */
 		const uint32_t c = (uint32_t)(off >> p->cshift) & (p->cpp - 1);
-		const uint64_t *w = p->bmp + (size_t)i * 3 * p->words + (c >> 6), bit = 1ull << (c & 63);
-		if (likely((w[0] & bit) && (w[p->words] & bit) && !(w[2 * p->words] & bit)))
+		if (likely(live_start(p, p->words, i, c)))
 			return 0;
 		return nta_heap_block_at(p->a, i, c);
 	}
@@ -386,22 +394,11 @@ static NTA_NOINLINE int put_general(struct nta_pool *p, uint64_t off, unsigned f
 	return 0;
 }
 
-/* A reader may pin the fragment whose live byte put_frag_fast cleared: keep it, or let it go. */
-static NTA_NOINLINE void put_frag_pinned(struct nta_pool *p, uint32_t i, uint64_t off, bool direct)
-{
-	if (defer_pinned(p, off)) {
-		p->st.fragments.frags--;
-		p->st.fragments.frag_bytes -= block_bytes(p, i, off);
-		return;
-	}
-	let_go(p, i, off, direct);
-}
-
 /*
  * The NTA's fragment put in the default geometry, its only holder letting go: held()'s checks, the
- * reader protocol and let_go()'s free in one place, the geometry as constants (the general path's
- * variable shifts and strides took 194 instructions a put). True: done; false: nothing changed, the
- * general path decides (and gives a bad put its errno).
+ * reader protocol (defer_if_pinned) and let_go()'s free in one place, the geometry as constants (the
+ * general path's variable shifts and strides took 194 instructions a put). True: done; false: nothing
+ * changed, the general path decides (and gives a bad put its errno).
  */
 NTA_INLINE bool put_frag_fast(struct nta_pool *p, uint64_t off, unsigned flags)
 {
@@ -411,15 +408,11 @@ NTA_INLINE bool put_frag_fast(struct nta_pool *p, uint64_t off, unsigned flags)
 	if (unlikely(rel >= p->data_end - p->data_off || (rel & ((1u << G.chunk_shift) - 1))))
 		return false;
 	const uint32_t i = (uint32_t)(rel >> G.page_shift), c = (uint32_t)(rel >> G.chunk_shift) & (G.cpp - 1);
-	const uint64_t *const w = p->bmp + (size_t)i * 3 * G.words + (c >> 6), bit = 1ull << (c & 63);
-	uint8_t *const lb = live_byte(p, off);
-	if (p->pg[i].state != PP_FRAG || !(w[0] & bit) || !(w[G.words] & bit) || (w[2 * G.words] & bit) ||
-	    *lb != 1 || !p->light_fences)
+	if (p->pg[i].state != PP_FRAG || !live_start(p, G.words, i, c) || *live_byte(p, off) != 1)
 		return false;
-	__atomic_store_n(lb, 0, __ATOMIC_RELAXED); /* the reader protocol: as defer_if_pinned() */
-	__asm__ __volatile__("" ::: "memory");
-	if (unlikely(__atomic_load_n(p->nreaders, __ATOMIC_SEQ_CST))) {
-		put_frag_pinned(p, i, off, flags & NTA_POOL_DIRECT);
+	if (unlikely(defer_if_pinned(p, off))) { /* the reader's pin keeps it: counted as put_general does */
+		p->st.fragments.frags--;
+		p->st.fragments.frag_bytes -= block_bytes(p, i, off);
 		return true;
 	}
 	p->direct = flags & NTA_POOL_DIRECT;
