@@ -293,6 +293,22 @@ uint32_t nta_small_trim(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c,
 	return n - m;
 }
 
+/* Cut the first k chunks off the live block at chunk c of page p: they become a block of their own, freed
+ * for real (combined with what precedes them), and the block starts at c + k. Returns the chunks given
+ * back (0: k is not less than the block's length, and nothing changed). */
+uint32_t nta_small_cut_head(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t k)
+{
+	const uint32_t n = nta_block_end(a, p, c) - c;
+
+	if (k >= n || k == 0)
+		return 0;
+	bit_set(bmp(a, p, BMP_START), c + k);
+	pg(a, p)->live++;
+	heap(a, h)->live++;
+	release_chunks(a, h, p, c, k);
+	return k;
+}
+
 /* The slow free: a bad one gets its exact errno; a good one that the cache does not take is combined. */
 NTA_NOINLINE int nta_small_free(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
 {

@@ -285,6 +285,13 @@ uint64_t nta_pool_frag_size(const struct nta_pool *p, size_t size);
  * page or less (a size class, the current page, a whole page or a run of them cannot give part back);
  * what nta_pool_put returns for a bad offset; -EINVAL for size 0. A size at or over what it has changes nothing. */
 long nta_pool_frag_trim(struct nta_pool *p, uint64_t off, size_t size);
+/* Cut the fragment at off down to the size bytes that start head bytes into it (head a multiple of the
+ * chunk), what precedes and what follows back to the pool's heap at once: a receive buffer of an aligned
+ * UMEM chunk whose frame landed past the headroom. Returns the fragment's offset now (off + head); what
+ * nta_pool_frag_trim returns for an offset or pool it refuses; -EINVAL for size 0, a head not a multiple of
+ * the chunk, or head and size past the block; -EBUSY while more than one holder holds it or a reader pins
+ * it (they know it by off). Nothing changes on an error. */
+int64_t nta_pool_frag_cut(struct nta_pool *p, uint64_t off, size_t head, size_t size);
 /* Allocate n fragments; offs[i] = 0 where one failed. Returns the number allocated. */
 long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,
 			      unsigned flags);

@@ -477,6 +477,7 @@ int nta_heap_block_at(const struct nta_arena *a, uint32_t p, uint32_t c);
 int64_t nta_small_alloc_regions(struct nta_arena *a, uint32_t h, uint32_t n);
 int nta_small_free(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n);
 uint32_t nta_small_trim(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t m);
+uint32_t nta_small_cut_head(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t k);
 int nta_check_small_free(const struct nta_arena *a, uint32_t p, uint32_t c, uint32_t n);
 void nta_small_flush(struct nta_arena *a, uint32_t h);
 void nta_small_release_empty(struct nta_arena *a, uint32_t h);

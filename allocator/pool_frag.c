@@ -187,50 +187,6 @@ NTA_API long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes,
 
 /* -- holders ------------------------------------------------------------------- */
 
-/* Is chunk c of page i the start of a live block, not parked (used, start, not cached)? words: the
- * bitmap words per page and kind, a constant on the fast paths. */
-NTA_INLINE bool live_start(const struct nta_pool *p, uint32_t words, uint32_t i, uint32_t c)
-{
-	const uint64_t *w = p->bmp + (size_t)i * 3 * words + (c >> 6), bit = 1ull << (c & 63);
-
-	return (w[0] & bit) && (w[words] & bit) && !(w[2 * words] & bit);
-}
-
-/* Which page does off name, and is it the start of a block the pool handed out? */
-NTA_INLINE int resolve(const struct nta_pool *p, uint64_t off, uint32_t *page)
-{
-	if (unlikely(off < p->data_off || off >= p->data_end || (off & p->cmask)))
-		return -EINVAL;
-	const uint32_t i = page_of(p, off);
-	const uint8_t state = p->pg[i].state;
-	*page = i;
-	if (likely(state == PP_FRAG)) { /* a live block starts here: used, start, not parked */
-		const uint32_t c = (uint32_t)(off >> p->cshift) & (p->cpp - 1);
-		if (likely(live_start(p, p->words, i, c)))
-			return 0;
-		return nta_heap_block_at(p->a, i, c);
-	}
-	switch (state) {
-	case PP_PAGE:
-	case PP_LARGE:
-		return off == off_of(p, i) ? 0 : -ENOENT;
-	case PP_NONE:
-		return -ENOENT;
-	default: /* in the cache, the ring, or waiting for its destructor: nobody holds it */
-		return off == off_of(p, i) ? -EALREADY : -ENOENT;
-	}
-}
-
-/* resolve(), and refuse what nobody holds (a pinned block let go of only waits for its reader). */
-NTA_INLINE int held(const struct nta_pool *p, uint64_t off, uint32_t *page)
-{
-	int err = resolve(p, off, page);
-
-	if (unlikely(err))
-		return err;
-	return __atomic_load_n(live_byte(p, off), __ATOMIC_RELAXED) ? 0 : -EALREADY;
-}
-
 /* The bytes the block at off was handed (for the fragment counters). */
 static uint64_t block_bytes(const struct nta_pool *p, uint32_t i, uint64_t off)
 {
@@ -270,17 +226,7 @@ NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
 	return 0;
 }
 
-/*
- * Last holder of off let go: if a reader pins it, keep it for nta_pool_reap.
- *
- * Clearing the live byte and then reading the pins needs a StoreLoad fence
- * against a reader that stores a pin and then reads the byte (reader.c).
- * The fence is asymmetric: this process registered for
- * MEMBARRIER_CMD_GLOBAL_EXPEDITED, and a reader issues that membarrier
- * between its store and its load, which runs a full barrier on our CPUs; so
- * here a compiler barrier is enough. Without the registration, a seq_cst
- * store.
- */
+/* Last holder of off let go: if a reader pins it, keep it for nta_pool_reap (the protocol: pool_internal.h). */
 /* A reader pins off: keep it (true), unless it cannot be remembered. */
 static NTA_NOINLINE bool defer_pinned(struct nta_pool *p, uint64_t off)
 {
@@ -301,13 +247,7 @@ static NTA_NOINLINE bool defer_pinned(struct nta_pool *p, uint64_t off)
 
 NTA_INLINE bool defer_if_pinned(struct nta_pool *p, uint64_t off)
 {
-	if (likely(p->light_fences)) {
-		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_RELAXED);
-		__asm__ __volatile__("" ::: "memory");
-	} else {
-		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_SEQ_CST);
-	}
-	if (likely(!__atomic_load_n(p->nreaders, __ATOMIC_SEQ_CST)))
+	if (likely(!unhold_for_readers(p, off)))
 		return false;
 	return defer_pinned(p, off);
 }
@@ -461,28 +401,6 @@ NTA_API long nta_pool_reap(struct nta_pool *p)
 		let_go(p, i, off, false);
 	}
 	return freed;
-}
-
-NTA_API long nta_pool_frag_trim(struct nta_pool *p, uint64_t off, size_t size)
-{
-	uint32_t i;
-	int err = held(p, off, &i);
-
-	if (unlikely(err))
-		return err;
-	if (size == 0)
-		return -EINVAL;
-	if (p->pg[i].state != PP_FRAG || p->heap_kind != HEAP_NTA) /* a size class, a carve, a page or pages */
-		return -EOPNOTSUPP;
-	const uint32_t c = (uint32_t)(off >> p->cshift) & (p->cpp - 1);
-	const uint32_t m = (uint32_t)((size + p->cmask) >> p->cshift);
-	const uint64_t back = (uint64_t)nta_small_trim(p->a, p->a->desc[i].heap, i, c, m) << p->cshift;
-	if (back) {
-		p->st.fragments.trims++;
-		p->st.fragments.trimmed_bytes += back;
-		p->st.fragments.frag_bytes -= back;
-	}
-	return (long)(((uint64_t)(nta_block_end(p->a, i, c) - c)) << p->cshift);
 }
 
 NTA_API long nta_pool_put_bulk(struct nta_pool *p, const int64_t *offs, size_t n, unsigned flags,

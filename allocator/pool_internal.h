@@ -5,6 +5,7 @@
  *   pool.c          life cycle; pages in and out of the arena; the alloc cache
  *                   and the recycle ring; whole pages; feeding the pool's heaps
  *   pool_frag.c     fragments: placed by the pool's heap, held, let go, pinned
+ *   pool_trim.c     a receive buffer cut to its frame: its head and tail back to the heap
  *   pool_dtor.c     a page whose last holder let go: its destructor's verdict
  *   pool_remote.c   puts from other threads, queued to the owner
  *   pool_publish.c  the counters, as the owner keeps them and as it publishes them
@@ -14,6 +15,8 @@
  */
 #ifndef NTA_POOL_INTERNAL_H
 #define NTA_POOL_INTERNAL_H
+
+#include <errno.h>
 
 #include "nta_internal.h"
 
@@ -98,6 +101,72 @@ static inline uint64_t off_of(const struct nta_pool *p, uint32_t page)
 static inline uint8_t *live_byte(const struct nta_pool *p, uint64_t off)
 {
 	return (uint8_t *)(p->live_base + (uintptr_t)(off >> p->cshift));
+}
+
+/* Is chunk c of page i the start of a live block, not parked (used, start, not cached)? words: the
+ * bitmap words per page and kind, a constant on the fast paths. */
+NTA_INLINE bool live_start(const struct nta_pool *p, uint32_t words, uint32_t i, uint32_t c)
+{
+	const uint64_t *w = p->bmp + (size_t)i * 3 * words + (c >> 6), bit = 1ull << (c & 63);
+
+	return (w[0] & bit) && (w[words] & bit) && !(w[2 * words] & bit);
+}
+
+/* Which page does off name, and is it the start of a block the pool handed out? */
+NTA_INLINE int resolve(const struct nta_pool *p, uint64_t off, uint32_t *page)
+{
+	if (unlikely(off < p->data_off || off >= p->data_end || (off & p->cmask)))
+		return -EINVAL;
+	const uint32_t i = page_of(p, off);
+	const uint8_t state = p->pg[i].state;
+	*page = i;
+	if (likely(state == PP_FRAG)) { /* a live block starts here: used, start, not parked */
+		const uint32_t c = (uint32_t)(off >> p->cshift) & (p->cpp - 1);
+		if (likely(live_start(p, p->words, i, c)))
+			return 0;
+		return nta_heap_block_at(p->a, i, c);
+	}
+	switch (state) {
+	case PP_PAGE:
+	case PP_LARGE:
+		return off == off_of(p, i) ? 0 : -ENOENT;
+	case PP_NONE:
+		return -ENOENT;
+	default: /* in the cache, the ring, or waiting for its destructor: nobody holds it */
+		return off == off_of(p, i) ? -EALREADY : -ENOENT;
+	}
+}
+
+/* resolve(), and refuse what nobody holds (a pinned block let go of only waits for its reader). */
+NTA_INLINE int held(const struct nta_pool *p, uint64_t off, uint32_t *page)
+{
+	int err = resolve(p, off, page);
+
+	if (unlikely(err))
+		return err;
+	return __atomic_load_n(live_byte(p, off), __ATOMIC_RELAXED) ? 0 : -EALREADY;
+}
+
+/*
+ * Nobody holds the block at off now: its live byte is cleared, then the readers' pins are read.
+ *
+ * Clearing the live byte and then reading the pins needs a StoreLoad fence
+ * against a reader that stores a pin and then reads the byte (reader.c).
+ * The fence is asymmetric: this process registered for
+ * MEMBARRIER_CMD_GLOBAL_EXPEDITED, and a reader issues that membarrier
+ * between its store and its load, which runs a full barrier on our CPUs; so
+ * here a compiler barrier is enough. Without the registration, a seq_cst
+ * store. Returns true if readers exist: a pin of off must then be looked for.
+ */
+NTA_INLINE bool unhold_for_readers(struct nta_pool *p, uint64_t off)
+{
+	if (likely(p->light_fences)) {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_RELAXED);
+		__asm__ __volatile__("" ::: "memory");
+	} else {
+		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_SEQ_CST);
+	}
+	return unlikely(__atomic_load_n(p->nreaders, __ATOMIC_SEQ_CST) != 0);
 }
 
 static inline uint32_t ring_count(const struct nta_pool *p)

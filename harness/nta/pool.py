@@ -224,6 +224,14 @@ class Pool:
             raise_errno(rc, f"pool trim of {off} to {size}: " + os.strerror(-rc))
         return rc
 
+    def cut(self, off: int, head: int, size: int) -> int:
+        """Cut the fragment at ``off`` down to the ``size`` bytes ``head`` bytes into it, head and tail back at
+        once (NTA pools only; one holder); returns its offset now, ``off + head``."""
+        rc = lib.nta_pool_frag_cut(self._h(), off, head, size)
+        if rc < 0:
+            raise_errno(rc, f"pool cut of {off} to {size} bytes {head} in: " + os.strerror(-rc))
+        return rc
+
     def pages_in_use(self) -> int:
         """Pages handed out whole or holding fragments now, read in place (no copy, nothing published)."""
         return lib.nta_pool_counters(self._h()).pages.pages_in_use

@@ -674,6 +674,79 @@ static void test_trim(void)
 	nta_arena_close(a);
 }
 
+/* A buffer of a whole aligned page whose frame landed past the headroom: cut to the frame, head and tail back
+ * at once and taken again; refused, with nothing changed, while another holder or a reader knows it by its
+ * start, and by every allocator but the NTA. */
+static void test_cut(void)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/dev/shm/nta-ctest-cut-%d", getpid());
+	struct nta_config ac = { .max_pages = 64, .flags = NTA_ARENA_UNLINK };
+	struct nta_arena *a = nta_arena_create(path, &ac);
+	struct nta_pool *p = nta_pool_create(a, NULL);
+	struct nta_stats as;
+	int64_t b[4];
+
+	nta_stats(a, &as);
+	for (int i = 0; i < 4; i++) { /* a page each, page-aligned */
+		b[i] = nta_pool_alloc_frag(p, 4096, 0);
+		EXPECT(b[i] > 0 && ((uint64_t)b[i] - as.data_off) % 4096 == 0);
+	}
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[0], 224, 0), -EINVAL);
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[0], 100, 64), -EINVAL);   /* not a chunk multiple */
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[0], 4064, 64), -EINVAL);  /* past the block */
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[0] + 32, 224, 64), -ENOENT);
+	EXPECT_EQ(nta_pool_get(p, (uint64_t)b[0]), 0);
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[0], 224, 64), -EBUSY);    /* two holders */
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)b[0], 0), 0);
+	EXPECT_EQ(pst(p).fragments.trims, 0);
+	EXPECT_EQ(pst(p).fragments.frag_bytes, 4 * 4096);
+	CLEAN();
+	/* a 100-byte frame 224 bytes in: 4 chunks kept, 7 before and 117 after given back */
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[0], 224, 100), b[0] + 224);
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[1], 0, 1500), b[1]);     /* no head: a trim */
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[2], 256, 3840), b[2] + 256); /* to the end: the head only */
+	EXPECT_EQ(pst(p).fragments.trims, 3);
+	EXPECT_EQ(pst(p).fragments.trimmed_bytes, (4096 - 128) + (4096 - 1504) + 256);
+	EXPECT_EQ(pst(p).fragments.frag_bytes, 128 + 1504 + 3840 + 4096);
+	EXPECT_EQ(pst(p).fragments.frags, 4);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)b[0], 0), -EALREADY);  /* the old start is free now */
+	CLEAN();
+	/* the freed head takes a block that fits, at the page's start */
+	int64_t x = nta_pool_alloc_frag(p, 200, 0);
+	EXPECT_EQ(x, b[0]);
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)x, 0), 0);
+	/* a reader pins the start: the block stays whole, and its reader's view good */
+	struct nta_reader *r = nta_reader_attach(path);
+	EXPECT(r != NULL);
+	EXPECT_EQ(nta_reader_pin(r, (uint64_t)b[3]), 0);
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[3], 256, 64), -EBUSY);
+	EXPECT_EQ(pst(p).fragments.frag_bytes, 128 + 1504 + 3840 + 4096);
+	EXPECT_EQ(nta_pool_get(p, (uint64_t)b[3]), 0); /* still held, by one */
+	EXPECT_EQ(nta_pool_put(p, (uint64_t)b[3], 0), 0);
+	EXPECT_EQ(nta_reader_unpin(r, (uint64_t)b[3]), 0);
+	nta_reader_close(r);
+	EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)b[3], 256, 64), b[3] + 256);
+	CLEAN();
+	const int64_t now[4] = { b[0] + 224, b[1], b[2] + 256, b[3] + 256 };
+	for (int i = 0; i < 4; i++)
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)now[i], 0), 0);
+	EXPECT_EQ(pst(p).fragments.frags, 0);
+	EXPECT_EQ(pst(p).fragments.frag_bytes, 0);
+	CLEAN();
+	destroy(p);
+	for (uint32_t al = NTA_POOL_SLAB; al <= NTA_POOL_PAGE; al++) {
+		struct nta_pool_config cfg = { .allocator = al };
+		p = nta_pool_create(a, &cfg);
+		int64_t y = nta_pool_alloc_frag(p, 4096, 0);
+		EXPECT_EQ(nta_pool_frag_cut(p, (uint64_t)y, 256, 64), -EOPNOTSUPP);
+		EXPECT_EQ(nta_pool_put(p, (uint64_t)y, 0), 0);
+		CLEAN();
+		EXPECT_EQ(nta_pool_destroy(p, 0, NULL, 0, NULL), 0);
+	}
+	nta_arena_close(a);
+}
+
 /* A whole page a reader pins, given back in the owner's context: the direct recycle waits for the pin
  * (never into the cache while pinned), as a fragment's free does; once unpinned, reaped into the cache. */
 static void test_page_pinned_by_reader(void)
@@ -706,6 +779,7 @@ static void test_page_pinned_by_reader(void)
 int main(void)
 {
 	test_trim();
+	test_cut();
 	test_ppfrag_fragments();
 	test_page_fragments();
 	test_heaps_apart();

@@ -332,6 +332,42 @@ class PoolModel(RuleBasedStateMachine):
             self.sizes[off] = size
         assert now == handed("nta", self.sizes[off])
 
+    @precondition(lambda self: [o for o in self._own() if 0 < self.sizes[o]])
+    @rule(data=st.data())
+    def cut(self, data):
+        """An aligned page's buffer cut to its frame, head and tail back: the NTA's only, with one holder, within
+        the block; anything else refused with nothing changed."""
+        off = data.draw(st.sampled_from([o for o in self._own() if 0 < self.sizes[o]]))
+        asked, block = self.sizes[off], handed(self.allocator, self.sizes[off])
+        head = 32 * data.draw(st.integers(0, (block - 1) // 32))
+        size = data.draw(st.integers(1, max(1, asked - head)) if head < asked else st.integers(1, block))
+        if self.allocator != "nta" or asked > PAGE:
+            want = errno.EOPNOTSUPP
+        elif head + handed("nta", size) > block:
+            want = errno.EINVAL
+        elif head and self.refs[off] > 1:
+            want = errno.EBUSY
+        else:
+            want = 0
+        before = self.pool.stats()
+        if want:
+            with pytest.raises(ArenaError) as ei:
+                self.pool.cut(off, head, size)
+            assert ei.value.errno == want
+            assert self.pool.stats() == before
+            event(f"cut refused: {errno.errorcode[want]}")
+            return
+        assert self.pool.cut(off, head, size) == off + head
+        refs, fill = self.refs[off], self.fill[off]
+        del self.refs[off], self.sizes[off], self.fill[off]
+        new = off + head
+        self.refs[new], self.fill[new] = refs, fill
+        self.sizes[new] = size if handed("nta", size) < block - head else block - head
+        self.arena.view(new, self.sizes[new])[:] = fill  # its holder writes its frame (bytes never asked for before)
+        event("cut, head" if head else "cut, tail only")
+        gave = block - handed("nta", self.sizes[new])
+        assert self.pool.stats()["trimmed_bytes"] - before["trimmed_bytes"] == gave
+
     @rule(data=st.data())
     def put_below_zero(self, data):
         gone = [o for o in getattr(self, "gone", []) if o not in self.refs]
