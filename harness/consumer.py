@@ -251,7 +251,7 @@ class Consumer:
     @property
     def posted_each(self) -> int | None:
         """The bytes the pool hands a buffer posted to the fill ring (with a socket)."""
-        return self.pool.frag_size(self.xsk.cfg.buf_size) if self.xsk else None
+        return self.pool.frag_size(self.xsk.buffer_bytes) if self.xsk else None
 
     def figures(self) -> dict:
         ctl, pool = self.ctl.stats(), self.pool.stats()

@@ -75,9 +75,12 @@ def added(dicts: list[dict]) -> dict:
     return {k: (max if k in LONGEST else min if k in SMALLEST else sum)(d[k] for d in dicts) for k in dicts[0]}
 
 
+SOCKET_MODE = {"bytes_per_frame_held", "zerocopy", "zc_errno", "aligned", "unaligned_errno"}  # not added up
+
+
 def xsk_added(per_queue: list[dict], page: int) -> dict:
     """The queues' socket counters added up, and what the frames held at the end took, per frame."""
-    total = added([{k: v for k, v in x.items() if k not in ("bytes_per_frame_held", "zerocopy", "zc_errno")}
+    total = added([{k: v for k, v in x.items() if k not in SOCKET_MODE}
                    for x in per_queue])
     held = total["held_at_end"]
     return {**total, "bytes_per_frame_held": total["pages_at_end"] * page / held if held else None,
@@ -86,16 +89,22 @@ def xsk_added(per_queue: list[dict], page: int) -> dict:
 
 def socket_mode(x: dict) -> dict:
     """How a socket was bound: zero-copy or copy, and when zero-copy was asked for and refused, the kernel's
-    reason."""
+    reason; its UMEM's chunks, and when unaligned ones were refused in zero-copy mode, the kernel's reason."""
     return {"mode": "zero-copy" if x["zerocopy"] else "copy",
-            "zerocopy_refused": os.strerror(x["zc_errno"]) if x["zc_errno"] else None}
+            "zerocopy_refused": os.strerror(x["zc_errno"]) if x["zc_errno"] else None,
+            "chunks": "aligned" if x["aligned"] else "unaligned",
+            "unaligned_refused": os.strerror(x["unaligned_errno"]) if x["unaligned_errno"] else None}
 
 
 def modes_text(sockets: list[dict]) -> str:
-    """The sockets' modes in a few words: 'zero-copy', or 'copy mode (zero-copy refused: ...)', or per queue."""
+    """The sockets' modes in a few words: 'zero-copy mode', 'copy mode (zero-copy refused: ...)', 'zero-copy
+    mode, aligned chunks (unaligned refused: ...)', or per queue."""
     def one(s):
-        return s["mode"] + (f" mode (zero-copy refused: {s['zerocopy_refused']})" if s["zerocopy_refused"] else
-                            " mode")
+        chunks = ", aligned chunks" if s["chunks"] == "aligned" else ""
+        if s["unaligned_refused"]:
+            chunks += f" (unaligned refused: {s['unaligned_refused']})"
+        return s["mode"] + " mode" + chunks + (f" (zero-copy refused: {s['zerocopy_refused']})"
+                                               if s["zerocopy_refused"] else "")
     texts = [one(s) for s in sockets]
     if len(set(texts)) == 1:
         return ("all sockets " if len(texts) > 1 else "") + texts[0]

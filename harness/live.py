@@ -91,7 +91,7 @@ def run_live(cfg: RunConfig, iface: str, netns: str | None = None, duration: flo
             xsk = None
             if cfg.rx == "afxdp":
                 xsk = XskConfig(netns, iface, prog.xskmap_fd, buffer_size(nic.mtu), XSK_RING, cfg.fill, cfg.copybreak,
-                                xdp_mode=cfg.xdp_mode)
+                                xdp_mode=cfg.xdp_mode, umem_chunks=cfg.umem_chunks)
             consumer = Consumers(prog.ring_fds if cfg.rx == "ring" else [None] * cfg.queues, nic.ifindex, cfg.hold,
                                  cfg.allocator, cfg.arena_pages, free_on=cfg.free_on, placement=placement, xsk=xsk,
                                  limits=limits)

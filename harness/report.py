@@ -134,10 +134,13 @@ def xsk_line(x: dict, p: dict, m: dict, fill: int) -> str:
     """AF_XDP: the fill ring, the trimming, and the memory the held frames took apart from the fill ring."""
     per = m["bytes_per_frame_held"]
     return (f"AF_XDP ({modes_text(x['sockets'])}; UMEM = the arena): fill ring up to {n(fill)} buffers of "
-            f"{n(m['fill_buffer_bytes'])} bytes, {n(x['posted'])} posted in all, {n(x['in_fill'])} still posted at "
-            f"the end, "
+            f"{n(m['fill_buffer_bytes'])} bytes"
+            + (" (a page each)" if 0 < m["fill_buffers_at_peak"] == m["fill_pages_at_peak"] else "")
+            + f", {n(x['posted'])} posted in all, {n(x['in_fill'])} still posted at the end, "
             f"{n(x['wakeups'])} wake-ups, fill ring found empty {n(x['rx_fill_ring_empty_descs'])} times; "
-            f"{n(p['trims'])} buffers cut to their frames gave back {p['trimmed_bytes'] / 1048576:.1f} MiB"
+            f"{n(p['trims'] - x['heads_cut'])} buffers cut to their frames"
+            + (f" and {n(x['heads_cut'])} aligned pages' headroom cut off before posting" if x["heads_cut"] else "")
+            + f" gave back {p['trimmed_bytes'] / 1048576:.1f} MiB"
             + (f" ({n(x['untrimmed'])} not cut: the {m['allocator']} allocator cannot)" if x["untrimmed"] else "")
             + (f", {n(x['copied'])} short frames copied out (copybreak)" if x["copied"] else "")
             + f"; at the peak {n(m['frames_held_at_peak'])} frames held took "

@@ -184,7 +184,7 @@ def run(cfg: RunConfig, out=sys.stdout) -> RunResult | None:
             xsk = None
             if cfg.rx == "afxdp":
                 xsk = XskConfig(topo.dut_ns, topo.dut_if, prog.xskmap_fd, buffer_size(info.mtu), XSK_RING, cfg.fill,
-                                cfg.copybreak, xdp_mode=cfg.xdp_mode)
+                                cfg.copybreak, xdp_mode=cfg.xdp_mode, umem_chunks=cfg.umem_chunks)
             consumer = Consumers(prog.ring_fds if cfg.rx == "ring" else [None] * cfg.queues,
                                  topo.ifindex(topo.dut_ns, topo.dut_if), cfg.hold, cfg.allocator,
                                  cfg.arena_pages, peak_map=cfg.peak_map or bool(cfg.plot_dir), free_on=cfg.free_on,

@@ -16,7 +16,7 @@ from harness.nta import pool_allocator
 from harness.permit import Filter
 from harness.replay import DRIVERS, ReplayOptions
 from harness.xdp import RING_PAGES, MetaProgram, XdpProgram, XskProgram
-from harness.xsk import XDP_MODES
+from harness.xsk import UMEM_CHUNKS, XDP_MODES
 
 NAPI_MODES = ("softirq", "threaded")
 RX_PATHS = ("ring", "afxdp")  # how frames reach the controller: metadata records, or the frames (AF_XDP)
@@ -66,6 +66,7 @@ class RunConfig:
     fill: int = 0  # afxdp: buffers posted to a fill ring at most (0: the ring's size)
     copybreak: int = 0  # afxdp: frames of at most this many bytes copied out, their buffers reused whole
     xdp_mode: str = "auto"  # afxdp: how each socket binds (harness.xsk.XDP_MODES): zero-copy first, else copy
+    umem_chunks: str = "auto"  # afxdp: the UMEM's layout (harness.xsk.UMEM_CHUNKS): aligned if the driver asks
     # memory at the limit (harness.pressure): None is not given
     budget: int | None = None  # ordinary pages each pool may hold
     reserve: int | None = None  # pages of each queue's arena for permitted frames, beside the budget
@@ -113,11 +114,17 @@ class RunConfig:
             self.controller = True  # the frames go to the controller's pool
             if not 0 <= self.fill <= XSK_RING:
                 raise NtaError(f"bad --fill {self.fill}: 1..{XSK_RING} buffers (0: the ring's size)")
-        elif self.fill or self.copybreak or self.xdp_mode != "auto":
-            flag = "--fill" if self.fill else "--copybreak" if self.copybreak else f"--xdp-mode {self.xdp_mode}"
+        elif self.fill or self.copybreak or self.xdp_mode != "auto" or self.umem_chunks != "auto":
+            flag = ("--fill" if self.fill else "--copybreak" if self.copybreak else
+                    f"--xdp-mode {self.xdp_mode}" if self.xdp_mode != "auto" else f"--umem-chunks {self.umem_chunks}")
             raise NtaError(f"{flag}: only with --rx afxdp")
         if self.xdp_mode not in XDP_MODES:
             raise NtaError(f"bad --xdp-mode {self.xdp_mode!r}: choose {', '.join(XDP_MODES)}")
+        if self.umem_chunks not in UMEM_CHUNKS:
+            raise NtaError(f"bad --umem-chunks {self.umem_chunks!r}: choose {', '.join(UMEM_CHUNKS)}")
+        if self.umem_chunks == "aligned" and pool_allocator(self.allocator) != "nta":
+            raise NtaError(f"--umem-chunks aligned: only with --allocator nta (it cuts each page's headroom off; "
+                           f"{self.allocator} cannot)")
         if self.free_on not in FREE_ON:
             raise NtaError(f"bad --free-on {self.free_on!r}: choose {', '.join(FREE_ON)}")
         if self.free_on == "other":

@@ -17,6 +17,10 @@ ffi, lib = cmodule.load("_ctl_c")
 # --xdp-mode: how a socket binds. auto asks for zero-copy (XDP_ZEROCOPY: the driver DMAs into the arena)
 # and takes copy mode when the driver refuses; zerocopy refuses the run instead.
 XDP_MODES = {"auto": lib.NTA_XSK_AUTO, "copy": lib.NTA_XSK_COPY, "zerocopy": lib.NTA_XSK_ZEROCOPY}
+# --umem-chunks: the UMEM's layout. auto: unaligned (a buffer starts anywhere), and aligned pages in zero-copy
+# mode when the driver refuses unaligned chunks; aligned: pages always (the NTA cuts each one's headroom off).
+UMEM_CHUNKS = {"auto": lib.NTA_XSK_CHUNKS_AUTO, "unaligned": lib.NTA_XSK_CHUNKS_UNALIGNED,
+               "aligned": lib.NTA_XSK_CHUNKS_ALIGNED}
 
 
 @dataclasses.dataclass
@@ -35,6 +39,7 @@ class XskConfig:
     meta_room: int = 0  # with --permit: lib.NTA_XSK_META_ROOM, the room for the program's mark in front
     reserve: bool = False  # buffers may come from the reserve once ordinary memory is out
     xdp_mode: str = "auto"  # zero-copy first, else copy; "copy"; "zerocopy": or refuse (XDP_MODES)
+    umem_chunks: str = "auto"  # UMEM_CHUNKS; a pool of another allocator than the NTA's never aligns
 
 
 class Xsk:
@@ -48,6 +53,7 @@ class Xsk:
         c.ifname, c.queue, c.ring_size, c.fill_max = name, queue, cfg.ring_size, cfg.fill_max
         c.buf_size, c.xskmap_fd, c.copybreak = cfg.buf_size, cfg.xskmap_fd, cfg.copybreak
         c.meta_room, c.reserve, c.xdp_mode = cfg.meta_room, int(cfg.reserve), XDP_MODES[cfg.xdp_mode]
+        c.chunks = UMEM_CHUNKS[cfg.umem_chunks if pool.allocator == "nta" else "unaligned"]
         why = ffi.new("char[]", 256)
         with nsutil.inside(cfg.ns) if cfg.ns else contextlib.nullcontext():
             x = lib.nta_xsk_create(ctl._c, pool._h(), pool.arena._h(), c, why, 256)
@@ -57,6 +63,10 @@ class Xsk:
                 why += " (the driver has no zero-copy AF_XDP; --xdp-mode auto falls back to copy mode)"
             raise NtaError(f"AF_XDP on {cfg.ifname}: {why}")
         self._x, self.cfg = x, cfg
+        # what a posted buffer is: the frame's room (and the mark's), or an aligned page less the headroom cut off
+        aligned = self.stats()["aligned"]
+        self.buffer_bytes = (pool.arena.page_size - lib.NTA_XSK_HEADROOM + cfg.meta_room if aligned
+                             else cfg.buf_size + cfg.meta_room)
 
     def stats(self) -> dict:
         st = ffi.new("struct nta_xsk_stats *")

@@ -42,7 +42,7 @@ def handle(args) -> int:
         arena_pages=args.arena_pages, drain_us=args.drain_us, plot_dir=args.plot,
         allocator=args.allocator, replayer=args.replayer, napi=args.napi, strict=args.strict,
         queues=args.queues or 1, free_on=args.free_on, rx=args.rx, fill=args.fill, copybreak=args.copybreak,
-        xdp_mode=args.xdp_mode,
+        xdp_mode=args.xdp_mode, umem_chunks=args.umem_chunks,
         budget=args.budget, reserve=args.reserve, permit=args.permit, flow_limit=args.flow_limit, stuck=args.stuck,
         **builtin,
         **({"ring_pages": args.ring_pages} if args.ring_pages is not None else {}))
@@ -164,6 +164,11 @@ def add(sub) -> None:
                    help="with --rx afxdp: how each socket binds: auto asks for zero-copy (the NIC DMAs frames into "
                         "the arena) and falls back to copy mode when the driver refuses, saying why (the default); "
                         "zerocopy refuses the run instead; copy never asks")
+    p.add_argument("--umem-chunks", choices=("auto", "unaligned", "aligned"), default="auto",
+                   help="with --rx afxdp: the UMEM's layout: auto registers unaligned chunks (a buffer starts "
+                        "anywhere, cut to its frame) and, when a zero-copy driver refuses them, aligned pages "
+                        "(the default); aligned always takes a page a buffer, its headroom cut off before it is "
+                        "posted (--allocator nta only); unaligned never aligns")
     p.add_argument("--copybreak", type=natural_int, default=0, metavar="BYTES",
                    help="with --rx afxdp: a frame of at most BYTES is copied into a block of its own size and "
                         "its buffer posted again whole, as drivers' rx_copybreak does; longer ones keep their "

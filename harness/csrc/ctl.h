@@ -196,10 +196,17 @@ struct nta_xsk_config {
 	uint32_t meta_room;  /* 0, or NTA_XSK_META_ROOM with --permit: each block holds the mark, then the frame */
 	uint32_t reserve;    /* buffers may come from the reserve once ordinary memory is out (needs meta_room) */
 	uint32_t xdp_mode;   /* NTA_XSK_AUTO: zero-copy, else copy; NTA_XSK_COPY; NTA_XSK_ZEROCOPY: or fail */
+	uint32_t chunks;     /* the UMEM's chunks: NTA_XSK_CHUNKS_* */
 };
 #define NTA_XSK_AUTO 0
 #define NTA_XSK_COPY 1
 #define NTA_XSK_ZEROCOPY 2
+/* Unaligned chunks: a buffer starts anywhere. Aligned: each buffer a page of the arena, its headroom cut off
+ * before it is posted (nta_pool_frag_cut: an NTA pool only). AUTO: unaligned, and aligned in zero-copy mode
+ * when the driver refuses unaligned chunks; UNALIGNED (a pool that cannot cut): never aligned. */
+#define NTA_XSK_CHUNKS_AUTO 0
+#define NTA_XSK_CHUNKS_UNALIGNED 1
+#define NTA_XSK_CHUNKS_ALIGNED 2
 struct nta_xsk_stats {
 	uint64_t received, bytes;
 	uint64_t posted, in_fill, post_fails, wakeups;
@@ -211,6 +218,10 @@ struct nta_xsk_stats {
 	uint64_t rx_dropped, rx_invalid_descs, rx_ring_full, rx_fill_ring_empty_descs; /* XDP_STATISTICS */
 	uint64_t zerocopy;           /* 1: bound in zero-copy mode (the driver DMAs into the arena); 0: copy */
 	uint64_t zc_errno;           /* in copy mode after zero-copy was asked for: the kernel's errno refusing it */
+	uint64_t aligned;            /* 1: the UMEM's chunks are aligned pages (see NTA_XSK_CHUNKS_ALIGNED) */
+	uint64_t unaligned_errno;    /* aligned after zero-copy with unaligned chunks was refused: the kernel's errno */
+	uint64_t aside;              /* buffers the UMEM cannot take (past its end; not a page's start when aligned) */
+	uint64_t heads_cut;          /* aligned: pages whose headroom the pool cut off before they were posted */
 };
 /* NULL with errno and a line in why on failure. */
 struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct nta_arena *a,

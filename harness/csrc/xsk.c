@@ -30,6 +30,19 @@
  * be longer than the fragment; it writes only the frame, which the device's
  * MTU bounds to the fragment's length.
  *
+ * A zero-copy driver may refuse unaligned chunks. Then, unless the config
+ * says otherwise, the arena is registered again with aligned chunks of a
+ * page (the most the kernel takes), and bound in zero-copy mode once more;
+ * copy mode comes only if that is refused too. A buffer is then a whole
+ * page of the pool, which the kernel fills XDP_PACKET_HEADROOM past its
+ * start: before it is posted, the NTA cuts the headroom off it
+ * (nta_pool_frag_cut), so the block starts where the frame (or its mark)
+ * will, as with unaligned chunks, and the bytes cut off serve other blocks.
+ * Everything after the post is the same in both layouts: the address
+ * posted is the block's start less the headroom, the frame is at the
+ * block's start, and its tail is trimmed once its length is known. The
+ * cost: only whole free pages can be posted, as in a driver's page pool.
+ *
  * Which buffers are posted is a bitmap over the arena's chunks: a receive
  * descriptor naming anything else is counted and ignored, and at the end
  * what is still posted is put back.
@@ -53,6 +66,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <xdp/libxdp.h>
 #include <xdp/xsk.h>
 
@@ -61,6 +75,7 @@
 _Static_assert(NTA_XSK_HEADROOM == XDP_PACKET_HEADROOM, "ctl.h tells Python the kernel's headroom");
 
 #define RX_BATCH 64
+#define UMEM_MIN_CHUNK 2048 /* the kernel's XDP_UMEM_MIN_CHUNK_SIZE: the least chunk a UMEM takes */
 
 struct nta_xsk {
 	struct xsk_umem *umem;
@@ -73,6 +88,9 @@ struct nta_xsk {
 	uint64_t umem_off;      /* the arena offset of UMEM address 0 */
 	uint64_t umem_len;
 	uint32_t chunk_shift, chunk_size, buf_size, umem_chunk;
+	uint32_t page_size;     /* the arena's */
+	uint32_t alloc_size;    /* a buffer as taken from the pool: buf_size + meta_room, or a page when aligned */
+	bool aligned;           /* the UMEM's chunks are aligned pages: a buffer's headroom is cut off it */
 	uint32_t fill_max, copybreak;
 	uint32_t meta_room;     /* bytes in front of a frame: its mark ends there (0: no --permit) */
 	unsigned alloc_flags;   /* NTA_F_RESERVE: buffers may come from the reserve */
@@ -107,6 +125,7 @@ static bool set_aside(struct nta_xsk *x, int64_t off)
 		x->aside = na, x->aside_cap = cap;
 	}
 	x->aside[x->naside++] = off;
+	x->st.aside++;
 	return true;
 }
 
@@ -139,6 +158,22 @@ static void fed(struct nta_xsk *x)
 	x->st.rx_dropped_starved += kernel_rx_dropped(x) - x->starved_since;
 }
 
+/* An aligned chunk's buffer (a page at off) with its headroom cut off: the block now starts where the mark or
+ * the frame will land. A buffer that cannot be cut (a reader pins it) goes back, and refill stops. */
+static int64_t cut_headroom(struct nta_xsk *x, int64_t off)
+{
+	const uint32_t skip = XDP_PACKET_HEADROOM - x->meta_room;
+	int64_t to = nta_pool_frag_cut(x->pool, (uint64_t)off, skip, x->page_size - skip);
+
+	if (to < 0) {
+		nta_pool_put(x->pool, (uint64_t)off, NTA_POOL_DIRECT);
+		x->st.post_fails++;
+		return 0;
+	}
+	x->st.heads_cut++;
+	return to;
+}
+
 /* Keep the fill ring holding fill_max buffers of the pool: a batch of them taken, then posted at once.
  * The ring has room for them all: it holds fill_max, and what is posted and not received is at most
  * what the kernel has not taken yet. */
@@ -148,13 +183,16 @@ static void refill(struct nta_xsk *x)
 	uint32_t idx, n = 0;
 
 	while (x->st.in_fill + n < x->fill_max && n < RX_BATCH) {
-		int64_t off = nta_pool_alloc_frag(x->pool, x->buf_size + x->meta_room, x->alloc_flags);
+		int64_t off = nta_pool_alloc_frag(x->pool, x->alloc_size, x->alloc_flags);
 		if (off <= 0) {
 			starve(x);
 			break;
 		}
-		if ((uint64_t)off + x->meta_room - x->umem_off - XDP_PACKET_HEADROOM + x->umem_chunk > x->umem_len) {
-			if (set_aside(x, off)) /* the kernel takes no buffer ending past the UMEM */
+		if (x->aligned && (off = cut_headroom(x, off)) <= 0)
+			break;
+		const uint64_t at = (uint64_t)off + x->meta_room - x->umem_off - XDP_PACKET_HEADROOM;
+		if (at + x->umem_chunk > x->umem_len || (x->aligned && at % x->umem_chunk)) {
+			if (set_aside(x, off)) /* the kernel takes no buffer ending past the UMEM, or misaligned */
 				continue;
 			nta_pool_put(x->pool, (uint64_t)off, NTA_POOL_DIRECT);
 			break;
@@ -213,7 +251,7 @@ static uint64_t settle(struct nta_xsk *x, uint64_t off, uint32_t len, uint32_t *
 	long now = nta_pool_frag_trim(x->pool, off, keep);
 	if (now < 0) {
 		x->st.untrimmed++;
-		now = (long)nta_pool_frag_size(x->pool, x->buf_size + room);
+		now = (long)nta_pool_frag_size(x->pool, x->alloc_size);
 	}
 	*charge = (uint32_t)now;
 	return off;
@@ -290,6 +328,17 @@ int nta_xsk_fd(const struct nta_xsk *x)
 	return xsk_socket__fd(x->xsk);
 }
 
+/* The UMEM's chunks: aligned pages, each buffer a page whose headroom is cut off before it is posted; or
+ * unaligned, each buffer the largest frame (and the mark's room), in a chunk of at least the kernel's least. */
+static void use_chunks(struct nta_xsk *x, const struct nta_xsk_config *cfg, bool aligned)
+{
+	const uint32_t frame = XDP_PACKET_HEADROOM + cfg->buf_size;
+
+	x->aligned = aligned;
+	x->umem_chunk = aligned ? x->page_size : frame < UMEM_MIN_CHUNK ? UMEM_MIN_CHUNK : frame;
+	x->alloc_size = aligned ? x->page_size : cfg->buf_size + cfg->meta_room;
+}
+
 /* The arena registered as UMEM and a socket bound to the queue with bind_flags (XDP_ZEROCOPY or
  * XDP_COPY). On failure neither is left: a socket whose bind failed keeps its rings, and libxdp would
  * give the next one the same descriptor, so a retry starts from a fresh UMEM. */
@@ -298,7 +347,7 @@ static int open_socket(struct nta_xsk *x, const struct nta_xsk_config *cfg, uint
 {
 	struct xsk_umem_config uc = { .fill_size = cfg->ring_size, .comp_size = cfg->ring_size,
 				      .frame_size = x->umem_chunk, .frame_headroom = 0,
-				      .flags = XDP_UMEM_UNALIGNED_CHUNK_FLAG };
+				      .flags = x->aligned ? 0 : XDP_UMEM_UNALIGNED_CHUNK_FLAG };
 	int err = xsk_umem__create(&x->umem, x->base + x->umem_off, x->umem_len, &x->fill, &x->comp, &uc);
 
 	if (err) {
@@ -315,8 +364,9 @@ static int open_socket(struct nta_xsk *x, const struct nta_xsk_config *cfg, uint
 		x->xsk = NULL;
 		xsk_umem__delete(x->umem);
 		x->umem = NULL;
-		snprintf(why, whylen, "an AF_XDP socket on %s queue %u%s: %s", cfg->ifname, cfg->queue,
-			 bind_flags & XDP_ZEROCOPY ? " in zero-copy mode" : "", strerror(-err));
+		snprintf(why, whylen, "an AF_XDP socket on %s queue %u%s%s: %s", cfg->ifname, cfg->queue,
+			 bind_flags & XDP_ZEROCOPY ? " in zero-copy mode" : "", x->aligned ? " with aligned chunks" : "",
+			 strerror(-err));
 	}
 	return err;
 }
@@ -355,7 +405,7 @@ struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct 
 	x->chunk_size = ac.chunk_size;
 	x->chunk_shift = (uint32_t)__builtin_ctz(ac.chunk_size);
 	x->buf_size = cfg->buf_size;
-	x->umem_chunk = XDP_PACKET_HEADROOM + cfg->buf_size < 2048 ? 2048 : XDP_PACKET_HEADROOM + cfg->buf_size;
+	x->page_size = ac.page_size;
 	x->fill_max = cfg->fill_max ? cfg->fill_max : cfg->ring_size;
 	x->copybreak = cfg->copybreak;
 	x->meta_room = cfg->meta_room;
@@ -368,8 +418,27 @@ struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct 
 		free(x);
 		return NULL;
 	}
+	const bool can_align = ac.page_size == (uint32_t)getpagesize() && cfg->chunks != NTA_XSK_CHUNKS_UNALIGNED;
+	if (cfg->chunks == NTA_XSK_CHUNKS_ALIGNED && !can_align) {
+		snprintf(why, whylen, "aligned chunks are pages of the system's size (%d bytes), and the arena's are %u",
+			 getpagesize(), ac.page_size);
+		err = -EINVAL;
+		goto fail;
+	}
 	if (cfg->xdp_mode != NTA_XSK_COPY) {
+		use_chunks(x, cfg, cfg->chunks == NTA_XSK_CHUNKS_ALIGNED);
 		err = open_socket(x, cfg, XDP_ZEROCOPY, why, whylen);
+		if (err && can_align && !x->aligned) { /* perhaps the driver takes aligned chunks only */
+			char first[256];
+			snprintf(first, sizeof(first), "%s", why);
+			use_chunks(x, cfg, true);
+			if (!open_socket(x, cfg, XDP_ZEROCOPY, why, whylen)) {
+				x->st.unaligned_errno = (uint64_t)-err;
+				err = 0;
+			} else {
+				snprintf(why, whylen, "%s", first); /* the first refusal says it */
+			}
+		}
 		if (!err) {
 			x->st.zerocopy = 1;
 		} else if (cfg->xdp_mode == NTA_XSK_ZEROCOPY) {
@@ -379,10 +448,12 @@ struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct 
 		}
 	}
 	if (!x->st.zerocopy) {
+		use_chunks(x, cfg, cfg->chunks == NTA_XSK_CHUNKS_ALIGNED);
 		err = open_socket(x, cfg, XDP_COPY, why, whylen);
 		if (err)
 			goto fail;
 	}
+	x->st.aligned = x->aligned;
 	err = xsk_socket__update_xskmap(x->xsk, cfg->xskmap_fd);
 	if (err) {
 		snprintf(why, whylen, "the socket into the XDP program's map: %s", strerror(-err));

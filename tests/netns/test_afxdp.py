@@ -84,9 +84,13 @@ json.dump(out, sys.stdout)
 """
 
 
-def test_a_second_process_reads_every_frame_in_place(pcaps, monkeypatch):
+@pytest.mark.parametrize("chunks", ["auto", "aligned"])
+def test_a_second_process_reads_every_frame_in_place(pcaps, monkeypatch, chunks):
     """Every frame held at the end (the policy holds them all) is read by another process, in the arena,
-    pinned: byte for byte the capture's, in the capture's order (MPLS, IPv6, ARP and all)."""
+    pinned: byte for byte the capture's, in the capture's order (MPLS, IPv6, ARP and all). With aligned
+    chunks (a page a buffer, what a zero-copy driver that refuses unaligned ones gets) the frames are where
+    unaligned chunks put them: each page's headroom was cut off before it was posted, its tail once the frame
+    landed."""
     cap = load(os.path.join(pcaps, "tcpreplay-test.pcap"))
     want = [bytes(cap.blob[o:o + n]).hex() for o, n in zip(cap.offsets, cap.lengths, strict=True)]
     seen = {}
@@ -103,8 +107,15 @@ def test_a_second_process_reads_every_frame_in_place(pcaps, monkeypatch):
         return flush(self)
 
     monkeypatch.setattr(Controller, "flush", read_then_flush)
-    r = afxdp_run(cap.path, topspeed=True, hold=f"packets:{cap.frames}")
+    r = afxdp_run(cap.path, topspeed=True, hold=f"packets:{cap.frames}", umem_chunks=chunks)
     assert seen["frames"] == want
+    x, p = r.consumer["xsk"], r.consumer["pool"]
+    assert x["sockets"] == [{"mode": "copy", "zerocopy_refused": os.strerror(95),
+                             "chunks": "unaligned" if chunks == "auto" else "aligned", "unaligned_refused": None}]
+    assert x["received"] == cap.frames and x["aside"] == 0
+    assert x["heads_cut"] == (x["posted"] if chunks == "aligned" else 0)
+    block = os.sysconf("SC_PAGE_SIZE") - XDP_PACKET_HEADROOM if chunks == "aligned" else buffer_size(cap.mtu)
+    assert p["trims"] - x["heads_cut"] == sum(1 for n in cap.lengths if -(-int(n) // 32) * 32 < block)
     assert_balanced(r)
 
 
@@ -175,6 +186,9 @@ def test_a_socket_per_queue(pcaps, ceilings):
     (["--fill", "8"], "--fill: only with --rx afxdp"),
     (["--copybreak", "128"], "--copybreak: only with --rx afxdp"),
     (["--rx", "afxdp", "--fill", "4096"], "bad --fill 4096"),
+    (["--umem-chunks", "aligned"], "--umem-chunks aligned: only with --rx afxdp"),
+    (["--rx", "afxdp", "--umem-chunks", "aligned", "--allocator", "slab"],
+     "--umem-chunks aligned: only with --allocator nta"),
 ])
 def test_bad_afxdp_options(imix_pcap, args, why):
     assert_one_line_error(nta("run", "--pcap", imix_pcap, *args), why)

@@ -123,6 +123,18 @@ def test_afxdp_at_the_limit_drops_unpermitted_frames_in_reserve_buffers(imix_pca
     assert r.reconciled
 
 
+def test_afxdp_aligned_pages_keep_the_mark_before_the_frame(imix_pcap):
+    """Aligned chunks (a page a buffer, its headroom cut off before it is posted, leaving the mark's room):
+    the program's mark is found in front of every frame, so every frame is judged by it."""
+    r = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=2, topspeed=True), quiet=True, replayer="builtin",
+                      rx="afxdp", hold="random:300", permit=IMIX_PERMIT, reserve=64, umem_chunks="aligned"))
+    x, pr = r.consumer["xsk"], r.pressure
+    assert x["sockets"][0]["chunks"] == "aligned" and x["heads_cut"] == x["posted"] > 0
+    assert x["received"] + x["rx_dropped"] + x["rx_ring_full"] == 2 * 1200 and x["received"] > 0
+    assert pr["fill_ring"]["unmarked"] == 0
+    assert pr["drops"]["reconciled"] and pr["reserve"]["balanced"] and r.reconciled
+
+
 def test_summary_and_json_say_it(imix_pcap, tmp_path):
     out = tmp_path / "run.json"
     proc = nta("run", "--pcap", imix_pcap, "--loops", "10", "--pps", str(PPS), "--replayer", "builtin",

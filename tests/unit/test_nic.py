@@ -30,10 +30,15 @@ def test_rx_queues_from_the_channels(driver, channels, allocated, queues):
 
 
 def test_socket_modes_in_a_few_words():
-    copy = socket_mode({"zerocopy": 0, "zc_errno": 95})
-    assert copy == {"mode": "copy", "zerocopy_refused": "Operation not supported"}
-    zc = socket_mode({"zerocopy": 1, "zc_errno": 0})
+    copy = socket_mode({"zerocopy": 0, "zc_errno": 95, "aligned": 0, "unaligned_errno": 0})
+    assert copy == {"mode": "copy", "zerocopy_refused": "Operation not supported", "chunks": "unaligned",
+                    "unaligned_refused": None}
+    zc = socket_mode({"zerocopy": 1, "zc_errno": 0, "aligned": 0, "unaligned_errno": 0})
     assert modes_text([zc]) == "zero-copy mode"
+    zc_aligned = socket_mode({"zerocopy": 1, "zc_errno": 0, "aligned": 1, "unaligned_errno": 22})
+    assert modes_text([zc_aligned]) == "zero-copy mode, aligned chunks (unaligned refused: Invalid argument)"
+    copy_aligned = socket_mode({"zerocopy": 0, "zc_errno": 95, "aligned": 1, "unaligned_errno": 0})
+    assert modes_text([copy_aligned]) == "copy mode, aligned chunks (zero-copy refused: Operation not supported)"
     assert modes_text([copy, copy]) == "all sockets copy mode (zero-copy refused: Operation not supported)"
     assert modes_text([zc, copy]) == ("queue 0 zero-copy mode; queue 1 copy mode (zero-copy refused: "
                                       "Operation not supported)")
