@@ -290,7 +290,7 @@ long nta_pool_frag_trim(struct nta_pool *p, uint64_t off, size_t size);
  * UMEM chunk whose frame landed past the headroom. Returns the fragment's offset now (off + head); what
  * nta_pool_frag_trim returns for an offset or pool it refuses; -EINVAL for size 0, a head not a multiple of
  * the chunk, or head and size past the block; -EBUSY while more than one holder holds it or a reader pins
- * it (they know it by off). Nothing changes on an error. */
+ * it (they know it by off). Puts other threads posted are applied first; nothing else changes on an error. */
 int64_t nta_pool_frag_cut(struct nta_pool *p, uint64_t off, size_t head, size_t size);
 /* Allocate n fragments; offs[i] = 0 where one failed. Returns the number allocated. */
 long nta_pool_alloc_frag_bulk(struct nta_pool *p, const uint32_t *sizes, int64_t *offs, size_t n,

@@ -9,7 +9,8 @@
  * cut off. A size class, a page_frag carve or a page keeps its length.
  *
  * A head cut moves the block's start, which its holders and readers know it
- * by: it is refused while more than one holder holds it, and the old start
+ * by: puts other threads posted are applied first, it is refused while more
+ * than one holder holds it, and the old start
  * is let go of under the reader protocol (pool_internal.h) before anything
  * moves, so that a reader pins either the old block, which then stays whole,
  * or nothing.
@@ -63,6 +64,9 @@ NTA_API long nta_pool_frag_trim(struct nta_pool *p, uint64_t off, size_t size)
 NTA_API int64_t nta_pool_frag_cut(struct nta_pool *p, uint64_t off, size_t head, size_t size)
 {
 	uint32_t i, c;
+
+	if (pool_remote_pending(p)) /* a put posted for the old start is applied first, not left naming nothing */
+		nta_pool_drain_remote(p);
 	int err = cuttable(p, off, size, &i, &c);
 
 	if (unlikely(err))

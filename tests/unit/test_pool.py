@@ -332,13 +332,23 @@ class PoolModel(RuleBasedStateMachine):
             self.sizes[off] = size
         assert now == handed("nta", self.sizes[off])
 
-    @precondition(lambda self: [o for o in self._own() if 0 < self.sizes[o]])
+    @precondition(lambda self: [o for o in self.refs if 0 < self.sizes[o]])
     @rule(data=st.data())
     def cut(self, data):
         """An aligned page's buffer cut to its frame, head and tail back: the NTA's only, with one holder, within
-        the block; anything else refused with nothing changed."""
-        off = data.draw(st.sampled_from([o for o in self._own() if 0 < self.sizes[o]]))
+        the block, after the puts other threads posted (its last holder's too: then nobody holds it); anything
+        else refused with nothing else changed."""
+        off = data.draw(st.sampled_from(sorted(o for o in self.refs if 0 < self.sizes[o])))
         asked, block = self.sizes[off], handed(self.allocator, self.sizes[off])
+        posted = bool(self.posted)
+        self._applied()  # the cut applies what was posted first (checked after it: nothing left to drain)
+        if off not in self.refs:
+            with pytest.raises(ArenaError) as ei:
+                self.pool.cut(off, 0, 1)
+            assert ei.value.errno in (errno.EALREADY, errno.ENOENT)
+            assert self.pool.drain_remote() == 0
+            event("cut refused: its last holder's put was posted")
+            return
         head = 32 * data.draw(st.integers(0, (block - 1) // 32))
         size = data.draw(st.integers(1, max(1, asked - head)) if head < asked else st.integers(1, block))
         if self.allocator != "nta" or asked > PAGE:
@@ -349,15 +359,17 @@ class PoolModel(RuleBasedStateMachine):
             want = errno.EBUSY
         else:
             want = 0
-        before = self.pool.stats()
+        before = self.pool.stats()  # with puts posted, before the cut applies them
         if want:
             with pytest.raises(ArenaError) as ei:
                 self.pool.cut(off, head, size)
             assert ei.value.errno == want
-            assert self.pool.stats() == before
+            assert posted or self.pool.stats() == before
+            assert self.pool.drain_remote() == 0
             event(f"cut refused: {errno.errorcode[want]}")
             return
         assert self.pool.cut(off, head, size) == off + head
+        assert self.pool.drain_remote() == 0
         refs, fill = self.refs[off], self.fill[off]
         del self.refs[off], self.sizes[off], self.fill[off]
         new = off + head
