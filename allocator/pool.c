@@ -234,23 +234,43 @@ static inline int64_t take_page(struct nta_pool *p, unsigned flags)
 	return off;
 }
 
+/* The page at off (state PP_PAGE) handed to its first holder. */
+NTA_INLINE int64_t hand_page(struct nta_pool *p, int64_t off)
+{
+	struct pp_page *r = &p->pg[page_of(p, (uint64_t)off)];
+
+	pp_set_head(r, pp_head_of(PP_PAGE, r->reserve, 0));
+	if (++p->st.pages.pages_in_use > p->st.pages.peak_pages_in_use)
+		p->st.pages.peak_pages_in_use = p->st.pages.pages_in_use;
+	__atomic_store_n(live_byte(p, (uint64_t)off), 1, __ATOMIC_RELEASE);
+	return off;
+}
+
+/* Puts other threads posted, an empty cache, a failure: out of line, so that the fast path saves no
+ * registers for them. */
+static NTA_NOINLINE int64_t alloc_page_other(struct nta_pool *p, unsigned flags)
+{
+	if (pool_remote_pending(p)) /* puts other threads posted: applied first */
+		nta_pool_drain_remote(p);
+	int64_t off = take_page(p, flags);
+	if (off < 0) {
+		p->st.alloc.alloc_fails++;
+		return off;
+	}
+	return hand_page(p, off);
+}
+
+/* page_pool's fast path: the page last recycled into the alloc cache. */
 NTA_API int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags)
 {
-	int64_t off;
+	const uint32_t len = p->cache_len;
 
-	if (unlikely(pool_remote_pending(p))) /* puts other threads posted: applied first */
-		nta_pool_drain_remote(p);
-	off = take_page(p, flags);
-	if (off < 0)
-		p->st.alloc.alloc_fails++;
-	else {
-		p->pg[page_of(p, (uint64_t)off)].frag = 0;
-		p->st.pages.pages_in_use++;
-		if (p->st.pages.pages_in_use > p->st.pages.peak_pages_in_use)
-			p->st.pages.peak_pages_in_use = p->st.pages.pages_in_use;
-		__atomic_store_n(live_byte(p, (uint64_t)off), 1, __ATOMIC_RELEASE);
-	}
-	return off;
+	if (unlikely(!len || pool_remote_pending(p)))
+		return alloc_page_other(p, flags);
+	const int64_t off = p->cache[len - 1];
+	p->cache_len = len - 1;
+	p->st.alloc.fast++;
+	return hand_page(p, off);
 }
 
 /* -- feeding the pool's heaps -------------------------------------------------------- */
@@ -364,7 +384,7 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->st.budget.budget_pages = c.budget;
 	p->st.reserve.reserve_min_free = nta_pages_budget(a, true);
 	p->light_fences = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
-	p->plain_recycle = !(c.flags & NTA_POOL_BATCH_DTOR);
+	p->direct_cap = c.flags & NTA_POOL_BATCH_DTOR ? 0 : c.cache_size;
 	p->nreaders = &a->rd->nreaders;
 	for (p->slot = 0; p->slot < NTA_MAX_POOLS && a->rd->pools[p->slot].info.pid; p->slot++)
 		;

@@ -69,7 +69,7 @@ NTA_API int nta_pool_set_dtor(struct nta_pool *p, nta_pool_dtor_fn fn, void *ctx
 {
 	p->dtor = fn;
 	p->dtor_ctx = ctx;
-	p->plain_recycle = !fn && !(p->cfg.flags & NTA_POOL_BATCH_DTOR);
+	p->direct_cap = fn || (p->cfg.flags & NTA_POOL_BATCH_DTOR) ? 0 : p->cfg.cache_size;
 	return 0;
 }
 

@@ -279,37 +279,56 @@ NTA_INLINE void let_go(struct nta_pool *p, uint32_t i, uint64_t off, bool direct
 	pool_page_unused(p, i, direct);
 }
 
-/*
- * page_pool's recycle_direct: a whole page its only holder gives back in the owner's context goes
- * straight into the alloc cache, when nothing else has a say (no destructor, no reader's pin, not a
- * reserve page, room in the cache). True: done; false: nothing changed, the general path decides. The
- * same checks and counts as held(), let_go() and pool_recycle() make on that path, in one place.
- */
-NTA_INLINE bool put_page_direct(struct nta_pool *p, uint64_t off)
+/* May the direct put of off recycle it inline: a whole page (not a reserve one, not a fragment's), its only
+ * holder letting go, no destructor, room in the cache? Its record, or NULL. */
+NTA_INLINE struct pp_page *page_direct(const struct nta_pool *p, uint64_t off)
 {
 	if (off & p->pmask) /* a fragment inside a page (the data region starts on a page) */
-		return false;
+		return NULL;
 	if (unlikely(off >= p->data_end) || unlikely(off < p->data_off))
-		return false;
-	const uint32_t i = page_of(p, off);
-	struct pp_page *const r = &p->pg[i];
-	uint8_t *const lb = live_byte(p, off);
+		return NULL;
+	struct pp_page *const r = &p->pg[page_of(p, off)];
+	if (pp_head(r) != pp_head_of(PP_PAGE, 0, 0) || r->npages > 1) /* not reserve, not a fragment */
+		return NULL;
+	return *live_byte(p, off) == 1 && p->cache_len < p->direct_cap ? r : NULL;
+}
+
+/* What recycling a page into the alloc cache reads, taken before the reader protocol's barrier (which
+ * would have every field read again after it). */
+struct to_cache {
+	struct pp_page *r;
+	int64_t *cache;
+	uint32_t len;  /* the cache's length, less than its size */
+	uint64_t idle; /* pages idle once it is in (cache and ring) */
+	uint64_t peak; /* the most idle so far */
+};
+
+NTA_INLINE struct to_cache to_cache_of(const struct nta_pool *p, struct pp_page *r)
+{
 	const uint32_t len = p->cache_len;
 
-	if (r->state != PP_PAGE || r->frag || r->reserve || r->npages > 1 || *lb != 1 || !p->plain_recycle ||
-	    len >= p->cfg.cache_size)
-		return false;
-	if (unlikely(defer_if_pinned(p, off))) { /* the reader's pin keeps it: counted as the general path does */
-		return true;
-	}
-	r->state = PP_CACHE;
-	p->cache[len] = (int64_t)off;
-	p->cache_len = len + 1;
+	return (struct to_cache){ .r = r, .cache = p->cache, .len = len, .idle = len + 1 + ring_count(p),
+				  .peak = p->st.pages.peak_idle };
+}
+
+/* Into the alloc cache, nobody holding it: the page at off. */
+NTA_INLINE void page_to_cache(struct nta_pool *p, uint64_t off, struct to_cache t)
+{
+	t.r->state = PP_CACHE;
+	t.cache[t.len] = (int64_t)off;
+	p->cache_len = t.len + 1;
 	p->st.pages.pages_in_use--;
 	p->st.recycle.cached++;
-	if (len + 1 + ring_count(p) > p->st.pages.peak_idle)
-		p->st.pages.peak_idle = len + 1 + ring_count(p);
-	return true;
+	if (t.idle > t.peak)
+		p->st.pages.peak_idle = t.idle;
+}
+
+/* Readers exist: the page waits if one pins it, else goes to the cache. Out of line (a tail call). */
+static NTA_NOINLINE int put_page_readers(struct nta_pool *p, uint64_t off)
+{
+	if (!defer_pinned(p, off)) /* the reader's pin keeps it: counted as the general path does */
+		page_to_cache(p, off, to_cache_of(p, &p->pg[page_of(p, off)]));
+	return 0;
 }
 
 static NTA_NOINLINE int put_general(struct nta_pool *p, uint64_t off, unsigned flags)
@@ -371,11 +390,23 @@ static NTA_NOINLINE int put_frag(struct nta_pool *p, uint64_t off, unsigned flag
 	return put_general(p, off, flags);
 }
 
+/*
+ * page_pool's recycle_direct: a whole page its only holder gives back in the owner's context goes
+ * straight into the alloc cache when nothing else has a say (no destructor, not a reserve page, room in
+ * the cache; a reader's pin is looked for out of line). The same checks and counts as held(), let_go()
+ * and pool_recycle() make on the general path, which takes everything else.
+ */
 NTA_API int nta_pool_put(struct nta_pool *p, uint64_t off, unsigned flags)
 {
-	if ((flags & NTA_POOL_DIRECT) && put_page_direct(p, off))
-		return 0;
-	return put_frag(p, off, flags);
+	struct pp_page *r;
+
+	if (!(flags & NTA_POOL_DIRECT) || !(r = page_direct(p, off)))
+		return put_frag(p, off, flags);
+	const struct to_cache t = to_cache_of(p, r);
+	if (unlikely(unhold_for_readers(p, off)))
+		return put_page_readers(p, off);
+	page_to_cache(p, off, t);
+	return 0;
 }
 
 NTA_API long nta_pool_reap(struct nta_pool *p)

@@ -38,6 +38,33 @@ struct pp_page {
 	uint32_t npages; /* PP_LARGE, or PP_PENDING of one */
 };
 
+/* A record's first four bytes (state, reserve, frag, pad) as one word: read as one load and written as
+ * one store, so that a put reads what the allocation just wrote straight from the store buffer (a wider
+ * load over narrower stores cannot be forwarded: it waits for them to retire). */
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "pp_head_of() lays out a record's first bytes little-endian"
+#endif
+_Static_assert(__builtin_offsetof(struct pp_page, reserve) == 1 && __builtin_offsetof(struct pp_page, frag) == 2,
+	       "pp_head_of() knows the record's layout");
+
+static inline uint32_t pp_head_of(uint8_t state, uint8_t reserve, uint8_t frag)
+{
+	return state | (uint32_t)reserve << 8 | (uint32_t)frag << 16;
+}
+
+static inline uint32_t pp_head(const struct pp_page *r)
+{
+	uint32_t w;
+
+	__builtin_memcpy(&w, r, sizeof(w));
+	return w;
+}
+
+static inline void pp_set_head(struct pp_page *r, uint32_t w)
+{
+	__builtin_memcpy(r, &w, sizeof(w));
+}
+
 /* A posted remote put (pool_remote.c). */
 struct pool_remote_slot {
 	uint64_t seq;       /* its position + 1 once published; its position + the queue's size once taken */
@@ -67,7 +94,8 @@ struct nta_pool {
 	int64_t *ring;             /* owner-only: pages recycled outside the fast context */
 	uint32_t ring_head, ring_tail, ring_mask;
 	bool direct;               /* the put in progress is in the owner's fast context */
-	bool plain_recycle;        /* no destructor, none batched: a page nobody holds is recycled as it is */
+	uint32_t direct_cap;       /* no destructor, none batched (a page nobody holds is recycled as it is): the
+	                              cache's size, which a direct put fills inline; else 0: never inline */
 	nta_pool_dtor_fn dtor;
 	void *dtor_ctx;
 	int64_t *pending;
