@@ -13,7 +13,11 @@
  *   producer-consumer  one thread allocates the trace's sizes in turn and
  *     hands each block to the other through a single-producer ring as deep
  *     as the trace's window; the other frees it (xmalloc-test's shape: every
- *     free is on another thread than the block's allocation). The NTA's
+ *     free is on another thread than the block's allocation), once half a
+ *     window of newer blocks are in the ring: so every allocator has between
+ *     half a window and a window of blocks live, whatever its speed (freeing
+ *     all it found, a consumer faster than its producer left a few blocks
+ *     live, and what the allocator held then said little). The NTA's
  *     free is a remote put: posted to the pool's owner in batches of 64
  *     (one atomic operation a batch, nothing allocated), applied on the
  *     owner's next allocation, as the NTA's author meant frees on a foreign
@@ -36,7 +40,13 @@
  * of 8 samples the producer takes once its ring has filled (up to a window
  * of blocks in flight; one sample half way read whatever the consumer had
  * left in the ring at that moment, and varied by half between runs), or as
- * each thread ends its trace (per-thread).
+ * each thread ends its trace (per-thread). Producer-consumer also samples
+ * as the producer finds its ring full (up to 8 times, as far apart), and
+ * prints the bytes requested live at its samples: the most (every pair's
+ * added up) and the least (one pair's). Live is what the producer
+ * allocated less what the consumer has freed, which it publishes every 64
+ * frees (the NTA's: as each batch is posted); with half a window kept in
+ * flight, it is between half a window's bytes and a window's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -60,6 +70,7 @@ struct run {
 	uint32_t window, n;
 	uint32_t sample_every; /* producer-consumer: steps between samples of the memory held */
 	const uint32_t *sizes, *slots;
+	const uint64_t *upto;  /* producer-consumer: bytes requested by the trace's steps before step i */
 	/* producer-consumer: one pair's */
 	struct nta_arena *a;
 	struct nta_pool *pool;
@@ -67,6 +78,8 @@ struct run {
 	uint64_t *ring; /* blocks handed over: pointers, or the NTA's offsets */
 	uint64_t mask;
 	long peak_kb;   /* the process's, the most of RSS_SAMPLES samples once the ring has filled */
+	uint64_t peak_live, least_live; /* bytes requested and not freed, the most and least at those samples */
+	uint32_t full_samples, next_full; /* samples taken with the ring full; the step the next may be */
 	uint64_t head __attribute__((aligned(64))); /* the producer's */
 	uint64_t tail __attribute__((aligned(64))); /* the consumer's */
 	int failed;
@@ -76,6 +89,17 @@ static void fail(struct run *r, const char *what, uint32_t i)
 {
 	fprintf(stderr, "xthread: %s at step %u\n", what, i);
 	__atomic_store_n(&r->failed, 1, __ATOMIC_RELAXED);
+}
+
+/* The memory the process holds, and the bytes requested live: step i allocated, the consumer's tail freed. */
+static void sample(struct run *r, uint32_t i, uint64_t tail)
+{
+	long kb = held_kb();
+	uint64_t live = r->upto[i + 1] - r->upto[tail];
+
+	r->peak_kb = kb > r->peak_kb ? kb : r->peak_kb;
+	r->peak_live = live > r->peak_live ? live : r->peak_live;
+	r->least_live = live < r->least_live ? live : r->least_live;
 }
 
 static void *produce(void *arg)
@@ -107,6 +131,11 @@ static void *produce(void *arg)
 		while (head - tail > r->mask) { /* the ring is full: the consumer is behind */
 			tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
 			if (head - tail > r->mask) {
+				if (i >= r->next_full && r->full_samples < RSS_SAMPLES) { /* a window of blocks live */
+					sample(r, i, tail);
+					r->full_samples++;
+					r->next_full = i + r->sample_every;
+				}
 				if (r->nta) /* the owner applies what the consumer posted meanwhile */
 					nta_pool_drain_remote(r->pool);
 				sched_yield();
@@ -114,10 +143,8 @@ static void *produce(void *arg)
 		}
 		r->ring[head & r->mask] = h;
 		__atomic_store_n(&r->head, ++head, __ATOMIC_RELEASE);
-		if (i >= r->window && (i - r->window) % r->sample_every == 0) {
-			long kb = held_kb();
-			r->peak_kb = kb > r->peak_kb ? kb : r->peak_kb;
-		}
+		if (i >= r->window && (i - r->window) % r->sample_every == 0)
+			sample(r, i, __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE));
 	}
 	return NULL;
 }
@@ -131,22 +158,25 @@ static void *consume(void *arg)
 
 	while (tail < r->n && !__atomic_load_n(&r->failed, __ATOMIC_RELAXED)) {
 		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-		if (head == tail) {
+		uint64_t upto = head == r->n ? head : head > r->window / 2 ? head - r->window / 2 : 0; /* see above */
+		if (upto <= tail) {
 			sched_yield();
 			continue;
 		}
-		for (; tail < head; tail++) {
+		for (; tail < upto; tail++) {
 			uint64_t h = r->ring[tail & r->mask];
 			if (!r->nta) {
 				free((void *)(uintptr_t)h);
-				continue;
+			} else {
+				batch[nb++] = (int64_t)h;
+				if (nb == REMOTE_BATCH || tail + 1 == r->n) {
+					while (nta_pool_put_remote_bulk(r->pool, batch, nb) == -EAGAIN)
+						sched_yield(); /* the queue is full until the owner's next allocation */
+					nb = 0;
+				}
 			}
-			batch[nb++] = (int64_t)h;
-			if (nb == REMOTE_BATCH || tail + 1 == r->n) {
-				while (nta_pool_put_remote_bulk(r->pool, batch, nb) == -EAGAIN)
-					sched_yield(); /* the queue is full until the owner's next allocation */
-				nb = 0;
-			}
+			if ((tail + 1) % REMOTE_BATCH == 0) /* freed so far (the NTA's batches end here) */
+				__atomic_store_n(&r->tail, tail + 1, __ATOMIC_RELEASE);
 		}
 		__atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
 	}
@@ -247,16 +277,22 @@ int main(int argc, char **argv)
 	if (!took || !runs || !own || !th)
 		return 1;
 	memset(runs, 0, (size_t)npairs * sizeof(struct run));
+	uint64_t *upto = calloc((size_t)t.n + 1, sizeof(*upto)); /* resident before the baseline, as the rings */
+	if (!upto)
+		return 1;
+	for (uint32_t i = 0; i < t.n; i++)
+		upto[i + 1] = upto[i] + t.sizes[i];
 	for (int j = 0; j < npairs; j++) {
 		struct run *r = &runs[j];
 		*r = (struct run){ .nta = nta, .window = t.window, .n = t.n, .sizes = t.sizes, .slots = t.slots,
-				   .mask = depth - 1 };
+				   .upto = upto, .mask = depth - 1 };
 		if (!(r->ring = calloc(depth, sizeof(*r->ring))))
 			return 1;
 		for (volatile uint64_t i = 0; i < depth; i++) /* resident before the baseline */
 			r->ring[i] = 0;
 	}
 	long base_kb = held_kb(), peak_kb = base_kb;
+	uint64_t peak_live = 0, least_live = UINT64_MAX;
 	for (int k = 0; k < repeats; k++) {
 		for (int j = 0; j < nthreads; j++)
 			own[j] = (struct own){ .r = &runs[0] };
@@ -273,6 +309,9 @@ int main(int argc, char **argv)
 			}
 			r->head = r->tail = 0;
 			r->peak_kb = 0;
+			r->peak_live = 0;
+			r->least_live = UINT64_MAX;
+			r->full_samples = r->next_full = 0;
 			r->sample_every = t.n > t.window + RSS_SAMPLES ? (t.n - t.window) / RSS_SAMPLES : 1;
 			r->failed = 0;
 		}
@@ -309,6 +348,12 @@ int main(int argc, char **argv)
 		for (int j = 0; pc && j < npairs; j++)
 			failed |= runs[j].failed;
 		peak_kb = kb > peak_kb ? kb : peak_kb;
+		uint64_t live = 0;
+		for (int j = 0; pc && j < npairs; j++) {
+			live += runs[j].peak_live;
+			least_live = runs[j].least_live < least_live ? runs[j].least_live : least_live;
+		}
+		peak_live = live > peak_live ? live : peak_live;
 		if (failed) {
 			fprintf(stderr, "xthread: the run failed\n");
 			return 1;
@@ -337,6 +382,10 @@ int main(int argc, char **argv)
 	       "\"ns_per_pair\": [", argv[1], argv[2], nthreads, t.window, t.n);
 	for (int k = 0; k < repeats; k++)
 		printf("%s%.3f", k ? ", " : "", took[k]);
-	printf("], \"peak_rss_bytes\": %ld}\n", (peak_kb - base_kb) * 1024);
+	printf("], \"peak_rss_bytes\": %ld", (peak_kb - base_kb) * 1024);
+	if (pc)
+		printf(", \"peak_requested_bytes\": %llu, \"least_requested_bytes\": %llu", (unsigned long long)peak_live,
+		       (unsigned long long)(least_live == UINT64_MAX ? 0 : least_live));
+	printf("}\n");
 	return 0;
 }
