@@ -13,11 +13,11 @@
  *   producer-consumer  one thread allocates the trace's sizes in turn and
  *     hands each block to the other through a single-producer ring as deep
  *     as the trace's window; the other frees it (xmalloc-test's shape: every
- *     free is on another thread than the block's allocation), once half a
+ *     free is on another thread than the block's allocation), once 7/8 of a
  *     window of newer blocks are in the ring: so every allocator has between
- *     half a window and a window of blocks live, whatever its speed (freeing
- *     all it found, a consumer faster than its producer left a few blocks
- *     live, and what the allocator held then said little). The NTA's
+ *     7/8 of a window and a window of blocks live, whatever its speed
+ *     (freeing all it found, a consumer faster than its producer left a few
+ *     blocks live, and what the allocator held then said little). The NTA's
  *     free is a remote put: posted to the pool's owner in batches of 64
  *     (one atomic operation a batch, nothing allocated), applied on the
  *     owner's next allocation, as the NTA's author meant frees on a foreign
@@ -45,8 +45,8 @@
  * prints the bytes requested live at its samples: the most (every pair's
  * added up) and the least (one pair's). Live is what the producer
  * allocated less what the consumer has freed, which it publishes every 64
- * frees (the NTA's: as each batch is posted); with half a window kept in
- * flight, it is between half a window's bytes and a window's.
+ * frees (the NTA's: as each batch is posted); with 7/8 of a window kept in
+ * flight, it is between 7/8 of a window's bytes and a window's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -158,7 +158,8 @@ static void *consume(void *arg)
 
 	while (tail < r->n && !__atomic_load_n(&r->failed, __ATOMIC_RELAXED)) {
 		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-		uint64_t upto = head == r->n ? head : head > r->window / 2 ? head - r->window / 2 : 0; /* see above */
+		const uint64_t keep = r->window - r->window / 8; /* in flight: see above */
+		uint64_t upto = head == r->n ? head : head > keep ? head - keep : 0;
 		if (upto <= tail) {
 			sched_yield();
 			continue;
