@@ -224,10 +224,17 @@ cached:
 	return p->cache[--p->cache_len];
 }
 
+/* The page last recycled into the alloc cache (which holds one). */
+NTA_INLINE int64_t cache_pop(struct nta_pool *p)
+{
+	p->st.alloc.fast++;
+	return p->cache[--p->cache_len];
+}
+
 /* A whole page for the owner: its offset (state PP_PAGE, nobody holding it yet), or -errno. */
 static inline int64_t take_page(struct nta_pool *p, unsigned flags)
 {
-	int64_t off = likely(p->cache_len) ? (p->st.alloc.fast++, p->cache[--p->cache_len]) : alloc_slow(p, flags);
+	int64_t off = likely(p->cache_len) ? cache_pop(p) : alloc_slow(p, flags);
 
 	if (off > 0)
 		p->pg[page_of(p, (uint64_t)off)].state = PP_PAGE;
@@ -263,14 +270,9 @@ static NTA_NOINLINE int64_t alloc_page_other(struct nta_pool *p, unsigned flags)
 /* page_pool's fast path: the page last recycled into the alloc cache. */
 NTA_API int64_t nta_pool_alloc_page(struct nta_pool *p, unsigned flags)
 {
-	const uint32_t len = p->cache_len;
-
-	if (unlikely(!len || pool_remote_pending(p)))
+	if (unlikely(!p->cache_len || pool_remote_pending(p)))
 		return alloc_page_other(p, flags);
-	const int64_t off = p->cache[len - 1];
-	p->cache_len = len - 1;
-	p->st.alloc.fast++;
-	return hand_page(p, off);
+	return hand_page(p, cache_pop(p));
 }
 
 /* -- feeding the pool's heaps -------------------------------------------------------- */
