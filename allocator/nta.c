@@ -278,25 +278,9 @@ NTA_NOINLINE int64_t nta_small_alloc_regions(struct nta_arena *a, uint32_t h, ui
 	return g ? carve(a, h, g, n) : -ENOMEM;
 }
 
-/* Cut the live block at chunk c of page p down to m chunks: its tail becomes a block of its own, which is
- * freed for real (combined with what follows it). Returns the chunks given back. */
-uint32_t nta_small_trim(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t m)
-{
-	const uint32_t n = nta_block_end(a, p, c) - c;
-
-	if (m >= n || m == 0)
-		return 0;
-	bit_set(bmp(a, p, BMP_START), c + m);
-	pg(a, p)->live++;
-	heap(a, h)->live++;
-	release_chunks(a, h, p, c + m, n - m);
-	return n - m;
-}
-
-/* Cut the first k chunks off the live block at chunk c of page p: they become a block of their own, freed
- * for real (combined with what precedes them), and the block starts at c + k. Returns the chunks given
- * back (0: k is not less than the block's length, and nothing changed). */
-uint32_t nta_small_cut_head(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t k)
+/* Split the live block at chunk c of page p into two live blocks, [c, c + k) and [c + k, end): its
+ * length, or 0 when k is not inside it (nothing changed). The caller frees one of them for real. */
+static uint32_t split_block(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t k)
 {
 	const uint32_t n = nta_block_end(a, p, c) - c;
 
@@ -305,6 +289,27 @@ uint32_t nta_small_cut_head(struct nta_arena *a, uint32_t h, uint32_t p, uint32_
 	bit_set(bmp(a, p, BMP_START), c + k);
 	pg(a, p)->live++;
 	heap(a, h)->live++;
+	return n;
+}
+
+/* Cut the live block at chunk c of page p down to m chunks: its tail is freed for real (combined with
+ * what follows it). Returns the chunks given back. */
+uint32_t nta_small_trim(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t m)
+{
+	const uint32_t n = split_block(a, h, p, c, m);
+
+	if (n)
+		release_chunks(a, h, p, c + m, n - m);
+	return n ? n - m : 0;
+}
+
+/* Cut the first k chunks off the live block at chunk c of page p: they are freed for real (combined with
+ * what precedes them), and the block starts at c + k. Returns the chunks given back (0: k is not less
+ * than the block's length, and nothing changed). */
+uint32_t nta_small_cut_head(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t k)
+{
+	if (!split_block(a, h, p, c, k))
+		return 0;
 	release_chunks(a, h, p, c, k);
 	return k;
 }

@@ -226,8 +226,8 @@ NTA_API int nta_pool_get(struct nta_pool *p, uint64_t off)
 	return 0;
 }
 
-/* Last holder of off let go: if a reader pins it, keep it for nta_pool_reap (the protocol: pool_internal.h). */
-/* A reader pins off: keep it (true), unless it cannot be remembered. */
+/* The last holder of off let go, and readers exist: if one pins it, keep it for nta_pool_reap (true),
+ * unless it cannot be remembered (the protocol: unhold_for_readers() in pool_internal.h). */
 static NTA_NOINLINE bool defer_pinned(struct nta_pool *p, uint64_t off)
 {
 	if (likely(!nta_pinned(p->a, off)))
