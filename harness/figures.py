@@ -75,7 +75,8 @@ def added(dicts: list[dict]) -> dict:
     return {k: (max if k in LONGEST else min if k in SMALLEST else sum)(d[k] for d in dicts) for k in dicts[0]}
 
 
-SOCKET_MODE = {"bytes_per_frame_held", "zerocopy", "zc_errno", "aligned", "unaligned_errno"}  # not added up
+SOCKET_MODE = {"bytes_per_frame_held", "zerocopy", "zc_errno", "aligned", "unaligned_errno",
+               "buffer_bytes"}  # not added up
 
 
 def xsk_added(per_queue: list[dict], page: int) -> dict:

@@ -63,10 +63,7 @@ class Xsk:
                 why += " (the driver has no zero-copy AF_XDP; --xdp-mode auto falls back to copy mode)"
             raise NtaError(f"AF_XDP on {cfg.ifname}: {why}")
         self._x, self.cfg = x, cfg
-        # what a posted buffer is: the frame's room (and the mark's), or an aligned page less the headroom cut off
-        aligned = self.stats()["aligned"]
-        self.buffer_bytes = (pool.arena.page_size - lib.NTA_XSK_HEADROOM + cfg.meta_room if aligned
-                             else cfg.buf_size + cfg.meta_room)
+        self.buffer_bytes = self.stats()["buffer_bytes"]  # a buffer as posted (the socket's layout)
 
     def stats(self) -> dict:
         st = ffi.new("struct nta_xsk_stats *")

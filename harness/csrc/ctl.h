@@ -222,6 +222,8 @@ struct nta_xsk_stats {
 	uint64_t unaligned_errno;    /* aligned after zero-copy with unaligned chunks was refused: the kernel's errno */
 	uint64_t aside;              /* buffers the UMEM cannot take (past its end; not a page's start when aligned) */
 	uint64_t heads_cut;          /* aligned: pages whose headroom the pool cut off before they were posted */
+	uint64_t buffer_bytes;       /* a buffer as posted: the frame's room and the mark's, or an aligned page
+	                                less the headroom cut off */
 };
 /* NULL with errno and a line in why on failure. */
 struct nta_xsk *nta_xsk_create(struct nta_ctl *c, struct nta_pool *pool, struct nta_arena *a,

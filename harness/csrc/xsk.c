@@ -163,7 +163,7 @@ static void fed(struct nta_xsk *x)
 static int64_t cut_headroom(struct nta_xsk *x, int64_t off)
 {
 	const uint32_t skip = XDP_PACKET_HEADROOM - x->meta_room;
-	int64_t to = nta_pool_frag_cut(x->pool, (uint64_t)off, skip, x->page_size - skip);
+	int64_t to = nta_pool_frag_cut(x->pool, (uint64_t)off, skip, x->st.buffer_bytes);
 
 	if (to < 0) {
 		nta_pool_put(x->pool, (uint64_t)off, NTA_POOL_DIRECT);
@@ -337,6 +337,7 @@ static void use_chunks(struct nta_xsk *x, const struct nta_xsk_config *cfg, bool
 	x->aligned = aligned;
 	x->umem_chunk = aligned ? x->page_size : frame < UMEM_MIN_CHUNK ? UMEM_MIN_CHUNK : frame;
 	x->alloc_size = aligned ? x->page_size : cfg->buf_size + cfg->meta_room;
+	x->st.buffer_bytes = aligned ? x->page_size - (XDP_PACKET_HEADROOM - cfg->meta_room) : x->alloc_size;
 }
 
 /* The arena registered as UMEM and a socket bound to the queue with bind_flags (XDP_ZEROCOPY or
