@@ -333,7 +333,7 @@ static void pool_free(struct nta_pool *p)
 {
 	nta_zero_unmap(p->pg, (size_t)p->npg * sizeof(*p->pg));
 	free(p->cache);
-	free(p->ring);
+	nta_zero_unmap(p->ring, (size_t)(p->ring_mask + 1) * sizeof(*p->ring));
 	free(p->pending);
 	free(p->remote);
 	free(p->deferred);
@@ -379,7 +379,7 @@ NTA_API struct nta_pool *nta_pool_create(struct nta_arena *a, const struct nta_p
 	p->live_base = (uintptr_t)a->live - (uintptr_t)(p->data_off >> a->chunk_shift);
 	p->pg = nta_zero_map((size_t)p->npg * sizeof(*p->pg)); /* one a page: only the pages used take memory */
 	p->cache = calloc(c.cache_size, sizeof(*p->cache));
-	p->ring = calloc(c.ring_size, sizeof(*p->ring));
+	p->ring = nta_zero_map((size_t)c.ring_size * sizeof(*p->ring)); /* its pages take memory once used */
 	p->ring_mask = c.ring_size - 1;
 	if (!p->pg || !p->cache || !p->ring || pool_remote_init(p, c.remote_size))
 		goto fail;

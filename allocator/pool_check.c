@@ -239,8 +239,8 @@ static int check_remote(const struct nta_pool *p, char *why, size_t len)
 		return -ENOMEM;
 	for (uint64_t pos = p->remote_head; pos < tail; pos++) {
 		const struct pool_remote_slot *s = &p->remote[pos & p->remote_mask];
-		if (__atomic_load_n(&s->seq, __ATOMIC_ACQUIRE) == pos + 1) /* published (the rest: being written) */
-			offs[n++] = s->off;
+		if (remote_published(s, pos)) /* the rest: being written */
+			offs[n++] = (int64_t)remote_off(s);
 	}
 	qsort(offs, n, sizeof(*offs), cmp_off);
 	for (size_t k = 0; k < n && !err;) {

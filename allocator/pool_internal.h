@@ -65,14 +65,31 @@ static inline void pp_set_head(struct pp_page *r, uint32_t w)
 	__builtin_memcpy(r, &w, sizeof(w));
 }
 
-/* A posted remote put (pool_remote.c). */
+/*
+ * A posted remote put (pool_remote.c): 16 bytes, four to a cache line. The sequence is kept mod 2^32 (a
+ * queue holds at most 2^24 slots, so that a slot's last lap and this one never compare equal), and the
+ * time in ticks of 1,024 ns mod 2^32 (a wait longer than 73 minutes would read short).
+ */
 struct pool_remote_slot {
-	uint64_t seq;       /* its position + 1 once published; its position + the queue's size once taken */
-	int64_t off;
-	uint64_t posted_ns; /* CLOCK_MONOTONIC */
-	uint32_t batch;     /* the first of a batch: the batch's length; else 0 */
-	uint32_t pad;
+	uint32_t seq;    /* its position + 1 once published; its position + the queue's size once taken */
+	uint32_t posted; /* CLOCK_MONOTONIC >> REMOTE_TICK_SHIFT */
+	uint64_t word;   /* the offset, and REMOTE_FIRST on the first of a batch */
 };
+_Static_assert(sizeof(struct pool_remote_slot) == 16, "four remote slots a cache line");
+#define REMOTE_TICK_SHIFT 10
+#define REMOTE_FIRST (1ull << 63)
+#define REMOTE_NOT_A_BLOCK (~REMOTE_FIRST) /* what a negative offset is posted as: past any arena */
+
+/* Is the slot at position pos published (posted, and not yet taken)? */
+static inline bool remote_published(const struct pool_remote_slot *s, uint64_t pos)
+{
+	return __atomic_load_n(&s->seq, __ATOMIC_ACQUIRE) == (uint32_t)(pos + 1);
+}
+
+static inline uint64_t remote_off(const struct pool_remote_slot *s)
+{
+	return s->word & ~REMOTE_FIRST;
+}
 
 struct nta_pool {
 	struct nta_arena *a;

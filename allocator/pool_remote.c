@@ -41,7 +41,7 @@ int pool_remote_init(struct nta_pool *p, uint32_t size)
 		return -ENOMEM;
 	p->remote_mask = size - 1;
 	for (uint32_t i = 0; i < size; i++)
-		__atomic_store_n(&p->remote[i].seq, i, __ATOMIC_RELAXED);
+		__atomic_store_n(&p->remote[i].seq, i, __ATOMIC_RELAXED); /* position i - size, taken */
 	p->remote_head = 0;
 	__atomic_store_n(&p->remote_tail, 0, __ATOMIC_RELEASE);
 	return 0;
@@ -49,7 +49,8 @@ int pool_remote_init(struct nta_pool *p, uint32_t size)
 
 NTA_API long nta_pool_put_remote_bulk(struct nta_pool *p, const int64_t *offs, size_t n)
 {
-	uint64_t t, h, size = (uint64_t)p->remote_mask + 1, now;
+	uint64_t t, h, size = (uint64_t)p->remote_mask + 1;
+	uint32_t now;
 
 	if (!n)
 		return 0;
@@ -63,14 +64,14 @@ NTA_API long nta_pool_put_remote_bulk(struct nta_pool *p, const int64_t *offs, s
 			return -EAGAIN;
 		}
 	} while (!__atomic_compare_exchange_n(&p->remote_tail, &t, t + n, true, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-	now = mono_ns();
+	now = (uint32_t)(mono_ns() >> REMOTE_TICK_SHIFT);
 	/* slots t .. t+n-1 are ours: the owner has handed each back (its sequence is its position) */
 	for (size_t k = 0; k < n; k++) {
 		struct pool_remote_slot *s = &p->remote[(t + k) & p->remote_mask];
-		s->off = offs[k];
-		s->posted_ns = now;
-		s->batch = k ? 0 : (uint32_t)n; /* the owner counts batches: no second atomic here */
-		__atomic_store_n(&s->seq, t + k + 1, __ATOMIC_RELEASE);
+		s->word = (offs[k] < 0 ? REMOTE_NOT_A_BLOCK : (uint64_t)offs[k]) |
+			  (k ? 0 : REMOTE_FIRST); /* the owner counts batches: no second atomic here */
+		s->posted = now;
+		__atomic_store_n(&s->seq, (uint32_t)(t + k + 1), __ATOMIC_RELEASE);
 	}
 	return (long)n;
 }
@@ -85,23 +86,28 @@ NTA_API int nta_pool_put_remote(struct nta_pool *p, uint64_t off)
 
 NTA_API long nta_pool_drain_remote(struct nta_pool *p)
 {
-	uint64_t pos = p->remote_head, size = (uint64_t)p->remote_mask + 1, now = 0;
+	uint64_t pos = p->remote_head, size = (uint64_t)p->remote_mask + 1;
+	uint32_t now = 0;
+	bool timed = false;
 	long n = 0;
 
 	for (;; pos++, n++) {
 		struct pool_remote_slot *s = &p->remote[pos & p->remote_mask];
-		if (__atomic_load_n(&s->seq, __ATOMIC_ACQUIRE) != pos + 1)
+		if (!remote_published(s, pos))
 			break; /* empty, or reserved and not yet published */
-		int64_t off = s->off;
-		uint64_t posted = s->posted_ns;
-		if (s->batch)
+		const uint64_t word = s->word, off = remote_off(s);
+		const uint32_t posted = s->posted;
+		if (word & REMOTE_FIRST)
 			p->st.remote.batches++;
-		__atomic_store_n(&s->seq, pos + size, __ATOMIC_RELEASE); /* free for the next lap */
-		if (!now)
-			now = mono_ns();
-		if (now > posted && now - posted > p->st.remote.max_wait_ns)
-			p->st.remote.max_wait_ns = now - posted;
-		if (nta_pool_put(p, (uint64_t)off, NTA_POOL_DIRECT) == 0) /* the owner's context: a page to the cache */
+		__atomic_store_n(&s->seq, (uint32_t)(pos + size), __ATOMIC_RELEASE); /* free for the next lap */
+		if (!timed) {
+			now = (uint32_t)(mono_ns() >> REMOTE_TICK_SHIFT);
+			timed = true;
+		}
+		const int32_t waited = (int32_t)(now - posted); /* < 0: posted after this drain took its time */
+		if (waited > 0 && (uint64_t)waited << REMOTE_TICK_SHIFT > p->st.remote.max_wait_ns)
+			p->st.remote.max_wait_ns = (uint64_t)waited << REMOTE_TICK_SHIFT;
+		if (nta_pool_put(p, off, NTA_POOL_DIRECT) == 0) /* the owner's context: a page to the cache */
 			p->st.remote.applied++;
 		else
 			p->st.remote.bad++;
