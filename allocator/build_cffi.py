@@ -22,7 +22,8 @@ ROOT = os.path.dirname(HERE)
 BUILD = os.path.join(ROOT, "build")
 PACKAGE = os.path.join(ROOT, "harness")
 LIBNTA = os.path.join(BUILD, "libnta.so")
-CFLAGS = ["-std=gnu11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"]
+# as the Makefile's (which says why -fno-tree-slp-vectorize)
+CFLAGS = ["-std=gnu11", "-O2", "-fno-tree-slp-vectorize", "-fvisibility=hidden", "-Wall", "-Wextra"]
 # nta_shared.h is written in the kernel's types for the BPF side
 KERNEL_TYPES = "".join(f"typedef uint{n}_t __u{n};\ntypedef int{n}_t __s{n};\n" for n in (8, 16, 32, 64))
 

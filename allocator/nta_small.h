@@ -33,13 +33,34 @@ NTA_INLINE struct nta_geom nta_geom(const struct nta_arena *a)
 }
 
 /*
+ * A heap as its fast paths use it: its counts, its cache's entries, and the arena's descriptors and
+ * bitmaps. The handle holds the arena's own (nta_hview(), its loads folded into the caller); a pool finds
+ * its heap's once and keeps them, so that its fast paths go through no handle and multiply by no heap.
+ * pool: a pool's ordinary heap, which counts in each page what it parks (heap_counts_parked()), is fed
+ * by its pool and keeps its last page; false: the arena's heap 0. A constant at every call.
+ */
+struct nta_hview {
+	struct nta_heap *hp;
+	uint32_t *cache;        /* its entries: those of blocks of n chunks from cache + n * depth */
+	struct nta_page *desc;
+	uint64_t *bmp;
+	uint32_t gpage0;
+};
+
+NTA_INLINE struct nta_hview nta_hview(const struct nta_arena *a, const struct nta_geom G, uint32_t h)
+{
+	return (struct nta_hview){ a->heaps + h, a->cache + cache_index(G.cpp, G.depth, h, 0, 0), a->desc, a->bmp,
+				   a->gpage0 };
+}
+
+/*
  * Where the block starting at chunk c of page p ends: used chunks are cut
  * into blocks by start bits (an invariant nta_check() proves), so it is the
  * first chunk above c that is a start or free, a set bit of start | ~used.
  */
-NTA_INLINE uint32_t nta_block_end_g(const struct nta_arena *a, const struct nta_geom G, uint32_t p, uint32_t c)
+NTA_INLINE uint32_t nta_block_end_in(const uint64_t *bmp, const struct nta_geom G, uint32_t p, uint32_t c)
 {
-	const uint64_t *used = a->bmp + (size_t)p * 3 * G.words, *start = used + G.words;
+	const uint64_t *used = bmp + (size_t)p * 3 * G.words, *start = used + G.words;
 	uint32_t w = c >> 6;
 	uint64_t x = (start[w] | ~used[w]) & (~1ull << (c & 63));
 
@@ -51,36 +72,74 @@ NTA_INLINE uint32_t nta_block_end_g(const struct nta_arena *a, const struct nta_
 	return (w << 6) + (uint32_t)__builtin_ctzll(x);
 }
 
+NTA_INLINE uint32_t nta_block_end_g(const struct nta_arena *a, const struct nta_geom G, uint32_t p, uint32_t c)
+{
+	return nta_block_end_in(a->bmp, G, p, c);
+}
+
 NTA_INLINE uint32_t nta_block_end(const struct nta_arena *a, uint32_t p, uint32_t c)
 {
 	return likely(a->geom_default) ? nta_block_end_g(a, NTA_GEOM_DEFAULT, p, c) : nta_block_end_g(a, nta_geom(a), p, c);
 }
 
-/* A parked block of n chunks from heap h's cache, or 0 when it has none. */
-NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t n)
+/* A parked block of n chunks from the heap's cache, or 0 when it has none. */
+NTA_INLINE int64_t nta_hview_pop(const struct nta_hview *V, const struct nta_geom G, bool pool, uint32_t n)
 {
-	struct nta_heap *const hp = a->heaps + h;
-	uint32_t *const count = hp->cache_count + n;
+	uint32_t *const count = V->hp->cache_count + n;
 	const uint32_t cnt = *count;
 
 	if (!cnt)
 		return 0;
-	const uint32_t g = a->cache[cache_index(G.cpp, G.depth, h, n, cnt - 1)];
-	const uint32_t p = (g >> (G.page_shift - G.chunk_shift)) - a->gpage0, c = g & (G.cpp - 1);
-	uint32_t *const aux = &a->desc[p].aux;
-	uint64_t *const cached = a->bmp + ((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6);
+	const uint32_t g = V->cache[n * G.depth + cnt - 1];
+	const uint32_t p = (g >> (G.page_shift - G.chunk_shift)) - V->gpage0, c = g & (G.cpp - 1);
+	uint64_t *const cached = V->bmp + ((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6);
 	*count = cnt - 1;
-	hp->parked--;
+	V->hp->parked--;
 	*cached &= ~(1ull << (c & 63));
-	if (heap_counts_parked(h))
-		--*aux;
+	if (pool)
+		V->desc[p].aux--;
 	return (int64_t)((uint64_t)g << G.chunk_shift);
+}
+
+NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t n)
+{
+	const struct nta_hview V = nta_hview(a, G, h);
+
+	return nta_hview_pop(&V, G, heap_counts_parked(h), n);
 }
 
 NTA_INLINE int64_t nta_small_cache_pop(struct nta_arena *a, uint32_t h, uint32_t n)
 {
 	return likely(a->geom_default) ? nta_small_cache_pop_g(a, NTA_GEOM_DEFAULT, h, n)
 				       : nta_small_cache_pop_g(a, nta_geom(a), h, n);
+}
+
+/*
+ * May the heap park the live block of n chunks at page p? True, and *at its place in the length's cache;
+ * false when there is no room, or when it is the last block in use of a pool's page (which its heap
+ * combines and gives back, unless it keeps its last page). Nothing changes: nta_hview_park() parks it.
+ */
+NTA_INLINE bool nta_hview_room(const struct nta_hview *V, bool pool, uint32_t p, uint32_t n, uint32_t *at)
+{
+	const struct nta_heap *const hp = V->hp;
+	const struct nta_page *const d = V->desc + p;
+
+	*at = hp->cache_count[n];
+	if (unlikely(*at >= hp->cache_limit))
+		return false;
+	return !(pool && d->aux + 1 == d->live && !(!(hp->flags & HEAP_RESERVE) && hp->pages == 1));
+}
+
+/* Park the block of n chunks at chunk c of page p, global chunk g, at its place in the cache. */
+NTA_INLINE void nta_hview_park(const struct nta_hview *V, const struct nta_geom G, bool pool, uint32_t g, uint32_t p,
+			       uint32_t c, uint32_t n, uint32_t at)
+{
+	V->cache[n * G.depth + at] = g;
+	V->hp->cache_count[n] = at + 1;
+	V->hp->parked++;
+	V->bmp[((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6)] |= 1ull << (c & 63);
+	if (pool)
+		V->desc[p].aux++;
 }
 
 /*
@@ -92,21 +151,13 @@ NTA_INLINE int64_t nta_small_cache_pop(struct nta_arena *a, uint32_t h, uint32_t
 NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t p,
 				      uint32_t c, uint32_t n)
 {
-	struct nta_heap *const hp = a->heaps + h;
-	struct nta_page *const d = a->desc + p;
-	const uint32_t cnt = hp->cache_count[n];
+	const struct nta_hview V = nta_hview(a, G, h);
+	uint32_t at;
 
-	if (unlikely(cnt >= hp->cache_limit))
+	if (!nta_hview_room(&V, heap_counts_parked(h) && a->feed[h].put, p, n, &at))
 		return false;
-	if (heap_counts_parked(h) && a->feed[h].put && d->aux + 1 == d->live && !nta_heap_keeps(a, h))
-		return false;
-	a->cache[cache_index(G.cpp, G.depth, h, n, cnt)] =
-		((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c;
-	hp->cache_count[n] = cnt + 1;
-	hp->parked++;
-	a->bmp[((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6)] |= 1ull << (c & 63);
-	if (heap_counts_parked(h))
-		d->aux++;
+	nta_hview_park(&V, G, heap_counts_parked(h), ((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c, p, c, n,
+		       at);
 	return true;
 }
 

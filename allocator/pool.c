@@ -322,6 +322,7 @@ static int open_heaps(struct nta_pool *p)
 	p->rheap = pool_heap(p->slot, 1);
 	p->heap_kind = kinds[p->cfg.allocator];
 	p->frag_fast = p->heap_kind == HEAP_NTA && p->a->geom_default;
+	p->hv = nta_hview(p->a, NTA_GEOM_DEFAULT, p->heap); /* used only when frag_fast */
 	err = nta_heap_open(p->a, p->heap, kinds[p->cfg.allocator], 0, &feed);
 	if (!err && (err = nta_heap_open(p->a, p->rheap, kinds[p->cfg.allocator], HEAP_RESERVE, &feed)))
 		nta_heap_close(p->a, p->heap);

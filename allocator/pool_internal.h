@@ -18,7 +18,7 @@
 
 #include <errno.h>
 
-#include "nta_internal.h"
+#include "nta_small.h"
 
 enum pp_state {
 	PP_NONE = 0, /* not the pool's */
@@ -100,6 +100,7 @@ struct nta_pool {
 	uint32_t cshift, pshift, cmask, cpp, words;
 	uint32_t heap_kind;        /* of the pool's heaps (enum nta_heap_kind) */
 	bool frag_fast;            /* the NTA places fragments, in the default geometry: pool_frag.c's fast paths */
+	struct nta_hview hv;       /* frag_fast: the ordinary heap as those fast paths use it */
 	uint64_t *bmp;
 	struct nta_pool_config cfg;
 	uint32_t slot;             /* in the arena's published pools; its heaps follow from it */
@@ -150,11 +151,16 @@ static inline uint8_t *live_byte(const struct nta_pool *p, uint64_t off)
 
 /* Is chunk c of page i the start of a live block, not parked (used, start, not cached)? words: the
  * bitmap words per page and kind, a constant on the fast paths. */
-NTA_INLINE bool live_start(const struct nta_pool *p, uint32_t words, uint32_t i, uint32_t c)
+NTA_INLINE bool live_start_in(const uint64_t *bmp, uint32_t words, uint32_t i, uint32_t c)
 {
-	const uint64_t *w = p->bmp + (size_t)i * 3 * words + (c >> 6), bit = 1ull << (c & 63);
+	const uint64_t *w = bmp + (size_t)i * 3 * words + (c >> 6), bit = 1ull << (c & 63);
 
 	return (w[0] & bit) && (w[words] & bit) && !(w[2 * words] & bit);
+}
+
+NTA_INLINE bool live_start(const struct nta_pool *p, uint32_t words, uint32_t i, uint32_t c)
+{
+	return live_start_in(p->bmp, words, i, c);
 }
 
 /* Which page does off name, and is it the start of a block the pool handed out? */
@@ -193,25 +199,33 @@ NTA_INLINE int held(const struct nta_pool *p, uint64_t off, uint32_t *page)
 }
 
 /*
- * Nobody holds the block at off now: its live byte is cleared, then the readers' pins are read.
+ * Nobody holds the block whose live byte is lb (unhold_for_readers: the block at off) now: the byte is
+ * cleared, then the readers' pins are read.
  *
  * Clearing the live byte and then reading the pins needs a StoreLoad fence
  * against a reader that stores a pin and then reads the byte (reader.c).
  * The fence is asymmetric: this process registered for
  * MEMBARRIER_CMD_GLOBAL_EXPEDITED, and a reader issues that membarrier
  * between its store and its load, which runs a full barrier on our CPUs; so
- * here a compiler barrier is enough. Without the registration, a seq_cst
- * store. Returns true if readers exist: a pin of off must then be looked for.
+ * here the compiler must only keep the store before the load. Both are
+ * volatile (as the kernel's WRITE_ONCE and READ_ONCE): the compiler keeps
+ * volatile accesses in order, and, unlike a barrier on all memory, may keep
+ * in registers what it loaded before them. Without the registration, seq_cst.
+ * Returns true if readers exist: a pin of off must then be looked for.
  */
-NTA_INLINE bool unhold_for_readers(struct nta_pool *p, uint64_t off)
+NTA_INLINE bool unhold_at(struct nta_pool *p, uint8_t *lb)
 {
 	if (likely(p->light_fences)) {
-		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_RELAXED);
-		__asm__ __volatile__("" ::: "memory");
-	} else {
-		__atomic_store_n(live_byte(p, off), 0, __ATOMIC_SEQ_CST);
+		__atomic_store_n((volatile uint8_t *)lb, 0, __ATOMIC_RELAXED);
+		return unlikely(__atomic_load_n((volatile const uint32_t *)p->nreaders, __ATOMIC_RELAXED) != 0);
 	}
+	__atomic_store_n(lb, 0, __ATOMIC_SEQ_CST);
 	return unlikely(__atomic_load_n(p->nreaders, __ATOMIC_SEQ_CST) != 0);
+}
+
+NTA_INLINE bool unhold_for_readers(struct nta_pool *p, uint64_t off)
+{
+	return unhold_at(p, live_byte(p, off));
 }
 
 static inline uint32_t ring_count(const struct nta_pool *p)
