@@ -285,7 +285,8 @@ NTA_INLINE bool free_parked(struct nta_arena *a, uint64_t off, size_t size, cons
 	const uint32_t p = (uint32_t)(rel >> G.page_shift), c = (uint32_t)(rel >> G.chunk_shift) & (G.cpp - 1);
 	const uint32_t n = (uint32_t)((size + (1u << G.chunk_shift) - 1) >> G.chunk_shift);
 	const struct nta_page *d = a->desc + p;
-	if (unlikely(d->kind != PG_SMALL || d->heap != HEAP_ARENA || !nta_small_park_g(a, G, HEAP_ARENA, p, c, n)))
+	if (unlikely(d->kind != PG_SMALL || d->heap != HEAP_ARENA ||
+		     !nta_small_park_g(a, G, HEAP_ARENA, (uint32_t)(off >> G.chunk_shift), p, c, n)))
 		return false;
 	account_free(a->st, size, (uint64_t)n << G.chunk_shift);
 	return true;

@@ -142,13 +142,19 @@ NTA_INLINE void nta_hview_park(const struct nta_hview *V, const struct nta_geom 
 		V->desc[p].aux++;
 }
 
+/* The global index of chunk c of page p (a caller that has the block's offset shifts it instead). */
+NTA_INLINE uint32_t nta_gchunk_g(const struct nta_arena *a, const struct nta_geom G, uint32_t p, uint32_t c)
+{
+	return ((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c;
+}
+
 /*
- * Park the live block of n chunks at chunk c of page p (of heap h) in the
- * cache if there is room: true; false, with nothing changed, when there is
- * none, or when it is the last block in use of a pool's page (which its
- * heap combines and gives back).
+ * Park the live block of n chunks at chunk c of page p (of heap h; global
+ * chunk g) in the cache if there is room: true; false, with nothing changed,
+ * when there is none, or when it is the last block in use of a pool's page
+ * (which its heap combines and gives back).
  */
-NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t p,
+NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t g, uint32_t p,
 				      uint32_t c, uint32_t n)
 {
 	const struct nta_hview V = nta_hview(a, G, h);
@@ -156,8 +162,7 @@ NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom
 
 	if (!nta_hview_room(&V, heap_counts_parked(h) && a->feed[h].put, p, n, &at))
 		return false;
-	nta_hview_park(&V, G, heap_counts_parked(h), ((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c, p, c, n,
-		       at);
+	nta_hview_park(&V, G, heap_counts_parked(h), g, p, c, n, at);
 	return true;
 }
 
@@ -170,8 +175,8 @@ NTA_INLINE bool nta_small_park_live_g(struct nta_arena *a, const struct nta_geom
  * A start bit at c that is not cached is a live block, and nta_block_end()
  * says where it ends: one count-trailing-zeros instead of range masks.
  */
-NTA_INLINE bool nta_small_park_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t p, uint32_t c,
-				 uint32_t n)
+NTA_INLINE bool nta_small_park_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t g, uint32_t p,
+				 uint32_t c, uint32_t n)
 {
 	const uint64_t *const used = a->bmp + (size_t)p * 3 * G.words;
 	const uint64_t bit = 1ull << (c & 63);
@@ -180,13 +185,15 @@ NTA_INLINE bool nta_small_park_g(struct nta_arena *a, const struct nta_geom G, u
 		return false; /* not the start of a block, or parked already */
 	if (unlikely(nta_block_end_g(a, G, p, c) != c + n))
 		return false;
-	return nta_small_park_live_g(a, G, h, p, c, n);
+	return nta_small_park_live_g(a, G, h, g, p, c, n);
 }
 
 NTA_INLINE bool nta_small_park(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
 {
-	return likely(a->geom_default) ? nta_small_park_g(a, NTA_GEOM_DEFAULT, h, p, c, n)
-				       : nta_small_park_g(a, nta_geom(a), h, p, c, n);
+	const struct nta_geom D = NTA_GEOM_DEFAULT;
+
+	return likely(a->geom_default) ? nta_small_park_g(a, D, h, nta_gchunk_g(a, D, p, c), p, c, n)
+				       : nta_small_park_g(a, nta_geom(a), h, nta_gchunk_g(a, nta_geom(a), p, c), p, c, n);
 }
 
 /* Free the block of n chunks at chunk c of page p (of heap h): park it, or check it in full and combine it.
@@ -203,7 +210,7 @@ NTA_INLINE uint32_t nta_small_free_block_g(struct nta_arena *a, const struct nta
 {
 	const uint32_t n = nta_block_end_g(a, G, p, c) - c;
 
-	if (!nta_small_park_live_g(a, G, h, p, c, n))
+	if (!nta_small_park_live_g(a, G, h, nta_gchunk_g(a, G, p, c), p, c, n))
 		nta_small_free(a, h, p, c, n);
 	return n;
 }
