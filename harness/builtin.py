@@ -174,7 +174,7 @@ class _Sender:
                 os.sched_setaffinity(0, {cpu})  # this thread only
             self.rc = rep._lib.nta_replay_run(self.r)
 
-        self.thread = started(threading.Thread(target=body, name="nta-replay", daemon=True))
+        started(threading.Thread(target=body, name="nta-replay", daemon=True), lambda t: setattr(self, "thread", t))
 
     def close(self) -> None:
         if self.sock is not None:

@@ -122,7 +122,8 @@ class Consumer:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
             self._rc = lib.nta_ctl_poll(self.ctl._c, self._rb, p)
 
-        self._thread = started(threading.Thread(target=body, name=f"nta-ctl-q{self.queue}", daemon=True))
+        started(threading.Thread(target=body, name=f"nta-ctl-q{self.queue}", daemon=True),
+                lambda t: setattr(self, "_thread", t))
 
     @property
     def running(self) -> bool:

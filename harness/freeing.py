@@ -45,7 +45,8 @@ class FreeReader:
                 os.sched_setaffinity(0, set(cpus))
             self._rc = lib.nta_free_reader_run(self._r)
 
-        self._thread = signals.started(threading.Thread(target=body, name="nta-reader", daemon=True))
+        signals.started(threading.Thread(target=body, name="nta-reader", daemon=True),
+                        lambda t: setattr(self, "_thread", t))
 
     def stop(self) -> None:
         """Let it free what it was handed, then end it; the pool's owner (the calling thread now) applies

@@ -7,8 +7,10 @@ covered here:
 * Inside ``Thread.start()``, while it waits for the new thread to say it
   runs, it leaves a thread that may be running but that ``join()`` refuses
   ("cannot join thread before it is started"): the clean-up that joins it
-  fails instead of stopping it. ``started()`` holds the signals back for the
-  moment a thread takes to start; they are delivered right after.
+  fails instead of stopping it. And between the start and the caller's
+  record of the thread, it leaves one the clean-up does not know of.
+  ``started()`` holds the signals back until both are done; they are
+  delivered right after.
 * Inside a library's bare ``except:`` (pyroute2 decodes netlink messages
   under one, and the measurement loop reads netlink every interval), it is
   swallowed and the run goes on. So the handler also notes the signal
@@ -29,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 _noted: list[str | None] = []
@@ -82,9 +84,13 @@ def held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def started(thread: threading.Thread) -> threading.Thread:
+def started(thread: threading.Thread, keep: Callable[[threading.Thread], None]) -> threading.Thread:
     """Start ``thread`` with the CLI's signals held back until it runs (it starts with them blocked: the
-    main thread is the one that handles them)."""
+    main thread is the one that handles them), and ``keep`` it (the caller's record of it, which its
+    clean-up stops and joins) before one is delivered: delivered between the start and an assignment of
+    what this returned, a signal left a thread running that the clean-up never stopped, over a ring or
+    pool it then freed."""
     with held():
         thread.start()
+        keep(thread)
     return thread

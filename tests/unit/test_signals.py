@@ -26,7 +26,8 @@ def test_a_swallowed_interrupt_is_raised_again_by_the_loops():
 def test_a_thread_starts_with_the_signals_held_and_the_caller_gets_them_back():
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     seen = {}
-    t = signals.started(threading.Thread(target=lambda: seen.update(mask=signal.pthread_sigmask(signal.SIG_BLOCK, []))))
+    t = signals.started(threading.Thread(target=lambda: seen.update(mask=signal.pthread_sigmask(signal.SIG_BLOCK, []))),
+                        lambda t: None)
     t.join()
     assert signals.HELD <= seen["mask"]  # the new thread leaves them to the main thread
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
@@ -42,6 +43,22 @@ def cli_handlers():
     for s, h in saved.items():
         signal.signal(s, h)
     signals.handled()
+
+
+def test_a_signal_while_a_thread_starts_comes_after_the_caller_has_recorded_it(cli_handlers):
+    """The new thread sends SIGINT as it starts: it is raised in the caller only once keep() has the
+    thread, which the caller's clean-up then stops (else it ran on over what the clean-up freed)."""
+    sent, kept = threading.Event(), []
+
+    def body():
+        os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
+
+    t = threading.Thread(target=body)
+    with pytest.raises(KeyboardInterrupt):
+        signals.started(t, lambda th: (sent.wait(5), kept.append(th)))
+    t.join()
+    assert kept == [t]
 
 
 def test_a_deferred_signal_waits_for_the_end_of_the_request_and_a_second_one_does_not(cli_handlers):
