@@ -82,30 +82,32 @@ NTA_INLINE uint32_t nta_block_end(const struct nta_arena *a, uint32_t p, uint32_
 	return likely(a->geom_default) ? nta_block_end_g(a, NTA_GEOM_DEFAULT, p, c) : nta_block_end_g(a, nta_geom(a), p, c);
 }
 
-/* A parked block of n chunks from the heap's cache, or 0 when it has none. */
-NTA_INLINE int64_t nta_hview_pop(const struct nta_hview *V, const struct nta_geom G, bool pool, uint32_t n)
+/* A parked block of n chunks from the heap's cache: true, *g its global chunk; false when it has none. */
+NTA_INLINE bool nta_hview_pop(const struct nta_hview *V, const struct nta_geom G, bool pool, uint32_t n, uint32_t *g)
 {
 	uint32_t *const count = V->hp->cache_count + n;
 	const uint32_t cnt = *count;
 
 	if (!cnt)
-		return 0;
-	const uint32_t g = V->cache[n * G.depth + cnt - 1];
-	const uint32_t p = (g >> (G.page_shift - G.chunk_shift)) - V->gpage0, c = g & (G.cpp - 1);
+		return false;
+	*g = V->cache[n * G.depth + cnt - 1];
+	const uint32_t p = (*g >> (G.page_shift - G.chunk_shift)) - V->gpage0, c = *g & (G.cpp - 1);
 	uint64_t *const cached = V->bmp + ((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6);
 	*count = cnt - 1;
 	V->hp->parked--;
 	*cached &= ~(1ull << (c & 63));
 	if (pool)
 		V->desc[p].aux--;
-	return (int64_t)((uint64_t)g << G.chunk_shift);
+	return true;
 }
 
+/* The same from heap h, as an offset, 0 when it has none. */
 NTA_INLINE int64_t nta_small_cache_pop_g(struct nta_arena *a, const struct nta_geom G, uint32_t h, uint32_t n)
 {
 	const struct nta_hview V = nta_hview(a, G, h);
+	uint32_t g;
 
-	return nta_hview_pop(&V, G, heap_counts_parked(h), n);
+	return nta_hview_pop(&V, G, heap_counts_parked(h), n, &g) ? (int64_t)((uint64_t)g << G.chunk_shift) : 0;
 }
 
 NTA_INLINE int64_t nta_small_cache_pop(struct nta_arena *a, uint32_t h, uint32_t n)

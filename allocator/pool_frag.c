@@ -43,11 +43,17 @@ NTA_API uint64_t nta_pool_frag_size(const struct nta_pool *p, size_t size)
 	}
 }
 
-NTA_INLINE void held_one(struct nta_pool *p, uint64_t off, uint64_t bytes)
+NTA_INLINE void held_one_at(struct nta_pool *p, uint8_t *lb, uint64_t bytes)
 {
 	p->st.fragments.frags++;
 	p->st.fragments.frag_bytes += bytes;
-	__atomic_store_n(live_byte(p, off), 1, __ATOMIC_RELEASE);
+	__atomic_store_n(lb, 1, __ATOMIC_RELEASE);
+}
+
+/* A fragment of bytes at off is handed out: one holder. */
+NTA_INLINE void held_one(struct nta_pool *p, uint64_t off, uint64_t bytes)
+{
+	held_one_at(p, live_byte(p, off), bytes);
 }
 
 /* n contiguous ordinary pages within the budget: idle single pages cannot serve them, so the pool gives
@@ -163,10 +169,10 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 
 	if (likely(p->frag_fast && size - 1 < (1u << G.page_shift) && !pool_remote_pending(p))) {
 		const uint32_t n = (uint32_t)((size + (1u << G.chunk_shift) - 1) >> G.chunk_shift);
-		const int64_t off = nta_hview_pop(&p->hv, G, true, n);
-		if (likely(off)) {
-			held_one(p, (uint64_t)off, (uint64_t)n << G.chunk_shift);
-			return off;
+		uint32_t g;
+		if (likely(nta_hview_pop(&p->hv, G, true, n, &g))) {
+			held_one_at(p, (uint8_t *)(p->live_base + g), (uint64_t)n << G.chunk_shift);
+			return (int64_t)((uint64_t)g << G.chunk_shift);
 		}
 	}
 	return alloc_frag_other(p, size, flags);
