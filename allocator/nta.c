@@ -317,21 +317,13 @@ uint32_t nta_small_cut_head(struct nta_arena *a, uint32_t h, uint32_t p, uint32_
 /* The slow free: a bad one gets its exact errno; a good one that the cache does not take is combined. */
 NTA_NOINLINE int nta_small_free(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
 {
-	struct nta_heap *hp = heap(a, h);
 	struct nta_page *d = pg(a, p);
 	int err = nta_check_small_free(a, p, c, n);
 
 	if (err)
 		return err;
-	if (hp->cache_count[n] < hp->cache_limit &&
-	    !(a->feed[h].put && d->aux + 1 == d->live && !nta_heap_keeps(a, h))) {
-		*cache_at(a, h, n, hp->cache_count[n]++) = gchunk(a, p, c);
-		hp->parked++;
-		bit_set(bmp(a, p, BMP_CACHED), c);
-		if (heap_counts_parked(h))
-			d->aux++;
+	if (nta_small_park_live(a, h, p, c, n))
 		return 0;
-	}
 	bool last = d->live == 1;
 	release_chunks(a, h, p, c, n);
 	if (!last && a->feed[h].put && d->live && d->aux == d->live && !nta_heap_keeps(a, h))

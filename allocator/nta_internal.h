@@ -440,10 +440,17 @@ static inline bool nta_heap_keeps_idle(const struct nta_arena *a, uint32_t h)
 	return a->feed[h].put && !(a->heaps[h].flags & HEAP_RESERVE);
 }
 
+/* Of a heap a pool feeds: does it keep its last page when it empties (it is the ordinary one, and that
+ * page is its last)? */
+static inline bool heap_keeps_last(const struct nta_heap *hp)
+{
+	return !(hp->flags & HEAP_RESERVE) && hp->pages == 1;
+}
+
 /* A pool's heap keeps its last page when it empties. */
 static inline bool nta_heap_keeps(const struct nta_arena *a, uint32_t h)
 {
-	return nta_heap_keeps_idle(a, h) && a->heaps[h].pages == 1;
+	return a->feed[h].put && heap_keeps_last(&a->heaps[h]);
 }
 
 /* -- across files ---------------------------------------------------------- */

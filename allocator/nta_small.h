@@ -129,7 +129,7 @@ NTA_INLINE bool nta_hview_room(const struct nta_hview *V, bool pool, uint32_t p,
 	*at = hp->cache_count[n];
 	if (unlikely(*at >= hp->cache_limit))
 		return false;
-	return !(pool && d->aux + 1 == d->live && !(!(hp->flags & HEAP_RESERVE) && hp->pages == 1));
+	return !(pool && d->aux + 1 == d->live && !heap_keeps_last(hp));
 }
 
 /* Park the block of n chunks at chunk c of page p, global chunk g, at its place in the cache. */
@@ -142,12 +142,6 @@ NTA_INLINE void nta_hview_park(const struct nta_hview *V, const struct nta_geom 
 	V->bmp[((size_t)p * 3 + BMP_CACHED) * G.words + (c >> 6)] |= 1ull << (c & 63);
 	if (pool)
 		V->desc[p].aux++;
-}
-
-/* The global index of chunk c of page p (a caller that has the block's offset shifts it instead). */
-NTA_INLINE uint32_t nta_gchunk_g(const struct nta_arena *a, const struct nta_geom G, uint32_t p, uint32_t c)
-{
-	return ((a->gpage0 + p) << (G.page_shift - G.chunk_shift)) + c;
 }
 
 /*
@@ -192,10 +186,15 @@ NTA_INLINE bool nta_small_park_g(struct nta_arena *a, const struct nta_geom G, u
 
 NTA_INLINE bool nta_small_park(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
 {
-	const struct nta_geom D = NTA_GEOM_DEFAULT;
+	return likely(a->geom_default) ? nta_small_park_g(a, NTA_GEOM_DEFAULT, h, gchunk(a, p, c), p, c, n)
+				       : nta_small_park_g(a, nta_geom(a), h, gchunk(a, p, c), p, c, n);
+}
 
-	return likely(a->geom_default) ? nta_small_park_g(a, D, h, nta_gchunk_g(a, D, p, c), p, c, n)
-				       : nta_small_park_g(a, nta_geom(a), h, nta_gchunk_g(a, nta_geom(a), p, c), p, c, n);
+/* nta_small_park_live_g() in the arena's geometry, for the slow paths. */
+NTA_INLINE bool nta_small_park_live(struct nta_arena *a, uint32_t h, uint32_t p, uint32_t c, uint32_t n)
+{
+	return likely(a->geom_default) ? nta_small_park_live_g(a, NTA_GEOM_DEFAULT, h, gchunk(a, p, c), p, c, n)
+				       : nta_small_park_live_g(a, nta_geom(a), h, gchunk(a, p, c), p, c, n);
 }
 
 /* Free the block of n chunks at chunk c of page p (of heap h): park it, or check it in full and combine it.
@@ -212,7 +211,7 @@ NTA_INLINE uint32_t nta_small_free_block_g(struct nta_arena *a, const struct nta
 {
 	const uint32_t n = nta_block_end_g(a, G, p, c) - c;
 
-	if (!nta_small_park_live_g(a, G, h, nta_gchunk_g(a, G, p, c), p, c, n))
+	if (!nta_small_park_live_g(a, G, h, gchunk(a, p, c), p, c, n))
 		nta_small_free(a, h, p, c, n);
 	return n;
 }

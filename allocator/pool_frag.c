@@ -171,7 +171,7 @@ NTA_API int64_t nta_pool_alloc_frag(struct nta_pool *p, size_t size, unsigned fl
 		const uint32_t n = (uint32_t)((size + (1u << G.chunk_shift) - 1) >> G.chunk_shift);
 		uint32_t g;
 		if (likely(nta_hview_pop(&p->hv, G, true, n, &g))) {
-			held_one_at(p, (uint8_t *)(p->live_base + g), (uint64_t)n << G.chunk_shift);
+			held_one_at(p, live_byte_at(p, g), (uint64_t)n << G.chunk_shift);
 			return (int64_t)((uint64_t)g << G.chunk_shift);
 		}
 	}
@@ -398,7 +398,7 @@ NTA_INLINE int put_frag_fast(struct nta_pool *p, uint64_t off, unsigned flags)
 	if (unlikely(rel >= p->data_end - p->data_off || (rel & ((1u << G.chunk_shift) - 1))))
 		return put_general(p, off, flags);
 	const uint32_t i = (uint32_t)(rel >> G.page_shift), c = (uint32_t)(rel >> G.chunk_shift) & (G.cpp - 1);
-	uint8_t *const lb = (uint8_t *)(p->live_base + (uintptr_t)(off >> G.chunk_shift));
+	uint8_t *const lb = live_byte_at(p, off >> G.chunk_shift);
 	if (p->pg[i].state != PP_FRAG || V->desc[i].heap != p->heap || !live_start_in(V->bmp, G.words, i, c) || *lb != 1)
 		return put_general(p, off, flags);
 	const uint32_t n = nta_block_end_in(V->bmp, G, i, c) - c;

@@ -143,10 +143,16 @@ static inline uint64_t off_of(const struct nta_pool *p, uint32_t page)
 	return p->data_off + ((uint64_t)page << p->pshift);
 }
 
-/* The holders of the block starting at off (0: not handed out): what a reader's pin checks. */
+/* The holders of the block starting at global chunk g (0: not handed out): what a reader's pin checks. */
+static inline uint8_t *live_byte_at(const struct nta_pool *p, uint64_t g)
+{
+	return (uint8_t *)(p->live_base + (uintptr_t)g);
+}
+
+/* The same for the block starting at off. */
 static inline uint8_t *live_byte(const struct nta_pool *p, uint64_t off)
 {
-	return (uint8_t *)(p->live_base + (uintptr_t)(off >> p->cshift));
+	return live_byte_at(p, off >> p->cshift);
 }
 
 /* Is chunk c of page i the start of a live block, not parked (used, start, not cached)? words: the
