@@ -149,6 +149,7 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                 allocators=("nta", "pow2", "glibc", "jemalloc", "tcmalloc", "mimalloc"), pcap=None,
                 seed=1, processes=3, pattern: str = "single", threads: int | None = None, out=print) -> dict:
     results = []
+    pc = pattern == "producer-consumer"
     with tempfile.TemporaryDirectory(prefix="nta-bench-") as tmp:
         for kind in traces:
             for window in windows:
@@ -171,8 +172,7 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                     ns = statistics.median(statistics.median(r["ns_per_pair"]) for r in rs)
                     rss = int(statistics.median(r["peak_rss_bytes"] for r in rs))
                     # two threads: what was live when the memory was sampled (the ring is not always full)
-                    asked = (int(statistics.median(r["peak_requested_bytes"] for r in rs))
-                             if pattern == "producer-consumer" else req)
+                    asked = int(statistics.median(r["peak_requested_bytes"] for r in rs)) if pc else req
                     space = asked / rss if rss > 0 else float("nan")
                     rows[name] = {"ns_per_pair": ns,
                                   "ns_runs": [statistics.median(r["ns_per_pair"]) for r in rs],
@@ -189,11 +189,9 @@ def bench_alloc(traces=("imix", "uniform", "pcap"), windows=(1024, 16384), steps
                 out(f"\n{kind} trace, window {fmt_n(window)}, {fmt_n(steps)} steps, "
                     + ("" if pattern == "single" else
                        f"{threads or 1} producer-consumer pair{'s' if (threads or 1) > 1 else ''}, "
-                       if pattern == "producer-consumer" else f"{threads or 2} threads, per-thread, ")
+                       if pc else f"{threads or 2} threads, per-thread, ")
                     + f"peak requested {req / 1024:,.0f} KiB"
-                    + ("; space: what was live when the memory was sampled (asked KiB)"
-                       if pattern == "producer-consumer" else ""))
-                pc = pattern == "producer-consumer"
+                    + ("; space: what was live when the memory was sampled (asked KiB)" if pc else ""))
                 table([alloc_row(name, r, pc) for name, r in rows.items()],
                       ["allocator", "ns/pair", "x nta", "peak KiB"] + (["asked KiB"] if pc else [])
                       + ["space used", "x nta"])
