@@ -387,7 +387,7 @@ static NTA_NOINLINE int park_pinned(struct nta_pool *p, uint64_t off, uint32_t n
  * nothing changed, goes to the general path, which frees what cannot be parked and gives a bad put its
  * errno. Through the arena's handle, with the heap read from the page, a free inline that combined and a
  * callee-saved register for each value the pinned case needed after its call, nta_pool_put took 171
- * instructions (callgrind, poolbench frag 200000 1 nta); 139 here, and the allocation 73 -> 56.
+ * instructions (callgrind, poolbench frag 200000 1 nta); 139 here, and the allocation 73 -> 48.
  */
 NTA_INLINE int put_frag_fast(struct nta_pool *p, uint64_t off, unsigned flags)
 {
