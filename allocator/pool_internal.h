@@ -157,16 +157,11 @@ static inline uint8_t *live_byte(const struct nta_pool *p, uint64_t off)
 
 /* Is chunk c of page i the start of a live block, not parked (used, start, not cached)? words: the
  * bitmap words per page and kind, a constant on the fast paths. */
-NTA_INLINE bool live_start_in(const uint64_t *bmp, uint32_t words, uint32_t i, uint32_t c)
-{
-	const uint64_t *w = bmp + (size_t)i * 3 * words + (c >> 6), bit = 1ull << (c & 63);
-
-	return (w[0] & bit) && (w[words] & bit) && !(w[2 * words] & bit);
-}
-
 NTA_INLINE bool live_start(const struct nta_pool *p, uint32_t words, uint32_t i, uint32_t c)
 {
-	return live_start_in(p->bmp, words, i, c);
+	const uint64_t *w = p->bmp + (size_t)i * 3 * words + (c >> 6), bit = 1ull << (c & 63);
+
+	return (w[0] & bit) && (w[words] & bit) && !(w[2 * words] & bit);
 }
 
 /* Which page does off name, and is it the start of a block the pool handed out? */
