@@ -336,7 +336,7 @@ static void pool_free(struct nta_pool *p)
 	free(p->cache);
 	nta_zero_unmap(p->ring, (size_t)(p->ring_mask + 1) * sizeof(*p->ring));
 	free(p->pending);
-	free(p->remote);
+	nta_zero_unmap(p->remote, (size_t)(p->remote_mask + 1) * sizeof(*p->remote));
 	free(p->deferred);
 	free(p);
 }

@@ -71,7 +71,7 @@ static inline void pp_set_head(struct pp_page *r, uint32_t w)
  * time in ticks of 1,024 ns mod 2^32 (a wait longer than 73 minutes would read short).
  */
 struct pool_remote_slot {
-	uint32_t seq;    /* its position + 1 once published; its position + the queue's size once taken */
+	uint32_t seq;    /* its position + 1 once published; its position + the queue's size once taken; 0 new */
 	uint32_t posted; /* CLOCK_MONOTONIC >> REMOTE_TICK_SHIFT */
 	uint64_t word;   /* the offset, and REMOTE_FIRST on the first of a batch */
 };

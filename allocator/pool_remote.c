@@ -16,7 +16,11 @@
  * stores on x86): one atomic read-modify-write per batch. The owner reads
  * slots in order from the head while their sequence says published, hands
  * each slot back (its sequence one lap on) and moves the head once per
- * drain. A slot reserved but not yet published stops the drain there until
+ * drain. The slots start zeroed, as mapped: a producer finds room by the
+ * head, never by a slot's sequence, and 0 is no position's "published"
+ * (position + 1), so a slot needs no sequence before its first lap, and the
+ * queue's pages take memory only once used (their mapping, not the heap's,
+ * goes back at destroy). A slot reserved but not yet published stops the drain there until
  * the next one. After the queue's design by D. Vyukov (bounded MPMC), with
  * the multi-slot reservation of a batch.
  */
@@ -36,12 +40,10 @@ static uint64_t mono_ns(void)
 
 int pool_remote_init(struct nta_pool *p, uint32_t size)
 {
-	p->remote = calloc(size, sizeof(*p->remote));
+	p->remote = nta_zero_map((size_t)size * sizeof(*p->remote)); /* its pages take memory once used */
 	if (!p->remote)
 		return -ENOMEM;
 	p->remote_mask = size - 1;
-	for (uint32_t i = 0; i < size; i++)
-		__atomic_store_n(&p->remote[i].seq, i, __ATOMIC_RELAXED); /* position i - size, taken */
 	p->remote_head = 0;
 	__atomic_store_n(&p->remote_tail, 0, __ATOMIC_RELEASE);
 	return 0;
