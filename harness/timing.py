@@ -69,7 +69,7 @@ class Schedule:
 
 def schedule(opts, cap, rp, queues: int, per_queue_cpu: list[int] | None) -> Schedule | str:
     """The schedule of a paced run, per queue; or, as a string, why it cannot be timed."""
-    what = (f"--pps {opts.pps:,g}" if opts.pps else f"--mbps {opts.mbps:,g}" if opts.mbps
+    what = (f"--pps {opts.pps:,.15g}" if opts.pps else f"--mbps {opts.mbps:,.15g}" if opts.mbps
             else f"the capture's timing x{opts.multiplier or 1:g}")
     if opts.topspeed:
         return "at top speed there is no schedule"
