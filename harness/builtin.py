@@ -283,6 +283,7 @@ class BuiltinReplayer:
                            successful=c["sent"], failed=c["failed"], truncated=None,
                            retried_enobufs=c["retried_enobufs"], retried_eagain=c["retried_eagain"],
                            driver=self.driver, calls=c["calls"], runs=runs, unchanged=unchanged,
+                           kernel_batch=max(s.r.kernel_batch for s in self.senders) if runs is not None else None,
                            senders=[{"cpu": self.cpus[i] if self.cpus else None, "sent": s.r.sent,
                                      "bytes": s.r.bytes, "failed": s.r.failed}
                                     for i, s in enumerate(self.senders)])

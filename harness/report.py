@@ -332,7 +332,8 @@ def run_summary(doc: dict, out=sys.stdout) -> None:
                                            f"NOT held, {rp['driver']}'s ceiling here with these options"),
               file=out)
     if rp.get("runs") is not None:
-        print(f"  xdp sender: {n(rp['runs'])} live frames run in {n(rp['calls'])} BPF_PROG_RUN calls, "
+        print(f"  xdp sender: {n(rp['runs'])} live frames run in {n(rp['calls'])} BPF_PROG_RUN calls "
+              f"(kernel batches of up to {rp['kernel_batch']}), "
               f"{n(rp['packets'])} redirected; {n(rp['xdp_xmit'])} taken by the peer's rings, "
               f"{n(rp['xdp_xmit_errors'])} refused (ring full)", file=out)
     if rp["retried_enobufs"] or rp["retried_eagain"]:

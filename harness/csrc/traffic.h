@@ -76,6 +76,8 @@ struct nta_replay {
 	uint64_t retried_eagain;
 	uint64_t calls;           /* sendmmsg, send or BPF_PROG_RUN calls */
 	uint64_t unchanged;       /* with unique: frames of a loop after the first sent as they are (not IP) */
+	uint32_t kernel_batch;    /* the xdp sender: the most frames of a kernel batch (nta_replay_pace_batch) */
+	uint32_t pad;
 	int32_t last_errno;       /* of the last failed frame */
 	int32_t stop;             /* set to 1 (atomically) to stop early */
 	uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC */
@@ -87,6 +89,9 @@ int nta_replay_run(struct nta_replay *r);
  * sender sends frame k, and gaps[0] how long after a loop's last frame the next loop's first; the same
  * every loop. Returns ->frames, or -EINVAL for a sender at top speed or with no frames. */
 long nta_replay_gaps(const struct nta_replay *r, uint64_t *gaps);
+/* The kernel batch of a paced xdp sender's call of k frames, due from first to last (ns): a power of two,
+ * as many frames as fit in 4 us of the schedule at the call's mean gap, 1 to 64 and at most k. */
+uint32_t nta_replay_pace_batch(uint64_t first, uint64_t last, uint32_t k);
 
 /*
  * The XDP live-frames replayer's set-up (xdplive.c). The largest frame a live frame carries on this

@@ -205,6 +205,26 @@ static void test_mmsg_pacing(void)
 	close(sv[1]);
 }
 
+/* A paced xdp call's kernel batch: one frame at 250 kpps and below, then as many as 4 us of the
+ * schedule holds, a power of two up to 64 and never more than the call's frames. */
+static void test_pace_batch(void)
+{
+	const uint64_t t0 = 1000000000ull;
+
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 1), 1);                   /* one frame */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 10000, 256), 1);   /* 100 kpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 4000, 256), 1);    /* 250 kpps: 4 us a gap */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 3999, 256), 1);    /* a gap under 4 us, but 2 do not fit */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 2000, 256), 2);    /* 500 kpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 1000, 256), 4);    /* 1 Mpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 250, 256), 16);    /* 4 Mpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 200, 256), 16);    /* 5 Mpps: 32 would span 6.4 us */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 10, 256), 64);     /* 100 Mpps: the veth ring's limit */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 256), 64);                /* all due at once */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 2 * 250, 3), 2);         /* no more than the call's frames */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 5), 4);
+}
+
 static void drain(int rx)
 {
 	static uint8_t buf[65536];
@@ -342,6 +362,7 @@ int main(void)
 	make_frames();
 	test_mmsg_loops_limit_index();
 	test_mmsg_pacing();
+	test_pace_batch();
 	test_stop_and_send_errors();
 	test_tx_ring_on_loopback();
 	printf("%d checks, %d failed\n", checks, failures);

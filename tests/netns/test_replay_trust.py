@@ -86,7 +86,19 @@ def test_the_xdp_sender_times_each_frame_not_each_call(imix_pcap):
     r = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=4, pps=50_000), quiet=True, replayer="xdp"))
     assert r.replay.runs == r.replay.sent == 4 * 1200 and r.reconciled
     assert r.replay.calls <= 4 * 1200 // 16  # a call per frame would be 4,800
+    assert r.replay.kernel_batch == 1  # 20 us apart: each frame flushed to the device on its own
     assert r.timing["p50_us"] < 10  # gross: half the gap
+
+
+def test_a_fast_paced_xdp_sender_batches_what_4_us_of_schedule_holds(imix_pcap):
+    """At 4 Mpps (250 ns apart) a flush a frame could not keep up (2.4 Mpps here): a paced call's kernel
+    batches take 16 frames, 4 us of the schedule, whatever this machine reaches; at top speed, 64. Every
+    frame is still sent and seen."""
+    r = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=20, pps=4_000_000), quiet=True, replayer="xdp"))
+    assert r.replay.runs == r.replay.sent == 20 * 1200 and r.reconciled
+    assert r.replay.kernel_batch == 16
+    top = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=20, topspeed=True), quiet=True, replayer="xdp"))
+    assert top.replay.kernel_batch == 64 and top.reconciled
 
 
 @contextlib.contextmanager

@@ -141,12 +141,13 @@ def test_cli_summary_and_json(imix_pcap, tmp_path):
     proc = nta("run", "--pcap", imix_pcap, "--loops", "10", "--replayer", "xdp", "--batch", "100",
                "--topspeed", "--json", str(out), check=True)
     assert "by xdp live frames" in proc.stdout and "replayer (xdp)" in proc.stdout
-    assert "xdp sender: 12,000 live frames run in 120 BPF_PROG_RUN calls, 12,000 redirected" in proc.stdout
+    assert ("xdp sender: 12,000 live frames run in 120 BPF_PROG_RUN calls (kernel batches of up to 64), "
+            "12,000 redirected") in proc.stdout
     doc = json.loads(out.read_text())
     rp = doc["points"]["replayer"]
     assert doc["config"]["replayer"] == "xdp" and doc["config"]["batch"] == 100
-    assert (rp["packets"], rp["runs"], rp["calls"], rp["xdp_xmit"], rp["xdp_xmit_errors"]) == (12_000, 12_000,
-                                                                                               120, 12_000, 0)
+    assert (rp["packets"], rp["runs"], rp["calls"], rp["kernel_batch"], rp["xdp_xmit"], rp["xdp_xmit_errors"]) == \
+        (12_000, 12_000, 120, 64, 12_000, 0)
     assert doc["reconciled"] is True
 
 
