@@ -21,9 +21,10 @@
  * pool for the call and tears it down), so a call per frame cannot time the frames. Instead the sender
  * writes the due times of its next frames (bpf_ktime_get_ns's clock, CLOCK_MONOTONIC) into nta_gen_due
  * (CPU c's ring of N at c * N, by run number; mmapped by the sender: no system call per frame) and makes
- * one call of them; each run spins until its frame is due. A kernel batch goes to the device when its
- * last run is done: one frame a batch up to 250 kpps, and above, as many as 4 us of the schedule holds
- * (harness/csrc/replay.c: nta_replay_pace_batch), where a flush a frame could not keep up. The sender calls a call's set-up early and ends a
+ * one call of them; each run spins until its frame is due (one clock read if it is due already). A kernel
+ * batch goes to the device when its last run is done: one frame a batch, until the sender falls behind
+ * its schedule; then as many as a span of the schedule holds (harness/csrc/replay.c:
+ * nta_replay_pace_step). The sender calls a call's set-up early and ends a
  * call where a gap leaves time for the next one's set-up, so a run spins for tens of us at most.
  *
  * A sender owns one CPU (BPF_PROG_RUN's live mode runs with migration off),
@@ -60,6 +61,8 @@ static __always_inline void nta_gen_wait(__u64 run)
 	if (!due)
 		return;
 	__u64 t = *due;
+	if (bpf_ktime_get_ns() >= t) /* due already: one clock read, not the loop's four */
+		return;
 	/* every way out of the loop leaves the same state (n = 0), so the verifier walks the rest of the
 	 * program once, not once per iteration the loop might end at */
 	for (__u32 n = NTA_GEN_SPIN_ITERS; n;) {

@@ -89,9 +89,19 @@ int nta_replay_run(struct nta_replay *r);
  * sender sends frame k, and gaps[0] how long after a loop's last frame the next loop's first; the same
  * every loop. Returns ->frames, or -EINVAL for a sender at top speed or with no frames. */
 long nta_replay_gaps(const struct nta_replay *r, uint64_t *gaps);
-/* The kernel batch of a paced xdp sender's call of k frames, due from first to last (ns): a power of two,
- * as many frames as fit in 4 us of the schedule at the call's mean gap, 1 to 64 and at most k. */
-uint32_t nta_replay_pace_batch(uint64_t first, uint64_t last, uint32_t k);
+/* The xdp sender, paced: the kernel batch of a call of k frames, due from first to last (ns), a power of two
+ * that fits in span ns of the schedule, 1 to 64 and at most k; and the span, from 0 (a frame a batch),
+ * widened while the sender falls behind its schedule (replay.c). */
+#define NTA_PACE_LATE 4                 /* calls in a row, each further behind, that widen the span */
+#define NTA_PACE_SPAN_FIRST_NS 1000ull
+#define NTA_PACE_SPAN_MOST_NS 32000ull
+struct nta_pace {
+	uint64_t span, behind; /* the span; how far behind the last call started */
+	uint32_t late, pad;    /* calls in a row that started behind, each further */
+};
+uint32_t nta_replay_pace_batch(uint64_t first, uint64_t last, uint32_t k, uint64_t span);
+/* A call starts at now, its first frame due at first_due: the span its batches take. */
+uint64_t nta_replay_pace_step(struct nta_pace *pc, uint64_t now, uint64_t first_due);
 
 /*
  * The XDP live-frames replayer's set-up (xdplive.c). The largest frame a live frame carries on this

@@ -205,24 +205,63 @@ static void test_mmsg_pacing(void)
 	close(sv[1]);
 }
 
-/* A paced xdp call's kernel batch: one frame at 250 kpps and below, then as many as 4 us of the
- * schedule holds, a power of two up to 64 and never more than the call's frames. */
+/* A paced xdp call's kernel batch: with a 4 us span, one frame at 250 kpps and below, then as many as the
+ * span of the schedule holds, a power of two up to 64 and never more than the call's frames. */
 static void test_pace_batch(void)
 {
 	const uint64_t t0 = 1000000000ull;
 
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 1), 1);                   /* one frame */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 10000, 256), 1);   /* 100 kpps */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 4000, 256), 1);    /* 250 kpps: 4 us a gap */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 3999, 256), 1);    /* a gap under 4 us, but 2 do not fit */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 2000, 256), 2);    /* 500 kpps */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 1000, 256), 4);    /* 1 Mpps */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 250, 256), 16);    /* 4 Mpps */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 200, 256), 16);    /* 5 Mpps: 32 would span 6.4 us */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 10, 256), 64);     /* 100 Mpps: the veth ring's limit */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 256), 64);                /* all due at once */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 2 * 250, 3), 2);         /* no more than the call's frames */
-	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 5), 4);
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 1, 4000), 1);                   /* one frame */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 10000, 256, 4000), 1);   /* 100 kpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 4000, 256, 4000), 1);    /* 250 kpps: 4 us a gap */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 3999, 256, 4000), 1);    /* a gap under 4 us, but 2 do not fit */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 2000, 256, 4000), 2);    /* 500 kpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 1000, 256, 4000), 4);    /* 1 Mpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 250, 256, 4000), 16);    /* 4 Mpps */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 200, 256, 4000), 16);    /* 5 Mpps: 32 would span 6.4 us */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 10, 256, 4000), 64);     /* 100 Mpps: the veth ring's limit */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 256, 4000), 64);                /* all due at once */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 2 * 250, 3, 4000), 2);         /* no more than the call's frames */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 5, 4000), 4);
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 250, 256, 8000), 32); /* a sender behind: twice the span */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 10000, 256, 32000), 2);
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0 + 255 * 250, 256, 0), 1); /* a sender's first span: one a batch */
+	EXPECT_EQ(nta_replay_pace_batch(t0, t0, 256, 0), 64);
+}
+
+/* The span widens only while a sender falls behind: 4 calls in a row, each over 40 us behind and further
+ * than the one before; then 1 us, doubling up to 32 us. */
+static void test_pace_step(void)
+{
+	const uint64_t t0 = 1000000000ull, us = 1000;
+	struct nta_pace pc = { 0 };
+	uint64_t due = t0, span = 0;
+
+	for (int i = 0; i < 100; i++, due += 100 * us) /* a call's set-up late, keeping up */
+		span = nta_replay_pace_step(&pc, due + 28 * us, due);
+	EXPECT_EQ(span, 0);
+	for (int i = 0; i < 100; i++, due += 100 * us) /* far behind, but no further each call */
+		span = nta_replay_pace_step(&pc, due + 500 * us, due);
+	EXPECT_EQ(span, 0);
+	for (int i = 0; i < 100; i++, due += 100 * us) /* early: the sender waited */
+		span = nta_replay_pace_step(&pc, due - 20 * us, due);
+	EXPECT_EQ(span, 0);
+	uint64_t behind = 41 * us;
+	for (int i = 0; i < 3; i++, due += 100 * us, behind += us) /* falling behind: three calls */
+		EXPECT_EQ(nta_replay_pace_step(&pc, due + behind, due), 0);
+	EXPECT_EQ(nta_replay_pace_step(&pc, due + 30 * us, due), 0); /* caught up: the count starts again */
+	for (int i = 0; i < 3; i++, due += 100 * us, behind += us)
+		EXPECT_EQ(nta_replay_pace_step(&pc, due + behind, due), 0);
+	EXPECT_EQ(nta_replay_pace_step(&pc, due + behind, due), 1000); /* the fourth in a row */
+	const uint64_t want[] = { 1000, 1000, 1000, 2000, 2000, 2000, 2000, 4000 };
+	for (int i = 0; i < 8; i++, due += 100 * us) {
+		behind += us;
+		EXPECT_EQ(nta_replay_pace_step(&pc, due + behind, due), want[i]);
+	}
+	for (int i = 0; i < 100; i++, due += 100 * us, behind += us)
+		span = nta_replay_pace_step(&pc, due + behind, due);
+	EXPECT_EQ(span, NTA_PACE_SPAN_MOST_NS);
+	EXPECT_EQ(nta_replay_pace_step(&pc, due, due), NTA_PACE_SPAN_MOST_NS); /* a span never narrows */
 }
 
 static void drain(int rx)
@@ -363,6 +402,7 @@ int main(void)
 	test_mmsg_loops_limit_index();
 	test_mmsg_pacing();
 	test_pace_batch();
+	test_pace_step();
 	test_stop_and_send_errors();
 	test_tx_ring_on_loopback();
 	printf("%d checks, %d failed\n", checks, failures);

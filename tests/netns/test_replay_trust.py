@@ -90,13 +90,16 @@ def test_the_xdp_sender_times_each_frame_not_each_call(imix_pcap):
     assert r.timing["p50_us"] < 10  # gross: half the gap
 
 
-def test_a_fast_paced_xdp_sender_batches_what_4_us_of_schedule_holds(imix_pcap):
-    """At 4 Mpps (250 ns apart) a flush a frame could not keep up (2.4 Mpps here): a paced call's kernel
-    batches take 16 frames, 4 us of the schedule, whatever this machine reaches; at top speed, 64. Every
-    frame is still sent and seen."""
+def test_a_paced_xdp_sender_that_falls_behind_batches_its_frames(imix_pcap):
+    """At 4 Mpps (250 ns apart) a flush a frame could not keep up here (3.0 Mpps at most): a sender that falls
+    further behind at each call widens its kernel batches (harness/csrc/replay.c: nta_replay_pace_step),
+    up to 64, until it keeps up or has no wider to go. Every frame is still sent and seen; at top speed,
+    64 a batch."""
     r = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=20, pps=4_000_000), quiet=True, replayer="xdp"))
     assert r.replay.runs == r.replay.sent == 20 * 1200 and r.reconciled
-    assert r.replay.kernel_batch == 16
+    b = r.replay.kernel_batch
+    assert b in (1, 2, 4, 8, 16, 32, 64)
+    assert r.rate["held"] or b > 1  # not held: it fell behind, and widened its batches
     top = run(RunConfig(pcap=imix_pcap, replay=ReplayOptions(loops=20, topspeed=True), quiet=True, replayer="xdp"))
     assert top.replay.kernel_batch == 64 and top.reconciled
 
