@@ -16,13 +16,13 @@
  * stores on x86): one atomic read-modify-write per batch. The owner reads
  * slots in order from the head while their sequence says published, hands
  * each slot back (its sequence one lap on) and moves the head once per
- * drain. The slots start zeroed, as mapped: a producer finds room by the
- * head, never by a slot's sequence, and 0 is no position's "published"
- * (position + 1), so a slot needs no sequence before its first lap, and the
- * queue's pages take memory only once used (their mapping, not the heap's,
- * goes back at destroy). A slot reserved but not yet published stops the drain there until
+ * drain. A slot reserved but not yet published stops the drain there until
  * the next one. After the queue's design by D. Vyukov (bounded MPMC), with
- * the multi-slot reservation of a batch.
+ * the multi-slot reservation of a batch. The slots start zeroed, as mapped:
+ * a producer finds room by the head, never by a slot's sequence, and 0 is no
+ * position's "published" (position + 1), so a slot needs no sequence before
+ * its first lap, and the queue's pages take memory only once used (their
+ * mapping, not the heap's, goes back at destroy).
  */
 #include <errno.h>
 #include <stdlib.h>
