@@ -62,7 +62,7 @@ NTA_INLINE uint32_t nta_block_end_in(const uint64_t *bmp, const struct nta_geom 
 {
 	const uint64_t *used = bmp + (size_t)p * 3 * G.words, *start = used + G.words;
 	uint32_t w = c >> 6;
-	uint64_t x = (start[w] | ~used[w]) & (~1ull << (c & 63));
+	uint64_t x = (start[w] | ~used[w]) & -((1ull << (c & 63)) << 1); /* the bits above c: the same shift as c's bit */
 
 	while (!x) {
 		if (++w >= G.words)
@@ -129,7 +129,7 @@ NTA_INLINE bool nta_hview_room(const struct nta_hview *V, bool pool, uint32_t p,
 	*at = hp->cache_count[n];
 	if (unlikely(*at >= hp->cache_limit))
 		return false;
-	return !(pool && d->aux + 1 == d->live && !heap_keeps_last(hp));
+	return !(pool && d->live - d->aux == 1 && !heap_keeps_last(hp));
 }
 
 /* Park the block of n chunks at chunk c of page p, global chunk g, at its place in the cache. */
