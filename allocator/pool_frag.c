@@ -388,7 +388,8 @@ static NTA_NOINLINE int park_pinned(struct nta_pool *p, uint64_t off, uint32_t n
  * errno. Through the arena's handle, with the heap read from the page, a free inline that combined and a
  * callee-saved register for each value the pinned case needed after its call, nta_pool_put took 171
  * instructions (callgrind, poolbench frag 200000 1 nta); 139 with the checks of the block's start in the
- * bitmaps and of its page's heap in the descriptor, which the live byte and the page's record answer: 124.
+ * bitmaps and of its page's heap in the descriptor, which the live byte and the page's record answer: 124;
+ * 118 with nothing spilled to the stack (nta_block_end_in's mask, nta_hview_room's test).
  */
 NTA_INLINE int put_frag_fast(struct nta_pool *p, uint64_t off, unsigned flags)
 {
