@@ -67,7 +67,9 @@ static int layout(const struct nta_config *cfg, struct nta_hdr *h)
 	h->desc_off = align_up(sizeof(struct nta_hdr), 64);
 	h->bmp_off = align_up(h->desc_off + (uint64_t)h->max_pages * sizeof(struct nta_page), 64);
 	h->cache_off = align_up(h->bmp_off + (uint64_t)h->max_pages * 3 * h->words * 8, 64);
-	h->live_off = align_up(h->cache_off + (uint64_t)NTA_MAX_HEAPS * (h->cpp + 1) * depth * 4, 64);
+	/* page aligned: the live bytes of the first 32 pages in use fill one page, not two (4 KiB of a 1K
+	 * producer-consumer window's 540) */
+	h->live_off = align_up(h->cache_off + (uint64_t)NTA_MAX_HEAPS * (h->cpp + 1) * depth * 4, 4096);
 	h->readers_off = align_up(h->live_off + (uint64_t)h->max_pages * h->cpp, 4096);
 	h->data_off = align_up(h->readers_off + NTA_READERS_BYTES, ps);
 	h->total_size = h->data_off + ((uint64_t)h->max_pages << h->page_shift);

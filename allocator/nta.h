@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define NTA_MAGIC "NTAARENA"
-#define NTA_VERSION 9
+#define NTA_VERSION 10
 
 enum nta_kind {
 	NTA_KIND_NTA = 1,

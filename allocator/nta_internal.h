@@ -9,7 +9,7 @@
  *   desc_off   struct nta_page[max_pages]
  *   bmp_off    uint64_t[max_pages][3][words]   used, start, cached bits per chunk
  *   cache_off  uint32_t[NTA_MAX_HEAPS][cpp + 1][cache_depth]  per heap, per size: parked blocks
- *   live_off   uint8_t[max_pages * cpp]        page pool: holders of the block starting there
+ *   live_off   uint8_t[max_pages * cpp]        page pool: holders of the block starting there (page aligned)
  *   readers_off struct nta_readers, then struct nta_reader_slot[NTA_MAX_READERS]
  *              (page aligned, the only part a reader maps writable)
  *   data_off   data pages (page aligned)
