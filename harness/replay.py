@@ -87,7 +87,7 @@ class ReplayResult:
     unchanged: int | None = None  # --unique-flows: frames of later loops sent as they were (not IP)
     calls: int | None = None  # send calls (built-in)
     runs: int | None = None  # xdp: runs of the program (live frames the kernel made)
-    kernel_batch: int | None = None  # xdp: the most frames of a kernel batch (paced: as 4 us of schedule holds)
+    kernel_batch: int | None = None  # xdp: the most frames of a kernel batch (paced: 1 until the sender falls behind)
     senders: list | None = None  # built-in: each sender's cpu, sent, bytes, failed
 
     @property
